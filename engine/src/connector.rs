@@ -1,0 +1,5 @@
+//! Source connectors: the built-in Nexmark generator and Kafka topics.
+//! Each turns its input into Arrow batches of a declared schema.
+
+pub mod kafka;
+pub mod nexmark;

@@ -1,0 +1,26 @@
+//! The engine's error type.
+//! Every fallible engine call returns [`EngineError`]; callers above map it to SQLSTATEs.
+
+use arrow::error::ArrowError;
+
+/// Errors raised by engine components.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Arrow(#[from] ArrowError),
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("duplicate key value violates unique constraint \"{table}_pkey\"")]
+    DuplicateKey { table: String, detail: String },
+    #[error("null value in column \"{column}\" violates not-null constraint")]
+    NullKey { column: String },
+    #[error("{0}")]
+    Config(String),
+    #[error("write-ahead log {path} is corrupt: {reason}")]
+    CorruptLog { path: String, reason: String },
+}
+
+/// Engine result alias.
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;

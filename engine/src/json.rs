@@ -1,0 +1,164 @@
+//! JSON payloads to Arrow batches, skipping and counting malformed messages.
+//! The fast path decodes a whole batch of messages at once; only a batch with a bad message pays for per-message checks.
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use arrow_json::ReaderBuilder;
+
+use crate::Result;
+
+/// Counts of what a decoder saw.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DecodeStats {
+    /// Messages decoded into rows.
+    pub rows: u64,
+    /// Payload bytes seen (good and bad).
+    pub bytes: u64,
+    /// Messages skipped because they did not decode into the schema.
+    pub errors: u64,
+    /// The first error seen, with the message's position when known.
+    pub first_error: Option<String>,
+}
+
+impl DecodeStats {
+    /// Adds another decoder's counts to these (first error wins).
+    pub fn merge(&mut self, other: &DecodeStats) {
+        self.rows += other.rows;
+        self.bytes += other.bytes;
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error.clone_from(&other.first_error);
+        }
+    }
+}
+
+/// Decodes JSON objects (one per message) into batches of `schema`.
+///
+/// Fields map by name; missing fields are NULL, unknown fields are ignored, and
+/// a string holding a valid literal of the column's type is accepted.
+pub struct JsonDecoder {
+    schema: SchemaRef,
+    stats: DecodeStats,
+}
+
+impl JsonDecoder {
+    pub fn new(schema: SchemaRef) -> Self {
+        Self { schema, stats: DecodeStats::default() }
+    }
+
+    pub fn stats(&self) -> &DecodeStats {
+        &self.stats
+    }
+
+    /// Decodes `messages` (each with a label used in error texts, such as
+    /// `partition 0 offset 17`). Returns the batch of good rows and, for
+    /// each of them, its index in `messages`.
+    pub fn decode<'a, L: std::fmt::Display>(
+        &mut self,
+        messages: &[(L, &'a [u8])],
+    ) -> Result<(RecordBatch, Vec<usize>)> {
+        self.stats.bytes += messages.iter().map(|(_, m)| m.len() as u64).sum::<u64>();
+        if let Ok(batch) = self.decode_all(messages.len(), messages.iter().map(|(_, m)| *m)) {
+            if batch.num_rows() == messages.len() {
+                self.stats.rows += batch.num_rows() as u64;
+                return Ok((batch, (0..messages.len()).collect()));
+            }
+        }
+        // Slow path: find the bad messages one by one, then decode the rest.
+        let mut good = Vec::with_capacity(messages.len());
+        for (i, (label, msg)) in messages.iter().enumerate() {
+            match self.decode_all(1, std::iter::once(*msg)) {
+                Ok(b) if b.num_rows() == 1 => good.push(i),
+                Ok(b) => self.record_error(label, &format!("expected one JSON object, found {} rows", b.num_rows())),
+                Err(e) => self.record_error(label, &e.to_string()),
+            }
+        }
+        let batch = self.decode_all(good.len(), good.iter().map(|&i| messages[i].1))?;
+        self.stats.rows += batch.num_rows() as u64;
+        Ok((batch, good))
+    }
+
+    fn record_error(&mut self, label: &dyn std::fmt::Display, error: &str) {
+        self.stats.errors += 1;
+        if self.stats.first_error.is_none() {
+            self.stats.first_error = Some(format!("{label}: {error}"));
+        }
+    }
+
+    fn decode_all<'a>(&self, count: usize, messages: impl Iterator<Item = &'a [u8]>) -> Result<RecordBatch> {
+        let mut decoder = ReaderBuilder::new(self.schema.clone())
+            .with_batch_size(count + 1)
+            .with_strict_mode(false)
+            .build_decoder()?;
+        for msg in messages {
+            // A payload that is not exactly one JSON value must not bleed into the next.
+            let before = decoder.len();
+            let mut rest = msg;
+            while !rest.is_empty() {
+                let n = decoder.decode(rest)?;
+                if n == 0 {
+                    break;
+                }
+                rest = &rest[n..];
+            }
+            decoder.decode(b"\n")?;
+            if decoder.len() != before + 1 {
+                return Err(arrow::error::ArrowError::JsonError(format!(
+                    "expected one JSON object per message, found {}",
+                    decoder.len() - before
+                ))
+                .into());
+            }
+        }
+        Ok(decoder.flush()?.unwrap_or_else(|| RecordBatch::new_empty(self.schema.clone())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Array, Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("name", DataType::Utf8, true),
+        ]))
+    }
+
+    #[test]
+    fn malformed_messages_are_skipped_and_counted() {
+        let mut d = JsonDecoder::new(schema());
+        let msgs: Vec<(usize, &[u8])> = vec![
+            (0, br#"{"id": 1, "name": "a"}"#),
+            (1, br#"{"id": 2, "name": "#),
+            (2, br#"{"id": "3", "extra": true}"#),
+            (3, br#"{"id": "x"}"#),
+            (4, br#"{"id": 5}{"id": 6}"#),
+        ];
+        let (batch, idx) = d.decode(&msgs).unwrap();
+        assert_eq!(idx, vec![0, 2]);
+        let ids = batch.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+        assert_eq!(ids.values(), &[1, 3]);
+        let names = batch.column(1).as_any().downcast_ref::<StringArray>().unwrap();
+        assert!(names.is_null(1));
+        assert_eq!(d.stats().errors, 3);
+        assert_eq!(d.stats().rows, 2);
+        assert!(d.stats().first_error.as_deref().unwrap().starts_with("1: "));
+    }
+
+    #[test]
+    fn clean_batch_takes_fast_path() {
+        let mut d = JsonDecoder::new(schema());
+        let msgs: Vec<(usize, &[u8])> =
+            (0..100).map(|i| (i, &br#"{"id": 7, "name": "n"}"#[..])).collect();
+        let (batch, idx) = d.decode(&msgs).unwrap();
+        assert_eq!(batch.num_rows(), 100);
+        assert_eq!(idx.len(), 100);
+        assert_eq!(d.stats().errors, 0);
+    }
+}

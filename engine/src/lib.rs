@@ -1,0 +1,13 @@
+//! weir's engine: Arrow kernels for reading sources and holding table state.
+//! It knows nothing about SQL text or catalog names; `weir-sql` drives it.
+
+mod error;
+mod json;
+mod table_store;
+mod wal;
+
+pub mod connector;
+
+pub use error::{EngineError, Result};
+pub use json::{DecodeStats, JsonDecoder};
+pub use table_store::{TableStore, WEIGHT_COLUMN};
