@@ -218,6 +218,12 @@ impl TableStore {
     }
 }
 
+impl std::fmt::Debug for TableStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableStore").field("name", &self.name).field("rows", &self.rows.len()).finish()
+    }
+}
+
 fn with_weights(rows: &RecordBatch, weight: i64) -> Result<RecordBatch> {
     let mut fields: Vec<Field> = rows.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
     fields.push(Field::new(WEIGHT_COLUMN, DataType::Int64, false));

@@ -1,1 +1,16 @@
-//! placeholder
+//! weir's SQL layer: statement parsing, the persisted catalog, and DataFusion planning.
+//! The server hands it query text; it hands back rows, command tags, or errors with SQLSTATEs.
+
+mod catalog;
+mod database;
+mod error;
+mod provider;
+mod relation;
+mod statement;
+mod types;
+
+pub use database::{DATABASE_NAME, Database, Output, QueryResult, SERVER_VERSION};
+pub use error::{Result, SqlError, classify};
+pub use provider::ScanReport;
+pub use statement::{ObjectKind, ParsedStatement, Statement, TransactionKind};
+pub use types::sql_type_name;

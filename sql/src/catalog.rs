@@ -1,0 +1,107 @@
+//! The catalog: every source and table by name, persisted as the SQL that created it.
+//! On start the SQL is re-planned, so the file never holds plans, only text and resolved defaults.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::TableProvider;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, SqlError};
+use crate::statement::{CreateRelation, ObjectKind};
+
+/// What the catalog file keeps per object.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct StoredEntry {
+    pub(crate) kind: ObjectKind,
+    pub(crate) name: String,
+    /// The CREATE statement as the user wrote it.
+    pub(crate) sql: String,
+    /// Defaults fixed at creation (e.g. a generator's base time), merged into the options on replay.
+    #[serde(default)]
+    pub(crate) resolved: BTreeMap<String, String>,
+}
+
+/// A live catalog object.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub(crate) stored: StoredEntry,
+    pub(crate) create: CreateRelation,
+    pub(crate) schema: SchemaRef,
+    #[allow(dead_code)] // kept for the dataflow planner (next issue)
+    pub(crate) provider: Arc<dyn TableProvider>,
+}
+
+/// Objects by name, written through to `catalog.json` in the data dir.
+#[derive(Debug, Default)]
+pub(crate) struct Catalog {
+    path: Option<PathBuf>,
+    entries: BTreeMap<String, Entry>,
+    /// Creation order, so replay re-creates dependencies first.
+    order: Vec<String>,
+}
+
+impl Catalog {
+    /// The stored entries of the catalog at `dir`, in creation order (empty when new).
+    pub(crate) fn load(dir: Option<&Path>) -> Result<(Self, Vec<StoredEntry>)> {
+        let path = dir.map(|d| d.join("catalog.json"));
+        let stored = match &path {
+            Some(p) if p.exists() => {
+                let text = fs::read_to_string(p).map_err(io_error)?;
+                serde_json::from_str(&text)
+                    .map_err(|e| SqlError::new("XX001", format!("catalog file {} is corrupt: {e}", p.display())))?
+            }
+            _ => vec![],
+        };
+        Ok((Self { path, entries: BTreeMap::new(), order: vec![] }, stored))
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&Entry> {
+        self.entries.get(name)
+    }
+
+    /// Names of objects of `kind`, sorted.
+    pub(crate) fn names(&self, kind: ObjectKind) -> Vec<String> {
+        self.entries.values().filter(|e| e.stored.kind == kind).map(|e| e.stored.name.clone()).collect()
+    }
+
+    /// Adds an entry; `persist` writes the catalog file before returning.
+    pub(crate) fn insert(&mut self, entry: Entry, persist: bool) -> Result<()> {
+        let name = entry.stored.name.clone();
+        self.order.retain(|n| n != &name);
+        self.order.push(name.clone());
+        self.entries.insert(name, entry);
+        if persist { self.persist() } else { Ok(()) }
+    }
+
+    pub(crate) fn remove(&mut self, name: &str) -> Result<Option<Entry>> {
+        let e = self.entries.remove(name);
+        self.order.retain(|n| n != name);
+        self.persist()?;
+        Ok(e)
+    }
+
+    /// Writes the catalog atomically: a temp file, fsync, rename.
+    fn persist(&self) -> Result<()> {
+        let Some(path) = &self.path else { return Ok(()) };
+        let stored: Vec<&StoredEntry> = self.order.iter().filter_map(|n| self.entries.get(n)).map(|e| &e.stored).collect();
+        let text = serde_json::to_string_pretty(&stored).map_err(|e| SqlError::new("XX000", e.to_string()))?;
+        let tmp = path.with_extension("json.tmp");
+        let mut f = fs::File::create(&tmp).map_err(io_error)?;
+        f.write_all(text.as_bytes()).map_err(io_error)?;
+        f.sync_all().map_err(io_error)?;
+        fs::rename(&tmp, path).map_err(io_error)?;
+        if let Some(dir) = path.parent() {
+            fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io_error)?;
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn io_error(e: std::io::Error) -> SqlError {
+    SqlError::new("58030", format!("I/O error: {e}"))
+}

@@ -1,0 +1,319 @@
+//! `Database`: the catalog plus a DataFusion context that sees every relation in it.
+//! It runs weir's own statements and plans and executes everything DataFusion handles.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::execution::SessionStateBuilder;
+use datafusion::logical_expr::{LogicalPlan, ScalarUDF, Volatility, create_udf};
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast;
+use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use parking_lot::Mutex;
+
+use crate::catalog::{Catalog, Entry, StoredEntry, io_error};
+use crate::error::{Result, SqlError};
+use crate::provider::ScanReport;
+use crate::relation::{build, resolve_defaults};
+use crate::statement::{CreateRelation, ObjectKind, ParsedStatement, Statement, StatementParser};
+use crate::types::sql_type_name;
+
+/// The database name clients see (`current_database()`), and DataFusion's catalog name.
+pub const DATABASE_NAME: &str = "weir";
+/// What `version()` and the `server_version` parameter report.
+pub const SERVER_VERSION: &str = "15.0";
+
+/// What a statement returns.
+#[derive(Debug)]
+pub enum Output {
+    /// A completed command: its tag (`CREATE SOURCE`) and, for DML, the rows affected.
+    Command { tag: String, rows: Option<usize> },
+    /// A result set.
+    Rows { schema: SchemaRef, batches: Vec<RecordBatch> },
+}
+
+/// A query's rows plus what its source scans skipped.
+#[derive(Debug)]
+pub struct QueryResult {
+    pub output: Output,
+    pub report: Arc<ScanReport>,
+}
+
+/// The catalog and the engine behind one server.
+pub struct Database {
+    ctx: SessionContext,
+    parser: StatementParser,
+    catalog: Mutex<Catalog>,
+    data_dir: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database").field("data_dir", &self.data_dir).finish()
+    }
+}
+
+impl Database {
+    /// Opens the database in `data_dir` (created if missing), re-creating every stored object.
+    /// None keeps everything in memory.
+    pub fn open(data_dir: Option<PathBuf>) -> Result<Arc<Self>> {
+        if let Some(dir) = &data_dir {
+            std::fs::create_dir_all(dir.join("tables")).map_err(io_error)?;
+        }
+        let config = SessionConfig::new()
+            .with_default_catalog_and_schema(DATABASE_NAME, "public")
+            .with_information_schema(true)
+            .with_create_default_catalog_and_schema(true);
+        let ctx = SessionContext::new_with_config(config);
+        datafusion_pg_catalog::setup_pg_catalog(&ctx, DATABASE_NAME, EmptyContextProvider)
+            .map_err(|e| SqlError::from(*e))?;
+        ctx.register_udf(version_udf());
+        let (catalog, stored) = Catalog::load(data_dir.as_deref())?;
+        let db = Arc::new(Self { ctx, parser: StatementParser::default(), catalog: Mutex::new(catalog), data_dir });
+        for entry in stored {
+            if let Err(e) = db.replay(&entry) {
+                tracing::error!(name = %entry.name, error = %e, "could not re-create catalog object");
+            }
+        }
+        Ok(db)
+    }
+
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    pub fn parse(&self, sql: &str) -> Result<Vec<ParsedStatement>> {
+        self.parser.parse(sql)
+    }
+
+    fn tables_dir(&self) -> Option<PathBuf> {
+        self.data_dir.as_ref().map(|d| d.join("tables"))
+    }
+
+    fn replay(&self, stored: &StoredEntry) -> Result<()> {
+        let parsed = self.parser.parse(&stored.sql)?;
+        let Some(Statement::Create(create)) = parsed.into_iter().next().map(|p| p.statement) else {
+            return Err(SqlError::new("XX001", format!("catalog entry {} is not a CREATE", stored.name)));
+        };
+        let mut create = *create;
+        create.options.extend(stored.resolved.clone());
+        self.create(create, stored.sql.clone(), stored.resolved.clone(), false)
+    }
+
+    fn create(&self, create: CreateRelation, sql: String, resolved: std::collections::BTreeMap<String, String>, fresh: bool) -> Result<()> {
+        let built = build(&create, self.tables_dir().as_deref(), fresh)?;
+        self.ctx.register_table(create.name.as_str(), Arc::clone(&built.provider))?;
+        let stored = StoredEntry { kind: create.kind, name: create.name.clone(), sql, resolved };
+        let entry = Entry { stored, create, schema: built.schema, provider: built.provider };
+        let name = entry.stored.name.clone();
+        let persisted = self.catalog.lock().insert(entry, fresh);
+        if persisted.is_err() {
+            let _ = self.ctx.deregister_table(name.as_str());
+        }
+        persisted
+    }
+
+    /// Plans a statement DataFusion understands.
+    pub async fn plan(&self, statement: &ast::Statement) -> Result<LogicalPlan> {
+        let plan = self.ctx.state().statement_to_plan(DFStatement::Statement(Box::new(statement.clone()))).await?;
+        match &plan {
+            LogicalPlan::Ddl(ddl) => Err(SqlError::unsupported(format!("{} is not supported", ddl.name()))),
+            LogicalPlan::Copy(_) => Err(SqlError::unsupported("COPY is not supported")),
+            _ => Ok(plan),
+        }
+    }
+
+    /// Runs a planned query or DML statement to completion.
+    pub async fn execute_plan(&self, plan: LogicalPlan) -> Result<QueryResult> {
+        let report = Arc::new(ScanReport::default());
+        let state = self.ctx.state();
+        let config = state.config().clone().with_extension(Arc::clone(&report));
+        let state = SessionStateBuilder::new_from_existing(state).with_config(config).build();
+        let dml = match &plan {
+            LogicalPlan::Dml(d) => Some(d.op.to_string()),
+            _ => None,
+        };
+        let df = DataFrame::new(state, plan);
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await?;
+        let output = match dml {
+            Some(op) => {
+                let rows = batches
+                    .first()
+                    .and_then(|b| b.column(0).as_any().downcast_ref::<datafusion::arrow::array::UInt64Array>().map(|a| a.value(0)))
+                    .unwrap_or(0) as usize;
+                let tag = match op.as_str() {
+                    "Insert Into" | "Insert Append" => "INSERT 0".to_string(),
+                    "Update" => "UPDATE".to_string(),
+                    "Delete" => "DELETE".to_string(),
+                    other => other.to_ascii_uppercase(),
+                };
+                Output::Command { tag, rows: Some(rows) }
+            }
+            None => Output::Rows { schema, batches },
+        };
+        Ok(QueryResult { output, report })
+    }
+
+    /// The columns a catalog statement returns (empty for commands).
+    pub fn output_schema(statement: &Statement) -> Option<SchemaRef> {
+        let utf8 = |names: &[&str]| Arc::new(Schema::new(names.iter().map(|n| Field::new(*n, DataType::Utf8, true)).collect::<Vec<_>>()));
+        match statement {
+            Statement::ShowObjects(_) => Some(utf8(&["name"])),
+            Statement::ShowCreate { .. } => Some(utf8(&["name", "create_sql"])),
+            Statement::Describe(_) => Some(Arc::new(Schema::new(vec![
+                Field::new("name", DataType::Utf8, false),
+                Field::new("type", DataType::Utf8, false),
+                Field::new("primary_key", DataType::Boolean, false),
+            ]))),
+            _ => None,
+        }
+    }
+
+    /// Runs one of weir's catalog statements.
+    pub fn execute_catalog(&self, statement: &ParsedStatement) -> Result<Output> {
+        match &statement.statement {
+            Statement::Create(c) => self.execute_create(c, &statement.text),
+            Statement::Drop { kind, names, if_exists, cascade: _ } => {
+                for name in names {
+                    self.drop(*kind, name, *if_exists)?;
+                }
+                Ok(command(format!("DROP {}", kind.sql_name())))
+            }
+            Statement::ShowObjects(kind) => {
+                let names = self.catalog.lock().names(*kind);
+                rows(statement, vec![Arc::new(StringArray::from(names))])
+            }
+            Statement::ShowCreate { kind, name } => {
+                let cat = self.catalog.lock();
+                let e = cat.get(name).filter(|e| e.stored.kind == *kind).ok_or_else(|| SqlError::undefined_table(name))?;
+                rows(statement, vec![
+                    Arc::new(StringArray::from(vec![name.clone()])),
+                    Arc::new(StringArray::from(vec![redact(&e.stored.sql)])),
+                ])
+            }
+            Statement::Describe(name) => {
+                let cat = self.catalog.lock();
+                let e = cat.get(name).ok_or_else(|| SqlError::undefined_table(name))?;
+                let fields = e.schema.fields();
+                let pk: Vec<bool> = fields.iter().map(|f| e.create.primary_key.contains(f.name())).collect();
+                rows(statement, vec![
+                    Arc::new(StringArray::from_iter_values(fields.iter().map(|f| f.name().clone()))),
+                    Arc::new(StringArray::from_iter_values(fields.iter().map(|f| sql_type_name(f.data_type())))),
+                    Arc::new(BooleanArray::from(pk)),
+                ])
+            }
+            Statement::Flush => Ok(command("FLUSH".into())),
+            other => Err(SqlError::new("XX000", format!("not a catalog statement: {other:?}"))),
+        }
+    }
+
+    fn execute_create(&self, c: &CreateRelation, sql: &str) -> Result<Output> {
+        let tag = format!("CREATE {}", c.kind.sql_name());
+        if self.catalog.lock().get(&c.name).is_some() {
+            if c.if_not_exists {
+                return Ok(command(tag));
+            }
+            return Err(SqlError::duplicate_table(&c.name));
+        }
+        if self.ctx.table_exist(c.name.as_str())? {
+            return Err(SqlError::duplicate_table(&c.name));
+        }
+        let resolved = resolve_defaults(c);
+        let mut create = c.clone();
+        create.options.extend(resolved.clone());
+        self.create(create, sql.to_string(), resolved, true)?;
+        Ok(command(tag))
+    }
+
+    fn drop(&self, kind: ObjectKind, name: &str, if_exists: bool) -> Result<()> {
+        let mut cat = self.catalog.lock();
+        match cat.get(name) {
+            None if if_exists => return Ok(()),
+            None => return Err(SqlError::undefined_table(name)),
+            Some(e) if e.stored.kind != kind => {
+                return Err(SqlError::new(
+                    "42809",
+                    format!("\"{name}\" is not a {}", kind.sql_name().to_lowercase()),
+                )
+                .with_detail(format!("Use DROP {} to remove it.", e.stored.kind.sql_name())));
+            }
+            Some(_) => {}
+        }
+        cat.remove(name)?;
+        drop(cat);
+        self.ctx.deregister_table(name)?;
+        if let (ObjectKind::Table, Some(dir)) = (kind, self.tables_dir()) {
+            let wal = dir.join(format!("{name}.wal"));
+            if wal.exists() {
+                std::fs::remove_file(wal).map_err(io_error)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn command(tag: String) -> Output {
+    Output::Command { tag, rows: None }
+}
+
+fn rows(statement: &ParsedStatement, columns: Vec<ArrayRef>) -> Result<Output> {
+    let schema = Database::output_schema(&statement.statement).ok_or_else(|| SqlError::new("XX000", "no output schema"))?;
+    let batch = RecordBatch::try_new(Arc::clone(&schema), columns).map_err(|e| SqlError::new("XX000", e.to_string()))?;
+    Ok(Output::Rows { schema, batches: vec![batch] })
+}
+
+/// Hides secrets (passwords, keys) in WITH options of SQL shown back to users.
+fn redact(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut rest = sql;
+    while let Some(i) = rest.find('=') {
+        let (head, tail) = rest.split_at(i);
+        out.push_str(head);
+        let key = head.rsplit(|c: char| c == ',' || c == '(' || c.is_whitespace()).find(|s| !s.is_empty()).unwrap_or("");
+        let secret = ["password", "secret", "sasl.jaas", "ssl.key"].iter().any(|s| key.to_ascii_lowercase().contains(s));
+        let tail = &tail[1..];
+        if secret {
+            let trimmed = tail.trim_start();
+            if let Some(body) = trimmed.strip_prefix('\'') {
+                let end = body.find('\'').map_or(body.len(), |e| e + 1);
+                out.push_str("= '[REDACTED]'");
+                rest = &body[end.min(body.len())..];
+                continue;
+            }
+        }
+        out.push('=');
+        rest = tail;
+    }
+    out.push_str(rest);
+    out
+}
+
+fn version_udf() -> ScalarUDF {
+    let text = format!("PostgreSQL {SERVER_VERSION} (weir {})", env!("CARGO_PKG_VERSION"));
+    create_udf(
+        "version",
+        vec![],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(move |_args| {
+            Ok(datafusion::logical_expr::ColumnarValue::Scalar(datafusion::scalar::ScalarValue::Utf8(Some(text.clone()))))
+        }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_redacted() {
+        let s = "CREATE SOURCE s WITH (connector='kafka', properties.sasl.password = 'hunter2', topic='t')";
+        let r = redact(s);
+        assert!(!r.contains("hunter2"));
+        assert!(r.contains("topic='t'"));
+    }
+}

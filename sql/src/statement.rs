@@ -1,0 +1,603 @@
+//! Splits query text into statements and recognises weir's own (CREATE SOURCE, SHOW SOURCES, SET, ...).
+//! Everything else is parsed by the Postgres-compatibility parser and planned by DataFusion.
+
+use std::collections::BTreeMap;
+
+use datafusion::sql::sqlparser::ast;
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
+use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
+use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
+
+use crate::error::{Result, SqlError};
+
+/// Kinds of catalog objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ObjectKind {
+    Source,
+    Table,
+    MaterializedView,
+    Sink,
+}
+
+impl ObjectKind {
+    pub fn sql_name(self) -> &'static str {
+        match self {
+            Self::Source => "SOURCE",
+            Self::Table => "TABLE",
+            Self::MaterializedView => "MATERIALIZED VIEW",
+            Self::Sink => "SINK",
+        }
+    }
+}
+
+/// A column of a CREATE SOURCE / CREATE TABLE.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnDef {
+    pub name: String,
+    pub data_type: ast::DataType,
+    pub not_null: bool,
+}
+
+/// CREATE SOURCE or CREATE TABLE, as written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateRelation {
+    pub kind: ObjectKind,
+    pub name: String,
+    pub if_not_exists: bool,
+    pub columns: Vec<ColumnDef>,
+    pub primary_key: Vec<String>,
+    /// `WATERMARK FOR column AS expr`: the column and the expression's text.
+    pub watermark: Option<(String, String)>,
+    pub append_only: bool,
+    /// `INCLUDE key AS k`: (what, column name).
+    pub includes: Vec<(String, String)>,
+    /// WITH options, keys lower-cased.
+    pub options: BTreeMap<String, String>,
+    /// `FORMAT x ENCODE y`, upper-cased.
+    pub format: Option<(String, String)>,
+}
+
+/// Transaction control statements (accepted; weir has no multi-statement transactions yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransactionKind {
+    Begin,
+    Commit,
+    Rollback,
+}
+
+/// One statement of a query string.
+#[derive(Debug, Clone)]
+pub enum Statement {
+    Create(Box<CreateRelation>),
+    Drop { kind: ObjectKind, names: Vec<String>, if_exists: bool, cascade: bool },
+    ShowObjects(ObjectKind),
+    ShowCreate { kind: ObjectKind, name: String },
+    Describe(String),
+    SetVariable { name: String, value: Option<String> },
+    ShowVariable(String),
+    Transaction(TransactionKind),
+    Flush,
+    Discard,
+    /// A statement DataFusion plans (SELECT, INSERT, UPDATE, DELETE, EXPLAIN, ...).
+    Query(Box<ast::Statement>),
+}
+
+/// A statement with the text it came from and where that text starts.
+#[derive(Debug, Clone)]
+pub struct ParsedStatement {
+    pub text: String,
+    /// Characters before this statement in the whole query.
+    pub offset: usize,
+    pub statement: Statement,
+}
+
+/// Parses query strings into statements.
+pub(crate) struct StatementParser {
+    compat: PostgresCompatibilityParser,
+}
+
+impl Default for StatementParser {
+    fn default() -> Self {
+        Self { compat: PostgresCompatibilityParser::new() }
+    }
+}
+
+impl std::fmt::Debug for StatementParser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StatementParser")
+    }
+}
+
+impl StatementParser {
+    /// Parses every statement of `sql`; errors carry positions within `sql`.
+    pub(crate) fn parse(&self, sql: &str) -> Result<Vec<ParsedStatement>> {
+        let mut out = Vec::new();
+        for (offset, text) in split_statements(sql)? {
+            let statement = self.parse_one(&text).map_err(|e| e.offset_position(offset))?;
+            out.push(ParsedStatement { text, offset, statement });
+        }
+        Ok(out)
+    }
+
+    fn parse_one(&self, text: &str) -> Result<Statement> {
+        let words = leading_words(text, 4);
+        let w: Vec<&str> = words.iter().map(String::as_str).collect();
+        match w.as_slice() {
+            ["CREATE", "SOURCE", ..] | ["CREATE", "TABLE", ..] => {
+                parse_create(text).map(|c| Statement::Create(Box::new(c))).map_err(|e| parser_error(e, text))
+            }
+            ["CREATE", "MATERIALIZED", ..] | ["CREATE", "SINK", ..] => Err(SqlError::unsupported(format!(
+                "{} is not supported yet",
+                w[..2].join(" ")
+            ))),
+            ["DROP", ..] if matches!(w.get(1), Some(&("SOURCE" | "TABLE" | "MATERIALIZED" | "SINK"))) => {
+                parse_drop(text).map_err(|e| parser_error(e, text))
+            }
+            ["SHOW", "SOURCES"] => Ok(Statement::ShowObjects(ObjectKind::Source)),
+            ["SHOW", "TABLES"] => Ok(Statement::ShowObjects(ObjectKind::Table)),
+            ["SHOW", "MATERIALIZED", "VIEWS"] => Ok(Statement::ShowObjects(ObjectKind::MaterializedView)),
+            ["SHOW", "SINKS"] => Ok(Statement::ShowObjects(ObjectKind::Sink)),
+            ["SHOW", "CREATE", ..] => parse_show_create(text).map_err(|e| parser_error(e, text)),
+            ["SHOW", ..] => parse_show_variable(text).map_err(|e| parser_error(e, text)),
+            ["DESCRIBE", ..] | ["DESC", ..] => parse_describe(text).map_err(|e| parser_error(e, text)),
+            ["SET", ..] => parse_set(text).map_err(|e| parser_error(e, text)),
+            ["RESET", ..] => parse_reset(text).map_err(|e| parser_error(e, text)),
+            ["BEGIN", ..] | ["START", "TRANSACTION", ..] => Ok(Statement::Transaction(TransactionKind::Begin)),
+            ["COMMIT", ..] | ["END", ..] => Ok(Statement::Transaction(TransactionKind::Commit)),
+            ["ROLLBACK", ..] | ["ABORT", ..] => Ok(Statement::Transaction(TransactionKind::Rollback)),
+            ["FLUSH"] => Ok(Statement::Flush),
+            ["DISCARD", ..] => Ok(Statement::Discard),
+            _ => {
+                let mut stmts = self.compat.parse(text).map_err(|e| {
+                    // The compatibility parser drops locations; the plain parser has them.
+                    let located = Parser::parse_sql(&PostgreSqlDialect {}, text).err().unwrap_or(e);
+                    parser_error(located, text)
+                })?;
+                match stmts.len() {
+                    1 => Ok(Statement::Query(Box::new(stmts.remove(0)))),
+                    n => Err(SqlError::syntax(format!("expected one statement, found {n}"), None)),
+                }
+            }
+        }
+    }
+}
+
+/// Converts a sqlparser error into 42601 with the character position it names.
+fn parser_error(e: ParserError, text: &str) -> SqlError {
+    let msg = e.to_string();
+    let position = msg.rfind(" at Line: ").and_then(|i| {
+        let rest = &msg[i + " at Line: ".len()..];
+        let (line, col) = rest.split_once(", Column: ")?;
+        let line: usize = line.trim().parse().ok()?;
+        let col: usize = col.trim().parse().ok()?;
+        let before: usize = text.split('\n').take(line.saturating_sub(1)).map(|l| l.chars().count() + 1).sum();
+        Some(before + col)
+    });
+    let clean = msg.split(" at Line: ").next().unwrap_or(&msg).trim_start_matches("sql parser error: ").to_string();
+    SqlError::syntax(clean, position)
+}
+
+fn tokenize(sql: &str) -> Result<Vec<TokenWithSpan>> {
+    Tokenizer::new(&PostgreSqlDialect {}, sql)
+        .tokenize_with_location()
+        .map_err(|e| SqlError::syntax(e.message.clone(), None))
+}
+
+/// Splits `sql` at top-level semicolons: (characters before, statement text).
+fn split_statements(sql: &str) -> Result<Vec<(usize, String)>> {
+    let tokens = tokenize(sql)?;
+    let line_starts: Vec<usize> = std::iter::once(0)
+        .chain(sql.split('\n').scan(0, |acc, l| {
+            *acc += l.chars().count() + 1;
+            Some(*acc)
+        }))
+        .collect();
+    let chars: Vec<char> = sql.chars().collect();
+    let pos = |t: &TokenWithSpan, end: bool| {
+        let l = if end { t.span.end } else { t.span.start };
+        line_starts.get((l.line as usize).saturating_sub(1)).copied().unwrap_or(0) + (l.column as usize).saturating_sub(1)
+    };
+    let mut out = Vec::new();
+    let mut start: Option<usize> = None;
+    let mut last_end = 0;
+    for t in &tokens {
+        match &t.token {
+            Token::Whitespace(_) => {}
+            Token::SemiColon => {
+                if let Some(s) = start.take() {
+                    out.push((s, chars[s..last_end].iter().collect()));
+                }
+            }
+            _ => {
+                if start.is_none() {
+                    start = Some(pos(t, false));
+                }
+                last_end = pos(t, true).min(chars.len());
+            }
+        }
+    }
+    if let Some(s) = start {
+        out.push((s, chars[s..chars.len()].iter().collect::<String>().trim_end().to_string()));
+    }
+    Ok(out)
+}
+
+/// The first `n` words of a statement, upper-cased (stops at the first non-word token).
+fn leading_words(text: &str, n: usize) -> Vec<String> {
+    let Ok(tokens) = tokenize(text) else { return vec![] };
+    tokens
+        .iter()
+        .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+        .take(n)
+        .map_while(|t| match &t.token {
+            Token::Word(w) if w.quote_style.is_none() => Some(w.value.to_ascii_uppercase()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn parser(text: &str) -> Result<Parser<'static>, ParserError> {
+    Parser::new(&PostgreSqlDialect {}).try_with_sql(text)
+}
+
+fn peek_word(p: &Parser<'_>) -> Option<String> {
+    match p.peek_token().token {
+        Token::Word(w) if w.quote_style.is_none() => Some(w.value.to_ascii_uppercase()),
+        _ => None,
+    }
+}
+
+fn eat_word(p: &mut Parser<'_>, word: &str) -> bool {
+    if peek_word(p).as_deref() == Some(word) {
+        p.next_token();
+        true
+    } else {
+        false
+    }
+}
+
+fn expect_word(p: &mut Parser<'_>, word: &str) -> Result<(), ParserError> {
+    if eat_word(p, word) { Ok(()) } else { p.expected(word, p.peek_token()) }
+}
+
+fn expect_end(p: &mut Parser<'_>) -> Result<(), ParserError> {
+    while p.consume_token(&Token::SemiColon) {}
+    match p.peek_token().token {
+        Token::EOF => Ok(()),
+        _ => p.expected("end of statement", p.peek_token()),
+    }
+}
+
+/// An object name as stored in the catalog: unquoted parts lower-cased, schema `public` dropped.
+fn object_name(p: &mut Parser<'_>) -> Result<String, ParserError> {
+    let name = p.parse_object_name(false)?;
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .filter_map(|part| part.as_ident())
+        .map(|i| if i.quote_style.is_some() { i.value.clone() } else { i.value.to_lowercase() })
+        .collect();
+    Ok(match parts.as_slice() {
+        [schema, table] if schema == "public" => table.clone(),
+        _ => parts.join("."),
+    })
+}
+
+fn ident(p: &mut Parser<'_>) -> Result<String, ParserError> {
+    let i = p.parse_identifier()?;
+    Ok(if i.quote_style.is_some() { i.value } else { i.value.to_lowercase() })
+}
+
+fn parse_create(text: &str) -> Result<CreateRelation, ParserError> {
+    let mut p = parser(text)?;
+    expect_word(&mut p, "CREATE")?;
+    let kind = if eat_word(&mut p, "SOURCE") {
+        ObjectKind::Source
+    } else {
+        expect_word(&mut p, "TABLE")?;
+        ObjectKind::Table
+    };
+    let if_not_exists = eat_word(&mut p, "IF") && {
+        expect_word(&mut p, "NOT")?;
+        expect_word(&mut p, "EXISTS")?;
+        true
+    };
+    let mut c = CreateRelation {
+        kind,
+        name: object_name(&mut p)?,
+        if_not_exists,
+        columns: vec![],
+        primary_key: vec![],
+        watermark: None,
+        append_only: false,
+        includes: vec![],
+        options: BTreeMap::new(),
+        format: None,
+    };
+    if p.consume_token(&Token::LParen) && !p.consume_token(&Token::RParen) {
+        loop {
+            parse_column_or_constraint(&mut p, &mut c)?;
+            if p.consume_token(&Token::RParen) {
+                break;
+            }
+            p.expect_token(&Token::Comma)?;
+        }
+    }
+    loop {
+        if eat_word(&mut p, "APPEND") {
+            expect_word(&mut p, "ONLY")?;
+            c.append_only = true;
+        } else if eat_word(&mut p, "INCLUDE") {
+            let what = ident(&mut p)?;
+            let alias = if eat_word(&mut p, "AS") { ident(&mut p)? } else { format!("_rw_kafka_{what}") };
+            c.includes.push((what, alias));
+        } else if eat_word(&mut p, "WITH") {
+            c.options = parse_options(&mut p)?;
+        } else if eat_word(&mut p, "FORMAT") {
+            let format = ident(&mut p)?.to_ascii_uppercase();
+            expect_word(&mut p, "ENCODE")?;
+            let encode = ident(&mut p)?.to_ascii_uppercase();
+            if p.peek_token().token == Token::LParen {
+                for (k, v) in parse_options(&mut p)? {
+                    c.options.insert(format!("format.{k}"), v);
+                }
+            }
+            c.format = Some((format, encode));
+        } else if eat_word(&mut p, "AS") {
+            return p.expected("column definitions (CREATE ... AS SELECT is not supported yet)", p.peek_token());
+        } else {
+            break;
+        }
+    }
+    expect_end(&mut p)?;
+    Ok(c)
+}
+
+fn parse_column_or_constraint(p: &mut Parser<'_>, c: &mut CreateRelation) -> Result<(), ParserError> {
+    if eat_word(p, "WATERMARK") {
+        expect_word(p, "FOR")?;
+        let column = ident(p)?;
+        expect_word(p, "AS")?;
+        let expr = p.parse_expr()?;
+        c.watermark = Some((column, expr.to_string()));
+        return Ok(());
+    }
+    if eat_word(p, "PRIMARY") {
+        expect_word(p, "KEY")?;
+        p.expect_token(&Token::LParen)?;
+        c.primary_key = p.parse_comma_separated(ident)?;
+        p.expect_token(&Token::RParen)?;
+        return Ok(());
+    }
+    let name = ident(p)?;
+    let data_type = p.parse_data_type()?;
+    let mut not_null = false;
+    loop {
+        if eat_word(p, "PRIMARY") {
+            expect_word(p, "KEY")?;
+            c.primary_key = vec![name.clone()];
+        } else if eat_word(p, "NOT") {
+            expect_word(p, "NULL")?;
+            not_null = true;
+        } else if !eat_word(p, "NULL") {
+            break;
+        }
+    }
+    c.columns.push(ColumnDef { name, data_type, not_null });
+    Ok(())
+}
+
+/// `(key = value, ...)` where keys may be dotted (`properties.bootstrap.server`).
+fn parse_options(p: &mut Parser<'_>) -> Result<BTreeMap<String, String>, ParserError> {
+    p.expect_token(&Token::LParen)?;
+    let mut out = BTreeMap::new();
+    if p.consume_token(&Token::RParen) {
+        return Ok(out);
+    }
+    loop {
+        let mut key = option_key_part(p)?;
+        while p.consume_token(&Token::Period) {
+            key.push('.');
+            key.push_str(&option_key_part(p)?);
+        }
+        p.expect_token(&Token::Eq)?;
+        let t = p.next_token();
+        let value = match t.token {
+            Token::SingleQuotedString(s) => s,
+            Token::Number(n, _) => n,
+            Token::Word(w) => w.value,
+            _ => return p.expected("an option value", t),
+        };
+        out.insert(key.to_ascii_lowercase(), value);
+        if p.consume_token(&Token::RParen) {
+            return Ok(out);
+        }
+        p.expect_token(&Token::Comma)?;
+    }
+}
+
+fn option_key_part(p: &mut Parser<'_>) -> Result<String, ParserError> {
+    let t = p.next_token();
+    match t.token {
+        Token::Word(w) => Ok(w.value),
+        Token::SingleQuotedString(s) => Ok(s),
+        _ => p.expected("an option name", t),
+    }
+}
+
+fn parse_object_kind(p: &mut Parser<'_>) -> Result<ObjectKind, ParserError> {
+    if eat_word(p, "SOURCE") {
+        Ok(ObjectKind::Source)
+    } else if eat_word(p, "TABLE") {
+        Ok(ObjectKind::Table)
+    } else if eat_word(p, "SINK") {
+        Ok(ObjectKind::Sink)
+    } else if eat_word(p, "MATERIALIZED") {
+        expect_word(p, "VIEW")?;
+        Ok(ObjectKind::MaterializedView)
+    } else {
+        p.expected("SOURCE, TABLE, MATERIALIZED VIEW or SINK", p.peek_token())
+    }
+}
+
+fn parse_drop(text: &str) -> Result<Statement, ParserError> {
+    let mut p = parser(text)?;
+    expect_word(&mut p, "DROP")?;
+    let kind = parse_object_kind(&mut p)?;
+    let if_exists = eat_word(&mut p, "IF") && {
+        expect_word(&mut p, "EXISTS")?;
+        true
+    };
+    let names = p.parse_comma_separated(object_name)?;
+    let cascade = eat_word(&mut p, "CASCADE");
+    if !cascade {
+        eat_word(&mut p, "RESTRICT");
+    }
+    expect_end(&mut p)?;
+    Ok(Statement::Drop { kind, names, if_exists, cascade })
+}
+
+fn parse_show_create(text: &str) -> Result<Statement, ParserError> {
+    let mut p = parser(text)?;
+    expect_word(&mut p, "SHOW")?;
+    expect_word(&mut p, "CREATE")?;
+    let kind = parse_object_kind(&mut p)?;
+    let name = object_name(&mut p)?;
+    expect_end(&mut p)?;
+    Ok(Statement::ShowCreate { kind, name })
+}
+
+fn parse_describe(text: &str) -> Result<Statement, ParserError> {
+    let mut p = parser(text)?;
+    if !eat_word(&mut p, "DESCRIBE") {
+        expect_word(&mut p, "DESC")?;
+    }
+    let name = object_name(&mut p)?;
+    expect_end(&mut p)?;
+    Ok(Statement::Describe(name))
+}
+
+/// A variable name: words joined by spaces or dots (`TIME ZONE`, `transaction isolation level`).
+fn variable_name(p: &mut Parser<'_>, stop: &[&str]) -> Result<String, ParserError> {
+    let mut parts = vec![];
+    loop {
+        match p.peek_token().token {
+            Token::Word(w) if !stop.contains(&w.value.to_ascii_uppercase().as_str()) => {
+                p.next_token();
+                parts.push(w.value.to_lowercase());
+                if !p.consume_token(&Token::Period) && !matches!(p.peek_token().token, Token::Word(_)) {
+                    break;
+                }
+            }
+            _ => break,
+        }
+    }
+    if parts.is_empty() {
+        return p.expected("a parameter name", p.peek_token());
+    }
+    Ok(match parts.join(" ").as_str() {
+        "time zone" => "timezone".to_string(),
+        "session characteristics as transaction isolation level" | "transaction isolation level" => {
+            "transaction_isolation".to_string()
+        }
+        other => other.replace(' ', "_"),
+    })
+}
+
+fn parse_set(text: &str) -> Result<Statement, ParserError> {
+    let mut p = parser(text)?;
+    expect_word(&mut p, "SET")?;
+    if !eat_word(&mut p, "SESSION") {
+        eat_word(&mut p, "LOCAL");
+    }
+    let name = variable_name(&mut p, &["TO"])?;
+    if !eat_word(&mut p, "TO") {
+        let _ = p.consume_token(&Token::Eq);
+    }
+    let mut values = vec![];
+    loop {
+        let t = p.next_token();
+        match t.token {
+            Token::EOF | Token::SemiColon => break,
+            Token::Comma => continue,
+            Token::SingleQuotedString(s) => values.push(s),
+            Token::Number(n, _) => values.push(n),
+            Token::Minus => values.push("-".into()),
+            Token::Word(w) => values.push(w.value),
+            _ => return p.expected("a parameter value", t),
+        }
+    }
+    let value = values.join(", ").replace("-, ", "-");
+    let value = if value.eq_ignore_ascii_case("default") || value.is_empty() { None } else { Some(value) };
+    Ok(Statement::SetVariable { name, value })
+}
+
+fn parse_reset(text: &str) -> Result<Statement, ParserError> {
+    let mut p = parser(text)?;
+    expect_word(&mut p, "RESET")?;
+    let name = variable_name(&mut p, &[])?;
+    expect_end(&mut p)?;
+    Ok(Statement::SetVariable { name, value: None })
+}
+
+fn parse_show_variable(text: &str) -> Result<Statement, ParserError> {
+    let mut p = parser(text)?;
+    expect_word(&mut p, "SHOW")?;
+    let name = variable_name(&mut p, &[])?;
+    expect_end(&mut p)?;
+    Ok(Statement::ShowVariable(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(sql: &str) -> Vec<ParsedStatement> {
+        StatementParser::default().parse(sql).unwrap()
+    }
+
+    #[test]
+    fn create_source_with_watermark_options_and_format() {
+        let s = parse(
+            "CREATE SOURCE bid (auction BIGINT, price BIGINT, date_time TIMESTAMP,
+               WATERMARK FOR date_time AS date_time - INTERVAL '5' SECOND)
+             INCLUDE partition AS p
+             WITH (connector = 'kafka', topic = 'bid', properties.bootstrap.server = '127.0.0.1:9092')
+             FORMAT PLAIN ENCODE JSON",
+        );
+        let Statement::Create(c) = &s[0].statement else { panic!() };
+        assert_eq!(c.kind, ObjectKind::Source);
+        assert_eq!(c.columns.len(), 3);
+        assert_eq!(c.watermark.as_ref().unwrap().0, "date_time");
+        assert_eq!(c.options["properties.bootstrap.server"], "127.0.0.1:9092");
+        assert_eq!(c.includes, vec![("partition".to_string(), "p".to_string())]);
+        assert_eq!(c.format, Some(("PLAIN".into(), "JSON".into())));
+    }
+
+    #[test]
+    fn statements_split_with_offsets_and_strings_kept_whole() {
+        let s = parse("SELECT 'a;b'; CREATE TABLE t (id INT PRIMARY KEY, v TEXT) ;SHOW TABLES");
+        assert_eq!(s.len(), 3);
+        assert_eq!(s[1].offset, 14);
+        assert_eq!(s[1].text, "CREATE TABLE t (id INT PRIMARY KEY, v TEXT)");
+        let Statement::Create(c) = &s[1].statement else { panic!() };
+        assert_eq!(c.primary_key, vec!["id".to_string()]);
+        assert!(matches!(s[2].statement, Statement::ShowObjects(ObjectKind::Table)));
+    }
+
+    #[test]
+    fn syntax_error_has_position_in_whole_query() {
+        let e = StatementParser::default().parse("SELECT 1; SELEC 2").unwrap_err();
+        assert_eq!(e.code, "42601", "{e:?}");
+        assert_eq!(e.position, Some(11));
+    }
+
+    #[test]
+    fn set_forms() {
+        let s = parse("SET TIME ZONE 'UTC'; SET search_path TO public, pg_catalog; SET extra_float_digits = 3");
+        assert!(matches!(&s[0].statement, Statement::SetVariable { name, value } if name == "timezone" && value.as_deref() == Some("UTC")));
+        assert!(matches!(&s[1].statement, Statement::SetVariable { value, .. } if value.as_deref() == Some("public, pg_catalog")));
+        assert!(matches!(&s[2].statement, Statement::SetVariable { value, .. } if value.as_deref() == Some("3")));
+    }
+}
