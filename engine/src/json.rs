@@ -43,7 +43,10 @@ pub struct JsonDecoder {
 
 impl JsonDecoder {
     pub fn new(schema: SchemaRef) -> Self {
-        Self { schema, stats: DecodeStats::default() }
+        Self {
+            schema,
+            stats: DecodeStats::default(),
+        }
     }
 
     pub fn stats(&self) -> &DecodeStats {
@@ -69,7 +72,10 @@ impl JsonDecoder {
         for (i, (label, msg)) in messages.iter().enumerate() {
             match self.decode_all(1, std::iter::once(*msg)) {
                 Ok(b) if b.num_rows() == 1 => good.push(i),
-                Ok(b) => self.record_error(label, &format!("expected one JSON object, found {} rows", b.num_rows())),
+                Ok(b) => self.record_error(
+                    label,
+                    &format!("expected one JSON object, found {} rows", b.num_rows()),
+                ),
                 Err(e) => self.record_error(label, &e.to_string()),
             }
         }
@@ -85,7 +91,11 @@ impl JsonDecoder {
         }
     }
 
-    fn decode_all<'a>(&self, count: usize, messages: impl Iterator<Item = &'a [u8]>) -> Result<RecordBatch> {
+    fn decode_all<'a>(
+        &self,
+        count: usize,
+        messages: impl Iterator<Item = &'a [u8]>,
+    ) -> Result<RecordBatch> {
         let mut decoder = ReaderBuilder::new(self.schema.clone())
             .with_batch_size(count + 1)
             .with_strict_mode(false)
@@ -110,7 +120,9 @@ impl JsonDecoder {
                 .into());
             }
         }
-        Ok(decoder.flush()?.unwrap_or_else(|| RecordBatch::new_empty(self.schema.clone())))
+        Ok(decoder
+            .flush()?
+            .unwrap_or_else(|| RecordBatch::new_empty(self.schema.clone())))
     }
 }
 
@@ -142,9 +154,17 @@ mod tests {
         ];
         let (batch, idx) = d.decode(&msgs).unwrap();
         assert_eq!(idx, vec![0, 2]);
-        let ids = batch.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+        let ids = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
         assert_eq!(ids.values(), &[1, 3]);
-        let names = batch.column(1).as_any().downcast_ref::<StringArray>().unwrap();
+        let names = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
         assert!(names.is_null(1));
         assert_eq!(d.stats().errors, 3);
         assert_eq!(d.stats().rows, 2);
@@ -154,8 +174,9 @@ mod tests {
     #[test]
     fn clean_batch_takes_fast_path() {
         let mut d = JsonDecoder::new(schema());
-        let msgs: Vec<(usize, &[u8])> =
-            (0..100).map(|i| (i, &br#"{"id": 7, "name": "n"}"#[..])).collect();
+        let msgs: Vec<(usize, &[u8])> = (0..100)
+            .map(|i| (i, &br#"{"id": 7, "name": "n"}"#[..]))
+            .collect();
         let (batch, idx) = d.decode(&msgs).unwrap();
         assert_eq!(batch.num_rows(), 100);
         assert_eq!(idx.len(), 100);

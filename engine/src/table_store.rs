@@ -30,13 +30,25 @@ pub struct TableStore {
 
 impl TableStore {
     /// Opens the table, replaying its log at `wal_path` if given (None keeps it in memory only).
-    pub fn open(name: &str, schema: SchemaRef, key_columns: Vec<usize>, wal_path: Option<&Path>) -> Result<Self> {
+    pub fn open(
+        name: &str,
+        schema: SchemaRef,
+        key_columns: Vec<usize>,
+        wal_path: Option<&Path>,
+    ) -> Result<Self> {
         let key_fields = if key_columns.is_empty() {
             vec![SortField::new(DataType::Int64)]
         } else {
-            key_columns.iter().map(|&i| SortField::new(schema.field(i).data_type().clone())).collect()
+            key_columns
+                .iter()
+                .map(|&i| SortField::new(schema.field(i).data_type().clone()))
+                .collect()
         };
-        let row_fields = schema.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect();
+        let row_fields = schema
+            .fields()
+            .iter()
+            .map(|f| SortField::new(f.data_type().clone()))
+            .collect();
         let mut store = Self {
             name: name.to_string(),
             schema,
@@ -71,14 +83,21 @@ impl TableStore {
 
     /// The schema of change batches: the table's columns plus `__weight`.
     pub fn change_schema(&self) -> SchemaRef {
-        let mut fields: Vec<Field> = self.schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        let mut fields: Vec<Field> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
         fields.push(Field::new(WEIGHT_COLUMN, DataType::Int64, false));
         Arc::new(Schema::new(fields))
     }
 
     /// All current rows as one batch, in key order.
     pub fn snapshot(&self) -> Result<RecordBatch> {
-        let columns = self.row_converter.convert_rows(self.rows.values().map(|r| r.row()))?;
+        let columns = self
+            .row_converter
+            .convert_rows(self.rows.values().map(|r| r.row()))?;
         Ok(RecordBatch::try_new(self.schema(), columns)?)
     }
 
@@ -90,7 +109,10 @@ impl TableStore {
         for i in 0..rows.num_rows() {
             let k = keys.row(i);
             if self.rows.contains_key(&k.owned()) || !seen.insert(k.owned()) {
-                return Err(EngineError::DuplicateKey { table: self.name.clone(), detail: self.describe_key(rows, i) });
+                return Err(EngineError::DuplicateKey {
+                    table: self.name.clone(),
+                    detail: self.describe_key(rows, i),
+                });
             }
         }
         let change = with_weights(rows, 1)?;
@@ -111,12 +133,17 @@ impl TableStore {
             if !self.key_columns.is_empty() {
                 let old_keys = self.key_converter.convert_columns(&self.key_arrays(old))?;
                 let new_keys = self.key_converter.convert_columns(&self.key_arrays(new))?;
-                let removed: std::collections::BTreeSet<_> = (0..old.num_rows()).map(|i| old_keys.row(i).owned()).collect();
+                let removed: std::collections::BTreeSet<_> = (0..old.num_rows())
+                    .map(|i| old_keys.row(i).owned())
+                    .collect();
                 let mut seen = std::collections::BTreeSet::new();
                 for i in 0..new.num_rows() {
                     let k = new_keys.row(i).owned();
                     if (self.rows.contains_key(&k) && !removed.contains(&k)) || !seen.insert(k) {
-                        return Err(EngineError::DuplicateKey { table: self.name.clone(), detail: self.describe_key(new, i) });
+                        return Err(EngineError::DuplicateKey {
+                            table: self.name.clone(),
+                            detail: self.describe_key(new, i),
+                        });
                     }
                 }
             }
@@ -143,12 +170,22 @@ impl TableStore {
             .column(n)
             .as_any()
             .downcast_ref::<Int64Array>()
-            .ok_or_else(|| EngineError::Config("change batch without Int64 weight column".into()))?;
+            .ok_or_else(|| {
+                EngineError::Config("change batch without Int64 weight column".into())
+            })?;
         let rows = self.row_converter.convert_columns(&data)?;
         let keys = if self.key_columns.is_empty() {
             None
         } else {
-            Some(self.key_converter.convert_columns(&self.key_columns.iter().map(|&i| Arc::clone(&data[i])).collect::<Vec<_>>())?)
+            Some(
+                self.key_converter.convert_columns(
+                    &self
+                        .key_columns
+                        .iter()
+                        .map(|&i| Arc::clone(&data[i]))
+                        .collect::<Vec<_>>(),
+                )?,
+            )
         };
         for i in 0..change.num_rows() {
             let row = rows.row(i).owned();
@@ -173,8 +210,14 @@ impl TableStore {
             let ids: ArrayRef = Arc::new(Int64Array::from(vec![id]));
             Ok(self.key_converter.convert_columns(&[ids])?.row(0).owned())
         } else {
-            let found = self.rows.iter().find(|(_, r)| *r == row).map(|(k, _)| k.clone());
-            found.ok_or_else(|| EngineError::Config("delete of a row that is not in the table".into()))
+            let found = self
+                .rows
+                .iter()
+                .find(|(_, r)| *r == row)
+                .map(|(k, _)| k.clone());
+            found.ok_or_else(|| {
+                EngineError::Config("delete of a row that is not in the table".into())
+            })
         }
     }
 
@@ -190,42 +233,67 @@ impl TableStore {
     }
 
     fn key_arrays(&self, rows: &RecordBatch) -> Vec<ArrayRef> {
-        self.key_columns.iter().map(|&i| Arc::clone(rows.column(i))).collect()
+        self.key_columns
+            .iter()
+            .map(|&i| Arc::clone(rows.column(i)))
+            .collect()
     }
 
     fn check_keys_not_null(&self, rows: &RecordBatch) -> Result<()> {
         for &i in &self.key_columns {
             if rows.column(i).null_count() > 0 {
-                return Err(EngineError::NullKey { column: self.schema.field(i).name().clone() });
+                return Err(EngineError::NullKey {
+                    column: self.schema.field(i).name().clone(),
+                });
             }
         }
         Ok(())
     }
 
     fn describe_key(&self, rows: &RecordBatch, i: usize) -> String {
-        let names: Vec<&str> = self.key_columns.iter().map(|&c| self.schema.field(c).name().as_str()).collect();
+        let names: Vec<&str> = self
+            .key_columns
+            .iter()
+            .map(|&c| self.schema.field(c).name().as_str())
+            .collect();
         let values: Vec<String> = self
             .key_columns
             .iter()
             .map(|&c| {
-                let one = take(rows.column(c), &arrow::array::UInt32Array::from(vec![i as u32]), None);
+                let one = take(
+                    rows.column(c),
+                    &arrow::array::UInt32Array::from(vec![i as u32]),
+                    None,
+                );
                 one.ok()
                     .and_then(|a| arrow::util::display::array_value_to_string(&a, 0).ok())
                     .unwrap_or_default()
             })
             .collect();
-        format!("Key ({})=({}) already exists.", names.join(", "), values.join(", "))
+        format!(
+            "Key ({})=({}) already exists.",
+            names.join(", "),
+            values.join(", ")
+        )
     }
 }
 
 impl std::fmt::Debug for TableStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TableStore").field("name", &self.name).field("rows", &self.rows.len()).finish()
+        f.debug_struct("TableStore")
+            .field("name", &self.name)
+            .field("rows", &self.rows.len())
+            .finish()
     }
 }
 
 fn with_weights(rows: &RecordBatch, weight: i64) -> Result<RecordBatch> {
-    let mut fields: Vec<Field> = rows.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut fields: Vec<Field> = rows
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
     fields.push(Field::new(WEIGHT_COLUMN, DataType::Int64, false));
     let mut cols = rows.columns().to_vec();
     cols.push(Arc::new(Int64Array::from(vec![weight; rows.num_rows()])));
@@ -248,7 +316,10 @@ mod tests {
     fn rows(ids: &[i64], names: &[&str]) -> RecordBatch {
         RecordBatch::try_new(
             schema(),
-            vec![Arc::new(Int64Array::from(ids.to_vec())), Arc::new(StringArray::from(names.to_vec()))],
+            vec![
+                Arc::new(Int64Array::from(ids.to_vec())),
+                Arc::new(StringArray::from(names.to_vec())),
+            ],
         )
         .unwrap()
     }
@@ -258,7 +329,9 @@ mod tests {
         let mut t = TableStore::open("t", schema(), vec![0], None).unwrap();
         t.insert(&rows(&[1, 2], &["a", "b"])).unwrap();
         let err = t.insert(&rows(&[3, 2], &["c", "d"])).unwrap_err();
-        assert!(matches!(err, EngineError::DuplicateKey { ref detail, .. } if detail == "Key (id)=(2) already exists."));
+        assert!(
+            matches!(err, EngineError::DuplicateKey { ref detail, .. } if detail == "Key (id)=(2) already exists.")
+        );
         assert_eq!(t.len(), 2);
         assert!(t.insert(&rows(&[4, 4], &["x", "y"])).is_err());
     }
@@ -270,11 +343,17 @@ mod tests {
         {
             let mut t = TableStore::open("t", schema(), vec![0], Some(&path)).unwrap();
             t.insert(&rows(&[1, 2, 3], &["a", "b", "c"])).unwrap();
-            t.replace(&rows(&[2], &["b"]), Some(&rows(&[2], &["B"]))).unwrap();
+            t.replace(&rows(&[2], &["b"]), Some(&rows(&[2], &["B"])))
+                .unwrap();
             t.replace(&rows(&[3], &["c"]), None).unwrap();
         }
         // A torn frame at the tail (a crash mid-append) is dropped.
-        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(&[9, 0, 0, 0, 1]).unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(&[9, 0, 0, 0, 1])
+            .unwrap();
         let t = TableStore::open("t", schema(), vec![0], Some(&path)).unwrap();
         let snap = t.snapshot().unwrap();
         assert_eq!(snap, rows(&[1, 2], &["a", "B"]));

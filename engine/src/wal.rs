@@ -42,12 +42,22 @@ impl Wal {
                 valid_len += 8 + len as u64;
             }
         }
-        let file = OpenOptions::new().create(true).append(true).read(true).open(path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(path)?;
         if file.metadata()?.len() != valid_len {
             file.set_len(valid_len)?;
             file.sync_all()?;
         }
-        Ok((Self { path: path.to_path_buf(), file }, batches))
+        Ok((
+            Self {
+                path: path.to_path_buf(),
+                file,
+            },
+            batches,
+        ))
     }
 
     /// Appends one batch and waits until it is on disk.

@@ -52,12 +52,23 @@ impl Catalog {
         let stored = match &path {
             Some(p) if p.exists() => {
                 let text = fs::read_to_string(p).map_err(io_error)?;
-                serde_json::from_str(&text)
-                    .map_err(|e| SqlError::new("XX001", format!("catalog file {} is corrupt: {e}", p.display())))?
+                serde_json::from_str(&text).map_err(|e| {
+                    SqlError::new(
+                        "XX001",
+                        format!("catalog file {} is corrupt: {e}", p.display()),
+                    )
+                })?
             }
             _ => vec![],
         };
-        Ok((Self { path, entries: BTreeMap::new(), order: vec![] }, stored))
+        Ok((
+            Self {
+                path,
+                entries: BTreeMap::new(),
+                order: vec![],
+            },
+            stored,
+        ))
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<&Entry> {
@@ -66,7 +77,11 @@ impl Catalog {
 
     /// Names of objects of `kind`, sorted.
     pub(crate) fn names(&self, kind: ObjectKind) -> Vec<String> {
-        self.entries.values().filter(|e| e.stored.kind == kind).map(|e| e.stored.name.clone()).collect()
+        self.entries
+            .values()
+            .filter(|e| e.stored.kind == kind)
+            .map(|e| e.stored.name.clone())
+            .collect()
     }
 
     /// Adds an entry; `persist` writes the catalog file before returning.
@@ -87,16 +102,26 @@ impl Catalog {
 
     /// Writes the catalog atomically: a temp file, fsync, rename.
     fn persist(&self) -> Result<()> {
-        let Some(path) = &self.path else { return Ok(()) };
-        let stored: Vec<&StoredEntry> = self.order.iter().filter_map(|n| self.entries.get(n)).map(|e| &e.stored).collect();
-        let text = serde_json::to_string_pretty(&stored).map_err(|e| SqlError::new("XX000", e.to_string()))?;
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let stored: Vec<&StoredEntry> = self
+            .order
+            .iter()
+            .filter_map(|n| self.entries.get(n))
+            .map(|e| &e.stored)
+            .collect();
+        let text = serde_json::to_string_pretty(&stored)
+            .map_err(|e| SqlError::new("XX000", e.to_string()))?;
         let tmp = path.with_extension("json.tmp");
         let mut f = fs::File::create(&tmp).map_err(io_error)?;
         f.write_all(text.as_bytes()).map_err(io_error)?;
         f.sync_all().map_err(io_error)?;
         fs::rename(&tmp, path).map_err(io_error)?;
         if let Some(dir) = path.parent() {
-            fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io_error)?;
+            fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_error)?;
         }
         Ok(())
     }

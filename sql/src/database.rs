@@ -32,7 +32,10 @@ pub enum Output {
     /// A completed command: its tag (`CREATE SOURCE`) and, for DML, the rows affected.
     Command { tag: String, rows: Option<usize> },
     /// A result set.
-    Rows { schema: SchemaRef, batches: Vec<RecordBatch> },
+    Rows {
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+    },
 }
 
 /// A query's rows plus what its source scans skipped.
@@ -52,7 +55,9 @@ pub struct Database {
 
 impl std::fmt::Debug for Database {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Database").field("data_dir", &self.data_dir).finish()
+        f.debug_struct("Database")
+            .field("data_dir", &self.data_dir)
+            .finish()
     }
 }
 
@@ -72,7 +77,12 @@ impl Database {
             .map_err(|e| SqlError::from(*e))?;
         ctx.register_udf(version_udf());
         let (catalog, stored) = Catalog::load(data_dir.as_deref())?;
-        let db = Arc::new(Self { ctx, parser: StatementParser::default(), catalog: Mutex::new(catalog), data_dir });
+        let db = Arc::new(Self {
+            ctx,
+            parser: StatementParser::default(),
+            catalog: Mutex::new(catalog),
+            data_dir,
+        });
         for entry in stored {
             if let Err(e) = db.replay(&entry) {
                 tracing::error!(name = %entry.name, error = %e, "could not re-create catalog object");
@@ -96,18 +106,38 @@ impl Database {
     fn replay(&self, stored: &StoredEntry) -> Result<()> {
         let parsed = self.parser.parse(&stored.sql)?;
         let Some(Statement::Create(create)) = parsed.into_iter().next().map(|p| p.statement) else {
-            return Err(SqlError::new("XX001", format!("catalog entry {} is not a CREATE", stored.name)));
+            return Err(SqlError::new(
+                "XX001",
+                format!("catalog entry {} is not a CREATE", stored.name),
+            ));
         };
         let mut create = *create;
         create.options.extend(stored.resolved.clone());
         self.create(create, stored.sql.clone(), stored.resolved.clone(), false)
     }
 
-    fn create(&self, create: CreateRelation, sql: String, resolved: std::collections::BTreeMap<String, String>, fresh: bool) -> Result<()> {
+    fn create(
+        &self,
+        create: CreateRelation,
+        sql: String,
+        resolved: std::collections::BTreeMap<String, String>,
+        fresh: bool,
+    ) -> Result<()> {
         let built = build(&create, self.tables_dir().as_deref(), fresh)?;
-        self.ctx.register_table(create.name.as_str(), Arc::clone(&built.provider))?;
-        let stored = StoredEntry { kind: create.kind, name: create.name.clone(), sql, resolved };
-        let entry = Entry { stored, create, schema: built.schema, provider: built.provider };
+        self.ctx
+            .register_table(create.name.as_str(), Arc::clone(&built.provider))?;
+        let stored = StoredEntry {
+            kind: create.kind,
+            name: create.name.clone(),
+            sql,
+            resolved,
+        };
+        let entry = Entry {
+            stored,
+            create,
+            schema: built.schema,
+            provider: built.provider,
+        };
         let name = entry.stored.name.clone();
         let persisted = self.catalog.lock().insert(entry, fresh);
         if persisted.is_err() {
@@ -118,9 +148,16 @@ impl Database {
 
     /// Plans a statement DataFusion understands.
     pub async fn plan(&self, statement: &ast::Statement) -> Result<LogicalPlan> {
-        let plan = self.ctx.state().statement_to_plan(DFStatement::Statement(Box::new(statement.clone()))).await?;
+        let plan = self
+            .ctx
+            .state()
+            .statement_to_plan(DFStatement::Statement(Box::new(statement.clone())))
+            .await?;
         match &plan {
-            LogicalPlan::Ddl(ddl) => Err(SqlError::unsupported(format!("{} is not supported", ddl.name()))),
+            LogicalPlan::Ddl(ddl) => Err(SqlError::unsupported(format!(
+                "{} is not supported",
+                ddl.name()
+            ))),
             LogicalPlan::Copy(_) => Err(SqlError::unsupported("COPY is not supported")),
             _ => Ok(plan),
         }
@@ -131,7 +168,9 @@ impl Database {
         let report = Arc::new(ScanReport::default());
         let state = self.ctx.state();
         let config = state.config().clone().with_extension(Arc::clone(&report));
-        let state = SessionStateBuilder::new_from_existing(state).with_config(config).build();
+        let state = SessionStateBuilder::new_from_existing(state)
+            .with_config(config)
+            .build();
         let dml = match &plan {
             LogicalPlan::Dml(d) => Some(d.op.to_string()),
             _ => None,
@@ -143,7 +182,12 @@ impl Database {
             Some(op) => {
                 let rows = batches
                     .first()
-                    .and_then(|b| b.column(0).as_any().downcast_ref::<datafusion::arrow::array::UInt64Array>().map(|a| a.value(0)))
+                    .and_then(|b| {
+                        b.column(0)
+                            .as_any()
+                            .downcast_ref::<datafusion::arrow::array::UInt64Array>()
+                            .map(|a| a.value(0))
+                    })
                     .unwrap_or(0) as usize;
                 let tag = match op.as_str() {
                     "Insert Into" | "Insert Append" => "INSERT 0".to_string(),
@@ -151,7 +195,10 @@ impl Database {
                     "Delete" => "DELETE".to_string(),
                     other => other.to_ascii_uppercase(),
                 };
-                Output::Command { tag, rows: Some(rows) }
+                Output::Command {
+                    tag,
+                    rows: Some(rows),
+                }
             }
             None => Output::Rows { schema, batches },
         };
@@ -160,7 +207,14 @@ impl Database {
 
     /// The columns a catalog statement returns (empty for commands).
     pub fn output_schema(statement: &Statement) -> Option<SchemaRef> {
-        let utf8 = |names: &[&str]| Arc::new(Schema::new(names.iter().map(|n| Field::new(*n, DataType::Utf8, true)).collect::<Vec<_>>()));
+        let utf8 = |names: &[&str]| {
+            Arc::new(Schema::new(
+                names
+                    .iter()
+                    .map(|n| Field::new(*n, DataType::Utf8, true))
+                    .collect::<Vec<_>>(),
+            ))
+        };
         match statement {
             Statement::ShowObjects(_) => Some(utf8(&["name"])),
             Statement::ShowCreate { .. } => Some(utf8(&["name", "create_sql"])),
@@ -177,7 +231,12 @@ impl Database {
     pub fn execute_catalog(&self, statement: &ParsedStatement) -> Result<Output> {
         match &statement.statement {
             Statement::Create(c) => self.execute_create(c, &statement.text),
-            Statement::Drop { kind, names, if_exists, cascade: _ } => {
+            Statement::Drop {
+                kind,
+                names,
+                if_exists,
+                cascade: _,
+            } => {
                 for name in names {
                     self.drop(*kind, name, *if_exists)?;
                 }
@@ -189,25 +248,46 @@ impl Database {
             }
             Statement::ShowCreate { kind, name } => {
                 let cat = self.catalog.lock();
-                let e = cat.get(name).filter(|e| e.stored.kind == *kind).ok_or_else(|| SqlError::undefined_table(name))?;
-                rows(statement, vec![
-                    Arc::new(StringArray::from(vec![name.clone()])),
-                    Arc::new(StringArray::from(vec![redact(&e.stored.sql)])),
-                ])
+                let e = cat
+                    .get(name)
+                    .filter(|e| e.stored.kind == *kind)
+                    .ok_or_else(|| SqlError::undefined_table(name))?;
+                rows(
+                    statement,
+                    vec![
+                        Arc::new(StringArray::from(vec![name.clone()])),
+                        Arc::new(StringArray::from(vec![redact(&e.stored.sql)])),
+                    ],
+                )
             }
             Statement::Describe(name) => {
                 let cat = self.catalog.lock();
-                let e = cat.get(name).ok_or_else(|| SqlError::undefined_table(name))?;
+                let e = cat
+                    .get(name)
+                    .ok_or_else(|| SqlError::undefined_table(name))?;
                 let fields = e.schema.fields();
-                let pk: Vec<bool> = fields.iter().map(|f| e.create.primary_key.contains(f.name())).collect();
-                rows(statement, vec![
-                    Arc::new(StringArray::from_iter_values(fields.iter().map(|f| f.name().clone()))),
-                    Arc::new(StringArray::from_iter_values(fields.iter().map(|f| sql_type_name(f.data_type())))),
-                    Arc::new(BooleanArray::from(pk)),
-                ])
+                let pk: Vec<bool> = fields
+                    .iter()
+                    .map(|f| e.create.primary_key.contains(f.name()))
+                    .collect();
+                rows(
+                    statement,
+                    vec![
+                        Arc::new(StringArray::from_iter_values(
+                            fields.iter().map(|f| f.name().clone()),
+                        )),
+                        Arc::new(StringArray::from_iter_values(
+                            fields.iter().map(|f| sql_type_name(f.data_type())),
+                        )),
+                        Arc::new(BooleanArray::from(pk)),
+                    ],
+                )
             }
             Statement::Flush => Ok(command("FLUSH".into())),
-            other => Err(SqlError::new("XX000", format!("not a catalog statement: {other:?}"))),
+            other => Err(SqlError::new(
+                "XX000",
+                format!("not a catalog statement: {other:?}"),
+            )),
         }
     }
 
@@ -239,7 +319,10 @@ impl Database {
                     "42809",
                     format!("\"{name}\" is not a {}", kind.sql_name().to_lowercase()),
                 )
-                .with_detail(format!("Use DROP {} to remove it.", e.stored.kind.sql_name())));
+                .with_detail(format!(
+                    "Use DROP {} to remove it.",
+                    e.stored.kind.sql_name()
+                )));
             }
             Some(_) => {}
         }
@@ -261,9 +344,14 @@ fn command(tag: String) -> Output {
 }
 
 fn rows(statement: &ParsedStatement, columns: Vec<ArrayRef>) -> Result<Output> {
-    let schema = Database::output_schema(&statement.statement).ok_or_else(|| SqlError::new("XX000", "no output schema"))?;
-    let batch = RecordBatch::try_new(Arc::clone(&schema), columns).map_err(|e| SqlError::new("XX000", e.to_string()))?;
-    Ok(Output::Rows { schema, batches: vec![batch] })
+    let schema = Database::output_schema(&statement.statement)
+        .ok_or_else(|| SqlError::new("XX000", "no output schema"))?;
+    let batch = RecordBatch::try_new(Arc::clone(&schema), columns)
+        .map_err(|e| SqlError::new("XX000", e.to_string()))?;
+    Ok(Output::Rows {
+        schema,
+        batches: vec![batch],
+    })
 }
 
 /// Hides secrets (passwords, keys) in WITH options of SQL shown back to users.
@@ -273,8 +361,13 @@ fn redact(sql: &str) -> String {
     while let Some(i) = rest.find('=') {
         let (head, tail) = rest.split_at(i);
         out.push_str(head);
-        let key = head.rsplit(|c: char| c == ',' || c == '(' || c.is_whitespace()).find(|s| !s.is_empty()).unwrap_or("");
-        let secret = ["password", "secret", "sasl.jaas", "ssl.key"].iter().any(|s| key.to_ascii_lowercase().contains(s));
+        let key = head
+            .rsplit(|c: char| c == ',' || c == '(' || c.is_whitespace())
+            .find(|s| !s.is_empty())
+            .unwrap_or("");
+        let secret = ["password", "secret", "sasl.jaas", "ssl.key"]
+            .iter()
+            .any(|s| key.to_ascii_lowercase().contains(s));
         let tail = &tail[1..];
         if secret {
             let trimmed = tail.trim_start();
@@ -293,14 +386,19 @@ fn redact(sql: &str) -> String {
 }
 
 fn version_udf() -> ScalarUDF {
-    let text = format!("PostgreSQL {SERVER_VERSION} (weir {})", env!("CARGO_PKG_VERSION"));
+    let text = format!(
+        "PostgreSQL {SERVER_VERSION} (weir {})",
+        env!("CARGO_PKG_VERSION")
+    );
     create_udf(
         "version",
         vec![],
         DataType::Utf8,
         Volatility::Immutable,
         Arc::new(move |_args| {
-            Ok(datafusion::logical_expr::ColumnarValue::Scalar(datafusion::scalar::ScalarValue::Utf8(Some(text.clone()))))
+            Ok(datafusion::logical_expr::ColumnarValue::Scalar(
+                datafusion::scalar::ScalarValue::Utf8(Some(text.clone())),
+            ))
         }),
     )
 }

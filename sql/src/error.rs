@@ -20,11 +20,19 @@ pub type Result<T, E = SqlError> = std::result::Result<T, E>;
 
 impl SqlError {
     pub fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), detail: None, position: None }
+        Self {
+            code,
+            message: message.into(),
+            detail: None,
+            position: None,
+        }
     }
 
     pub fn syntax(message: impl Into<String>, position: Option<usize>) -> Self {
-        Self { position, ..Self::new("42601", message) }
+        Self {
+            position,
+            ..Self::new("42601", message)
+        }
     }
 
     pub fn unsupported(what: impl Into<String>) -> Self {
@@ -61,9 +69,10 @@ impl From<EngineError> for SqlError {
             EngineError::DuplicateKey { ref detail, .. } => {
                 SqlError::new("23505", e.to_string()).with_detail(detail.clone())
             }
-            EngineError::NullKey { column } => {
-                SqlError::new("23502", format!("null value in column \"{column}\" violates not-null constraint"))
-            }
+            EngineError::NullKey { column } => SqlError::new(
+                "23502",
+                format!("null value in column \"{column}\" violates not-null constraint"),
+            ),
             EngineError::Arrow(a) => from_arrow(&a),
             EngineError::Config(m) => SqlError::new("22023", m),
             EngineError::Kafka(k) => SqlError::new("58000", format!("kafka: {k}")),
@@ -112,7 +121,9 @@ pub fn classify(e: &DataFusionError) -> SqlError {
             }
             SqlError::new("XX000", inner.to_string())
         }
-        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => classify(inner),
+        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
+            classify(inner)
+        }
         DataFusionError::Shared(inner) => classify(inner),
         DataFusionError::Collection(errs) if !errs.is_empty() => classify(&errs[0]),
         DataFusionError::SQL(p, _) => SqlError::syntax(p.to_string(), None),
@@ -122,10 +133,12 @@ pub fn classify(e: &DataFusionError) -> SqlError {
             SchemaError::FieldNotFound { field, .. } => {
                 SqlError::new("42703", format!("column \"{}\" does not exist", field.name))
             }
-            SchemaError::AmbiguousReference { field } => {
-                SqlError::new("42702", format!("column reference \"{}\" is ambiguous", field.name))
-            }
-            SchemaError::DuplicateQualifiedField { .. } | SchemaError::DuplicateUnqualifiedField { .. } => {
+            SchemaError::AmbiguousReference { field } => SqlError::new(
+                "42702",
+                format!("column reference \"{}\" is ambiguous", field.name),
+            ),
+            SchemaError::DuplicateQualifiedField { .. }
+            | SchemaError::DuplicateUnqualifiedField { .. } => {
                 SqlError::new("42701", s.to_string())
             }
         },

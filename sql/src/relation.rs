@@ -29,7 +29,9 @@ pub(crate) struct Built {
 /// Fills in defaults that must not change after creation; returns them to be stored.
 pub(crate) fn resolve_defaults(c: &CreateRelation) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    if c.options.get("connector").map(String::as_str) == Some("nexmark") && !c.options.contains_key("nexmark.base.time") {
+    if c.options.get("connector").map(String::as_str) == Some("nexmark")
+        && !c.options.contains_key("nexmark.base.time")
+    {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis())
@@ -45,15 +47,22 @@ pub(crate) fn build(c: &CreateRelation, tables_dir: Option<&Path>, fresh: bool) 
     match (c.kind, connector.as_deref()) {
         (ObjectKind::Source, Some("nexmark")) => build_nexmark(c),
         (ObjectKind::Source, Some("kafka")) => build_kafka(c),
-        (ObjectKind::Source, Some(other @ ("datagen" | "file"))) | (ObjectKind::Table, Some(other)) => {
-            Err(SqlError::unsupported(format!("connector '{other}' is not supported yet for {}", c.kind.sql_name())))
-        }
+        (ObjectKind::Source, Some(other @ ("datagen" | "file")))
+        | (ObjectKind::Table, Some(other)) => Err(SqlError::unsupported(format!(
+            "connector '{other}' is not supported yet for {}",
+            c.kind.sql_name()
+        ))),
         (ObjectKind::Source, Some(other)) => Err(SqlError::invalid_parameter(format!(
             "unknown connector '{other}' (expected kafka, nexmark, datagen or file)"
         ))),
-        (ObjectKind::Source, None) => Err(SqlError::invalid_parameter("a source needs WITH (connector = '...')")),
+        (ObjectKind::Source, None) => Err(SqlError::invalid_parameter(
+            "a source needs WITH (connector = '...')",
+        )),
         (ObjectKind::Table, None) => build_dml_table(c, tables_dir, fresh),
-        (kind, _) => Err(SqlError::unsupported(format!("CREATE {} is not supported yet", kind.sql_name()))),
+        (kind, _) => Err(SqlError::unsupported(format!(
+            "CREATE {} is not supported yet",
+            kind.sql_name()
+        ))),
     }
 }
 
@@ -62,93 +71,167 @@ fn declared_schema(c: &CreateRelation) -> Result<SchemaRef> {
     let mut fields = Vec::with_capacity(c.columns.len());
     for col in &c.columns {
         if RESERVED_COLUMNS.contains(&col.name.as_str()) {
-            return Err(SqlError::new("42939", format!("column name \"{}\" is reserved", col.name)));
+            return Err(SqlError::new(
+                "42939",
+                format!("column name \"{}\" is reserved", col.name),
+            ));
         }
         if !seen.insert(col.name.clone()) {
-            return Err(SqlError::new("42701", format!("column \"{}\" specified more than once", col.name)));
+            return Err(SqlError::new(
+                "42701",
+                format!("column \"{}\" specified more than once", col.name),
+            ));
         }
         fields.push(Field::new(&col.name, arrow_type(&col.data_type)?, true));
     }
     if let Some((wm_col, _)) = &c.watermark {
         if !seen.contains(wm_col) {
-            return Err(SqlError::new("42703", format!("watermark column \"{wm_col}\" does not exist")));
+            return Err(SqlError::new(
+                "42703",
+                format!("watermark column \"{wm_col}\" does not exist"),
+            ));
         }
     }
     Ok(Arc::new(Schema::new(fields)))
 }
 
 fn build_nexmark(c: &CreateRelation) -> Result<Built> {
-    let table = NexmarkTable::parse(c.options.get("nexmark.table.type").map_or("bid", String::as_str))?;
+    let table = NexmarkTable::parse(
+        c.options
+            .get("nexmark.table.type")
+            .map_or("bid", String::as_str),
+    )?;
     let event_num = match c.options.get("nexmark.event.num") {
         None => None,
         Some(v) => match v.parse::<i64>() {
             Ok(n) if n < 0 => None,
             Ok(n) => Some(n as u64),
-            Err(_) => return Err(SqlError::invalid_parameter(format!("nexmark.event.num must be an integer, got '{v}'"))),
+            Err(_) => {
+                return Err(SqlError::invalid_parameter(format!(
+                    "nexmark.event.num must be an integer, got '{v}'"
+                )));
+            }
         },
     };
     let base_time_ms = match c.options.get("nexmark.base.time") {
-        Some(v) => v
-            .parse()
-            .map_err(|_| SqlError::invalid_parameter(format!("nexmark.base.time must be ms since the epoch, got '{v}'")))?,
+        Some(v) => v.parse().map_err(|_| {
+            SqlError::invalid_parameter(format!(
+                "nexmark.base.time must be ms since the epoch, got '{v}'"
+            ))
+        })?,
         None => 0,
     };
-    let options = NexmarkOptions { table, event_num, base_time_ms };
+    let options = NexmarkOptions {
+        table,
+        event_num,
+        base_time_ms,
+    };
     let schema = table.schema();
     if !c.columns.is_empty() {
         let declared = declared_schema(c)?;
         let same = declared.fields().len() == schema.fields().len()
-            && declared.fields().iter().zip(schema.fields()).all(|(a, b)| a.name() == b.name());
+            && declared
+                .fields()
+                .iter()
+                .zip(schema.fields())
+                .all(|(a, b)| a.name() == b.name());
         if !same {
             return Err(SqlError::invalid_parameter(format!(
                 "nexmark {table:?} columns are ({}); declare them so or leave them out",
-                schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
     }
-    Ok(Built { provider: Arc::new(NexmarkSource::new(&c.name, options)), schema })
+    Ok(Built {
+        provider: Arc::new(NexmarkSource::new(&c.name, options)),
+        schema,
+    })
 }
 
 fn build_kafka(c: &CreateRelation) -> Result<Built> {
     if c.columns.is_empty() {
-        return Err(SqlError::invalid_parameter("a kafka source needs its columns declared"));
+        return Err(SqlError::invalid_parameter(
+            "a kafka source needs its columns declared",
+        ));
     }
     match &c.format {
         None => {}
         Some((f, e)) if f == "PLAIN" && e == "JSON" => {}
-        Some((f, e)) => return Err(SqlError::unsupported(format!("FORMAT {f} ENCODE {e} is not supported for a source yet"))),
+        Some((f, e)) => {
+            return Err(SqlError::unsupported(format!(
+                "FORMAT {f} ENCODE {e} is not supported for a source yet"
+            )));
+        }
     }
-    let topic = c.options.get("topic").cloned().ok_or_else(|| SqlError::invalid_parameter("kafka source needs topic = '...'"))?;
+    let topic = c
+        .options
+        .get("topic")
+        .cloned()
+        .ok_or_else(|| SqlError::invalid_parameter("kafka source needs topic = '...'"))?;
     let mut properties = BTreeMap::new();
     for (k, v) in &c.options {
         if let Some(p) = k.strip_prefix("properties.") {
-            let key = if p == "bootstrap.server" { "bootstrap.servers" } else { p };
+            let key = if p == "bootstrap.server" {
+                "bootstrap.servers"
+            } else {
+                p
+            };
             properties.insert(key.to_string(), v.clone());
         }
     }
     if !properties.contains_key("bootstrap.servers") {
-        return Err(SqlError::invalid_parameter("kafka source needs properties.bootstrap.server = 'host:port'"));
+        return Err(SqlError::invalid_parameter(
+            "kafka source needs properties.bootstrap.server = 'host:port'",
+        ));
     }
-    let startup = match c.options.get("scan.startup.mode").map(|s| s.to_ascii_lowercase()).as_deref() {
+    let startup = match c
+        .options
+        .get("scan.startup.mode")
+        .map(|s| s.to_ascii_lowercase())
+        .as_deref()
+    {
         None | Some("earliest") => StartupMode::Earliest,
         Some("latest") => StartupMode::Latest,
         Some(other) => {
-            return Err(SqlError::invalid_parameter(format!("scan.startup.mode must be earliest or latest, got '{other}'")));
+            return Err(SqlError::invalid_parameter(format!(
+                "scan.startup.mode must be earliest or latest, got '{other}'"
+            )));
         }
     };
     let value_schema = declared_schema(c)?;
     let mut includes = Vec::new();
     for (what, alias) in &c.includes {
         let meta = KafkaMeta::parse(what).ok_or_else(|| {
-            SqlError::invalid_parameter(format!("INCLUDE {what}: expected key, partition, offset or timestamp"))
+            SqlError::invalid_parameter(format!(
+                "INCLUDE {what}: expected key, partition, offset or timestamp"
+            ))
         })?;
         if value_schema.field_with_name(alias).is_ok() {
-            return Err(SqlError::new("42701", format!("column \"{alias}\" specified more than once")));
+            return Err(SqlError::new(
+                "42701",
+                format!("column \"{alias}\" specified more than once"),
+            ));
         }
         includes.push((meta, alias.clone()));
     }
-    let source = KafkaSource::new(KafkaConfig { topic, properties, startup }, value_schema, includes);
-    Ok(Built { schema: source.schema(), provider: Arc::new(source) })
+    let source = KafkaSource::new(
+        KafkaConfig {
+            topic,
+            properties,
+            startup,
+        },
+        value_schema,
+        includes,
+    );
+    Ok(Built {
+        schema: source.schema(),
+        provider: Arc::new(source),
+    })
 }
 
 fn build_dml_table(c: &CreateRelation, tables_dir: Option<&Path>, fresh: bool) -> Result<Built> {
@@ -163,9 +246,12 @@ fn build_dml_table(c: &CreateRelation, tables_dir: Option<&Path>, fresh: bool) -
         .primary_key
         .iter()
         .map(|k| {
-            schema
-                .index_of(k)
-                .map_err(|_| SqlError::new("42703", format!("column \"{k}\" named in key does not exist")))
+            schema.index_of(k).map_err(|_| {
+                SqlError::new(
+                    "42703",
+                    format!("column \"{k}\" named in key does not exist"),
+                )
+            })
         })
         .collect::<Result<Vec<_>>>()?;
     let wal = tables_dir.map(|d| d.join(format!("{}.wal", c.name)));
@@ -174,11 +260,19 @@ fn build_dml_table(c: &CreateRelation, tables_dir: Option<&Path>, fresh: bool) -
             std::fs::remove_file(path).map_err(crate::catalog::io_error)?;
         }
     }
-    let store = TableStore::open(&c.name, Arc::clone(&schema), key_columns.clone(), wal.as_deref())?;
+    let store = TableStore::open(
+        &c.name,
+        Arc::clone(&schema),
+        key_columns.clone(),
+        wal.as_deref(),
+    )?;
     let constraints = if key_columns.is_empty() {
         Constraints::default()
     } else {
         Constraints::new_unverified(vec![Constraint::PrimaryKey(key_columns)])
     };
-    Ok(Built { schema, provider: Arc::new(DmlTable::new(store, constraints, c.append_only)) })
+    Ok(Built {
+        schema,
+        provider: Arc::new(DmlTable::new(store, constraints, c.append_only)),
+    })
 }

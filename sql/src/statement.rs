@@ -70,11 +70,22 @@ pub enum TransactionKind {
 #[derive(Debug, Clone)]
 pub enum Statement {
     Create(Box<CreateRelation>),
-    Drop { kind: ObjectKind, names: Vec<String>, if_exists: bool, cascade: bool },
+    Drop {
+        kind: ObjectKind,
+        names: Vec<String>,
+        if_exists: bool,
+        cascade: bool,
+    },
     ShowObjects(ObjectKind),
-    ShowCreate { kind: ObjectKind, name: String },
+    ShowCreate {
+        kind: ObjectKind,
+        name: String,
+    },
     Describe(String),
-    SetVariable { name: String, value: Option<String> },
+    SetVariable {
+        name: String,
+        value: Option<String>,
+    },
     ShowVariable(String),
     Transaction(TransactionKind),
     Flush,
@@ -99,7 +110,9 @@ pub(crate) struct StatementParser {
 
 impl Default for StatementParser {
     fn default() -> Self {
-        Self { compat: PostgresCompatibilityParser::new() }
+        Self {
+            compat: PostgresCompatibilityParser::new(),
+        }
     }
 }
 
@@ -114,8 +127,14 @@ impl StatementParser {
     pub(crate) fn parse(&self, sql: &str) -> Result<Vec<ParsedStatement>> {
         let mut out = Vec::new();
         for (offset, text) in split_statements(sql)? {
-            let statement = self.parse_one(&text).map_err(|e| e.offset_position(offset))?;
-            out.push(ParsedStatement { text, offset, statement });
+            let statement = self
+                .parse_one(&text)
+                .map_err(|e| e.offset_position(offset))?;
+            out.push(ParsedStatement {
+                text,
+                offset,
+                statement,
+            });
         }
         Ok(out)
     }
@@ -124,39 +143,56 @@ impl StatementParser {
         let words = leading_words(text, 4);
         let w: Vec<&str> = words.iter().map(String::as_str).collect();
         match w.as_slice() {
-            ["CREATE", "SOURCE", ..] | ["CREATE", "TABLE", ..] => {
-                parse_create(text).map(|c| Statement::Create(Box::new(c))).map_err(|e| parser_error(e, text))
-            }
-            ["CREATE", "MATERIALIZED", ..] | ["CREATE", "SINK", ..] => Err(SqlError::unsupported(format!(
-                "{} is not supported yet",
-                w[..2].join(" ")
-            ))),
-            ["DROP", ..] if matches!(w.get(1), Some(&("SOURCE" | "TABLE" | "MATERIALIZED" | "SINK"))) => {
+            ["CREATE", "SOURCE", ..] | ["CREATE", "TABLE", ..] => parse_create(text)
+                .map(|c| Statement::Create(Box::new(c)))
+                .map_err(|e| parser_error(e, text)),
+            ["CREATE", "MATERIALIZED", ..] | ["CREATE", "SINK", ..] => Err(SqlError::unsupported(
+                format!("{} is not supported yet", w[..2].join(" ")),
+            )),
+            ["DROP", ..]
+                if matches!(
+                    w.get(1),
+                    Some(&("SOURCE" | "TABLE" | "MATERIALIZED" | "SINK"))
+                ) =>
+            {
                 parse_drop(text).map_err(|e| parser_error(e, text))
             }
             ["SHOW", "SOURCES"] => Ok(Statement::ShowObjects(ObjectKind::Source)),
             ["SHOW", "TABLES"] => Ok(Statement::ShowObjects(ObjectKind::Table)),
-            ["SHOW", "MATERIALIZED", "VIEWS"] => Ok(Statement::ShowObjects(ObjectKind::MaterializedView)),
+            ["SHOW", "MATERIALIZED", "VIEWS"] => {
+                Ok(Statement::ShowObjects(ObjectKind::MaterializedView))
+            }
             ["SHOW", "SINKS"] => Ok(Statement::ShowObjects(ObjectKind::Sink)),
             ["SHOW", "CREATE", ..] => parse_show_create(text).map_err(|e| parser_error(e, text)),
             ["SHOW", ..] => parse_show_variable(text).map_err(|e| parser_error(e, text)),
-            ["DESCRIBE", ..] | ["DESC", ..] => parse_describe(text).map_err(|e| parser_error(e, text)),
+            ["DESCRIBE", ..] | ["DESC", ..] => {
+                parse_describe(text).map_err(|e| parser_error(e, text))
+            }
             ["SET", ..] => parse_set(text).map_err(|e| parser_error(e, text)),
             ["RESET", ..] => parse_reset(text).map_err(|e| parser_error(e, text)),
-            ["BEGIN", ..] | ["START", "TRANSACTION", ..] => Ok(Statement::Transaction(TransactionKind::Begin)),
+            ["BEGIN", ..] | ["START", "TRANSACTION", ..] => {
+                Ok(Statement::Transaction(TransactionKind::Begin))
+            }
             ["COMMIT", ..] | ["END", ..] => Ok(Statement::Transaction(TransactionKind::Commit)),
-            ["ROLLBACK", ..] | ["ABORT", ..] => Ok(Statement::Transaction(TransactionKind::Rollback)),
+            ["ROLLBACK", ..] | ["ABORT", ..] => {
+                Ok(Statement::Transaction(TransactionKind::Rollback))
+            }
             ["FLUSH"] => Ok(Statement::Flush),
             ["DISCARD", ..] => Ok(Statement::Discard),
             _ => {
                 let mut stmts = self.compat.parse(text).map_err(|e| {
                     // The compatibility parser drops locations; the plain parser has them.
-                    let located = Parser::parse_sql(&PostgreSqlDialect {}, text).err().unwrap_or(e);
+                    let located = Parser::parse_sql(&PostgreSqlDialect {}, text)
+                        .err()
+                        .unwrap_or(e);
                     parser_error(located, text)
                 })?;
                 match stmts.len() {
                     1 => Ok(Statement::Query(Box::new(stmts.remove(0)))),
-                    n => Err(SqlError::syntax(format!("expected one statement, found {n}"), None)),
+                    n => Err(SqlError::syntax(
+                        format!("expected one statement, found {n}"),
+                        None,
+                    )),
                 }
             }
         }
@@ -171,10 +207,19 @@ fn parser_error(e: ParserError, text: &str) -> SqlError {
         let (line, col) = rest.split_once(", Column: ")?;
         let line: usize = line.trim().parse().ok()?;
         let col: usize = col.trim().parse().ok()?;
-        let before: usize = text.split('\n').take(line.saturating_sub(1)).map(|l| l.chars().count() + 1).sum();
+        let before: usize = text
+            .split('\n')
+            .take(line.saturating_sub(1))
+            .map(|l| l.chars().count() + 1)
+            .sum();
         Some(before + col)
     });
-    let clean = msg.split(" at Line: ").next().unwrap_or(&msg).trim_start_matches("sql parser error: ").to_string();
+    let clean = msg
+        .split(" at Line: ")
+        .next()
+        .unwrap_or(&msg)
+        .trim_start_matches("sql parser error: ")
+        .to_string();
     SqlError::syntax(clean, position)
 }
 
@@ -196,7 +241,11 @@ fn split_statements(sql: &str) -> Result<Vec<(usize, String)>> {
     let chars: Vec<char> = sql.chars().collect();
     let pos = |t: &TokenWithSpan, end: bool| {
         let l = if end { t.span.end } else { t.span.start };
-        line_starts.get((l.line as usize).saturating_sub(1)).copied().unwrap_or(0) + (l.column as usize).saturating_sub(1)
+        line_starts
+            .get((l.line as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or(0)
+            + (l.column as usize).saturating_sub(1)
     };
     let mut out = Vec::new();
     let mut start: Option<usize> = None;
@@ -218,14 +267,23 @@ fn split_statements(sql: &str) -> Result<Vec<(usize, String)>> {
         }
     }
     if let Some(s) = start {
-        out.push((s, chars[s..chars.len()].iter().collect::<String>().trim_end().to_string()));
+        out.push((
+            s,
+            chars[s..chars.len()]
+                .iter()
+                .collect::<String>()
+                .trim_end()
+                .to_string(),
+        ));
     }
     Ok(out)
 }
 
 /// The first `n` words of a statement, upper-cased (stops at the first non-word token).
 fn leading_words(text: &str, n: usize) -> Vec<String> {
-    let Ok(tokens) = tokenize(text) else { return vec![] };
+    let Ok(tokens) = tokenize(text) else {
+        return vec![];
+    };
     tokens
         .iter()
         .filter(|t| !matches!(t.token, Token::Whitespace(_)))
@@ -258,7 +316,11 @@ fn eat_word(p: &mut Parser<'_>, word: &str) -> bool {
 }
 
 fn expect_word(p: &mut Parser<'_>, word: &str) -> Result<(), ParserError> {
-    if eat_word(p, word) { Ok(()) } else { p.expected(word, p.peek_token()) }
+    if eat_word(p, word) {
+        Ok(())
+    } else {
+        p.expected(word, p.peek_token())
+    }
 }
 
 fn expect_end(p: &mut Parser<'_>) -> Result<(), ParserError> {
@@ -276,7 +338,13 @@ fn object_name(p: &mut Parser<'_>) -> Result<String, ParserError> {
         .0
         .iter()
         .filter_map(|part| part.as_ident())
-        .map(|i| if i.quote_style.is_some() { i.value.clone() } else { i.value.to_lowercase() })
+        .map(|i| {
+            if i.quote_style.is_some() {
+                i.value.clone()
+            } else {
+                i.value.to_lowercase()
+            }
+        })
         .collect();
     Ok(match parts.as_slice() {
         [schema, table] if schema == "public" => table.clone(),
@@ -286,7 +354,11 @@ fn object_name(p: &mut Parser<'_>) -> Result<String, ParserError> {
 
 fn ident(p: &mut Parser<'_>) -> Result<String, ParserError> {
     let i = p.parse_identifier()?;
-    Ok(if i.quote_style.is_some() { i.value } else { i.value.to_lowercase() })
+    Ok(if i.quote_style.is_some() {
+        i.value
+    } else {
+        i.value.to_lowercase()
+    })
 }
 
 fn parse_create(text: &str) -> Result<CreateRelation, ParserError> {
@@ -330,7 +402,11 @@ fn parse_create(text: &str) -> Result<CreateRelation, ParserError> {
             c.append_only = true;
         } else if eat_word(&mut p, "INCLUDE") {
             let what = ident(&mut p)?;
-            let alias = if eat_word(&mut p, "AS") { ident(&mut p)? } else { format!("_rw_kafka_{what}") };
+            let alias = if eat_word(&mut p, "AS") {
+                ident(&mut p)?
+            } else {
+                format!("_rw_kafka_{what}")
+            };
             c.includes.push((what, alias));
         } else if eat_word(&mut p, "WITH") {
             c.options = parse_options(&mut p)?;
@@ -345,7 +421,10 @@ fn parse_create(text: &str) -> Result<CreateRelation, ParserError> {
             }
             c.format = Some((format, encode));
         } else if eat_word(&mut p, "AS") {
-            return p.expected("column definitions (CREATE ... AS SELECT is not supported yet)", p.peek_token());
+            return p.expected(
+                "column definitions (CREATE ... AS SELECT is not supported yet)",
+                p.peek_token(),
+            );
         } else {
             break;
         }
@@ -354,7 +433,10 @@ fn parse_create(text: &str) -> Result<CreateRelation, ParserError> {
     Ok(c)
 }
 
-fn parse_column_or_constraint(p: &mut Parser<'_>, c: &mut CreateRelation) -> Result<(), ParserError> {
+fn parse_column_or_constraint(
+    p: &mut Parser<'_>,
+    c: &mut CreateRelation,
+) -> Result<(), ParserError> {
     if eat_word(p, "WATERMARK") {
         expect_word(p, "FOR")?;
         let column = ident(p)?;
@@ -384,7 +466,11 @@ fn parse_column_or_constraint(p: &mut Parser<'_>, c: &mut CreateRelation) -> Res
             break;
         }
     }
-    c.columns.push(ColumnDef { name, data_type, not_null });
+    c.columns.push(ColumnDef {
+        name,
+        data_type,
+        not_null,
+    });
     Ok(())
 }
 
@@ -455,7 +541,12 @@ fn parse_drop(text: &str) -> Result<Statement, ParserError> {
         eat_word(&mut p, "RESTRICT");
     }
     expect_end(&mut p)?;
-    Ok(Statement::Drop { kind, names, if_exists, cascade })
+    Ok(Statement::Drop {
+        kind,
+        names,
+        if_exists,
+        cascade,
+    })
 }
 
 fn parse_show_create(text: &str) -> Result<Statement, ParserError> {
@@ -486,7 +577,9 @@ fn variable_name(p: &mut Parser<'_>, stop: &[&str]) -> Result<String, ParserErro
             Token::Word(w) if !stop.contains(&w.value.to_ascii_uppercase().as_str()) => {
                 p.next_token();
                 parts.push(w.value.to_lowercase());
-                if !p.consume_token(&Token::Period) && !matches!(p.peek_token().token, Token::Word(_)) {
+                if !p.consume_token(&Token::Period)
+                    && !matches!(p.peek_token().token, Token::Word(_))
+                {
                     break;
                 }
             }
@@ -498,9 +591,8 @@ fn variable_name(p: &mut Parser<'_>, stop: &[&str]) -> Result<String, ParserErro
     }
     Ok(match parts.join(" ").as_str() {
         "time zone" => "timezone".to_string(),
-        "session characteristics as transaction isolation level" | "transaction isolation level" => {
-            "transaction_isolation".to_string()
-        }
+        "session characteristics as transaction isolation level"
+        | "transaction isolation level" => "transaction_isolation".to_string(),
         other => other.replace(' ', "_"),
     })
 }
@@ -529,7 +621,11 @@ fn parse_set(text: &str) -> Result<Statement, ParserError> {
         }
     }
     let value = values.join(", ").replace("-, ", "-");
-    let value = if value.eq_ignore_ascii_case("default") || value.is_empty() { None } else { Some(value) };
+    let value = if value.eq_ignore_ascii_case("default") || value.is_empty() {
+        None
+    } else {
+        Some(value)
+    };
     Ok(Statement::SetVariable { name, value })
 }
 
@@ -566,7 +662,9 @@ mod tests {
              WITH (connector = 'kafka', topic = 'bid', properties.bootstrap.server = '127.0.0.1:9092')
              FORMAT PLAIN ENCODE JSON",
         );
-        let Statement::Create(c) = &s[0].statement else { panic!() };
+        let Statement::Create(c) = &s[0].statement else {
+            panic!()
+        };
         assert_eq!(c.kind, ObjectKind::Source);
         assert_eq!(c.columns.len(), 3);
         assert_eq!(c.watermark.as_ref().unwrap().0, "date_time");
@@ -581,23 +679,38 @@ mod tests {
         assert_eq!(s.len(), 3);
         assert_eq!(s[1].offset, 14);
         assert_eq!(s[1].text, "CREATE TABLE t (id INT PRIMARY KEY, v TEXT)");
-        let Statement::Create(c) = &s[1].statement else { panic!() };
+        let Statement::Create(c) = &s[1].statement else {
+            panic!()
+        };
         assert_eq!(c.primary_key, vec!["id".to_string()]);
-        assert!(matches!(s[2].statement, Statement::ShowObjects(ObjectKind::Table)));
+        assert!(matches!(
+            s[2].statement,
+            Statement::ShowObjects(ObjectKind::Table)
+        ));
     }
 
     #[test]
     fn syntax_error_has_position_in_whole_query() {
-        let e = StatementParser::default().parse("SELECT 1; SELEC 2").unwrap_err();
+        let e = StatementParser::default()
+            .parse("SELECT 1; SELEC 2")
+            .unwrap_err();
         assert_eq!(e.code, "42601", "{e:?}");
         assert_eq!(e.position, Some(11));
     }
 
     #[test]
     fn set_forms() {
-        let s = parse("SET TIME ZONE 'UTC'; SET search_path TO public, pg_catalog; SET extra_float_digits = 3");
-        assert!(matches!(&s[0].statement, Statement::SetVariable { name, value } if name == "timezone" && value.as_deref() == Some("UTC")));
-        assert!(matches!(&s[1].statement, Statement::SetVariable { value, .. } if value.as_deref() == Some("public, pg_catalog")));
-        assert!(matches!(&s[2].statement, Statement::SetVariable { value, .. } if value.as_deref() == Some("3")));
+        let s = parse(
+            "SET TIME ZONE 'UTC'; SET search_path TO public, pg_catalog; SET extra_float_digits = 3",
+        );
+        assert!(
+            matches!(&s[0].statement, Statement::SetVariable { name, value } if name == "timezone" && value.as_deref() == Some("UTC"))
+        );
+        assert!(
+            matches!(&s[1].statement, Statement::SetVariable { value, .. } if value.as_deref() == Some("public, pg_catalog"))
+        );
+        assert!(
+            matches!(&s[2].statement, Statement::SetVariable { value, .. } if value.as_deref() == Some("3"))
+        );
     }
 }

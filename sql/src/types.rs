@@ -24,7 +24,9 @@ pub(crate) fn arrow_type(ty: &ast::DataType) -> Result<DataType> {
             ExactNumberInfo::Precision(p) => DataType::Decimal128(*p as u8, 0),
             ExactNumberInfo::PrecisionAndScale(p, s) => DataType::Decimal128(*p as u8, *s as i8),
         },
-        S::Varchar(_) | S::CharVarying(_) | S::CharacterVarying(_) | S::Text | S::String(_) => DataType::Utf8,
+        S::Varchar(_) | S::CharVarying(_) | S::CharacterVarying(_) | S::Text | S::String(_) => {
+            DataType::Utf8
+        }
         S::Char(_) | S::Character(_) => DataType::Utf8,
         S::Date => DataType::Date32,
         S::Time(_, _) => DataType::Time64(TimeUnit::Microsecond),
@@ -35,7 +37,11 @@ pub(crate) fn arrow_type(ty: &ast::DataType) -> Result<DataType> {
         S::Interval { .. } => DataType::Interval(IntervalUnit::MonthDayNano),
         S::JSONB | S::JSON => DataType::Utf8,
         S::Bytea | S::Blob(_) | S::Binary(_) | S::Varbinary(_) => DataType::Binary,
-        other => return Err(SqlError::unsupported(format!("type {other} is not supported"))),
+        other => {
+            return Err(SqlError::unsupported(format!(
+                "type {other} is not supported"
+            )));
+        }
     })
 }
 

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{ArrayRef, BinaryBuilder, Int32Array, Int64Array, RecordBatch, TimestampMillisecondArray};
+use arrow::array::{
+    ArrayRef, BinaryBuilder, Int32Array, Int64Array, RecordBatch, TimestampMillisecondArray,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -95,7 +97,10 @@ impl KafkaConfig {
             .find(|t| t.name() == self.topic)
             .ok_or_else(|| EngineError::Config(format!("topic \"{}\" not found", self.topic)))?;
         if let Some(err) = topic.error() {
-            return Err(EngineError::Config(format!("topic \"{}\": {:?}", self.topic, err)));
+            return Err(EngineError::Config(format!(
+                "topic \"{}\": {:?}",
+                self.topic, err
+            )));
         }
         let mut out = Vec::new();
         for p in topic.partitions() {
@@ -104,7 +109,11 @@ impl KafkaConfig {
                 StartupMode::Earliest => low,
                 StartupMode::Latest => high,
             };
-            out.push(PartitionRange { partition: p.id(), start, end: high });
+            out.push(PartitionRange {
+                partition: p.id(),
+                start,
+                end: high,
+            });
         }
         out.sort_by_key(|r| r.partition);
         Ok(out)
@@ -153,7 +162,8 @@ impl KafkaConfig {
                     }
                     pending.push(&msg);
                     if pending.len() >= max_batch {
-                        let batch = pending.decode(&mut decoder, range.partition, &out_schema, includes)?;
+                        let batch =
+                            pending.decode(&mut decoder, range.partition, &out_schema, includes)?;
                         if !emit(batch) {
                             return Ok(decoder.stats().clone());
                         }
@@ -171,8 +181,16 @@ impl KafkaConfig {
 
 /// The schema of scanned rows: value columns then included metadata columns.
 pub fn output_schema(value_schema: &Schema, includes: &[(KafkaMeta, String)]) -> SchemaRef {
-    let mut fields: Vec<Field> = value_schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-    fields.extend(includes.iter().map(|(m, name)| Field::new(name, m.data_type(), true)));
+    let mut fields: Vec<Field> = value_schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.extend(
+        includes
+            .iter()
+            .map(|(m, name)| Field::new(name, m.data_type(), true)),
+    );
     Arc::new(Schema::new(fields))
 }
 
@@ -192,7 +210,8 @@ impl Pending {
     }
 
     fn push(&mut self, msg: &rdkafka::message::BorrowedMessage<'_>) {
-        self.payload.extend_from_slice(msg.payload().unwrap_or_default());
+        self.payload
+            .extend_from_slice(msg.payload().unwrap_or_default());
         self.ends.push(self.payload.len());
         self.offsets.push(msg.offset());
         self.keys.push(msg.key().map(<[u8]>::to_vec));
@@ -206,8 +225,11 @@ impl Pending {
         out_schema: &SchemaRef,
         includes: &[(KafkaMeta, String)],
     ) -> Result<RecordBatch> {
-        let labels: Vec<String> =
-            self.offsets.iter().map(|o| format!("partition {partition} offset {o}")).collect();
+        let labels: Vec<String> = self
+            .offsets
+            .iter()
+            .map(|o| format!("partition {partition} offset {o}"))
+            .collect();
         let mut start = 0;
         let messages: Vec<(&String, &[u8])> = self
             .ends
@@ -231,7 +253,9 @@ impl Pending {
                     Arc::new(b.finish())
                 }
                 KafkaMeta::Partition => Arc::new(Int32Array::from(vec![partition; kept.len()])),
-                KafkaMeta::Offset => Arc::new(Int64Array::from_iter_values(kept.iter().map(|&i| self.offsets[i]))),
+                KafkaMeta::Offset => Arc::new(Int64Array::from_iter_values(
+                    kept.iter().map(|&i| self.offsets[i]),
+                )),
                 KafkaMeta::Timestamp => Arc::new(
                     TimestampMillisecondArray::from_iter(kept.iter().map(|&i| self.timestamps[i]))
                         .with_timezone("+00:00"),

@@ -3,11 +3,13 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int64Builder, RecordBatch, StringBuilder, TimestampNanosecondBuilder};
+use arrow::array::{
+    ArrayRef, Int64Builder, RecordBatch, StringBuilder, TimestampNanosecondBuilder,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use nexmark::EventGenerator;
 use nexmark::config::NexmarkConfig;
 use nexmark::event::{Event, EventType};
-use nexmark::EventGenerator;
 
 use crate::{EngineError, Result};
 
@@ -104,7 +106,8 @@ impl NexmarkOptions {
     /// Rows of this source's relation among the first `event_num` events.
     pub fn row_count(&self) -> Option<u64> {
         let (first, share) = self.table.proportion();
-        self.event_num.map(|n| n / 50 * share + (n % 50).saturating_sub(first).min(share))
+        self.event_num
+            .map(|n| n / 50 * share + (n % 50).saturating_sub(first).min(share))
     }
 }
 
@@ -118,13 +121,23 @@ pub struct NexmarkReader {
 
 impl NexmarkReader {
     pub fn new(options: &NexmarkOptions, split: u64, splits: u64) -> Self {
-        let config = NexmarkConfig { base_time: options.base_time_ms, ..NexmarkConfig::default() };
+        let config = NexmarkConfig {
+            base_time: options.base_time_ms,
+            ..NexmarkConfig::default()
+        };
         let generator = EventGenerator::new(config)
             .with_type_filter(options.table.event_type())
             .with_offset(split)
             .with_step(splits.max(1));
-        let remaining = options.row_count().map(|n| n.saturating_sub(split).div_ceil(splits.max(1)));
-        Self { table: options.table, generator, schema: options.table.schema(), remaining }
+        let remaining = options
+            .row_count()
+            .map(|n| n.saturating_sub(split).div_ceil(splits.max(1)));
+        Self {
+            table: options.table,
+            generator,
+            schema: options.table.schema(),
+            remaining,
+        }
     }
 
     pub fn schema(&self) -> SchemaRef {
@@ -156,10 +169,16 @@ fn ms_to_ns(ms: u64) -> i64 {
 }
 
 fn bid_columns(events: impl Iterator<Item = Event>, n: usize) -> Vec<ArrayRef> {
-    let (mut auction, mut bidder, mut price) =
-        (Int64Builder::with_capacity(n), Int64Builder::with_capacity(n), Int64Builder::with_capacity(n));
-    let (mut channel, mut url, mut extra) =
-        (StringBuilder::with_capacity(n, n * 8), StringBuilder::with_capacity(n, n * 48), StringBuilder::new());
+    let (mut auction, mut bidder, mut price) = (
+        Int64Builder::with_capacity(n),
+        Int64Builder::with_capacity(n),
+        Int64Builder::with_capacity(n),
+    );
+    let (mut channel, mut url, mut extra) = (
+        StringBuilder::with_capacity(n, n * 8),
+        StringBuilder::with_capacity(n, n * 48),
+        StringBuilder::new(),
+    );
     let mut ts = TimestampNanosecondBuilder::with_capacity(n);
     for e in events {
         if let Event::Bid(b) = e {
@@ -185,15 +204,21 @@ fn bid_columns(events: impl Iterator<Item = Event>, n: usize) -> Vec<ArrayRef> {
 
 fn auction_columns(events: impl Iterator<Item = Event>, n: usize) -> Vec<ArrayRef> {
     let mut id = Int64Builder::with_capacity(n);
-    let (mut item, mut desc, mut extra) = (StringBuilder::new(), StringBuilder::new(), StringBuilder::new());
+    let (mut item, mut desc, mut extra) = (
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+    );
     let (mut initial, mut reserve, mut seller, mut category) = (
         Int64Builder::with_capacity(n),
         Int64Builder::with_capacity(n),
         Int64Builder::with_capacity(n),
         Int64Builder::with_capacity(n),
     );
-    let (mut ts, mut expires) =
-        (TimestampNanosecondBuilder::with_capacity(n), TimestampNanosecondBuilder::with_capacity(n));
+    let (mut ts, mut expires) = (
+        TimestampNanosecondBuilder::with_capacity(n),
+        TimestampNanosecondBuilder::with_capacity(n),
+    );
     for e in events {
         if let Event::Auction(a) = e {
             id.append_value(a.id as i64);
@@ -229,7 +254,10 @@ fn person_columns(events: impl Iterator<Item = Event>, n: usize) -> Vec<ArrayRef
     for e in events {
         if let Event::Person(p) = e {
             id.append_value(p.id as i64);
-            for (b, v) in s.iter_mut().zip([&p.name, &p.email_address, &p.credit_card, &p.city, &p.state]) {
+            for (b, v) in
+                s.iter_mut()
+                    .zip([&p.name, &p.email_address, &p.credit_card, &p.city, &p.state])
+            {
                 b.append_value(v);
             }
             ts.append_value(ms_to_ns(p.date_time));
@@ -250,7 +278,11 @@ mod tests {
     use super::*;
 
     fn opts(table: NexmarkTable, n: Option<u64>) -> NexmarkOptions {
-        NexmarkOptions { table, event_num: n, base_time_ms: 1_700_000_000_000 }
+        NexmarkOptions {
+            table,
+            event_num: n,
+            base_time_ms: 1_700_000_000_000,
+        }
     }
 
     #[test]

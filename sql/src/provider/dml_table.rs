@@ -31,18 +31,32 @@ pub(crate) struct DmlTable {
 
 impl DmlTable {
     pub(crate) fn new(store: TableStore, constraints: Constraints, append_only: bool) -> Self {
-        Self { schema: store.schema(), constraints, append_only, store: Arc::new(Mutex::new(store)) }
+        Self {
+            schema: store.schema(),
+            constraints,
+            append_only,
+            store: Arc::new(Mutex::new(store)),
+        }
     }
 
     fn reject_if_append_only(&self, what: &str) -> Result<()> {
         if self.append_only {
-            return Err(SqlError::new("0A000", format!("{what} is not allowed on an APPEND ONLY table")).into());
+            return Err(SqlError::new(
+                "0A000",
+                format!("{what} is not allowed on an APPEND ONLY table"),
+            )
+            .into());
         }
         Ok(())
     }
 
     /// The rows a WHERE clause selects, from a snapshot taken under the lock.
-    fn matching(&self, state: &dyn Session, snapshot: &RecordBatch, filters: &[Expr]) -> Result<RecordBatch> {
+    fn matching(
+        &self,
+        state: &dyn Session,
+        snapshot: &RecordBatch,
+        filters: &[Expr],
+    ) -> Result<RecordBatch> {
         let df_schema = DFSchema::try_from(Arc::clone(&self.schema))?;
         let mut mask: Option<BooleanArray> = None;
         for f in filters {
@@ -88,7 +102,11 @@ impl TableProvider for DmlTable {
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let snapshot = self.store.lock().snapshot().map_err(SqlError::from)?;
-        Ok(MemorySourceConfig::try_new_exec(&[vec![snapshot]], self.schema(), projection.cloned())?)
+        Ok(MemorySourceConfig::try_new_exec(
+            &[vec![snapshot]],
+            self.schema(),
+            projection.cloned(),
+        )?)
     }
 
     async fn insert_into(
@@ -98,7 +116,9 @@ impl TableProvider for DmlTable {
         insert_op: InsertOp,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         if insert_op != InsertOp::Append {
-            return Err(SqlError::unsupported(format!("INSERT {insert_op} is not supported")).into());
+            return Err(
+                SqlError::unsupported(format!("INSERT {insert_op} is not supported")).into(),
+            );
         }
         let batches = collect(input, state.task_ctx()).await?;
         let rows = conform(&self.schema, &batches)?;
@@ -106,7 +126,11 @@ impl TableProvider for DmlTable {
         count_plan(n)
     }
 
-    async fn delete_from(&self, state: &dyn Session, filters: Vec<Expr>) -> Result<Arc<dyn ExecutionPlan>> {
+    async fn delete_from(
+        &self,
+        state: &dyn Session,
+        filters: Vec<Expr>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         self.reject_if_append_only("DELETE")?;
         let mut store = self.store.lock();
         let snapshot = store.snapshot().map_err(SqlError::from)?;
@@ -126,10 +150,9 @@ impl TableProvider for DmlTable {
         let exprs = assignments
             .iter()
             .map(|(name, e)| {
-                let idx = self
-                    .schema
-                    .index_of(name)
-                    .map_err(|_| SqlError::new("42703", format!("column \"{name}\" does not exist")))?;
+                let idx = self.schema.index_of(name).map_err(|_| {
+                    SqlError::new("42703", format!("column \"{name}\" does not exist"))
+                })?;
                 Ok((idx, state.create_physical_expr(e.clone(), &df_schema)?))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -155,7 +178,13 @@ fn conform(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<RecordBatch> {
             .columns()
             .iter()
             .zip(schema.fields())
-            .map(|(c, f)| if c.data_type() == f.data_type() { Ok(Arc::clone(c)) } else { cast(c, f.data_type()) })
+            .map(|(c, f)| {
+                if c.data_type() == f.data_type() {
+                    Ok(Arc::clone(c))
+                } else {
+                    cast(c, f.data_type())
+                }
+            })
             .collect::<Result<Vec<_>, _>>()?;
         out.push(RecordBatch::try_new(Arc::clone(schema), cols)?);
     }
@@ -164,7 +193,18 @@ fn conform(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<RecordBatch> {
 
 /// A plan yielding one row `count`, as DataFusion's DML plans do.
 fn count_plan(n: usize) -> Result<Arc<dyn ExecutionPlan>> {
-    let schema = Arc::new(Schema::new(vec![Field::new("count", DataType::UInt64, false)]));
-    let batch = RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(UInt64Array::from(vec![n as u64]))])?;
-    Ok(MemorySourceConfig::try_new_exec(&[vec![batch]], schema, None)?)
+    let schema = Arc::new(Schema::new(vec![Field::new(
+        "count",
+        DataType::UInt64,
+        false,
+    )]));
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![Arc::new(UInt64Array::from(vec![n as u64]))],
+    )?;
+    Ok(MemorySourceConfig::try_new_exec(
+        &[vec![batch]],
+        schema,
+        None,
+    )?)
 }

@@ -30,9 +30,18 @@ pub(crate) struct KafkaSource {
 }
 
 impl KafkaSource {
-    pub(crate) fn new(config: KafkaConfig, value_schema: SchemaRef, includes: Vec<(KafkaMeta, String)>) -> Self {
+    pub(crate) fn new(
+        config: KafkaConfig,
+        value_schema: SchemaRef,
+        includes: Vec<(KafkaMeta, String)>,
+    ) -> Self {
         let schema = output_schema(&value_schema, &includes);
-        Self { config, value_schema, includes, schema }
+        Self {
+            config,
+            value_schema,
+            includes,
+            schema,
+        }
     }
 }
 
@@ -99,13 +108,18 @@ impl PartitionStream for PartitionScan {
     fn execute(&self, ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let mut builder = RecordBatchReceiverStreamBuilder::new(Arc::clone(&self.schema), 4);
         let tx = builder.tx();
-        let (config, range, value_schema, includes) =
-            (self.config.clone(), self.range, Arc::clone(&self.value_schema), self.includes.clone());
+        let (config, range, value_schema, includes) = (
+            self.config.clone(),
+            self.range,
+            Arc::clone(&self.value_schema),
+            self.includes.clone(),
+        );
         let report = ScanReport::of(&ctx);
         builder.spawn_blocking(move || {
-            let stats = config.scan_partition(range, value_schema, &includes, BATCH_ROWS, |batch| {
-                tx.blocking_send(Ok(batch)).is_ok()
-            });
+            let stats =
+                config.scan_partition(range, value_schema, &includes, BATCH_ROWS, |batch| {
+                    tx.blocking_send(Ok(batch)).is_ok()
+                });
             match stats {
                 Ok(stats) => {
                     if let Some(report) = report {

@@ -29,7 +29,11 @@ pub(crate) struct NexmarkSource {
 
 impl NexmarkSource {
     pub(crate) fn new(name: &str, options: NexmarkOptions) -> Self {
-        Self { name: name.to_string(), schema: options.table.schema(), options }
+        Self {
+            name: name.to_string(),
+            schema: options.table.schema(),
+            options,
+        }
     }
 }
 
@@ -58,7 +62,11 @@ impl TableProvider for NexmarkSource {
             .into());
         }
         let _ = filters; // applied above the scan by DataFusion
-        let splits = if limit.is_some() { 1 } else { state.config().target_partitions().max(1) as u64 };
+        let splits = if limit.is_some() {
+            1
+        } else {
+            state.config().target_partitions().max(1) as u64
+        };
         let partitions = (0..splits)
             .map(|split| {
                 Arc::new(GeneratorSplit {
@@ -110,6 +118,9 @@ impl PartitionStream for GeneratorSplit {
             }
             Some(Ok(batch))
         });
-        Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.schema), futures::stream::iter(iter)))
+        Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            futures::stream::iter(iter),
+        ))
     }
 }

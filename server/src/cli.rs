@@ -1,0 +1,139 @@
+//! The `weir` command line: `weir serve` and `weir demo`.
+//! Flags double as `WEIR_<NAME>` environment variables.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::server::{Config, Server, ServerHandle};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "weir",
+    version,
+    about = "A streaming SQL database over Kafka, spoken to through Postgres"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Run the server with built-in Nexmark sources, and print how to connect.
+    Demo(ServeArgs),
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// Postgres wire endpoint.
+    #[arg(long, env = "WEIR_PG_LISTEN", default_value = "127.0.0.1:6875")]
+    pg_listen: SocketAddr,
+    /// Catalog, table logs and checkpoints (created if missing).
+    #[arg(long, env = "WEIR_DATA_DIR", default_value = "./weir-data")]
+    data_dir: PathBuf,
+    /// How often state is checkpointed, e.g. 10s.
+    #[arg(long, env = "WEIR_CHECKPOINT_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    checkpoint_interval: Duration,
+    /// Prometheus /metrics and /healthz endpoint.
+    #[arg(long, env = "WEIR_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
+    metrics_listen: SocketAddr,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| format!("invalid duration '{s}'"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" | "" => Ok(Duration::from_secs(n)),
+        "m" | "min" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("invalid duration unit in '{s}' (use ms, s or m)")),
+    }
+}
+
+impl ServeArgs {
+    fn config(&self) -> Config {
+        Config {
+            pg_listen: self.pg_listen,
+            data_dir: Some(self.data_dir.clone()),
+            checkpoint_interval: self.checkpoint_interval,
+            metrics_listen: Some(self.metrics_listen),
+        }
+    }
+}
+
+/// The demo's sources: the three Nexmark relations, 10M events.
+const DEMO_SQL: &str = "
+CREATE SOURCE IF NOT EXISTS person WITH (connector = 'nexmark', nexmark.table.type = 'Person', nexmark.event.num = '10000000');
+CREATE SOURCE IF NOT EXISTS auction WITH (connector = 'nexmark', nexmark.table.type = 'Auction', nexmark.event.num = '10000000');
+CREATE SOURCE IF NOT EXISTS bid WITH (connector = 'nexmark', nexmark.table.type = 'Bid', nexmark.event.num = '10000000');
+";
+
+/// Entry point of the `weir` binary.
+pub fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => {
+                let handle = Server::start(args.config()).await?;
+                wait_for_signal(handle).await
+            }
+            Command::Demo(args) => {
+                let handle = Server::start(args.config()).await?;
+                demo_setup(&handle).await?;
+                wait_for_signal(handle).await
+            }
+        }
+    })
+}
+
+async fn demo_setup(handle: &ServerHandle) -> anyhow::Result<()> {
+    for stmt in handle
+        .database
+        .parse(DEMO_SQL)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+    {
+        handle
+            .database
+            .execute_catalog(&stmt)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let addr = handle.pg_addr;
+    let banner = format!(
+        "\nweir demo is running with Nexmark sources person, auction, bid.\n\
+         Connect with:\n\n    psql -h {} -p {} -U weir weir\n\n\
+         Then try (more in examples/quickstart.sql):\n\n    \
+         SELECT channel, count(*), avg(price) FROM bid GROUP BY channel ORDER BY 2 DESC;\n    \
+         SELECT * FROM auction LIMIT 5;\n\n\
+         Ctrl-C stops it.\n",
+        addr.ip(),
+        addr.port()
+    );
+    eprintln!("{banner}");
+    Ok(())
+}
+
+async fn wait_for_signal(handle: ServerHandle) -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+    handle.shutdown().await;
+    Ok(())
+}

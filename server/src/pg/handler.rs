@@ -1,0 +1,363 @@
+//! One handler for the simple and the extended protocol: both end in `SessionHandler::run`.
+//! Statements DataFusion plans carry their plan from Parse to Execute; the rest run directly.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use arrow_pg::datatypes::df::deserialize_parameters;
+use arrow_pg::datatypes::{arrow_schema_to_pg_fields, into_pg_type};
+use async_trait::async_trait;
+use datafusion::arrow::array::{RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::logical_expr::LogicalPlan;
+use futures::{Sink, SinkExt};
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{FieldInfo, Response, Tag};
+use pgwire::api::stmt::QueryParser;
+use pgwire::api::store::PortalStore;
+use pgwire::api::{ClientInfo, ClientPortalStore, Type};
+use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::response::TransactionStatus;
+use pgwire::messages::startup::ParameterStatus;
+use pgwire::types::format::FormatOptions;
+use weir_sql::{Database, ParsedStatement, SqlError, Statement, TransactionKind};
+
+use super::encode::{output_response, rows_response};
+use super::error::{error_info, notice, to_pgwire};
+use super::settings;
+
+/// A statement between Parse and Execute.
+#[derive(Debug, Clone)]
+pub(crate) struct Prepared {
+    parsed: ParsedStatement,
+    plan: Option<LogicalPlan>,
+}
+
+/// Parses and plans statements for the extended protocol.
+pub(crate) struct PreparedParser {
+    db: Arc<Database>,
+}
+
+/// Runs statements for every connection of a server.
+pub(crate) struct SessionHandler {
+    db: Arc<Database>,
+    parser: Arc<PreparedParser>,
+}
+
+impl SessionHandler {
+    pub(crate) fn new(db: Arc<Database>) -> Self {
+        Self {
+            parser: Arc::new(PreparedParser {
+                db: Arc::clone(&db),
+            }),
+            db,
+        }
+    }
+
+    /// Runs one statement. The outer error is the connection's; the inner one the statement's.
+    async fn run<C>(
+        &self,
+        client: &mut C,
+        parsed: &ParsedStatement,
+        plan: Option<LogicalPlan>,
+        format: &Format,
+    ) -> PgWireResult<Result<Response, SqlError>>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        crate::metrics::STATEMENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+        let aborted = client.transaction_status() == TransactionStatus::Error;
+        if aborted
+            && !matches!(
+                parsed.statement,
+                Statement::Transaction(TransactionKind::Commit | TransactionKind::Rollback)
+            )
+        {
+            return Ok(Err(SqlError::new(
+                "25P02",
+                "current transaction is aborted, commands ignored until end of transaction block",
+            )));
+        }
+        let result = match &parsed.statement {
+            Statement::Query(q) => {
+                let plan = match plan {
+                    Some(p) => Ok(p),
+                    None => self
+                        .db
+                        .plan(q)
+                        .await
+                        .map_err(|e| e.offset_position(parsed.offset)),
+                };
+                let result = match plan {
+                    Ok(plan) => self.db.execute_plan(plan).await,
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(r) => {
+                        let stats = r.report.stats();
+                        if stats.errors > 0 {
+                            let msg = format!(
+                                "skipped {} malformed message{}; first error: {}",
+                                stats.errors,
+                                if stats.errors == 1 { "" } else { "s" },
+                                stats.first_error.unwrap_or_default()
+                            );
+                            client
+                                .send(PgWireBackendMessage::NoticeResponse(notice(msg).into()))
+                                .await?;
+                        }
+                        Ok(output_response(r.output, format, options)?)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Statement::SetVariable { name, value } => {
+                match settings::set(client.metadata_mut(), name, value.as_deref()) {
+                    Ok(report) => {
+                        if let Some((name, value)) = report {
+                            client
+                                .send(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(
+                                    name, value,
+                                )))
+                                .await?;
+                        }
+                        Ok(Response::Execution(Tag::new("SET")))
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Statement::ShowVariable(name) => match show_variable(client, name) {
+                Ok((schema, batch)) => Ok(rows_response(&schema, vec![batch], format, options)?),
+                Err(e) => Err(e),
+            },
+            Statement::Transaction(TransactionKind::Begin) => {
+                Ok(Response::TransactionStart(Tag::new("BEGIN")))
+            }
+            Statement::Transaction(TransactionKind::Commit) => {
+                let tag = if aborted { "ROLLBACK" } else { "COMMIT" };
+                Ok(Response::TransactionEnd(Tag::new(tag)))
+            }
+            Statement::Transaction(TransactionKind::Rollback) => {
+                Ok(Response::TransactionEnd(Tag::new("ROLLBACK")))
+            }
+            Statement::Discard => Ok(Response::Execution(Tag::new("DISCARD ALL"))),
+            _ => match self.db.execute_catalog(parsed) {
+                Ok(out) => Ok(output_response(out, format, options)?),
+                Err(e) => Err(e.offset_position(parsed.offset)),
+            },
+        };
+        Ok(result)
+    }
+}
+
+fn show_variable<C: ClientInfo>(
+    client: &C,
+    name: &str,
+) -> Result<(Arc<Schema>, RecordBatch), SqlError> {
+    let (names, values): (Vec<String>, Vec<String>) = if name == "all" {
+        settings::all(client.metadata()).into_iter().unzip()
+    } else {
+        let (n, v) = settings::get(client.metadata(), name)?;
+        (vec![n.to_string()], vec![v])
+    };
+    let internal = |e: datafusion::arrow::error::ArrowError| SqlError::new("XX000", e.to_string());
+    if name == "all" {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("name", DataType::Utf8, false),
+            Field::new("setting", DataType::Utf8, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(StringArray::from(names)),
+                Arc::new(StringArray::from(values)),
+            ],
+        )
+        .map_err(internal)?;
+        Ok((schema, batch))
+    } else {
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            &names[0],
+            DataType::Utf8,
+            false,
+        )]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![Arc::new(StringArray::from(values))],
+        )
+        .map_err(internal)?;
+        Ok((schema, batch))
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for SessionHandler {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let statements = match self.db.parse(query) {
+            Ok(s) => s,
+            Err(e) => return Ok(vec![Response::Error(Box::new(error_info(&e)))]),
+        };
+        let mut responses = Vec::with_capacity(statements.len());
+        for parsed in &statements {
+            match self.run(client, parsed, None, &Format::UnifiedText).await? {
+                Ok(r) => responses.push(r),
+                Err(e) => {
+                    responses.push(Response::Error(Box::new(error_info(&e))));
+                    break;
+                }
+            }
+        }
+        Ok(responses)
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for SessionHandler {
+    type Statement = Prepared;
+    type QueryParser = PreparedParser;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        Arc::clone(&self.parser)
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Self::Statement>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let prepared = &portal.statement.statement;
+        let plan = match &prepared.plan {
+            Some(plan) => {
+                let types = parameter_data_types(plan).map_err(|e| to_pgwire(&e))?;
+                let refs: Vec<Option<&DataType>> = types.iter().map(Option::as_ref).collect();
+                let params = deserialize_parameters(portal, &refs)?;
+                Some(
+                    plan.clone()
+                        .replace_params_with_values(&params)
+                        .map_err(|e| to_pgwire(&SqlError::from(e)))?,
+                )
+            }
+            None => None,
+        };
+        match self
+            .run(client, &prepared.parsed, plan, &portal.result_column_format)
+            .await?
+        {
+            Ok(r) => Ok(r),
+            Err(e) => Err(to_pgwire(&e)),
+        }
+    }
+}
+
+/// The plan's parameters ($1, $2, ...) in order, with their inferred types.
+fn parameter_data_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>, SqlError> {
+    let types = plan.get_parameter_types()?;
+    let mut ids: Vec<(usize, Option<DataType>)> = types
+        .into_iter()
+        .map(|(id, t)| {
+            (
+                id.trim_start_matches('$')
+                    .parse::<usize>()
+                    .unwrap_or(usize::MAX),
+                t,
+            )
+        })
+        .collect();
+    ids.sort_by_key(|(i, _)| *i);
+    Ok(ids.into_iter().map(|(_, t)| t).collect())
+}
+
+#[async_trait]
+impl QueryParser for PreparedParser {
+    type Statement = Prepared;
+
+    async fn parse_sql<C>(
+        &self,
+        _client: &C,
+        sql: &str,
+        _types: &[Option<Type>],
+    ) -> PgWireResult<Option<Prepared>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let mut statements = self.db.parse(sql).map_err(|e| to_pgwire(&e))?;
+        let parsed = match statements.len() {
+            0 => return Ok(None),
+            1 => statements.remove(0),
+            _ => {
+                return Err(to_pgwire(&SqlError::syntax(
+                    "cannot insert multiple commands into a prepared statement",
+                    None,
+                )));
+            }
+        };
+        let plan = match &parsed.statement {
+            Statement::Query(q) => Some(
+                self.db
+                    .plan(q)
+                    .await
+                    .map_err(|e| to_pgwire(&e.offset_position(parsed.offset)))?,
+            ),
+            _ => None,
+        };
+        Ok(Some(Prepared { parsed, plan }))
+    }
+
+    fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {
+        let Some(plan) = &stmt.plan else {
+            return Ok(vec![]);
+        };
+        parameter_data_types(plan)
+            .map_err(|e| to_pgwire(&e))?
+            .iter()
+            .map(|t| t.as_ref().map_or(Ok(Type::UNKNOWN), into_pg_type))
+            .collect()
+    }
+
+    fn get_result_schema(
+        &self,
+        stmt: &Prepared,
+        format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        let format = format.unwrap_or(&Format::UnifiedText);
+        let schema = match (&stmt.plan, &stmt.parsed.statement) {
+            (Some(LogicalPlan::Dml(_)), _) => return Ok(vec![]),
+            (Some(plan), _) => Arc::new(plan.schema().as_arrow().clone()),
+            (None, Statement::ShowVariable(name)) => {
+                let column = if name == "all" {
+                    "name".to_string()
+                } else {
+                    name.clone()
+                };
+                let mut fields = vec![Field::new(column, DataType::Utf8, false)];
+                if name == "all" {
+                    fields.push(Field::new("setting", DataType::Utf8, false));
+                }
+                Arc::new(Schema::new(fields))
+            }
+            (None, other) => match Database::output_schema(other) {
+                Some(s) => s,
+                None => return Ok(vec![]),
+            },
+        };
+        arrow_schema_to_pg_fields(&schema, format, None)
+    }
+}

@@ -1,0 +1,304 @@
+//! Session parameters: SET, SHOW, RESET, and the ParameterStatus messages clients track.
+//! Values live in the connection's metadata; unknown names are rejected with 42704 as in Postgres.
+
+use std::collections::HashMap;
+
+use weir_sql::SqlError;
+
+/// A known parameter: its canonical name, default, whether changes are reported to the client.
+struct Param {
+    name: &'static str,
+    default: &'static str,
+    reported: bool,
+}
+
+const PARAMS: &[Param] = &[
+    Param {
+        name: "application_name",
+        default: "",
+        reported: true,
+    },
+    Param {
+        name: "client_encoding",
+        default: "UTF8",
+        reported: true,
+    },
+    Param {
+        name: "DateStyle",
+        default: "ISO, MDY",
+        reported: true,
+    },
+    Param {
+        name: "IntervalStyle",
+        default: "postgres",
+        reported: true,
+    },
+    Param {
+        name: "TimeZone",
+        default: "UTC",
+        reported: true,
+    },
+    Param {
+        name: "standard_conforming_strings",
+        default: "on",
+        reported: true,
+    },
+    Param {
+        name: "integer_datetimes",
+        default: "on",
+        reported: true,
+    },
+    Param {
+        name: "server_version",
+        default: weir_sql::SERVER_VERSION,
+        reported: false,
+    },
+    Param {
+        name: "server_encoding",
+        default: "UTF8",
+        reported: false,
+    },
+    Param {
+        name: "search_path",
+        default: "\"$user\", public",
+        reported: false,
+    },
+    Param {
+        name: "transaction_isolation",
+        default: "read committed",
+        reported: false,
+    },
+    Param {
+        name: "default_transaction_isolation",
+        default: "read committed",
+        reported: false,
+    },
+    Param {
+        name: "transaction_read_only",
+        default: "off",
+        reported: false,
+    },
+    Param {
+        name: "default_transaction_read_only",
+        default: "off",
+        reported: false,
+    },
+    Param {
+        name: "extra_float_digits",
+        default: "1",
+        reported: false,
+    },
+    Param {
+        name: "statement_timeout",
+        default: "0",
+        reported: false,
+    },
+    Param {
+        name: "lock_timeout",
+        default: "0",
+        reported: false,
+    },
+    Param {
+        name: "idle_in_transaction_session_timeout",
+        default: "0",
+        reported: false,
+    },
+    Param {
+        name: "bytea_output",
+        default: "hex",
+        reported: false,
+    },
+    Param {
+        name: "max_identifier_length",
+        default: "63",
+        reported: false,
+    },
+    Param {
+        name: "lc_messages",
+        default: "C",
+        reported: false,
+    },
+    Param {
+        name: "lc_monetary",
+        default: "C",
+        reported: false,
+    },
+    Param {
+        name: "lc_numeric",
+        default: "C",
+        reported: false,
+    },
+    Param {
+        name: "lc_time",
+        default: "C",
+        reported: false,
+    },
+    Param {
+        name: "client_min_messages",
+        default: "notice",
+        reported: false,
+    },
+    Param {
+        name: "row_security",
+        default: "on",
+        reported: false,
+    },
+    Param {
+        name: "jit",
+        default: "off",
+        reported: false,
+    },
+    Param {
+        name: "is_superuser",
+        default: "on",
+        reported: true,
+    },
+    Param {
+        name: "session_authorization",
+        default: "weir",
+        reported: true,
+    },
+    Param {
+        name: "implicit_flush",
+        default: "off",
+        reported: false,
+    },
+    Param {
+        name: "streaming_parallelism",
+        default: "0",
+        reported: false,
+    },
+];
+
+const METADATA_PREFIX: &str = "weir.setting.";
+
+fn find(name: &str) -> Option<&'static Param> {
+    let name = match name.to_ascii_lowercase().as_str() {
+        "rw_implicit_flush" => "implicit_flush".to_string(),
+        "time zone" | "timezone" => "timezone".to_string(),
+        other => other.to_string(),
+    };
+    PARAMS.iter().find(|p| p.name.eq_ignore_ascii_case(&name))
+}
+
+fn unknown(name: &str) -> SqlError {
+    SqlError::new(
+        "42704",
+        format!("unrecognized configuration parameter \"{name}\""),
+    )
+}
+
+/// The current value of `name` in a session.
+pub(crate) fn get(
+    metadata: &HashMap<String, String>,
+    name: &str,
+) -> Result<(&'static str, String), SqlError> {
+    let p = find(name).ok_or_else(|| unknown(name))?;
+    let key = format!("{METADATA_PREFIX}{}", p.name.to_ascii_lowercase());
+    let value = metadata
+        .get(&key)
+        .or_else(|| metadata.get(p.name))
+        .or_else(|| metadata.get(&p.name.to_ascii_lowercase()))
+        .cloned()
+        .unwrap_or_else(|| p.default.to_string());
+    Ok((p.name, value))
+}
+
+/// Sets `name` (None resets it); returns the (name, value) to report to the client, if any.
+pub(crate) fn set(
+    metadata: &mut HashMap<String, String>,
+    name: &str,
+    value: Option<&str>,
+) -> Result<Option<(String, String)>, SqlError> {
+    let p = find(name).ok_or_else(|| unknown(name))?;
+    let value = value
+        .map(str::to_string)
+        .unwrap_or_else(|| p.default.to_string());
+    let value = normalize(p.name, &value)?;
+    metadata.insert(
+        format!("{METADATA_PREFIX}{}", p.name.to_ascii_lowercase()),
+        value.clone(),
+    );
+    if p.name == "TimeZone" {
+        metadata.insert("timezone".to_string(), value.clone());
+    }
+    Ok(p.reported.then(|| (p.name.to_string(), value)))
+}
+
+fn normalize(name: &str, value: &str) -> Result<String, SqlError> {
+    let bool_param = matches!(
+        name,
+        "implicit_flush" | "standard_conforming_strings" | "transaction_read_only" | "jit"
+    );
+    if bool_param {
+        return match value.to_ascii_lowercase().as_str() {
+            "on" | "true" | "1" | "yes" => Ok("on".into()),
+            "off" | "false" | "0" | "no" => Ok("off".into()),
+            _ => Err(SqlError::new(
+                "22023",
+                format!("parameter \"{name}\" requires a Boolean value"),
+            )),
+        };
+    }
+    if name == "streaming_parallelism" || name == "extra_float_digits" {
+        value.parse::<i64>().map_err(|_| {
+            SqlError::new(
+                "22023",
+                format!("invalid value for parameter \"{name}\": \"{value}\""),
+            )
+        })?;
+    }
+    if name == "client_encoding"
+        && !matches!(
+            value.to_ascii_uppercase().replace('-', "").as_str(),
+            "UTF8" | "UNICODE"
+        )
+    {
+        return Err(SqlError::new(
+            "0A000",
+            format!("client encoding \"{value}\" is not supported (only UTF8)"),
+        ));
+    }
+    Ok(value.to_string())
+}
+
+/// Every parameter with its current value, for SHOW ALL.
+pub(crate) fn all(metadata: &HashMap<String, String>) -> Vec<(String, String)> {
+    PARAMS
+        .iter()
+        .filter_map(|p| get(metadata, p.name).ok())
+        .map(|(n, v)| (n.to_string(), v))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_show_reset_and_unknown() {
+        let mut m = HashMap::new();
+        assert_eq!(
+            set(&mut m, "TIMEZONE", Some("Europe/Paris")).unwrap(),
+            Some(("TimeZone".into(), "Europe/Paris".into()))
+        );
+        assert_eq!(get(&m, "timezone").unwrap().1, "Europe/Paris");
+        assert_eq!(
+            set(&mut m, "rw_implicit_flush", Some("true")).unwrap(),
+            None
+        );
+        assert_eq!(get(&m, "implicit_flush").unwrap().1, "on");
+        set(&mut m, "timezone", None).unwrap();
+        assert_eq!(get(&m, "TimeZone").unwrap().1, "UTC");
+        assert_eq!(
+            set(&mut m, "no_such_thing", Some("1")).unwrap_err().code,
+            "42704"
+        );
+        assert_eq!(
+            set(&mut m, "implicit_flush", Some("maybe"))
+                .unwrap_err()
+                .code,
+            "22023"
+        );
+    }
+}
