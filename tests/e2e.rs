@@ -1,1 +1,12 @@
+//! End-to-end tests: a real weir server (in-process or the `weir` binary), real Postgres
+//! clients (tokio-postgres, psql, psycopg) and a real Kafka-protocol broker (Tansu).
+//!
+//! One test binary with modules keeps link time down: every binary links DataFusion.
 
+mod harness;
+
+mod dml;
+mod kafka;
+mod pg_wire;
+mod psql;
+mod restart;

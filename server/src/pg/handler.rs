@@ -267,19 +267,32 @@ impl ExtendedQueryHandler for SessionHandler {
     }
 }
 
-/// The plan's parameters ($1, $2, ...) in order, with their inferred types.
+/// The plan's parameters ($1, $2, ...) in order, with their inferred types; a parameter
+/// DataFusion leaves untyped takes the type of a cast around it (`$1::BIGINT`).
 fn parameter_data_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>, SqlError> {
-    let types = plan.get_parameter_types()?;
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::Expr;
+    let mut types = plan.get_parameter_types()?;
+    if types.values().any(Option::is_none) {
+        plan.apply(|node| {
+            for expr in node.expressions() {
+                expr.apply(|e| {
+                    if let Expr::Cast(c) = e {
+                        if let Expr::Placeholder(p) = c.expr.as_ref() {
+                            if let Some(slot @ None) = types.get_mut(&p.id) {
+                                *slot = Some(c.field.data_type().clone());
+                            }
+                        }
+                    }
+                    Ok(TreeNodeRecursion::Continue)
+                })?;
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+    }
     let mut ids: Vec<(usize, Option<DataType>)> = types
         .into_iter()
-        .map(|(id, t)| {
-            (
-                id.trim_start_matches('$')
-                    .parse::<usize>()
-                    .unwrap_or(usize::MAX),
-                t,
-            )
-        })
+        .map(|(id, t)| (id.trim_start_matches('$').parse::<usize>().unwrap_or(usize::MAX), t))
         .collect();
     ids.sort_by_key(|(i, _)| *i);
     Ok(ids.into_iter().map(|(_, t)| t).collect())

@@ -4,17 +4,22 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt64Array};
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::{and, cast, concat_batches, filter_record_batch};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{Constraints, DFSchema};
 use datafusion::datasource::TableType;
 use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::sink::{DataSink, DataSinkExec};
 use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::dml::InsertOp;
-use datafusion::physical_plan::{ExecutionPlan, collect};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan};
+use futures::TryStreamExt;
 use parking_lot::Mutex;
 use weir_engine::TableStore;
 
@@ -31,52 +36,25 @@ pub(crate) struct DmlTable {
 
 impl DmlTable {
     pub(crate) fn new(store: TableStore, constraints: Constraints, append_only: bool) -> Self {
-        Self {
-            schema: store.schema(),
-            constraints,
-            append_only,
-            store: Arc::new(Mutex::new(store)),
-        }
+        Self { schema: store.schema(), constraints, append_only, store: Arc::new(Mutex::new(store)) }
     }
 
     fn reject_if_append_only(&self, what: &str) -> Result<()> {
         if self.append_only {
-            return Err(SqlError::new(
-                "0A000",
-                format!("{what} is not allowed on an APPEND ONLY table"),
-            )
-            .into());
+            return Err(SqlError::new("0A000", format!("{what} is not allowed on an APPEND ONLY table")).into());
         }
         Ok(())
     }
 
-    /// The rows a WHERE clause selects, from a snapshot taken under the lock.
-    fn matching(
-        &self,
-        state: &dyn Session,
-        snapshot: &RecordBatch,
-        filters: &[Expr],
-    ) -> Result<RecordBatch> {
+    fn physical(&self, state: &dyn Session, exprs: &[Expr]) -> Result<Vec<Arc<dyn PhysicalExpr>>> {
         let df_schema = DFSchema::try_from(Arc::clone(&self.schema))?;
-        let mut mask: Option<BooleanArray> = None;
-        for f in filters {
-            let expr = state.create_physical_expr(f.clone(), &df_schema)?;
-            let value = expr.evaluate(snapshot)?.into_array(snapshot.num_rows())?;
-            let b = value
-                .as_any()
-                .downcast_ref::<BooleanArray>()
-                .ok_or_else(|| DataFusionError::Plan("WHERE clause must be boolean".into()))?
-                .clone();
-            mask = Some(match mask {
-                Some(m) => and(&m, &b)?,
-                None => b,
-            });
-        }
-        match mask {
-            // NULL counts as false (three-valued logic): filter_record_batch keeps only true.
-            Some(m) => Ok(filter_record_batch(snapshot, &m)?),
-            None => Ok(snapshot.clone()),
-        }
+        exprs.iter().map(|e| state.create_physical_expr(e.clone(), &df_schema)).collect()
+    }
+
+    /// A plan that applies `op` when executed (never at planning, so EXPLAIN changes nothing).
+    fn sink_plan(&self, input: Arc<dyn ExecutionPlan>, op: DmlOp) -> Arc<dyn ExecutionPlan> {
+        let sink = DmlSink { schema: self.schema(), store: Arc::clone(&self.store), op };
+        Arc::new(DataSinkExec::new(input, Arc::new(sink), None))
     }
 }
 
@@ -102,41 +80,25 @@ impl TableProvider for DmlTable {
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let snapshot = self.store.lock().snapshot().map_err(SqlError::from)?;
-        Ok(MemorySourceConfig::try_new_exec(
-            &[vec![snapshot]],
-            self.schema(),
-            projection.cloned(),
-        )?)
+        Ok(MemorySourceConfig::try_new_exec(&[vec![snapshot]], self.schema(), projection.cloned())?)
     }
 
     async fn insert_into(
         &self,
-        state: &dyn Session,
+        _state: &dyn Session,
         input: Arc<dyn ExecutionPlan>,
         insert_op: InsertOp,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         if insert_op != InsertOp::Append {
-            return Err(
-                SqlError::unsupported(format!("INSERT {insert_op} is not supported")).into(),
-            );
+            return Err(SqlError::unsupported(format!("INSERT {insert_op} is not supported")).into());
         }
-        let batches = collect(input, state.task_ctx()).await?;
-        let rows = conform(&self.schema, &batches)?;
-        let n = self.store.lock().insert(&rows).map_err(SqlError::from)?;
-        count_plan(n)
+        Ok(self.sink_plan(input, DmlOp::Insert))
     }
 
-    async fn delete_from(
-        &self,
-        state: &dyn Session,
-        filters: Vec<Expr>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
+    async fn delete_from(&self, state: &dyn Session, filters: Vec<Expr>) -> Result<Arc<dyn ExecutionPlan>> {
         self.reject_if_append_only("DELETE")?;
-        let mut store = self.store.lock();
-        let snapshot = store.snapshot().map_err(SqlError::from)?;
-        let old = self.matching(state, &snapshot, &filters)?;
-        let n = store.replace(&old, None).map_err(SqlError::from)?;
-        count_plan(n)
+        let filters = self.physical(state, &filters)?;
+        Ok(self.sink_plan(Arc::new(EmptyExec::new(self.schema())), DmlOp::Delete { filters }))
     }
 
     async fn update(
@@ -146,27 +108,100 @@ impl TableProvider for DmlTable {
         filters: Vec<Expr>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         self.reject_if_append_only("UPDATE")?;
-        let df_schema = DFSchema::try_from(Arc::clone(&self.schema))?;
-        let exprs = assignments
-            .iter()
-            .map(|(name, e)| {
-                let idx = self.schema.index_of(name).map_err(|_| {
-                    SqlError::new("42703", format!("column \"{name}\" does not exist"))
-                })?;
-                Ok((idx, state.create_physical_expr(e.clone(), &df_schema)?))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let mut store = self.store.lock();
-        let snapshot = store.snapshot().map_err(SqlError::from)?;
-        let old = self.matching(state, &snapshot, &filters)?;
-        let mut columns: Vec<ArrayRef> = old.columns().to_vec();
-        for (idx, expr) in &exprs {
-            let v = expr.evaluate(&old)?.into_array(old.num_rows())?;
-            columns[*idx] = cast(&v, self.schema.field(*idx).data_type())?;
+        let mut columns = Vec::with_capacity(assignments.len());
+        for (name, _) in &assignments {
+            columns.push(
+                self.schema
+                    .index_of(name)
+                    .map_err(|_| SqlError::new("42703", format!("column \"{name}\" does not exist")))?,
+            );
         }
-        let new = RecordBatch::try_new(self.schema(), columns)?;
-        let n = store.replace(&old, Some(&new)).map_err(SqlError::from)?;
-        count_plan(n)
+        let exprs: Vec<Expr> = assignments.into_iter().map(|(_, e)| e).collect();
+        let assignments = columns.into_iter().zip(self.physical(state, &exprs)?).collect();
+        let filters = self.physical(state, &filters)?;
+        Ok(self.sink_plan(Arc::new(EmptyExec::new(self.schema())), DmlOp::Update { filters, assignments }))
+    }
+}
+
+/// What a DML plan does to the table when it runs.
+#[derive(Debug)]
+enum DmlOp {
+    /// Insert the input rows.
+    Insert,
+    /// Delete the rows matching every filter.
+    Delete { filters: Vec<Arc<dyn PhysicalExpr>> },
+    /// Set columns of the rows matching every filter.
+    Update { filters: Vec<Arc<dyn PhysicalExpr>>, assignments: Vec<(usize, Arc<dyn PhysicalExpr>)> },
+}
+
+/// Applies one DML statement to the store, atomically, when DataFusion executes it.
+#[derive(Debug)]
+struct DmlSink {
+    schema: SchemaRef,
+    store: Arc<Mutex<TableStore>>,
+    op: DmlOp,
+}
+
+impl DisplayAs for DmlSink {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.op {
+            DmlOp::Insert => write!(f, "TableInsert"),
+            DmlOp::Delete { filters } => write!(f, "TableDelete: filters={}", filters.len()),
+            DmlOp::Update { assignments, .. } => write!(f, "TableUpdate: columns={}", assignments.len()),
+        }
+    }
+}
+
+#[async_trait]
+impl DataSink for DmlSink {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    async fn write_all(&self, data: SendableRecordBatchStream, _context: &Arc<TaskContext>) -> Result<u64> {
+        let batches: Vec<RecordBatch> = data.try_collect().await?;
+        let mut store = self.store.lock();
+        let n = match &self.op {
+            DmlOp::Insert => store.insert(&conform(&self.schema, &batches)?),
+            DmlOp::Delete { filters } => {
+                let snapshot = store.snapshot().map_err(SqlError::from)?;
+                let old = matching(&snapshot, filters)?;
+                store.replace(&old, None)
+            }
+            DmlOp::Update { filters, assignments } => {
+                let snapshot = store.snapshot().map_err(SqlError::from)?;
+                let old = matching(&snapshot, filters)?;
+                let mut columns: Vec<ArrayRef> = old.columns().to_vec();
+                for (idx, expr) in assignments {
+                    let v = expr.evaluate(&old)?.into_array(old.num_rows())?;
+                    columns[*idx] = cast(&v, self.schema.field(*idx).data_type())?;
+                }
+                let new = RecordBatch::try_new(Arc::clone(&self.schema), columns)?;
+                store.replace(&old, Some(&new))
+            }
+        };
+        Ok(n.map_err(SqlError::from)? as u64)
+    }
+}
+
+/// The rows of `snapshot` every filter selects (NULL counts as false).
+fn matching(snapshot: &RecordBatch, filters: &[Arc<dyn PhysicalExpr>]) -> Result<RecordBatch> {
+    let mut mask: Option<BooleanArray> = None;
+    for f in filters {
+        let value = f.evaluate(snapshot)?.into_array(snapshot.num_rows())?;
+        let b = value
+            .as_any()
+            .downcast_ref::<BooleanArray>()
+            .ok_or_else(|| DataFusionError::Plan("WHERE clause must be boolean".into()))?
+            .clone();
+        mask = Some(match mask {
+            Some(m) => and(&m, &b)?,
+            None => b,
+        });
+    }
+    match mask {
+        Some(m) => Ok(filter_record_batch(snapshot, &m)?),
+        None => Ok(snapshot.clone()),
     }
 }
 
@@ -189,22 +224,4 @@ fn conform(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<RecordBatch> {
         out.push(RecordBatch::try_new(Arc::clone(schema), cols)?);
     }
     Ok(concat_batches(schema, &out)?)
-}
-
-/// A plan yielding one row `count`, as DataFusion's DML plans do.
-fn count_plan(n: usize) -> Result<Arc<dyn ExecutionPlan>> {
-    let schema = Arc::new(Schema::new(vec![Field::new(
-        "count",
-        DataType::UInt64,
-        false,
-    )]));
-    let batch = RecordBatch::try_new(
-        Arc::clone(&schema),
-        vec![Arc::new(UInt64Array::from(vec![n as u64]))],
-    )?;
-    Ok(MemorySourceConfig::try_new_exec(
-        &[vec![batch]],
-        schema,
-        None,
-    )?)
 }

@@ -1,0 +1,209 @@
+//! Test fixtures: servers on free loopback ports, clients that collect notices, a Tansu broker.
+//! Everything binds 127.0.0.1 and cleans up on drop.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_postgres::{AsyncMessage, Client, NoTls};
+use weir_server::{Config, Server, ServerHandle};
+
+/// A weir server running inside the test process, with its own data dir.
+pub(crate) struct TestServer {
+    pub(crate) handle: Option<ServerHandle>,
+    pub(crate) dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub(crate) async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let handle = start_in(dir.path()).await;
+        Self { handle: Some(handle), dir }
+    }
+
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.handle.as_ref().unwrap().pg_addr
+    }
+
+    pub(crate) async fn client(&self) -> Client {
+        connect(self.addr()).await.0
+    }
+
+    /// Stops the server and starts a new one over the same data dir.
+    pub(crate) async fn restart(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.shutdown().await;
+        }
+        self.handle = Some(start_in(self.dir.path()).await);
+    }
+}
+
+async fn start_in(dir: &Path) -> ServerHandle {
+    Server::start(Config {
+        pg_listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: Some(dir.to_path_buf()),
+        checkpoint_interval: Duration::from_secs(10),
+        metrics_listen: None,
+    })
+    .await
+    .unwrap()
+}
+
+/// Connects with tokio-postgres; notices arrive on the returned channel.
+pub(crate) async fn connect(addr: SocketAddr) -> (Client, mpsc::UnboundedReceiver<tokio_postgres::error::DbError>) {
+    let conn_str = format!("host={} port={} user=weir dbname=weir", addr.ip(), addr.port());
+    let (client, mut connection) = tokio_postgres::connect(&conn_str, NoTls).await.unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(msg)) = messages.next().await {
+            if let AsyncMessage::Notice(n) = msg {
+                let _ = tx.send(n);
+            }
+        }
+    });
+    (client, rx)
+}
+
+/// The SQLSTATE of a failed statement.
+pub(crate) fn sqlstate(e: &tokio_postgres::Error) -> String {
+    e.code().map(|c| c.code().to_string()).unwrap_or_else(|| format!("no SQLSTATE: {e}"))
+}
+
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not open port {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A child process killed on drop.
+pub(crate) struct ChildGuard(pub(crate) Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The `weir` binary as a separate process (for kill -9 and psql tests).
+pub(crate) struct WeirProcess {
+    pub(crate) child: ChildGuard,
+    pub(crate) port: u16,
+}
+
+impl WeirProcess {
+    pub(crate) fn start(data_dir: &Path) -> Self {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["serve", "--pg-listen", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--metrics-listen", &format!("127.0.0.1:{}", free_port())])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for_port(port, "weir");
+        Self { child: ChildGuard(child), port }
+    }
+
+    pub(crate) fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub(crate) fn kill9(mut self) {
+        self.child.0.kill().unwrap();
+        self.child.0.wait().unwrap();
+    }
+}
+
+/// A Tansu broker with sqlite storage in its own directory (SPEC §8).
+pub(crate) struct Broker {
+    _child: ChildGuard,
+    pub(crate) port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Broker {
+    pub(crate) fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(tansu())
+            .current_dir(dir.path())
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tansu must be installed (see .ci/run)");
+        wait_for_port(port, "tansu");
+        Self { _child: ChildGuard(child), port, _dir: dir }
+    }
+
+    pub(crate) fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub(crate) fn create_topic(&self, name: &str, partitions: u32) {
+        let status = Command::new(tansu())
+            .args(["topic", "create", "--broker", &format!("tcp://127.0.0.1:{}", self.port)])
+            .args(["--partitions", &partitions.to_string(), name])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "tansu topic create {name} failed");
+    }
+
+    /// Produces `(partition, key, payload)` messages and waits until all are acknowledged.
+    pub(crate) fn produce(&self, topic: &str, messages: &[(i32, Option<Vec<u8>>, Vec<u8>)]) {
+        use rdkafka::config::ClientConfig;
+        use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .set("linger.ms", "5")
+            .set("batch.num.messages", "10000")
+            .create()
+            .unwrap();
+        for (partition, key, payload) in messages {
+            let mut record = BaseRecord::<Vec<u8>, Vec<u8>>::to(topic).partition(*partition).payload(payload);
+            if let Some(k) = key {
+                record = record.key(k);
+            }
+            let mut record = record;
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                        producer.poll(Duration::from_millis(10));
+                        record = r;
+                    }
+                    Err((e, _)) => panic!("produce failed: {e}"),
+                }
+            }
+        }
+        producer.flush(Duration::from_secs(120)).unwrap();
+    }
+}
+
+fn tansu() -> PathBuf {
+    if let Ok(p) = std::env::var("TANSU") {
+        return PathBuf::from(p);
+    }
+    let cargo_bin = std::env::var("HOME").map(|h| PathBuf::from(h).join(".cargo/bin/tansu")).ok();
+    match cargo_bin {
+        Some(p) if p.exists() => p,
+        _ => PathBuf::from("tansu"),
+    }
+}

@@ -1,0 +1,84 @@
+//! psql as a subprocess: catalog meta-commands (\dt, \d name, \l) and the psycopg 3 driver
+//! with server-side binds, against an in-process server.
+
+use std::process::Command;
+
+use crate::harness::TestServer;
+
+fn psql(server: &TestServer, commands: &[&str]) -> String {
+    let addr = server.addr();
+    let mut cmd = Command::new("psql");
+    cmd.args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string(), "-U", "weir", "-d", "weir", "-X", "-v", "ON_ERROR_STOP=1"]);
+    for c in commands {
+        cmd.args(["-c", c]);
+    }
+    let out = cmd.output().expect("psql must be installed");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "psql failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn psql_meta_commands_describe_the_catalog() {
+    let server = TestServer::start().await;
+    let out = psql(
+        &server,
+        &[
+            "CREATE SOURCE bid WITH (connector = 'nexmark', nexmark.table.type = 'Bid', nexmark.event.num = '100')",
+            "CREATE TABLE rates (currency VARCHAR PRIMARY KEY, rate DOUBLE)",
+            "INSERT INTO rates VALUES ('EUR', 1.08)",
+            "\\dt",
+            "\\d bid",
+            "\\l",
+            "SELECT currency, rate FROM rates",
+        ],
+    );
+    assert!(out.contains("INSERT 0 1"), "{out}");
+    let dt = out.split("List of relations").nth(1).unwrap_or_default();
+    assert!(dt.contains(" bid ") && dt.contains(" rates "), "{out}");
+    let d = out.split("Table \"public.bid\"").nth(1).expect("\\d bid output");
+    for (col, ty) in [("auction", "bigint"), ("channel", "text"), ("date_time", "timestamp without time zone")] {
+        assert!(d.lines().any(|l| l.contains(col) && l.contains(ty)), "{col} {ty} missing in {d}");
+    }
+    assert!(out.contains(" weir "), "\\l lists the database: {out}");
+    assert!(out.lines().any(|l| l.trim_start().starts_with("EUR") && l.trim_end().ends_with("| 1.08")), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn psql_reports_errors_and_continues() {
+    let server = TestServer::start().await;
+    let addr = server.addr();
+    let out = Command::new("psql")
+        .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string(), "-U", "weir", "-d", "weir", "-X"])
+        .args(["-c", "SELECT * FROM missing", "-c", "SELECT 40 + 2 AS answer"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stderr.contains("relation \"missing\" does not exist"), "{stderr}");
+    assert!(stdout.contains("42"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn psycopg3_server_side_binds() {
+    let server = TestServer::start().await;
+    let addr = server.addr();
+    let script = r#"
+import sys, psycopg
+conn = psycopg.connect(host=sys.argv[1], port=int(sys.argv[2]), user="weir", dbname="weir", autocommit=True)
+cur = conn.cursor()
+cur.execute("CREATE TABLE kv (k BIGINT PRIMARY KEY, v TEXT)")
+for i in range(20):
+    cur.execute("INSERT INTO kv VALUES (%s, %s)", (i, f"v{i}"), prepare=True)
+cur.execute("SELECT count(*), sum(k) FROM kv WHERE k >= %s", (5,), prepare=True)
+print(cur.fetchone())
+with conn.cursor(binary=True) as b:
+    b.execute("SELECT v FROM kv WHERE k = %s", (7,))
+    print(b.fetchone()[0])
+"#;
+    let out = Command::new("python3").args(["-c", script, &addr.ip().to_string(), &addr.port().to_string()]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "psycopg failed: {}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines, vec!["(15, 180)", "v7"]);
+}
