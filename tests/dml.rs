@@ -11,7 +11,12 @@ async fn table_rows(client: &tokio_postgres::Client, sql: &str) -> BTreeMap<i64,
         .await
         .unwrap()
         .iter()
-        .map(|r| (r.get::<_, i64>(0), (r.get::<_, String>(1), r.get::<_, f64>(2))))
+        .map(|r| {
+            (
+                r.get::<_, i64>(0),
+                (r.get::<_, String>(1), r.get::<_, f64>(2)),
+            )
+        })
         .collect()
 }
 
@@ -19,47 +24,108 @@ async fn table_rows(client: &tokio_postgres::Client, sql: &str) -> BTreeMap<i64,
 async fn insert_update_delete_follow_a_model() {
     let server = TestServer::start().await;
     let client = server.client().await;
-    client.batch_execute("CREATE TABLE rates (id BIGINT PRIMARY KEY, currency VARCHAR, rate DOUBLE)").await.unwrap();
+    client
+        .batch_execute("CREATE TABLE rates (id BIGINT PRIMARY KEY, currency VARCHAR, rate DOUBLE)")
+        .await
+        .unwrap();
     let mut model: BTreeMap<i64, (String, f64)> = BTreeMap::new();
 
-    let r = client.execute("INSERT INTO rates VALUES (1, 'EUR', 1.08), (2, 'GBP', 1.27), (3, 'JPY', 0.0067)", &[]).await.unwrap();
+    let r = client
+        .execute(
+            "INSERT INTO rates VALUES (1, 'EUR', 1.08), (2, 'GBP', 1.27), (3, 'JPY', 0.0067)",
+            &[],
+        )
+        .await
+        .unwrap();
     assert_eq!(r, 3);
     model.insert(1, ("EUR".into(), 1.08));
     model.insert(2, ("GBP".into(), 1.27));
     model.insert(3, ("JPY".into(), 0.0067));
 
     // Server-side binds (extended protocol) with typed parameters.
-    let insert = client.prepare("INSERT INTO rates (id, currency, rate) VALUES ($1, $2, $3)").await.unwrap();
+    let insert = client
+        .prepare("INSERT INTO rates (id, currency, rate) VALUES ($1, $2, $3)")
+        .await
+        .unwrap();
     for (id, cur, rate) in [(4i64, "CHF", 1.13f64), (5, "CAD", 0.73)] {
-        assert_eq!(client.execute(&insert, &[&id, &cur, &rate]).await.unwrap(), 1);
+        assert_eq!(
+            client.execute(&insert, &[&id, &cur, &rate]).await.unwrap(),
+            1
+        );
         model.insert(id, (cur.into(), rate));
     }
 
     // A duplicate key fails the whole statement and changes nothing.
-    let err = client.execute("INSERT INTO rates VALUES (6, 'AUD', 0.66), (2, 'XXX', 9.9)", &[]).await.unwrap_err();
+    let err = client
+        .execute(
+            "INSERT INTO rates VALUES (6, 'AUD', 0.66), (2, 'XXX', 9.9)",
+            &[],
+        )
+        .await
+        .unwrap_err();
     assert_eq!(sqlstate(&err), "23505");
-    assert_eq!(err.as_db_error().unwrap().detail(), Some("Key (id)=(2) already exists."));
-    let err = client.execute("INSERT INTO rates (currency, rate) VALUES ('NUL', 1.0)", &[]).await.unwrap_err();
+    assert_eq!(
+        err.as_db_error().unwrap().detail(),
+        Some("Key (id)=(2) already exists.")
+    );
+    let err = client
+        .execute(
+            "INSERT INTO rates (currency, rate) VALUES ('NUL', 1.0)",
+            &[],
+        )
+        .await
+        .unwrap_err();
     assert_eq!(sqlstate(&err), "23502");
 
-    assert_eq!(client.execute("UPDATE rates SET rate = rate * 2 WHERE currency IN ('EUR', 'CAD')", &[]).await.unwrap(), 2);
+    assert_eq!(
+        client
+            .execute(
+                "UPDATE rates SET rate = rate * 2 WHERE currency IN ('EUR', 'CAD')",
+                &[]
+            )
+            .await
+            .unwrap(),
+        2
+    );
     for v in model.values_mut().filter(|(c, _)| c == "EUR" || c == "CAD") {
         v.1 *= 2.0;
     }
     // Moving a key onto an existing one is a duplicate.
-    let err = client.execute("UPDATE rates SET id = 1 WHERE id = 3", &[]).await.unwrap_err();
+    let err = client
+        .execute("UPDATE rates SET id = 1 WHERE id = 3", &[])
+        .await
+        .unwrap_err();
     assert_eq!(sqlstate(&err), "23505");
-    assert_eq!(client.execute("UPDATE rates SET id = 30 WHERE id = 3", &[]).await.unwrap(), 1);
+    assert_eq!(
+        client
+            .execute("UPDATE rates SET id = 30 WHERE id = 3", &[])
+            .await
+            .unwrap(),
+        1
+    );
     let moved = model.remove(&3).unwrap();
     model.insert(30, moved);
 
-    let delete = client.prepare("DELETE FROM rates WHERE rate < $1").await.unwrap();
+    let delete = client
+        .prepare("DELETE FROM rates WHERE rate < $1")
+        .await
+        .unwrap();
     assert_eq!(client.execute(&delete, &[&1.0f64]).await.unwrap(), 1);
     model.retain(|_, (_, r)| *r >= 1.0);
 
-    assert_eq!(table_rows(&client, "SELECT id, currency, rate FROM rates").await, model);
-    assert_eq!(client.execute("DELETE FROM rates", &[]).await.unwrap(), model.len() as u64);
-    assert!(table_rows(&client, "SELECT id, currency, rate FROM rates").await.is_empty());
+    assert_eq!(
+        table_rows(&client, "SELECT id, currency, rate FROM rates").await,
+        model
+    );
+    assert_eq!(
+        client.execute("DELETE FROM rates", &[]).await.unwrap(),
+        model.len() as u64
+    );
+    assert!(
+        table_rows(&client, "SELECT id, currency, rate FROM rates")
+            .await
+            .is_empty()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -75,12 +141,18 @@ async fn tables_join_generator_sources_ad_hoc() {
         .await
         .unwrap();
     let joined: i64 = client
-        .query_one("SELECT count(*) FROM bid b JOIN channels c ON b.channel = c.channel", &[])
+        .query_one(
+            "SELECT count(*) FROM bid b JOIN channels c ON b.channel = c.channel",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
     let direct: i64 = client
-        .query_one("SELECT count(*) FROM bid WHERE channel IN ('Google', 'Apple')", &[])
+        .query_one(
+            "SELECT count(*) FROM bid WHERE channel IN ('Google', 'Apple')",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -93,9 +165,24 @@ async fn append_only_table_rejects_update_and_delete() {
     let server = TestServer::start().await;
     let client = server.client().await;
     client.batch_execute("CREATE TABLE events (k INT, v TEXT) APPEND ONLY; INSERT INTO events VALUES (1, 'a'), (1, 'a')").await.unwrap();
-    assert_eq!(sqlstate(&client.execute("DELETE FROM events", &[]).await.unwrap_err()), "0A000");
-    assert_eq!(sqlstate(&client.execute("UPDATE events SET v = 'b'", &[]).await.unwrap_err()), "0A000");
-    let n: i64 = client.query_one("SELECT count(*) FROM events", &[]).await.unwrap().get(0);
+    assert_eq!(
+        sqlstate(&client.execute("DELETE FROM events", &[]).await.unwrap_err()),
+        "0A000"
+    );
+    assert_eq!(
+        sqlstate(
+            &client
+                .execute("UPDATE events SET v = 'b'", &[])
+                .await
+                .unwrap_err()
+        ),
+        "0A000"
+    );
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM events", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 2, "keyless tables keep duplicate rows");
 }
 
@@ -111,14 +198,38 @@ async fn insert_select_runs_once_on_the_optimized_plan() {
         .await
         .unwrap();
     // EXPLAIN plans the insert but must not run it.
-    client.simple_query("EXPLAIN INSERT INTO vip SELECT DISTINCT bidder FROM b").await.unwrap();
-    let n: i64 = client.query_one("SELECT count(*) FROM vip", &[]).await.unwrap().get(0);
+    client
+        .simple_query("EXPLAIN INSERT INTO vip SELECT DISTINCT bidder FROM b")
+        .await
+        .unwrap();
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM vip", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 0);
     // DISTINCT over a multi-partition scan yields each key once, so no duplicate-key error.
-    let inserted = client.execute("INSERT INTO vip SELECT DISTINCT bidder FROM b", &[]).await.unwrap();
-    let distinct: i64 = client.query_one("SELECT count(DISTINCT bidder) FROM b", &[]).await.unwrap().get(0);
+    let inserted = client
+        .execute("INSERT INTO vip SELECT DISTINCT bidder FROM b", &[])
+        .await
+        .unwrap();
+    let distinct: i64 = client
+        .query_one("SELECT count(DISTINCT bidder) FROM b", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(inserted as i64, distinct);
-    let deleted = client.execute("DELETE FROM vip WHERE bidder % 2 = 0", &[]).await.unwrap();
-    let even: i64 = client.query_one("SELECT count(DISTINCT bidder) FROM b WHERE bidder % 2 = 0", &[]).await.unwrap().get(0);
+    let deleted = client
+        .execute("DELETE FROM vip WHERE bidder % 2 = 0", &[])
+        .await
+        .unwrap();
+    let even: i64 = client
+        .query_one(
+            "SELECT count(DISTINCT bidder) FROM b WHERE bidder % 2 = 0",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(deleted as i64, even);
 }

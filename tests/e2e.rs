@@ -3,6 +3,8 @@
 //!
 //! One test binary with modules keeps link time down: every binary links DataFusion.
 
+#![allow(clippy::unwrap_used)] // tests and their fixtures fail loudly by design
+
 mod harness;
 
 mod dml;

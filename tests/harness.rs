@@ -21,7 +21,10 @@ impl TestServer {
     pub(crate) async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let handle = start_in(dir.path()).await;
-        Self { handle: Some(handle), dir }
+        Self {
+            handle: Some(handle),
+            dir,
+        }
     }
 
     pub(crate) fn addr(&self) -> SocketAddr {
@@ -53,8 +56,17 @@ async fn start_in(dir: &Path) -> ServerHandle {
 }
 
 /// Connects with tokio-postgres; notices arrive on the returned channel.
-pub(crate) async fn connect(addr: SocketAddr) -> (Client, mpsc::UnboundedReceiver<tokio_postgres::error::DbError>) {
-    let conn_str = format!("host={} port={} user=weir dbname=weir", addr.ip(), addr.port());
+pub(crate) async fn connect(
+    addr: SocketAddr,
+) -> (
+    Client,
+    mpsc::UnboundedReceiver<tokio_postgres::error::DbError>,
+) {
+    let conn_str = format!(
+        "host={} port={} user=weir dbname=weir",
+        addr.ip(),
+        addr.port()
+    );
     let (client, mut connection) = tokio_postgres::connect(&conn_str, NoTls).await.unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -70,11 +82,17 @@ pub(crate) async fn connect(addr: SocketAddr) -> (Client, mpsc::UnboundedReceive
 
 /// The SQLSTATE of a failed statement.
 pub(crate) fn sqlstate(e: &tokio_postgres::Error) -> String {
-    e.code().map(|c| c.code().to_string()).unwrap_or_else(|| format!("no SQLSTATE: {e}"))
+    e.code()
+        .map(|c| c.code().to_string())
+        .unwrap_or_else(|| format!("no SQLSTATE: {e}"))
 }
 
 pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn wait_for_port(port: u16, what: &str) {
@@ -114,7 +132,10 @@ impl WeirProcess {
             .spawn()
             .unwrap();
         wait_for_port(port, "weir");
-        Self { child: ChildGuard(child), port }
+        Self {
+            child: ChildGuard(child),
+            port,
+        }
     }
 
     pub(crate) fn addr(&self) -> SocketAddr {
@@ -127,6 +148,9 @@ impl WeirProcess {
         self.child.0.wait().unwrap();
     }
 }
+
+/// A message to produce: (partition, key, payload).
+pub(crate) type KafkaMessage = (i32, Option<Vec<u8>>, Vec<u8>);
 
 /// A Tansu broker with sqlite storage in its own directory (SPEC §8).
 pub(crate) struct Broker {
@@ -142,14 +166,24 @@ impl Broker {
         let url = format!("tcp://127.0.0.1:{port}");
         let child = Command::new(tansu())
             .current_dir(dir.path())
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .args(["--storage-engine", "sqlite://tansu.db"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("tansu must be installed (see .ci/run)");
         wait_for_port(port, "tansu");
-        Self { _child: ChildGuard(child), port, _dir: dir }
+        Self {
+            _child: ChildGuard(child),
+            port,
+            _dir: dir,
+        }
     }
 
     pub(crate) fn bootstrap(&self) -> String {
@@ -158,7 +192,12 @@ impl Broker {
 
     pub(crate) fn create_topic(&self, name: &str, partitions: u32) {
         let status = Command::new(tansu())
-            .args(["topic", "create", "--broker", &format!("tcp://127.0.0.1:{}", self.port)])
+            .args([
+                "topic",
+                "create",
+                "--broker",
+                &format!("tcp://127.0.0.1:{}", self.port),
+            ])
             .args(["--partitions", &partitions.to_string(), name])
             .stdout(Stdio::null())
             .status()
@@ -167,7 +206,7 @@ impl Broker {
     }
 
     /// Produces `(partition, key, payload)` messages and waits until all are acknowledged.
-    pub(crate) fn produce(&self, topic: &str, messages: &[(i32, Option<Vec<u8>>, Vec<u8>)]) {
+    pub(crate) fn produce(&self, topic: &str, messages: &[KafkaMessage]) {
         use rdkafka::config::ClientConfig;
         use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
         let producer: BaseProducer = ClientConfig::new()
@@ -177,7 +216,9 @@ impl Broker {
             .create()
             .unwrap();
         for (partition, key, payload) in messages {
-            let mut record = BaseRecord::<Vec<u8>, Vec<u8>>::to(topic).partition(*partition).payload(payload);
+            let mut record = BaseRecord::<Vec<u8>, Vec<u8>>::to(topic)
+                .partition(*partition)
+                .payload(payload);
             if let Some(k) = key {
                 record = record.key(k);
             }
@@ -185,7 +226,12 @@ impl Broker {
             loop {
                 match producer.send(record) {
                     Ok(()) => break,
-                    Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                    Err((
+                        rdkafka::error::KafkaError::MessageProduction(
+                            rdkafka::types::RDKafkaErrorCode::QueueFull,
+                        ),
+                        r,
+                    )) => {
                         producer.poll(Duration::from_millis(10));
                         record = r;
                     }
@@ -201,7 +247,9 @@ fn tansu() -> PathBuf {
     if let Ok(p) = std::env::var("TANSU") {
         return PathBuf::from(p);
     }
-    let cargo_bin = std::env::var("HOME").map(|h| PathBuf::from(h).join(".cargo/bin/tansu")).ok();
+    let cargo_bin = std::env::var("HOME")
+        .map(|h| PathBuf::from(h).join(".cargo/bin/tansu"))
+        .ok();
     match cargo_bin {
         Some(p) if p.exists() => p,
         _ => PathBuf::from("tansu"),

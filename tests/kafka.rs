@@ -3,11 +3,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::harness::{Broker, TestServer, connect};
+use crate::harness::{Broker, KafkaMessage, TestServer, connect};
 
 /// Deterministic bids: (partition, payload) plus the values a correct scan must see.
 struct Bids {
-    messages: Vec<(i32, Option<Vec<u8>>, Vec<u8>)>,
+    messages: Vec<KafkaMessage>,
     count: i64,
     sum_price: i64,
     bidders: BTreeSet<i64>,
@@ -17,25 +17,43 @@ struct Bids {
 fn bids(n: usize, malformed: usize, partitions: i32) -> Bids {
     let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut next = move || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         state >> 33
     };
-    let mut out = Bids { messages: vec![], count: 0, sum_price: 0, bidders: BTreeSet::new(), per_partition: BTreeMap::new() };
+    let mut out = Bids {
+        messages: vec![],
+        count: 0,
+        sum_price: 0,
+        bidders: BTreeSet::new(),
+        per_partition: BTreeMap::new(),
+    };
     for i in 0..n {
         let (auction, bidder, price) = (1000 + next() % 500, next() % 7919, next() % 100_000);
         let partition = (i % partitions as usize) as i32;
         // Vary the accepted spellings: a numeric string, ISO timestamps, an extra field, a missing one.
         let payload = match i % 4 {
-            0 => format!(r#"{{"auction": {auction}, "bidder": {bidder}, "price": {price}, "channel": "Google", "date_time": "2024-01-01 00:00:01.234"}}"#),
-            1 => format!(r#"{{"auction": "{auction}", "bidder": {bidder}, "price": "{price}", "date_time": "2024-01-01T00:00:02.5Z", "unknown": [1, 2]}}"#),
-            2 => format!(r#"{{"bidder": {bidder}, "price": {price}, "auction": {auction}, "channel": null, "date_time": "2024-01-01T01:00:00+01:00"}}"#),
+            0 => format!(
+                r#"{{"auction": {auction}, "bidder": {bidder}, "price": {price}, "channel": "Google", "date_time": "2024-01-01 00:00:01.234"}}"#
+            ),
+            1 => format!(
+                r#"{{"auction": "{auction}", "bidder": {bidder}, "price": "{price}", "date_time": "2024-01-01T00:00:02.5Z", "unknown": [1, 2]}}"#
+            ),
+            2 => format!(
+                r#"{{"bidder": {bidder}, "price": {price}, "auction": {auction}, "channel": null, "date_time": "2024-01-01T01:00:00+01:00"}}"#
+            ),
             _ => format!(r#"{{"auction": {auction}, "bidder": {bidder}, "price": {price}}}"#),
         };
         out.count += 1;
         out.sum_price += price as i64;
         out.bidders.insert(bidder as i64);
         *out.per_partition.entry(partition).or_default() += 1;
-        out.messages.push((partition, Some(format!("k{i}").into_bytes()), payload.into_bytes()));
+        out.messages.push((
+            partition,
+            Some(format!("k{i}").into_bytes()),
+            payload.into_bytes(),
+        ));
     }
     for j in 0..malformed {
         let payload = match j % 4 {
@@ -46,7 +64,10 @@ fn bids(n: usize, malformed: usize, partitions: i32) -> Bids {
         };
         // Spread the bad ones over the partitions, between good messages.
         let at = (j * 499) % out.messages.len();
-        out.messages.insert(at, ((j % partitions as usize) as i32, None, payload.into_bytes()));
+        out.messages.insert(
+            at,
+            ((j % partitions as usize) as i32, None, payload.into_bytes()),
+        );
     }
     out
 }
@@ -70,13 +91,31 @@ async fn adhoc_aggregate_over_topic_is_exact_and_reports_malformed() {
 
     let server = TestServer::start().await;
     let (client, mut notices) = connect(server.addr()).await;
-    client.batch_execute(&source_ddl("bid", "bid", &broker, "")).await.unwrap();
-    let row = client.query_one("SELECT count(*), sum(price), count(DISTINCT bidder) FROM bid", &[]).await.unwrap();
+    client
+        .batch_execute(&source_ddl("bid", "bid", &broker, ""))
+        .await
+        .unwrap();
+    let row = client
+        .query_one(
+            "SELECT count(*), sum(price), count(DISTINCT bidder) FROM bid",
+            &[],
+        )
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, i64>(0), data.count);
     assert_eq!(row.get::<_, i64>(1), data.sum_price);
     assert_eq!(row.get::<_, i64>(2), data.bidders.len() as i64);
-    let notice = notices.recv().await.expect("a NOTICE about skipped messages");
-    assert!(notice.message().starts_with("skipped 100 malformed messages; first error: partition "), "{}", notice.message());
+    let notice = notices
+        .recv()
+        .await
+        .expect("a NOTICE about skipped messages");
+    assert!(
+        notice
+            .message()
+            .starts_with("skipped 100 malformed messages; first error: partition "),
+        "{}",
+        notice.message()
+    );
 
     // Field mapping: missing → NULL, timestamps in both spellings, numeric strings.
     let row = client
@@ -88,8 +127,16 @@ async fn adhoc_aggregate_over_topic_is_exact_and_reports_malformed() {
         )
         .await
         .unwrap();
-    assert_eq!(row.get::<_, i64>(0), data.count / 4 * 3, "channel is missing or null in 3 of 4 shapes");
-    assert_eq!(row.get::<_, i64>(1), data.count / 4, "+01:00 offsets are converted to UTC");
+    assert_eq!(
+        row.get::<_, i64>(0),
+        data.count / 4 * 3,
+        "channel is missing or null in 3 of 4 shapes"
+    );
+    assert_eq!(
+        row.get::<_, i64>(1),
+        data.count / 4,
+        "+01:00 offsets are converted to UTC"
+    );
     assert_eq!(row.get::<_, i64>(2), data.count / 4);
 }
 
@@ -103,22 +150,55 @@ async fn include_columns_expose_kafka_metadata() {
     let server = TestServer::start().await;
     let client = server.client().await;
     client
-        .batch_execute(&source_ddl("meta", "meta", &broker, "INCLUDE partition AS p INCLUDE offset AS o INCLUDE key AS k"))
+        .batch_execute(&source_ddl(
+            "meta",
+            "meta",
+            &broker,
+            "INCLUDE partition AS p INCLUDE offset AS o INCLUDE key AS k",
+        ))
         .await
         .unwrap();
-    let rows = client.query("SELECT p, count(*), min(o), max(o) FROM meta GROUP BY p ORDER BY p", &[]).await.unwrap();
-    let got: BTreeMap<i32, i64> = rows.iter().map(|r| (r.get::<_, i32>(0), r.get::<_, i64>(1))).collect();
+    let rows = client
+        .query(
+            "SELECT p, count(*), min(o), max(o) FROM meta GROUP BY p ORDER BY p",
+            &[],
+        )
+        .await
+        .unwrap();
+    let got: BTreeMap<i32, i64> = rows
+        .iter()
+        .map(|r| (r.get::<_, i32>(0), r.get::<_, i64>(1)))
+        .collect();
     assert_eq!(got, data.per_partition);
     for r in &rows {
         assert_eq!(r.get::<_, i64>(2), 0);
-        assert_eq!(r.get::<_, i64>(3), r.get::<_, i64>(1) - 1, "offsets are dense from 0");
+        assert_eq!(
+            r.get::<_, i64>(3),
+            r.get::<_, i64>(1) - 1,
+            "offsets are dense from 0"
+        );
     }
-    let key: Vec<u8> = client.query_one("SELECT k FROM meta WHERE p = 0 AND o = 0", &[]).await.unwrap().get(0);
+    let key: Vec<u8> = client
+        .query_one("SELECT k FROM meta WHERE p = 0 AND o = 0", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(key, b"k0");
 
     // A source joined with a table, ad hoc.
     client.batch_execute("CREATE TABLE vip (bidder BIGINT PRIMARY KEY); INSERT INTO vip SELECT DISTINCT bidder FROM meta WHERE bidder < 100").await.unwrap();
-    let joined: i64 = client.query_one("SELECT count(*) FROM meta m JOIN vip v ON m.bidder = v.bidder", &[]).await.unwrap().get(0);
-    let direct: i64 = client.query_one("SELECT count(*) FROM meta WHERE bidder < 100", &[]).await.unwrap().get(0);
+    let joined: i64 = client
+        .query_one(
+            "SELECT count(*) FROM meta m JOIN vip v ON m.bidder = v.bidder",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let direct: i64 = client
+        .query_one("SELECT count(*) FROM meta WHERE bidder < 100", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(joined, direct);
 }

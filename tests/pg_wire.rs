@@ -23,7 +23,17 @@ async fn binary_results_carry_the_right_types() {
     let types: Vec<Type> = row.columns().iter().map(|c| c.type_().clone()).collect();
     assert_eq!(
         types,
-        vec![Type::INT8, Type::INT4, Type::INT2, Type::TEXT, Type::FLOAT8, Type::FLOAT4, Type::BOOL, Type::DATE, Type::TIMESTAMP]
+        vec![
+            Type::INT8,
+            Type::INT4,
+            Type::INT2,
+            Type::TEXT,
+            Type::FLOAT8,
+            Type::FLOAT4,
+            Type::BOOL,
+            Type::DATE,
+            Type::TIMESTAMP
+        ]
     );
     assert_eq!(row.get::<_, i64>(0), 42);
     assert_eq!(row.get::<_, i32>(1), 7);
@@ -32,8 +42,12 @@ async fn binary_results_carry_the_right_types() {
     assert_eq!(row.get::<_, f64>(4), 1.5);
     assert_eq!(row.get::<_, f32>(5), 2.5);
     assert!(row.get::<_, bool>(6));
-    assert_eq!(row.get::<_, NaiveDate>(7), NaiveDate::from_ymd_opt(2024, 2, 29).unwrap());
-    let ts = NaiveDateTime::parse_from_str("2024-01-01 00:00:01.234", "%Y-%m-%d %H:%M:%S%.3f").unwrap();
+    assert_eq!(
+        row.get::<_, NaiveDate>(7),
+        NaiveDate::from_ymd_opt(2024, 2, 29).unwrap()
+    );
+    let ts =
+        NaiveDateTime::parse_from_str("2024-01-01 00:00:01.234", "%Y-%m-%d %H:%M:%S%.3f").unwrap();
     assert_eq!(row.get::<_, NaiveDateTime>(8), ts);
 }
 
@@ -41,7 +55,10 @@ async fn binary_results_carry_the_right_types() {
 async fn text_results_through_simple_protocol() {
     let server = TestServer::start().await;
     let client = server.client().await;
-    let msgs = client.simple_query("SELECT 1 + 1 AS two, 'a' || 'b' AS ab, NULL::TEXT AS n; SELECT 3").await.unwrap();
+    let msgs = client
+        .simple_query("SELECT 1 + 1 AS two, 'a' || 'b' AS ab, NULL::TEXT AS n; SELECT 3")
+        .await
+        .unwrap();
     let rows: Vec<&tokio_postgres::SimpleQueryRow> = msgs
         .iter()
         .filter_map(|m| match m {
@@ -60,7 +77,10 @@ async fn text_results_through_simple_protocol() {
 async fn errors_carry_sqlstate_and_the_session_survives() {
     let server = TestServer::start().await;
     let client = server.client().await;
-    client.batch_execute("CREATE TABLE t (id BIGINT PRIMARY KEY, v TEXT)").await.unwrap();
+    client
+        .batch_execute("CREATE TABLE t (id BIGINT PRIMARY KEY, v TEXT)")
+        .await
+        .unwrap();
     let cases = [
         ("SELEC 1", "42601"),
         ("SELECT * FROM no_such_table", "42P01"),
@@ -77,20 +97,38 @@ async fn errors_carry_sqlstate_and_the_session_survives() {
         let err = client.simple_query(sql).await.expect_err(sql);
         assert_eq!(sqlstate(&err), code, "{sql}: {err:?}");
     }
-    let err = client.simple_query("SELECT 1; SELECT * FROM nope").await.unwrap_err();
+    let err = client
+        .simple_query("SELECT 1; SELECT * FROM nope")
+        .await
+        .unwrap_err();
     let db = err.as_db_error().unwrap();
     assert_eq!(db.message(), "relation \"nope\" does not exist");
-    let syntax = client.simple_query("SELECT 1 FROM t WHERE id = = 2").await.unwrap_err();
-    assert!(matches!(syntax.as_db_error().unwrap().position(), Some(tokio_postgres::error::ErrorPosition::Original(p)) if *p > 20));
+    let syntax = client
+        .simple_query("SELECT 1 FROM t WHERE id = = 2")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(syntax.as_db_error().unwrap().position(), Some(tokio_postgres::error::ErrorPosition::Original(p)) if *p > 20)
+    );
     // Still usable, both protocols.
-    assert_eq!(client.query_one("SELECT 5::BIGINT", &[]).await.unwrap().get::<_, i64>(0), 5);
+    assert_eq!(
+        client
+            .query_one("SELECT 5::BIGINT", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0),
+        5
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn settings_and_transactions() {
     let server = TestServer::start().await;
     let client = server.client().await;
-    client.batch_execute("SET TimeZone TO 'Europe/Paris'; SET application_name = 'e2e'").await.unwrap();
+    client
+        .batch_execute("SET TimeZone TO 'Europe/Paris'; SET application_name = 'e2e'")
+        .await
+        .unwrap();
     let show = |name: &'static str| {
         let client = &client;
         async move {
@@ -107,13 +145,23 @@ async fn settings_and_transactions() {
     assert_eq!(show("application_name").await, "e2e");
     assert_eq!(show("standard_conforming_strings").await, "on");
     assert_eq!(show("transaction isolation level").await, "read committed");
-    client.batch_execute("SET RW_IMPLICIT_FLUSH TO true").await.unwrap();
+    client
+        .batch_execute("SET RW_IMPLICIT_FLUSH TO true")
+        .await
+        .unwrap();
     assert_eq!(show("implicit_flush").await, "on");
     client.batch_execute("RESET TimeZone").await.unwrap();
     assert_eq!(show("TimeZone").await, "UTC");
 
     client.batch_execute("BEGIN").await.unwrap();
-    assert_eq!(client.query_one("SELECT 1::INT", &[]).await.unwrap().get::<_, i32>(0), 1);
+    assert_eq!(
+        client
+            .query_one("SELECT 1::INT", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        1
+    );
     client.batch_execute("COMMIT").await.unwrap();
     // An error inside a transaction block aborts it until ROLLBACK, as in Postgres.
     client.batch_execute("BEGIN").await.unwrap();
@@ -122,10 +170,20 @@ async fn settings_and_transactions() {
     assert_eq!(sqlstate(&aborted), "25P02");
     client.batch_execute("ROLLBACK").await.unwrap();
     client.simple_query("SELECT 1").await.unwrap();
-    let v = client.query_one("SELECT version()", &[]).await.unwrap().get::<_, String>(0);
+    let v = client
+        .query_one("SELECT version()", &[])
+        .await
+        .unwrap()
+        .get::<_, String>(0);
     assert!(v.starts_with("PostgreSQL 15.0 (weir"), "{v}");
-    let db = client.query_one("SELECT current_database(), current_schema()", &[]).await.unwrap();
-    assert_eq!((db.get::<_, String>(0), db.get::<_, String>(1)), ("weir".to_string(), "public".to_string()));
+    let db = client
+        .query_one("SELECT current_database(), current_schema()", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        (db.get::<_, String>(0), db.get::<_, String>(1)),
+        ("weir".to_string(), "public".to_string())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -142,7 +200,10 @@ async fn cancel_request_stops_a_long_query() {
         token.cancel_query(tokio_postgres::NoTls).await.unwrap();
     });
     let started = std::time::Instant::now();
-    let err = client.simple_query("SELECT count(*) FROM big").await.unwrap_err();
+    let err = client
+        .simple_query("SELECT count(*) FROM big")
+        .await
+        .unwrap_err();
     canceller.await.unwrap();
     assert_eq!(sqlstate(&err), "57014", "{err:?}");
     assert!(started.elapsed() < std::time::Duration::from_secs(60));
@@ -161,10 +222,16 @@ async fn generator_source_needs_limit_and_gives_reference_proportions() {
         )
         .await
         .unwrap();
-    let err = client.simple_query("SELECT count(*) FROM bid").await.unwrap_err();
+    let err = client
+        .simple_query("SELECT count(*) FROM bid")
+        .await
+        .unwrap_err();
     assert_eq!(sqlstate(&err), "0A000");
     assert!(err.as_db_error().unwrap().message().contains("LIMIT"));
-    let rows = client.query("SELECT auction, price FROM bid LIMIT 25", &[]).await.unwrap();
+    let rows = client
+        .query("SELECT auction, price FROM bid LIMIT 25", &[])
+        .await
+        .unwrap();
     assert_eq!(rows.len(), 25);
     let n = |sql: &'static str| {
         let client = &client;
@@ -176,5 +243,8 @@ async fn generator_source_needs_limit_and_gives_reference_proportions() {
     // Every bid of the first events refers to an auction id the generator has produced or will.
     assert!(n("SELECT min(auction) FROM bid_small").await >= 1000);
     // Deterministic: two scans agree.
-    assert_eq!(n("SELECT sum(price) FROM bid_small").await, n("SELECT sum(price) FROM bid_small").await);
+    assert_eq!(
+        n("SELECT sum(price) FROM bid_small").await,
+        n("SELECT sum(price) FROM bid_small").await
+    );
 }

@@ -8,13 +8,29 @@ use crate::harness::TestServer;
 fn psql(server: &TestServer, commands: &[&str]) -> String {
     let addr = server.addr();
     let mut cmd = Command::new("psql");
-    cmd.args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string(), "-U", "weir", "-d", "weir", "-X", "-v", "ON_ERROR_STOP=1"]);
+    cmd.args([
+        "-h",
+        &addr.ip().to_string(),
+        "-p",
+        &addr.port().to_string(),
+        "-U",
+        "weir",
+        "-d",
+        "weir",
+        "-X",
+        "-v",
+        "ON_ERROR_STOP=1",
+    ]);
     for c in commands {
         cmd.args(["-c", c]);
     }
     let out = cmd.output().expect("psql must be installed");
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "psql failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "psql failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     stdout
 }
 
@@ -36,12 +52,26 @@ async fn psql_meta_commands_describe_the_catalog() {
     assert!(out.contains("INSERT 0 1"), "{out}");
     let dt = out.split("List of relations").nth(1).unwrap_or_default();
     assert!(dt.contains(" bid ") && dt.contains(" rates "), "{out}");
-    let d = out.split("Table \"public.bid\"").nth(1).expect("\\d bid output");
-    for (col, ty) in [("auction", "bigint"), ("channel", "text"), ("date_time", "timestamp without time zone")] {
-        assert!(d.lines().any(|l| l.contains(col) && l.contains(ty)), "{col} {ty} missing in {d}");
+    let d = out
+        .split("Table \"public.bid\"")
+        .nth(1)
+        .expect("\\d bid output");
+    for (col, ty) in [
+        ("auction", "bigint"),
+        ("channel", "text"),
+        ("date_time", "timestamp without time zone"),
+    ] {
+        assert!(
+            d.lines().any(|l| l.contains(col) && l.contains(ty)),
+            "{col} {ty} missing in {d}"
+        );
     }
     assert!(out.contains(" weir "), "\\l lists the database: {out}");
-    assert!(out.lines().any(|l| l.trim_start().starts_with("EUR") && l.trim_end().ends_with("| 1.08")), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.trim_start().starts_with("EUR") && l.trim_end().ends_with("| 1.08")),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -49,13 +79,31 @@ async fn psql_reports_errors_and_continues() {
     let server = TestServer::start().await;
     let addr = server.addr();
     let out = Command::new("psql")
-        .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string(), "-U", "weir", "-d", "weir", "-X"])
-        .args(["-c", "SELECT * FROM missing", "-c", "SELECT 40 + 2 AS answer"])
+        .args([
+            "-h",
+            &addr.ip().to_string(),
+            "-p",
+            &addr.port().to_string(),
+            "-U",
+            "weir",
+            "-d",
+            "weir",
+            "-X",
+        ])
+        .args([
+            "-c",
+            "SELECT * FROM missing",
+            "-c",
+            "SELECT 40 + 2 AS answer",
+        ])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stderr.contains("relation \"missing\" does not exist"), "{stderr}");
+    assert!(
+        stderr.contains("relation \"missing\" does not exist"),
+        "{stderr}"
+    );
     assert!(stdout.contains("42"), "{stdout}");
 }
 
@@ -76,9 +124,21 @@ with conn.cursor(binary=True) as b:
     b.execute("SELECT v FROM kv WHERE k = %s", (7,))
     print(b.fetchone()[0])
 "#;
-    let out = Command::new("python3").args(["-c", script, &addr.ip().to_string(), &addr.port().to_string()]).output().unwrap();
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            script,
+            &addr.ip().to_string(),
+            &addr.port().to_string(),
+        ])
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "psycopg failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "psycopg failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines, vec!["(15, 180)", "v7"]);
 }

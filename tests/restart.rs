@@ -11,7 +11,13 @@ CREATE SOURCE clicks (user_id BIGINT, ts TIMESTAMP, WATERMARK FOR ts AS ts - INT
 ";
 
 async fn names(client: &tokio_postgres::Client, what: &str) -> Vec<String> {
-    client.query(&format!("SHOW {what}"), &[]).await.unwrap().iter().map(|r| r.get(0)).collect()
+    client
+        .query(&format!("SHOW {what}"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -20,20 +26,41 @@ async fn catalog_and_rows_survive_clean_restart() {
     let client = server.client().await;
     client.batch_execute(DDL).await.unwrap();
     client.batch_execute("INSERT INTO users VALUES (1, 'ann', 'oslo'), (2, 'bob', 'rome'); UPDATE users SET city = 'lima' WHERE id = 2").await.unwrap();
-    let sum_before: i64 = client.query_one("SELECT sum(price) FROM bid", &[]).await.unwrap().get(0);
+    let sum_before: i64 = client
+        .query_one("SELECT sum(price) FROM bid", &[])
+        .await
+        .unwrap()
+        .get(0);
     client.batch_execute("DROP TABLE users; CREATE TABLE users (id BIGINT PRIMARY KEY, name VARCHAR, city VARCHAR); INSERT INTO users VALUES (3, 'cy', 'nice')").await.unwrap();
     drop(client);
     server.restart().await;
     let client = server.client().await;
     assert_eq!(names(&client, "SOURCES").await, vec!["bid", "clicks"]);
     assert_eq!(names(&client, "TABLES").await, vec!["users"]);
-    let rows: Vec<(i64, String)> =
-        client.query("SELECT id, city FROM users ORDER BY id", &[]).await.unwrap().iter().map(|r| (r.get(0), r.get(1))).collect();
-    assert_eq!(rows, vec![(3, "nice".to_string())], "a dropped table's rows must not come back");
+    let rows: Vec<(i64, String)> = client
+        .query("SELECT id, city FROM users ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![(3, "nice".to_string())],
+        "a dropped table's rows must not come back"
+    );
     // The generator's base time is fixed at CREATE, so the source yields the same rows after restart.
-    let sum_after: i64 = client.query_one("SELECT sum(price) FROM bid", &[]).await.unwrap().get(0);
+    let sum_after: i64 = client
+        .query_one("SELECT sum(price) FROM bid", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(sum_before, sum_after);
-    let ddl: String = client.query_one("SHOW CREATE SOURCE clicks", &[]).await.unwrap().get(1);
+    let ddl: String = client
+        .query_one("SHOW CREATE SOURCE clicks", &[])
+        .await
+        .unwrap()
+        .get(1);
     assert!(ddl.contains("WATERMARK FOR ts"), "{ddl}");
 }
 
@@ -43,23 +70,41 @@ async fn acknowledged_dml_survives_kill_9() {
     let weir = WeirProcess::start(dir.path());
     let (client, _) = connect(weir.addr()).await;
     client.batch_execute(DDL).await.unwrap();
-    let insert = client.prepare("INSERT INTO users VALUES ($1, $2, $3)").await.unwrap();
+    let insert = client
+        .prepare("INSERT INTO users VALUES ($1, $2, $3)")
+        .await
+        .unwrap();
     for i in 0..200i64 {
-        client.execute(&insert, &[&i, &format!("user{i}"), &"x"]).await.unwrap();
+        client
+            .execute(&insert, &[&i, &format!("user{i}"), &"x"])
+            .await
+            .unwrap();
     }
-    client.execute("DELETE FROM users WHERE id % 10 = 0", &[]).await.unwrap();
-    client.execute("UPDATE users SET city = 'y' WHERE id < 50", &[]).await.unwrap();
+    client
+        .execute("DELETE FROM users WHERE id % 10 = 0", &[])
+        .await
+        .unwrap();
+    client
+        .execute("UPDATE users SET city = 'y' WHERE id < 50", &[])
+        .await
+        .unwrap();
     weir.kill9();
 
     let weir = WeirProcess::start(dir.path());
     let (client, _) = connect(weir.addr()).await;
     assert_eq!(names(&client, "SOURCES").await, vec!["bid", "clicks"]);
     let row = client
-        .query_one("SELECT count(*), sum(id), count(*) FILTER (WHERE city = 'y') FROM users", &[])
+        .query_one(
+            "SELECT count(*), sum(id), count(*) FILTER (WHERE city = 'y') FROM users",
+            &[],
+        )
         .await
         .unwrap();
     let expected: Vec<i64> = (0..200).filter(|i| i % 10 != 0).collect();
     assert_eq!(row.get::<_, i64>(0), expected.len() as i64);
     assert_eq!(row.get::<_, i64>(1), expected.iter().sum::<i64>());
-    assert_eq!(row.get::<_, i64>(2), expected.iter().filter(|i| **i < 50).count() as i64);
+    assert_eq!(
+        row.get::<_, i64>(2),
+        expected.iter().filter(|i| **i < 50).count() as i64
+    );
 }

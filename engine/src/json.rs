@@ -1,6 +1,8 @@
 //! JSON payloads to Arrow batches, skipping and counting malformed messages.
 //! The fast path decodes a whole batch of messages at once; only a batch with a bad message pays for per-message checks.
 
+use std::sync::Arc;
+
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use arrow_json::ReaderBuilder;
@@ -56,16 +58,16 @@ impl JsonDecoder {
     /// Decodes `messages` (each with a label used in error texts, such as
     /// `partition 0 offset 17`). Returns the batch of good rows and, for
     /// each of them, its index in `messages`.
-    pub fn decode<'a, L: std::fmt::Display>(
+    pub fn decode<L: std::fmt::Display>(
         &mut self,
-        messages: &[(L, &'a [u8])],
+        messages: &[(L, &[u8])],
     ) -> Result<(RecordBatch, Vec<usize>)> {
         self.stats.bytes += messages.iter().map(|(_, m)| m.len() as u64).sum::<u64>();
-        if let Ok(batch) = self.decode_all(messages.len(), messages.iter().map(|(_, m)| *m)) {
-            if batch.num_rows() == messages.len() {
-                self.stats.rows += batch.num_rows() as u64;
-                return Ok((batch, (0..messages.len()).collect()));
-            }
+        if let Ok(batch) = self.decode_all(messages.len(), messages.iter().map(|(_, m)| *m))
+            && batch.num_rows() == messages.len()
+        {
+            self.stats.rows += batch.num_rows() as u64;
+            return Ok((batch, (0..messages.len()).collect()));
         }
         // Slow path: find the bad messages one by one, then decode the rest.
         let mut good = Vec::with_capacity(messages.len());
@@ -96,7 +98,7 @@ impl JsonDecoder {
         count: usize,
         messages: impl Iterator<Item = &'a [u8]>,
     ) -> Result<RecordBatch> {
-        let mut decoder = ReaderBuilder::new(self.schema.clone())
+        let mut decoder = ReaderBuilder::new(Arc::clone(&self.schema))
             .with_batch_size(count + 1)
             .with_strict_mode(false)
             .build_decoder()?;
@@ -122,14 +124,12 @@ impl JsonDecoder {
         }
         Ok(decoder
             .flush()?
-            .unwrap_or_else(|| RecordBatch::new_empty(self.schema.clone())))
+            .unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(&self.schema))))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use arrow::array::{Array, Int64Array, StringArray};
     use arrow::datatypes::{DataType, Field, Schema};
 

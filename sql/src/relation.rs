@@ -84,13 +84,13 @@ fn declared_schema(c: &CreateRelation) -> Result<SchemaRef> {
         }
         fields.push(Field::new(&col.name, arrow_type(&col.data_type)?, true));
     }
-    if let Some((wm_col, _)) = &c.watermark {
-        if !seen.contains(wm_col) {
-            return Err(SqlError::new(
-                "42703",
-                format!("watermark column \"{wm_col}\" does not exist"),
-            ));
-        }
+    if let Some((wm_col, _)) = &c.watermark
+        && !seen.contains(wm_col)
+    {
+        return Err(SqlError::new(
+            "42703",
+            format!("watermark column \"{wm_col}\" does not exist"),
+        ));
     }
     Ok(Arc::new(Schema::new(fields)))
 }
@@ -255,10 +255,10 @@ fn build_dml_table(c: &CreateRelation, tables_dir: Option<&Path>, fresh: bool) -
         })
         .collect::<Result<Vec<_>>>()?;
     let wal = tables_dir.map(|d| d.join(format!("{}.wal", c.name)));
-    if let (Some(path), true) = (&wal, fresh) {
-        if path.exists() {
-            std::fs::remove_file(path).map_err(crate::catalog::io_error)?;
-        }
+    if let (Some(path), true) = (&wal, fresh)
+        && path.exists()
+    {
+        std::fs::remove_file(path).map_err(crate::catalog::io_error)?;
     }
     let store = TableStore::open(
         &c.name,

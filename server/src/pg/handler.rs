@@ -277,12 +277,11 @@ fn parameter_data_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>, Sql
         plan.apply(|node| {
             for expr in node.expressions() {
                 expr.apply(|e| {
-                    if let Expr::Cast(c) = e {
-                        if let Expr::Placeholder(p) = c.expr.as_ref() {
-                            if let Some(slot @ None) = types.get_mut(&p.id) {
-                                *slot = Some(c.field.data_type().clone());
-                            }
-                        }
+                    if let Expr::Cast(c) = e
+                        && let Expr::Placeholder(p) = c.expr.as_ref()
+                        && let Some(slot @ None) = types.get_mut(&p.id)
+                    {
+                        *slot = Some(c.field.data_type().clone());
                     }
                     Ok(TreeNodeRecursion::Continue)
                 })?;
@@ -292,7 +291,14 @@ fn parameter_data_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>, Sql
     }
     let mut ids: Vec<(usize, Option<DataType>)> = types
         .into_iter()
-        .map(|(id, t)| (id.trim_start_matches('$').parse::<usize>().unwrap_or(usize::MAX), t))
+        .map(|(id, t)| {
+            (
+                id.trim_start_matches('$')
+                    .parse::<usize>()
+                    .unwrap_or(usize::MAX),
+                t,
+            )
+        })
         .collect();
     ids.sort_by_key(|(i, _)| *i);
     Ok(ids.into_iter().map(|(_, t)| t).collect())

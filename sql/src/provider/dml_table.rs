@@ -36,24 +36,40 @@ pub(crate) struct DmlTable {
 
 impl DmlTable {
     pub(crate) fn new(store: TableStore, constraints: Constraints, append_only: bool) -> Self {
-        Self { schema: store.schema(), constraints, append_only, store: Arc::new(Mutex::new(store)) }
+        Self {
+            schema: store.schema(),
+            constraints,
+            append_only,
+            store: Arc::new(Mutex::new(store)),
+        }
     }
 
     fn reject_if_append_only(&self, what: &str) -> Result<()> {
         if self.append_only {
-            return Err(SqlError::new("0A000", format!("{what} is not allowed on an APPEND ONLY table")).into());
+            return Err(SqlError::new(
+                "0A000",
+                format!("{what} is not allowed on an APPEND ONLY table"),
+            )
+            .into());
         }
         Ok(())
     }
 
     fn physical(&self, state: &dyn Session, exprs: &[Expr]) -> Result<Vec<Arc<dyn PhysicalExpr>>> {
         let df_schema = DFSchema::try_from(Arc::clone(&self.schema))?;
-        exprs.iter().map(|e| state.create_physical_expr(e.clone(), &df_schema)).collect()
+        exprs
+            .iter()
+            .map(|e| state.create_physical_expr(e.clone(), &df_schema))
+            .collect()
     }
 
     /// A plan that applies `op` when executed (never at planning, so EXPLAIN changes nothing).
     fn sink_plan(&self, input: Arc<dyn ExecutionPlan>, op: DmlOp) -> Arc<dyn ExecutionPlan> {
-        let sink = DmlSink { schema: self.schema(), store: Arc::clone(&self.store), op };
+        let sink = DmlSink {
+            schema: self.schema(),
+            store: Arc::clone(&self.store),
+            op,
+        };
         Arc::new(DataSinkExec::new(input, Arc::new(sink), None))
     }
 }
@@ -80,7 +96,11 @@ impl TableProvider for DmlTable {
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let snapshot = self.store.lock().snapshot().map_err(SqlError::from)?;
-        Ok(MemorySourceConfig::try_new_exec(&[vec![snapshot]], self.schema(), projection.cloned())?)
+        Ok(MemorySourceConfig::try_new_exec(
+            &[vec![snapshot]],
+            self.schema(),
+            projection.cloned(),
+        )?)
     }
 
     async fn insert_into(
@@ -90,15 +110,24 @@ impl TableProvider for DmlTable {
         insert_op: InsertOp,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         if insert_op != InsertOp::Append {
-            return Err(SqlError::unsupported(format!("INSERT {insert_op} is not supported")).into());
+            return Err(
+                SqlError::unsupported(format!("INSERT {insert_op} is not supported")).into(),
+            );
         }
         Ok(self.sink_plan(input, DmlOp::Insert))
     }
 
-    async fn delete_from(&self, state: &dyn Session, filters: Vec<Expr>) -> Result<Arc<dyn ExecutionPlan>> {
+    async fn delete_from(
+        &self,
+        state: &dyn Session,
+        filters: Vec<Expr>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         self.reject_if_append_only("DELETE")?;
         let filters = self.physical(state, &filters)?;
-        Ok(self.sink_plan(Arc::new(EmptyExec::new(self.schema())), DmlOp::Delete { filters }))
+        Ok(self.sink_plan(
+            Arc::new(EmptyExec::new(self.schema())),
+            DmlOp::Delete { filters },
+        ))
     }
 
     async fn update(
@@ -110,16 +139,23 @@ impl TableProvider for DmlTable {
         self.reject_if_append_only("UPDATE")?;
         let mut columns = Vec::with_capacity(assignments.len());
         for (name, _) in &assignments {
-            columns.push(
-                self.schema
-                    .index_of(name)
-                    .map_err(|_| SqlError::new("42703", format!("column \"{name}\" does not exist")))?,
-            );
+            columns.push(self.schema.index_of(name).map_err(|_| {
+                SqlError::new("42703", format!("column \"{name}\" does not exist"))
+            })?);
         }
         let exprs: Vec<Expr> = assignments.into_iter().map(|(_, e)| e).collect();
-        let assignments = columns.into_iter().zip(self.physical(state, &exprs)?).collect();
+        let assignments = columns
+            .into_iter()
+            .zip(self.physical(state, &exprs)?)
+            .collect();
         let filters = self.physical(state, &filters)?;
-        Ok(self.sink_plan(Arc::new(EmptyExec::new(self.schema())), DmlOp::Update { filters, assignments }))
+        Ok(self.sink_plan(
+            Arc::new(EmptyExec::new(self.schema())),
+            DmlOp::Update {
+                filters,
+                assignments,
+            },
+        ))
     }
 }
 
@@ -131,7 +167,10 @@ enum DmlOp {
     /// Delete the rows matching every filter.
     Delete { filters: Vec<Arc<dyn PhysicalExpr>> },
     /// Set columns of the rows matching every filter.
-    Update { filters: Vec<Arc<dyn PhysicalExpr>>, assignments: Vec<(usize, Arc<dyn PhysicalExpr>)> },
+    Update {
+        filters: Vec<Arc<dyn PhysicalExpr>>,
+        assignments: Vec<(usize, Arc<dyn PhysicalExpr>)>,
+    },
 }
 
 /// Applies one DML statement to the store, atomically, when DataFusion executes it.
@@ -147,7 +186,9 @@ impl DisplayAs for DmlSink {
         match &self.op {
             DmlOp::Insert => write!(f, "TableInsert"),
             DmlOp::Delete { filters } => write!(f, "TableDelete: filters={}", filters.len()),
-            DmlOp::Update { assignments, .. } => write!(f, "TableUpdate: columns={}", assignments.len()),
+            DmlOp::Update { assignments, .. } => {
+                write!(f, "TableUpdate: columns={}", assignments.len())
+            }
         }
     }
 }
@@ -158,7 +199,11 @@ impl DataSink for DmlSink {
         &self.schema
     }
 
-    async fn write_all(&self, data: SendableRecordBatchStream, _context: &Arc<TaskContext>) -> Result<u64> {
+    async fn write_all(
+        &self,
+        data: SendableRecordBatchStream,
+        _context: &Arc<TaskContext>,
+    ) -> Result<u64> {
         let batches: Vec<RecordBatch> = data.try_collect().await?;
         let mut store = self.store.lock();
         let n = match &self.op {
@@ -168,7 +213,10 @@ impl DataSink for DmlSink {
                 let old = matching(&snapshot, filters)?;
                 store.replace(&old, None)
             }
-            DmlOp::Update { filters, assignments } => {
+            DmlOp::Update {
+                filters,
+                assignments,
+            } => {
                 let snapshot = store.snapshot().map_err(SqlError::from)?;
                 let old = matching(&snapshot, filters)?;
                 let mut columns: Vec<ArrayRef> = old.columns().to_vec();

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what is missing (Tansu, psql,
+# psycopg), then runs format and lint checks, unit tests and the end-to-end tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s (%ss)\n' "$*" "$SECONDS"; }
+
+if ! command -v tansu >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/tansu" ]; then
+  step "installing tansu 0.6.0 (about 20 minutes on 2 cores, once per machine)"
+  cargo install tansu --version 0.6.0 --locked --features dynostore,libsql
+fi
+if ! command -v psql >/dev/null 2>&1; then
+  step "installing psql"
+  apt-get update -qq && apt-get install -y -qq postgresql-client >/dev/null
+fi
+if ! python3 -c "import psycopg" >/dev/null 2>&1; then
+  step "installing psycopg 3"
+  python3 -m pip install -q "psycopg[binary]"
+fi
+
+step "cargo fmt --check"
+cargo fmt --all --check
+step "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+step "cargo test"
+cargo test --workspace --all-targets
+step "done"
