@@ -8,6 +8,7 @@
 mod harness;
 
 mod dml;
+mod file;
 mod kafka;
 mod pg_wire;
 mod psql;

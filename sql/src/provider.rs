@@ -2,11 +2,13 @@
 //! Ad hoc SELECTs read them through DataFusion; DML goes through `insert_into`, `update`, `delete_from`.
 
 mod dml_table;
+mod file_source;
 mod kafka_source;
 mod nexmark_source;
 mod scan_report;
 
 pub(crate) use dml_table::DmlTable;
+pub(crate) use file_source::{FileEncoding, FileSource};
 pub(crate) use kafka_source::KafkaSource;
 pub(crate) use nexmark_source::NexmarkSource;
 pub use scan_report::ScanReport;

@@ -13,7 +13,7 @@ use weir_engine::connector::kafka::{KafkaConfig, KafkaMeta, StartupMode};
 use weir_engine::connector::nexmark::{NexmarkOptions, NexmarkTable};
 
 use crate::error::{Result, SqlError};
-use crate::provider::{DmlTable, KafkaSource, NexmarkSource};
+use crate::provider::{DmlTable, FileEncoding, FileSource, KafkaSource, NexmarkSource};
 use crate::statement::{CreateRelation, ObjectKind};
 use crate::types::arrow_type;
 
@@ -47,11 +47,13 @@ pub(crate) fn build(c: &CreateRelation, tables_dir: Option<&Path>, fresh: bool) 
     match (c.kind, connector.as_deref()) {
         (ObjectKind::Source, Some("nexmark")) => build_nexmark(c),
         (ObjectKind::Source, Some("kafka")) => build_kafka(c),
-        (ObjectKind::Source, Some(other @ ("datagen" | "file")))
-        | (ObjectKind::Table, Some(other)) => Err(SqlError::unsupported(format!(
-            "connector '{other}' is not supported yet for {}",
-            c.kind.sql_name()
-        ))),
+        (ObjectKind::Source, Some("file")) => build_file(c),
+        (ObjectKind::Source, Some(other @ "datagen")) | (ObjectKind::Table, Some(other)) => {
+            Err(SqlError::unsupported(format!(
+                "connector '{other}' is not supported yet for {}",
+                c.kind.sql_name()
+            )))
+        }
         (ObjectKind::Source, Some(other)) => Err(SqlError::invalid_parameter(format!(
             "unknown connector '{other}' (expected kafka, nexmark, datagen or file)"
         ))),
@@ -231,6 +233,50 @@ fn build_kafka(c: &CreateRelation) -> Result<Built> {
     Ok(Built {
         schema: source.schema(),
         provider: Arc::new(source),
+    })
+}
+
+fn build_file(c: &CreateRelation) -> Result<Built> {
+    if c.columns.is_empty() {
+        return Err(SqlError::invalid_parameter(
+            "a file source needs its columns declared",
+        ));
+    }
+    let path = c
+        .options
+        .get("path")
+        .cloned()
+        .ok_or_else(|| SqlError::invalid_parameter("file source needs path = '...'"))?;
+    let encoding = match c.format.as_ref().map(|(f, e)| (f.as_str(), e.as_str())) {
+        None | Some(("PLAIN", "JSON")) => FileEncoding::Json,
+        Some(("PLAIN", "CSV")) => {
+            let header = c
+                .options
+                .get("format.without_header")
+                .is_none_or(|v| v != "true");
+            let delimiter = c
+                .options
+                .get("format.delimiter")
+                .and_then(|d| d.bytes().next())
+                .unwrap_or(b',');
+            FileEncoding::Csv { header, delimiter }
+        }
+        Some(("PLAIN", "PARQUET")) => FileEncoding::Parquet,
+        Some((f, e)) => {
+            return Err(SqlError::unsupported(format!(
+                "FORMAT {f} ENCODE {e} is not supported for a file source"
+            )));
+        }
+    };
+    if !c.includes.is_empty() {
+        return Err(SqlError::invalid_parameter(
+            "INCLUDE is only for kafka sources",
+        ));
+    }
+    let schema = declared_schema(c)?;
+    Ok(Built {
+        provider: Arc::new(FileSource::new(path, encoding, Arc::clone(&schema))),
+        schema,
     })
 }
 

@@ -1,0 +1,155 @@
+//! The `file` connector as a DataFusion table: the files a path or glob names, read ad hoc.
+//! NDJSON goes through weir's decoder (bad lines skipped and counted); CSV and Parquet through DataFusion.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::datasource::TableType;
+use datafusion::datasource::file_format::csv::CsvFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::error::Result;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
+use weir_engine::connector::file::{list_files, read_ndjson};
+
+use crate::error::SqlError;
+use crate::provider::ScanReport;
+
+const BATCH_ROWS: usize = 8192;
+
+/// How a file source's files are encoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum FileEncoding {
+    Json,
+    Csv { header: bool, delimiter: u8 },
+    Parquet,
+}
+
+/// A `file` source.
+#[derive(Debug)]
+pub(crate) struct FileSource {
+    pattern: String,
+    encoding: FileEncoding,
+    schema: SchemaRef,
+}
+
+impl FileSource {
+    pub(crate) fn new(pattern: String, encoding: FileEncoding, schema: SchemaRef) -> Self {
+        Self {
+            pattern,
+            encoding,
+            schema,
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for FileSource {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let files = list_files(&self.pattern).map_err(SqlError::from)?;
+        if files.is_empty() {
+            let projected = match projection {
+                Some(p) => Arc::new(self.schema.project(p)?),
+                None => self.schema(),
+            };
+            return Ok(Arc::new(EmptyExec::new(projected)));
+        }
+        let format: Arc<dyn datafusion::datasource::file_format::FileFormat> = match &self.encoding
+        {
+            FileEncoding::Json => {
+                let partitions = files
+                    .into_iter()
+                    .map(|path| {
+                        Arc::new(NdjsonFile {
+                            path,
+                            schema: self.schema(),
+                        }) as Arc<dyn PartitionStream>
+                    })
+                    .collect();
+                return Ok(Arc::new(StreamingTableExec::try_new(
+                    self.schema(),
+                    partitions,
+                    projection,
+                    Vec::new(),
+                    false,
+                    limit,
+                )?));
+            }
+            FileEncoding::Csv { header, delimiter } => Arc::new(
+                CsvFormat::default()
+                    .with_has_header(*header)
+                    .with_delimiter(*delimiter),
+            ),
+            FileEncoding::Parquet => Arc::new(ParquetFormat::default()),
+        };
+        let urls = files
+            .iter()
+            .map(|p| {
+                let abs =
+                    std::path::absolute(p).map_err(|e| SqlError::new("58030", e.to_string()))?;
+                ListingTableUrl::parse(abs.to_string_lossy())
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let options = ListingOptions::new(format).with_file_extension("");
+        let config = ListingTableConfig::new_with_multi_paths(urls)
+            .with_listing_options(options)
+            .with_schema(self.schema());
+        ListingTable::try_new(config)?
+            .scan(state, projection, filters, limit)
+            .await
+    }
+}
+
+/// One NDJSON file read on a blocking thread.
+#[derive(Debug)]
+struct NdjsonFile {
+    path: std::path::PathBuf,
+    schema: SchemaRef,
+}
+
+impl PartitionStream for NdjsonFile {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let mut builder = RecordBatchReceiverStreamBuilder::new(Arc::clone(&self.schema), 4);
+        let tx = builder.tx();
+        let (path, schema) = (self.path.clone(), Arc::clone(&self.schema));
+        let report = ScanReport::of(&ctx);
+        builder.spawn_blocking(move || {
+            let stats = read_ndjson(&path, schema, BATCH_ROWS, |b| {
+                tx.blocking_send(Ok(b)).is_ok()
+            })
+            .map_err(SqlError::from)?;
+            if let Some(report) = report {
+                report.add(&stats);
+            }
+            Ok(())
+        });
+        builder.build()
+    }
+}
