@@ -248,3 +248,66 @@ async fn generator_source_needs_limit_and_gives_reference_proportions() {
         n("SELECT sum(price) FROM bid_small").await
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn datagen_sequences_and_random_fields() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    client
+        .batch_execute(
+            "CREATE SOURCE s (id INT, v VARCHAR, x BIGINT, ts TIMESTAMP) WITH (connector = 'datagen',
+               fields.id.kind = 'sequence', fields.id.start = '1', fields.id.end = '1000',
+               fields.v.length = '6', fields.x.min = '10', fields.x.max = '20', fields.ts.max_past = '1h')
+             FORMAT PLAIN ENCODE JSON;
+             CREATE SOURCE endless (k BIGINT) WITH (connector = 'datagen', fields.k.kind = 'sequence')",
+        )
+        .await
+        .unwrap();
+    let r = client
+        .query_one(
+            "SELECT count(*), sum(id), min(length(v)), max(length(v)), min(x), max(x), count(DISTINCT id),
+                    CAST(max(ts) - min(ts) <= INTERVAL '1' HOUR AS BOOLEAN) FROM s",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!((r.get::<_, i64>(0), r.get::<_, i64>(1)), (1000, 500_500));
+    assert_eq!((r.get::<_, i32>(2), r.get::<_, i32>(3)), (6, 6));
+    assert!(r.get::<_, i64>(4) >= 10 && r.get::<_, i64>(5) <= 20);
+    assert_eq!(r.get::<_, i64>(6), 1000);
+    assert!(r.get::<_, bool>(7));
+    // Random columns are a function of the row: two reads agree.
+    let a: String = client
+        .query_one("SELECT string_agg(v, ',' ORDER BY id) FROM s", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let b: String = client
+        .query_one("SELECT string_agg(v, ',' ORDER BY id) FROM s", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(a, b);
+    assert_eq!(
+        sqlstate(
+            &client
+                .simple_query("SELECT count(*) FROM endless")
+                .await
+                .unwrap_err()
+        ),
+        "0A000"
+    );
+    let last: i64 = client
+        .query_one("SELECT max(k) FROM (SELECT k FROM endless LIMIT 50)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(last, 49);
+    let bad = client
+        .simple_query(
+            "CREATE SOURCE bad (a INT) WITH (connector = 'datagen', fields.b.kind = 'sequence')",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&bad), "42703");
+}

@@ -3,12 +3,12 @@
 
 mod dml_table;
 mod file_source;
+mod generator_source;
 mod kafka_source;
-mod nexmark_source;
 mod scan_report;
 
 pub(crate) use dml_table::DmlTable;
 pub(crate) use file_source::{FileEncoding, FileSource};
+pub(crate) use generator_source::{Generator, GeneratorSource};
 pub(crate) use kafka_source::KafkaSource;
-pub(crate) use nexmark_source::NexmarkSource;
 pub use scan_report::ScanReport;

@@ -9,11 +9,14 @@ use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::catalog::TableProvider;
 use datafusion::common::{Constraint, Constraints};
 use weir_engine::TableStore;
+use weir_engine::connector::datagen::{DatagenOptions, FieldGen};
 use weir_engine::connector::kafka::{KafkaConfig, KafkaMeta, StartupMode};
 use weir_engine::connector::nexmark::{NexmarkOptions, NexmarkTable};
 
 use crate::error::{Result, SqlError};
-use crate::provider::{DmlTable, FileEncoding, FileSource, KafkaSource, NexmarkSource};
+use crate::provider::{
+    DmlTable, FileEncoding, FileSource, Generator, GeneratorSource, KafkaSource,
+};
 use crate::statement::{CreateRelation, ObjectKind};
 use crate::types::arrow_type;
 
@@ -29,14 +32,17 @@ pub(crate) struct Built {
 /// Fills in defaults that must not change after creation; returns them to be stored.
 pub(crate) fn resolve_defaults(c: &CreateRelation) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    if c.options.get("connector").map(String::as_str) == Some("nexmark")
-        && !c.options.contains_key("nexmark.base.time")
-    {
+    let key = match c.options.get("connector").map(String::as_str) {
+        Some("nexmark") => "nexmark.base.time",
+        Some("datagen") => "datagen.base.time",
+        _ => return out,
+    };
+    if !c.options.contains_key(key) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis())
             .unwrap_or_default();
-        out.insert("nexmark.base.time".to_string(), now.to_string());
+        out.insert(key.to_string(), now.to_string());
     }
     out
 }
@@ -48,12 +54,11 @@ pub(crate) fn build(c: &CreateRelation, tables_dir: Option<&Path>, fresh: bool) 
         (ObjectKind::Source, Some("nexmark")) => build_nexmark(c),
         (ObjectKind::Source, Some("kafka")) => build_kafka(c),
         (ObjectKind::Source, Some("file")) => build_file(c),
-        (ObjectKind::Source, Some(other @ "datagen")) | (ObjectKind::Table, Some(other)) => {
-            Err(SqlError::unsupported(format!(
-                "connector '{other}' is not supported yet for {}",
-                c.kind.sql_name()
-            )))
-        }
+        (ObjectKind::Source, Some("datagen")) => build_datagen(c),
+        (ObjectKind::Table, Some(other)) => Err(SqlError::unsupported(format!(
+            "connector '{other}' is not supported yet for {}",
+            c.kind.sql_name()
+        ))),
         (ObjectKind::Source, Some(other)) => Err(SqlError::invalid_parameter(format!(
             "unknown connector '{other}' (expected kafka, nexmark, datagen or file)"
         ))),
@@ -150,9 +155,100 @@ fn build_nexmark(c: &CreateRelation) -> Result<Built> {
         }
     }
     Ok(Built {
-        provider: Arc::new(NexmarkSource::new(&c.name, options)),
+        provider: Arc::new(GeneratorSource::new(&c.name, Generator::Nexmark(options))),
         schema,
     })
+}
+
+fn build_datagen(c: &CreateRelation) -> Result<Built> {
+    if c.columns.is_empty() {
+        return Err(SqlError::invalid_parameter(
+            "a datagen source needs its columns declared",
+        ));
+    }
+    let schema = declared_schema(c)?;
+    for key in c.options.keys().filter_map(|k| k.strip_prefix("fields.")) {
+        let column = key.split('.').next().unwrap_or_default();
+        if schema.field_with_name(column).is_err() {
+            return Err(SqlError::new(
+                "42703",
+                format!("datagen option fields.{key} names no column"),
+            ));
+        }
+    }
+    let opt = |col: &str, name: &str| c.options.get(&format!("fields.{col}.{name}"));
+    let num = |col: &str, name: &str, default: f64| -> Result<f64> {
+        opt(col, name).map_or(Ok(default), |v| {
+            v.parse::<f64>().map_err(|_| {
+                SqlError::invalid_parameter(format!(
+                    "fields.{col}.{name} must be a number, got '{v}'"
+                ))
+            })
+        })
+    };
+    let mut fields = Vec::with_capacity(schema.fields().len());
+    for (i, f) in schema.fields().iter().enumerate() {
+        let col = f.name().as_str();
+        let g = match opt(col, "kind").map(|k| k.to_ascii_lowercase()).as_deref() {
+            Some("sequence") => FieldGen::Sequence {
+                start: num(col, "start", 0.0)? as i64,
+                end: opt(col, "end")
+                    .map(|_| num(col, "end", 0.0).map(|e| e as i64))
+                    .transpose()?,
+            },
+            None | Some("random") => FieldGen::Random {
+                min: num(col, "min", 0.0)?,
+                max: num(col, "max", 1_000_000.0)?,
+                length: num(col, "length", 10.0)? as usize,
+                max_past_ms: opt(col, "max_past")
+                    .map_or(Ok(86_400_000), |v| parse_interval_ms(v))?,
+                seed: num(col, "seed", (i + 1) as f64)? as u64,
+            },
+            Some(other) => {
+                return Err(SqlError::invalid_parameter(format!(
+                    "fields.{col}.kind must be sequence or random, got '{other}'"
+                )));
+            }
+        };
+        fields.push(g);
+    }
+    let base_time_ms = c
+        .options
+        .get("datagen.base.time")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let options = DatagenOptions {
+        schema: Arc::clone(&schema),
+        fields,
+        base_time_ms,
+    };
+    Ok(Built {
+        provider: Arc::new(GeneratorSource::new(&c.name, Generator::Datagen(options))),
+        schema,
+    })
+}
+
+/// `'2h'`, `'10m'`, `'30s'`, `'500ms'`, `'1d'` (or plain seconds) in milliseconds.
+fn parse_interval_ms(v: &str) -> Result<i64> {
+    let v = v.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (n, unit) = v.split_at(split);
+    let n: i64 = n
+        .parse()
+        .map_err(|_| SqlError::invalid_parameter(format!("invalid duration '{v}'")))?;
+    let ms = match unit.trim() {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => {
+            return Err(SqlError::invalid_parameter(format!(
+                "invalid duration unit in '{v}'"
+            )));
+        }
+    };
+    Ok(n * ms)
 }
 
 fn build_kafka(c: &CreateRelation) -> Result<Built> {

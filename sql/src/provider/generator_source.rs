@@ -1,0 +1,176 @@
+//! The built-in generators (`nexmark`, `datagen`) as DataFusion tables: each scan regenerates
+//! the same rows, split across partitions. Unbounded generators refuse a scan without a LIMIT.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::datasource::TableType;
+use datafusion::error::Result;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
+use weir_engine::connector::datagen::DatagenOptions;
+use weir_engine::connector::nexmark::{NexmarkOptions, NexmarkReader};
+
+use crate::error::SqlError;
+
+const BATCH_ROWS: usize = 8192;
+
+/// What a generator source produces.
+#[derive(Debug, Clone)]
+pub(crate) enum Generator {
+    Nexmark(NexmarkOptions),
+    Datagen(DatagenOptions),
+}
+
+impl Generator {
+    fn schema(&self) -> SchemaRef {
+        match self {
+            Self::Nexmark(o) => o.table.schema(),
+            Self::Datagen(o) => Arc::clone(&o.schema),
+        }
+    }
+
+    fn row_count(&self) -> Option<u64> {
+        match self {
+            Self::Nexmark(o) => o.row_count(),
+            Self::Datagen(o) => o.row_count(),
+        }
+    }
+}
+
+/// A generator source.
+#[derive(Debug)]
+pub(crate) struct GeneratorSource {
+    name: String,
+    generator: Generator,
+    schema: SchemaRef,
+}
+
+impl GeneratorSource {
+    pub(crate) fn new(name: &str, generator: Generator) -> Self {
+        Self {
+            name: name.to_string(),
+            schema: generator.schema(),
+            generator,
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for GeneratorSource {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let rows = match (self.generator.row_count(), limit) {
+            (Some(n), Some(l)) => n.min(l as u64),
+            (Some(n), None) => n,
+            (None, Some(l)) => l as u64,
+            (None, None) => {
+                return Err(SqlError::new(
+                    "0A000",
+                    format!("source \"{}\" is an unbounded generator: an ad hoc query over it needs a LIMIT", self.name),
+                )
+                .into());
+            }
+        };
+        let splits = if limit.is_some() {
+            1
+        } else {
+            state.config().target_partitions().max(1) as u64
+        };
+        let partitions = (0..splits)
+            .map(|split| {
+                Arc::new(GeneratorSplit {
+                    generator: self.generator.clone(),
+                    rows,
+                    split,
+                    splits,
+                    schema: Arc::clone(&self.schema),
+                }) as Arc<dyn PartitionStream>
+            })
+            .collect();
+        Ok(Arc::new(StreamingTableExec::try_new(
+            Arc::clone(&self.schema),
+            partitions,
+            projection,
+            Vec::new(),
+            false,
+            limit,
+        )?))
+    }
+}
+
+/// One split of a generator's first `rows` rows.
+#[derive(Debug)]
+struct GeneratorSplit {
+    generator: Generator,
+    rows: u64,
+    split: u64,
+    splits: u64,
+    schema: SchemaRef,
+}
+
+impl PartitionStream for GeneratorSplit {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let iter: Box<dyn Iterator<Item = Result<RecordBatch>> + Send> = match &self.generator {
+            Generator::Nexmark(options) => {
+                // Nexmark splits interleave: rows split, split + splits, ...
+                let mut reader = NexmarkReader::new(options, self.split, self.splits);
+                let mut left = self.rows.saturating_sub(self.split).div_ceil(self.splits);
+                Box::new(std::iter::from_fn(move || {
+                    let n = (left as usize).min(BATCH_ROWS);
+                    if n == 0 {
+                        return None;
+                    }
+                    let batch = reader.next_batch(n)?;
+                    left -= batch.num_rows() as u64;
+                    Some(Ok(batch))
+                }))
+            }
+            Generator::Datagen(options) => {
+                // Datagen splits are contiguous ranges of row indexes.
+                let per = self.rows.div_ceil(self.splits);
+                let (mut next, end) = (
+                    (self.split * per).min(self.rows),
+                    ((self.split + 1) * per).min(self.rows),
+                );
+                let options = options.clone();
+                Box::new(std::iter::from_fn(move || {
+                    if next >= end {
+                        return None;
+                    }
+                    let n = ((end - next) as usize).min(BATCH_ROWS);
+                    let batch = options.rows(next, n).map_err(|e| SqlError::from(e).into());
+                    next += n as u64;
+                    Some(batch)
+                }))
+            }
+        };
+        Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            futures::stream::iter(iter),
+        ))
+    }
+}
