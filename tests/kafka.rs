@@ -202,3 +202,101 @@ async fn include_columns_expose_kafka_metadata() {
         .get(0);
     assert_eq!(joined, direct);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upsert_table_keeps_latest_value_per_key() {
+    let broker = Broker::start();
+    broker.create_topic("rates", 2);
+    broker.create_topic("purchases", 2);
+    let msg = |p: i32, key: &str, value: &str| -> KafkaMessage {
+        (p, Some(key.as_bytes().to_vec()), value.as_bytes().to_vec())
+    };
+    broker.produce(
+        "rates",
+        &[
+            msg(0, "EUR", r#"{"currency": "EUR", "rate": 1.08}"#),
+            msg(1, "GBP", r#"{"currency": "GBP", "rate": 1.27}"#),
+            msg(0, "EUR", r#"{"currency": "EUR", "rate": 1.10}"#),
+            msg(1, "JPY", r#"{"currency": "JPY", "rate": 0.0067}"#),
+        ],
+    );
+    produce_tombstone(&broker, "rates", 1, "GBP");
+    broker.produce(
+        "purchases",
+        &[
+            (
+                0,
+                None,
+                br#"{"id": 1, "amount": 100, "currency": "EUR"}"#.to_vec(),
+            ),
+            (
+                1,
+                None,
+                br#"{"id": 2, "amount": 1000, "currency": "JPY"}"#.to_vec(),
+            ),
+            (
+                0,
+                None,
+                br#"{"id": 3, "amount": 50, "currency": "GBP"}"#.to_vec(),
+            ),
+        ],
+    );
+
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let b = broker.bootstrap();
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE rates (currency VARCHAR PRIMARY KEY, rate DOUBLE)
+               WITH (connector = 'kafka', topic = 'rates', properties.bootstrap.server = '{b}') FORMAT UPSERT ENCODE JSON;
+             CREATE SOURCE purchases (id BIGINT, amount BIGINT, currency VARCHAR)
+               WITH (connector = 'kafka', topic = 'purchases', properties.bootstrap.server = '{b}') FORMAT PLAIN ENCODE JSON;"
+        ))
+        .await
+        .unwrap();
+    let rates: Vec<(String, f64)> = client
+        .query("SELECT currency, rate FROM rates ORDER BY currency", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        rates,
+        vec![("EUR".to_string(), 1.10), ("JPY".to_string(), 0.0067)]
+    );
+    let converted: Vec<(i64, f64)> = client
+        .query("SELECT p.id, p.amount * r.rate FROM purchases p JOIN rates r ON p.currency = r.currency ORDER BY p.id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(converted.len(), 2, "GBP was deleted by its tombstone");
+    assert_eq!(converted[0].0, 1);
+    assert!((converted[0].1 - 110.0).abs() < 1e-9);
+    assert!((converted[1].1 - 6.7).abs() < 1e-9);
+    let err = client
+        .simple_query("INSERT INTO rates VALUES ('CHF', 1.1)")
+        .await
+        .unwrap_err();
+    assert_eq!(crate::harness::sqlstate(&err), "0A000");
+}
+
+fn produce_tombstone(broker: &Broker, topic: &str, partition: i32, key: &str) {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .create()
+        .unwrap();
+    producer
+        .send(
+            BaseRecord::<str, [u8]>::to(topic)
+                .partition(partition)
+                .key(key),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    producer.flush(std::time::Duration::from_secs(30)).unwrap();
+}

@@ -6,9 +6,11 @@ mod file_source;
 mod generator_source;
 mod kafka_source;
 mod scan_report;
+mod upsert_table;
 
 pub(crate) use dml_table::DmlTable;
 pub(crate) use file_source::{FileEncoding, FileSource};
 pub(crate) use generator_source::{Generator, GeneratorSource};
 pub(crate) use kafka_source::KafkaSource;
 pub use scan_report::ScanReport;
+pub(crate) use upsert_table::UpsertTable;

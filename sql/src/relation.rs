@@ -15,7 +15,7 @@ use weir_engine::connector::nexmark::{NexmarkOptions, NexmarkTable};
 
 use crate::error::{Result, SqlError};
 use crate::provider::{
-    DmlTable, FileEncoding, FileSource, Generator, GeneratorSource, KafkaSource,
+    DmlTable, FileEncoding, FileSource, Generator, GeneratorSource, KafkaSource, UpsertTable,
 };
 use crate::statement::{CreateRelation, ObjectKind};
 use crate::types::arrow_type;
@@ -55,6 +55,7 @@ pub(crate) fn build(c: &CreateRelation, tables_dir: Option<&Path>, fresh: bool) 
         (ObjectKind::Source, Some("kafka")) => build_kafka(c),
         (ObjectKind::Source, Some("file")) => build_file(c),
         (ObjectKind::Source, Some("datagen")) => build_datagen(c),
+        (ObjectKind::Table, Some("kafka")) => build_upsert_table(c),
         (ObjectKind::Table, Some(other)) => Err(SqlError::unsupported(format!(
             "connector '{other}' is not supported yet for {}",
             c.kind.sql_name()
@@ -251,26 +252,12 @@ fn parse_interval_ms(v: &str) -> Result<i64> {
     Ok(n * ms)
 }
 
-fn build_kafka(c: &CreateRelation) -> Result<Built> {
-    if c.columns.is_empty() {
-        return Err(SqlError::invalid_parameter(
-            "a kafka source needs its columns declared",
-        ));
-    }
-    match &c.format {
-        None => {}
-        Some((f, e)) if f == "PLAIN" && e == "JSON" => {}
-        Some((f, e)) => {
-            return Err(SqlError::unsupported(format!(
-                "FORMAT {f} ENCODE {e} is not supported for a source yet"
-            )));
-        }
-    }
-    let topic = c
-        .options
-        .get("topic")
-        .cloned()
-        .ok_or_else(|| SqlError::invalid_parameter("kafka source needs topic = '...'"))?;
+/// The topic, librdkafka properties and startup mode of a kafka connector's WITH options.
+fn kafka_config(c: &CreateRelation) -> Result<KafkaConfig> {
+    let topic =
+        c.options.get("topic").cloned().ok_or_else(|| {
+            SqlError::invalid_parameter("the kafka connector needs topic = '...'")
+        })?;
     let mut properties = BTreeMap::new();
     for (k, v) in &c.options {
         if let Some(p) = k.strip_prefix("properties.") {
@@ -284,7 +271,7 @@ fn build_kafka(c: &CreateRelation) -> Result<Built> {
     }
     if !properties.contains_key("bootstrap.servers") {
         return Err(SqlError::invalid_parameter(
-            "kafka source needs properties.bootstrap.server = 'host:port'",
+            "the kafka connector needs properties.bootstrap.server = 'host:port'",
         ));
     }
     let startup = match c
@@ -301,6 +288,29 @@ fn build_kafka(c: &CreateRelation) -> Result<Built> {
             )));
         }
     };
+    Ok(KafkaConfig {
+        topic,
+        properties,
+        startup,
+    })
+}
+
+fn build_kafka(c: &CreateRelation) -> Result<Built> {
+    if c.columns.is_empty() {
+        return Err(SqlError::invalid_parameter(
+            "a kafka source needs its columns declared",
+        ));
+    }
+    match &c.format {
+        None => {}
+        Some((f, e)) if f == "PLAIN" && e == "JSON" => {}
+        Some((f, e)) => {
+            return Err(SqlError::unsupported(format!(
+                "FORMAT {f} ENCODE {e} is not supported for a source yet"
+            )));
+        }
+    }
+    let config = kafka_config(c)?;
     let value_schema = declared_schema(c)?;
     let mut includes = Vec::new();
     for (what, alias) in &c.includes {
@@ -317,19 +327,49 @@ fn build_kafka(c: &CreateRelation) -> Result<Built> {
         }
         includes.push((meta, alias.clone()));
     }
-    let source = KafkaSource::new(
-        KafkaConfig {
-            topic,
-            properties,
-            startup,
-        },
-        value_schema,
-        includes,
-    );
+    let source = KafkaSource::new(config, value_schema, includes);
     Ok(Built {
         schema: source.schema(),
         provider: Arc::new(source),
     })
+}
+
+fn build_upsert_table(c: &CreateRelation) -> Result<Built> {
+    match &c.format {
+        Some((f, e)) if f == "UPSERT" && e == "JSON" => {}
+        _ => {
+            return Err(SqlError::unsupported(
+                "a kafka table needs FORMAT UPSERT ENCODE JSON (use CREATE SOURCE for append-only topics)",
+            ));
+        }
+    }
+    if c.primary_key.is_empty() {
+        return Err(SqlError::invalid_parameter(
+            "an upsert table needs a PRIMARY KEY (the message key)",
+        ));
+    }
+    let schema = declared_schema(c)?;
+    let key_columns = key_indexes(c, &schema)?;
+    let constraints = Constraints::new_unverified(vec![Constraint::PrimaryKey(key_columns)]);
+    let table = UpsertTable::new(kafka_config(c)?, Arc::clone(&schema), constraints);
+    Ok(Built {
+        schema,
+        provider: Arc::new(table),
+    })
+}
+
+fn key_indexes(c: &CreateRelation, schema: &Schema) -> Result<Vec<usize>> {
+    c.primary_key
+        .iter()
+        .map(|k| {
+            schema.index_of(k).map_err(|_| {
+                SqlError::new(
+                    "42703",
+                    format!("column \"{k}\" named in key does not exist"),
+                )
+            })
+        })
+        .collect()
 }
 
 fn build_file(c: &CreateRelation) -> Result<Built> {
@@ -384,18 +424,7 @@ fn build_dml_table(c: &CreateRelation, tables_dir: Option<&Path>, fresh: bool) -
         return Err(SqlError::invalid_parameter("FORMAT needs a connector"));
     }
     let schema = declared_schema(c)?;
-    let key_columns = c
-        .primary_key
-        .iter()
-        .map(|k| {
-            schema.index_of(k).map_err(|_| {
-                SqlError::new(
-                    "42703",
-                    format!("column \"{k}\" named in key does not exist"),
-                )
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let key_columns = key_indexes(c, &schema)?;
     let wal = tables_dir.map(|d| d.join(format!("{}.wal", c.name)));
     if let (Some(path), true) = (&wal, fresh)
         && path.exists()

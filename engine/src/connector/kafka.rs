@@ -20,6 +20,9 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a partition may stay silent below its end offset before the scan fails.
 const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The latest value per message key; None marks a key deleted by a tombstone.
+pub type LatestValues = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
 /// Where a source starts reading when it has no stored offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartupMode {
@@ -130,15 +133,62 @@ impl KafkaConfig {
         mut emit: impl FnMut(RecordBatch) -> bool,
     ) -> Result<DecodeStats> {
         let mut decoder = JsonDecoder::new(Arc::clone(&value_schema));
+        let out_schema = output_schema(&value_schema, includes);
+        let mut pending = Pending::default();
+        let mut failed = None;
+        self.poll_range(range, |msg| {
+            pending.push(msg);
+            if pending.len() < max_batch {
+                return true;
+            }
+            match pending.decode(&mut decoder, range.partition, &out_schema, includes) {
+                Ok(batch) => emit(batch),
+                Err(e) => {
+                    failed = Some(e);
+                    false
+                }
+            }
+        })?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if pending.len() > 0 {
+            let batch = pending.decode(&mut decoder, range.partition, &out_schema, includes)?;
+            emit(batch);
+        }
+        Ok(decoder.stats().clone())
+    }
+
+    /// The latest value of every key in `range` (None = deleted by a tombstone), and the
+    /// number of messages skipped for having no key.
+    pub fn latest_per_key(&self, range: PartitionRange) -> Result<(LatestValues, u64)> {
+        let mut latest = BTreeMap::new();
+        let mut keyless = 0;
+        self.poll_range(range, |msg| {
+            match msg.key() {
+                Some(k) => {
+                    latest.insert(k.to_vec(), msg.payload().map(<[u8]>::to_vec));
+                }
+                None => keyless += 1,
+            }
+            true
+        })?;
+        Ok((latest, keyless))
+    }
+
+    /// Calls `on_message` for each message of `range` in offset order, until it returns false.
+    fn poll_range(
+        &self,
+        range: PartitionRange,
+        mut on_message: impl FnMut(&rdkafka::message::BorrowedMessage<'_>) -> bool,
+    ) -> Result<()> {
         if range.start >= range.end {
-            return Ok(decoder.stats().clone());
+            return Ok(());
         }
         let consumer = self.consumer()?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&self.topic, range.partition, Offset::Offset(range.start))?;
         consumer.assign(&tpl)?;
-        let out_schema = output_schema(&value_schema, includes);
-        let mut pending = Pending::default();
         let mut next = range.start;
         let mut last_progress = Instant::now();
         while next < range.end {
@@ -157,25 +207,13 @@ impl KafkaConfig {
                 Some(Ok(msg)) => {
                     last_progress = Instant::now();
                     next = msg.offset() + 1;
-                    if msg.offset() >= range.end {
+                    if msg.offset() >= range.end || !on_message(&msg) {
                         break;
-                    }
-                    pending.push(&msg);
-                    if pending.len() >= max_batch {
-                        let batch =
-                            pending.decode(&mut decoder, range.partition, &out_schema, includes)?;
-                        if !emit(batch) {
-                            return Ok(decoder.stats().clone());
-                        }
                     }
                 }
             }
         }
-        if pending.len() > 0 {
-            let batch = pending.decode(&mut decoder, range.partition, &out_schema, includes)?;
-            emit(batch);
-        }
-        Ok(decoder.stats().clone())
+        Ok(())
     }
 }
 
