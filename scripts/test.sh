@@ -14,9 +14,13 @@ if ! command -v psql >/dev/null 2>&1; then
   step "installing psql"
   apt-get update -qq && apt-get install -y -qq postgresql-client >/dev/null
 fi
-if ! python3 -c "import psycopg" >/dev/null 2>&1; then
-  step "installing psycopg 3"
-  python3 -m pip install -q "psycopg[binary]"
+if ! python3 -c "import psycopg, sqlalchemy, pandas" >/dev/null 2>&1; then
+  step "installing psycopg 3, SQLAlchemy, pandas"
+  python3 -m pip install -q "psycopg[binary]" sqlalchemy pandas
+fi
+if [ ! -d tests/node/node_modules/pg ]; then
+  step "installing node-postgres"
+  npm install --prefix tests/node --silent --no-audit --no-fund
 fi
 
 step "cargo fmt --check"

@@ -7,9 +7,9 @@
 
 mod harness;
 
+mod clients;
 mod dml;
 mod file;
 mod kafka;
 mod pg_wire;
-mod psql;
 mod restart;

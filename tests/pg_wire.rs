@@ -170,6 +170,15 @@ async fn settings_and_transactions() {
     assert_eq!(sqlstate(&aborted), "25P02");
     client.batch_execute("ROLLBACK").await.unwrap();
     client.simple_query("SELECT 1").await.unwrap();
+    // Savepoints, as drivers (psycopg, SQLAlchemy) issue them, are accepted.
+    client
+        .batch_execute("BEGIN; SAVEPOINT s1; SELECT 1; ROLLBACK TO SAVEPOINT s1")
+        .await
+        .unwrap();
+    client
+        .batch_execute("RELEASE SAVEPOINT s1; COMMIT")
+        .await
+        .unwrap();
     let v = client
         .query_one("SELECT version()", &[])
         .await

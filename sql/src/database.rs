@@ -7,7 +7,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::execution::SessionStateBuilder;
-use datafusion::logical_expr::{LogicalPlan, ScalarUDF, Volatility, create_udf};
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast;
@@ -75,7 +75,8 @@ impl Database {
         let ctx = SessionContext::new_with_config(config);
         datafusion_pg_catalog::setup_pg_catalog(&ctx, DATABASE_NAME, EmptyContextProvider)
             .map_err(|e| SqlError::from(*e))?;
-        ctx.register_udf(version_udf());
+        ctx.register_udf(crate::functions::version_udf());
+        ctx.register_udf(crate::functions::to_regtype_udf());
         let (catalog, stored) = Catalog::load(data_dir.as_deref())?;
         let db = Arc::new(Self {
             ctx,
@@ -383,24 +384,6 @@ fn redact(sql: &str) -> String {
     }
     out.push_str(rest);
     out
-}
-
-fn version_udf() -> ScalarUDF {
-    let text = format!(
-        "PostgreSQL {SERVER_VERSION} (weir {})",
-        env!("CARGO_PKG_VERSION")
-    );
-    create_udf(
-        "version",
-        vec![],
-        DataType::Utf8,
-        Volatility::Immutable,
-        Arc::new(move |_args| {
-            Ok(datafusion::logical_expr::ColumnarValue::Scalar(
-                datafusion::scalar::ScalarValue::Utf8(Some(text.clone())),
-            ))
-        }),
-    )
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 mod catalog;
 mod database;
 mod error;
+mod functions;
 mod provider;
 mod relation;
 mod statement;

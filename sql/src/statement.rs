@@ -58,12 +58,16 @@ pub struct CreateRelation {
     pub format: Option<(String, String)>,
 }
 
-/// Transaction control statements (accepted; weir has no multi-statement transactions yet).
+/// Transaction control statements (accepted; weir has no multi-statement transactions yet,
+/// each statement commits on its own).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransactionKind {
     Begin,
     Commit,
     Rollback,
+    Savepoint,
+    ReleaseSavepoint,
+    RollbackToSavepoint,
 }
 
 /// One statement of a query string.
@@ -174,9 +178,14 @@ impl StatementParser {
                 Ok(Statement::Transaction(TransactionKind::Begin))
             }
             ["COMMIT", ..] | ["END", ..] => Ok(Statement::Transaction(TransactionKind::Commit)),
+            ["ROLLBACK", "TO", ..] => {
+                Ok(Statement::Transaction(TransactionKind::RollbackToSavepoint))
+            }
             ["ROLLBACK", ..] | ["ABORT", ..] => {
                 Ok(Statement::Transaction(TransactionKind::Rollback))
             }
+            ["SAVEPOINT", ..] => Ok(Statement::Transaction(TransactionKind::Savepoint)),
+            ["RELEASE", ..] => Ok(Statement::Transaction(TransactionKind::ReleaseSavepoint)),
             ["FLUSH"] => Ok(Statement::Flush),
             ["DISCARD", ..] => Ok(Statement::Discard),
             _ => {

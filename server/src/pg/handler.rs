@@ -75,7 +75,11 @@ impl SessionHandler {
         if aborted
             && !matches!(
                 parsed.statement,
-                Statement::Transaction(TransactionKind::Commit | TransactionKind::Rollback)
+                Statement::Transaction(
+                    TransactionKind::Commit
+                        | TransactionKind::Rollback
+                        | TransactionKind::RollbackToSavepoint
+                )
             )
         {
             return Ok(Err(SqlError::new(
@@ -144,6 +148,17 @@ impl SessionHandler {
             }
             Statement::Transaction(TransactionKind::Rollback) => {
                 Ok(Response::TransactionEnd(Tag::new("ROLLBACK")))
+            }
+            Statement::Transaction(TransactionKind::Savepoint) => {
+                Ok(Response::Execution(Tag::new("SAVEPOINT")))
+            }
+            Statement::Transaction(TransactionKind::ReleaseSavepoint) => {
+                Ok(Response::Execution(Tag::new("RELEASE")))
+            }
+            // Accepted, but pgwire 0.41 has no way back from the error state short of
+            // ROLLBACK, so a failed statement inside a savepoint still aborts the block.
+            Statement::Transaction(TransactionKind::RollbackToSavepoint) => {
+                Ok(Response::Execution(Tag::new("ROLLBACK")))
             }
             Statement::Discard => Ok(Response::Execution(Tag::new("DISCARD ALL"))),
             _ => match self.db.execute_catalog(parsed) {

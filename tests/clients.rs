@@ -1,5 +1,5 @@
-//! psql as a subprocess: catalog meta-commands (\dt, \d name, \l) and the psycopg 3 driver
-//! with server-side binds, against an in-process server.
+//! Real clients as subprocesses: psql meta-commands (\dt, \d name, \l), psycopg 3 with
+//! server-side binds, SQLAlchemy with pandas, and node-postgres, against an in-process server.
 
 use std::process::Command;
 
@@ -141,4 +141,65 @@ with conn.cursor(binary=True) as b:
     );
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines, vec!["(15, 180)", "v7"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlalchemy_and_pandas_read_sql() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    client.batch_execute("CREATE TABLE ty (id INT PRIMARY KEY, n NUMERIC(10,2), d DATE); INSERT INTO ty VALUES (1, 12.34, '2024-05-01'), (2, 0.5, '2024-05-02')").await.unwrap();
+    let addr = server.addr();
+    let script = r#"
+import sys, sqlalchemy as sa, pandas as pd
+e = sa.create_engine(f"postgresql+psycopg://weir@{sys.argv[1]}:{sys.argv[2]}/weir")
+with e.connect() as c:
+    df = pd.read_sql("SELECT id, n, d FROM ty ORDER BY id", c)
+    print(list(df["id"]), [float(x) for x in df["n"]], [str(x) for x in df["d"]])
+    print(c.execute(sa.text("SELECT count(*) FROM ty WHERE id > :v"), {"v": 1}).scalar())
+    print(sa.inspect(c).get_table_names())
+"#;
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            script,
+            &addr.ip().to_string(),
+            &addr.port().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sqlalchemy failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        vec![
+            "[1, 2] [12.34, 0.5] ['2024-05-01', '2024-05-02']",
+            "1",
+            "['ty']"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn node_postgres_queries() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    client.batch_execute("CREATE TABLE kv (k BIGINT PRIMARY KEY, v TEXT); INSERT INTO kv VALUES (7, 'a'), (8, 'b'), (9, 'c')").await.unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/smoke.js");
+    let out = Command::new("node")
+        .args([script, &server.addr().port().to_string()])
+        .output()
+        .expect("node must be installed");
+    assert!(
+        out.status.success(),
+        "node-postgres failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines, vec![r#"[{"k":"8","v":"b"},{"k":"9","v":"c"}]"#, "3"]);
 }

@@ -1,0 +1,99 @@
+//! Postgres functions clients call that DataFusion and the pg_catalog emulation lack:
+//! `version()` (weir's own text) and `to_regtype(name)` (psycopg's type lookup).
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, Int32Array, StringArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
+use datafusion::scalar::ScalarValue;
+
+use crate::database::SERVER_VERSION;
+
+/// Type names and their Postgres OIDs, for the types weir has.
+const TYPE_OIDS: &[(&str, i32)] = &[
+    ("bool", 16),
+    ("boolean", 16),
+    ("bytea", 17),
+    ("int8", 20),
+    ("bigint", 20),
+    ("int2", 21),
+    ("smallint", 21),
+    ("int4", 23),
+    ("integer", 23),
+    ("int", 23),
+    ("text", 25),
+    ("json", 114),
+    ("float4", 700),
+    ("real", 700),
+    ("float8", 701),
+    ("double precision", 701),
+    ("varchar", 1043),
+    ("character varying", 1043),
+    ("date", 1082),
+    ("time", 1083),
+    ("timestamp", 1114),
+    ("timestamp without time zone", 1114),
+    ("timestamptz", 1184),
+    ("timestamp with time zone", 1184),
+    ("interval", 1186),
+    ("numeric", 1700),
+    ("decimal", 1700),
+    ("jsonb", 3802),
+];
+
+pub(crate) fn version_udf() -> ScalarUDF {
+    let text = format!(
+        "PostgreSQL {SERVER_VERSION} (weir {})",
+        env!("CARGO_PKG_VERSION")
+    );
+    create_udf(
+        "version",
+        vec![],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(move |_args| Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(text.clone()))))),
+    )
+}
+
+/// `to_regtype(name)`: the type's OID, or NULL when weir has no such type.
+pub(crate) fn to_regtype_udf() -> ScalarUDF {
+    create_udf(
+        "to_regtype",
+        vec![DataType::Utf8],
+        DataType::Int32,
+        Volatility::Stable,
+        Arc::new(|args| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let names = cast(&arrays[0], &DataType::Utf8)?;
+            let names = names
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .ok_or_else(|| {
+                    datafusion::error::DataFusionError::Internal("to_regtype needs text".into())
+                })?;
+            let oids: Int32Array = names
+                .iter()
+                .map(|n| {
+                    let n = n?
+                        .trim()
+                        .trim_start_matches("pg_catalog.")
+                        .to_ascii_lowercase();
+                    TYPE_OIDS
+                        .iter()
+                        .find(|(name, _)| *name == n)
+                        .map(|(_, oid)| *oid)
+                })
+                .collect();
+            let out: ArrayRef = Arc::new(oids);
+            Ok(
+                if out.len() == 1 && args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
+                    ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
+                } else {
+                    ColumnarValue::Array(out)
+                },
+            )
+        }),
+    )
+}
