@@ -5,6 +5,23 @@ use std::process::Command;
 
 use crate::harness::TestServer;
 
+/// Runs a client program; asserts it succeeded and returns its stdout lines.
+fn run_client(program: &str, args: &[&str]) -> Vec<String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
 fn psql(server: &TestServer, commands: &[&str]) -> String {
     let addr = server.addr();
     let mut cmd = Command::new("psql");
@@ -124,22 +141,15 @@ with conn.cursor(binary=True) as b:
     b.execute("SELECT v FROM kv WHERE k = %s", (7,))
     print(b.fetchone()[0])
 "#;
-    let out = Command::new("python3")
-        .args([
+    let lines = run_client(
+        "python3",
+        &[
             "-c",
             script,
             &addr.ip().to_string(),
             &addr.port().to_string(),
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "psycopg failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
-    let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines, vec!["(15, 180)", "v7"]);
 }
 
@@ -158,22 +168,15 @@ with e.connect() as c:
     print(c.execute(sa.text("SELECT count(*) FROM ty WHERE id > :v"), {"v": 1}).scalar())
     print(sa.inspect(c).get_table_names())
 "#;
-    let out = Command::new("python3")
-        .args([
+    let lines = run_client(
+        "python3",
+        &[
             "-c",
             script,
             &addr.ip().to_string(),
             &addr.port().to_string(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "sqlalchemy failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(
         lines,
         vec![
@@ -190,16 +193,6 @@ async fn node_postgres_queries() {
     let client = server.client().await;
     client.batch_execute("CREATE TABLE kv (k BIGINT PRIMARY KEY, v TEXT); INSERT INTO kv VALUES (7, 'a'), (8, 'b'), (9, 'c')").await.unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/smoke.js");
-    let out = Command::new("node")
-        .args([script, &server.addr().port().to_string()])
-        .output()
-        .expect("node must be installed");
-    assert!(
-        out.status.success(),
-        "node-postgres failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<&str> = stdout.lines().collect();
+    let lines = run_client("node", &[script, &server.addr().port().to_string()]);
     assert_eq!(lines, vec![r#"[{"k":"8","v":"b"},{"k":"9","v":"c"}]"#, "3"]);
 }

@@ -13,4 +13,5 @@ pub(crate) use file_source::{FileEncoding, FileSource};
 pub(crate) use generator_source::{Generator, GeneratorSource};
 pub(crate) use kafka_source::KafkaSource;
 pub use scan_report::ScanReport;
+pub(crate) use scan_report::blocking_scan;
 pub(crate) use upsert_table::UpsertTable;

@@ -17,12 +17,11 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
-use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use weir_engine::connector::file::{list_files, read_ndjson};
 
 use crate::error::SqlError;
-use crate::provider::ScanReport;
+use crate::provider::blocking_scan;
 
 const BATCH_ROWS: usize = 8192;
 
@@ -136,20 +135,9 @@ impl PartitionStream for NdjsonFile {
     }
 
     fn execute(&self, ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let mut builder = RecordBatchReceiverStreamBuilder::new(Arc::clone(&self.schema), 4);
-        let tx = builder.tx();
         let (path, schema) = (self.path.clone(), Arc::clone(&self.schema));
-        let report = ScanReport::of(&ctx);
-        builder.spawn_blocking(move || {
-            let stats = read_ndjson(&path, schema, BATCH_ROWS, |b| {
-                tx.blocking_send(Ok(b)).is_ok()
-            })
-            .map_err(SqlError::from)?;
-            if let Some(report) = report {
-                report.add(&stats);
-            }
-            Ok(())
-        });
-        builder.build()
+        blocking_scan(Arc::clone(&self.schema), &ctx, move |emit| {
+            read_ndjson(&path, schema, BATCH_ROWS, emit)
+        })
     }
 }

@@ -11,12 +11,11 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use weir_engine::connector::kafka::{KafkaConfig, KafkaMeta, PartitionRange, output_schema};
 
 use crate::error::SqlError;
-use crate::provider::ScanReport;
+use crate::provider::blocking_scan;
 
 const BATCH_ROWS: usize = 8192;
 
@@ -106,30 +105,14 @@ impl PartitionStream for PartitionScan {
     }
 
     fn execute(&self, ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let mut builder = RecordBatchReceiverStreamBuilder::new(Arc::clone(&self.schema), 4);
-        let tx = builder.tx();
         let (config, range, value_schema, includes) = (
             self.config.clone(),
             self.range,
             Arc::clone(&self.value_schema),
             self.includes.clone(),
         );
-        let report = ScanReport::of(&ctx);
-        builder.spawn_blocking(move || {
-            let stats =
-                config.scan_partition(range, value_schema, &includes, BATCH_ROWS, |batch| {
-                    tx.blocking_send(Ok(batch)).is_ok()
-                });
-            match stats {
-                Ok(stats) => {
-                    if let Some(report) = report {
-                        report.add(&stats);
-                    }
-                    Ok(())
-                }
-                Err(e) => Err(SqlError::from(e).into()),
-            }
-        });
-        builder.build()
+        blocking_scan(Arc::clone(&self.schema), &ctx, move |emit| {
+            config.scan_partition(range, value_schema, &includes, BATCH_ROWS, emit)
+        })
     }
 }
