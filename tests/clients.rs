@@ -64,6 +64,7 @@ async fn psql_meta_commands_describe_the_catalog() {
             "\\d bid",
             "\\l",
             "SELECT currency, rate FROM rates",
+            "\\echo server_version=:SERVER_VERSION_NAME",
         ],
     );
     assert!(out.contains("INSERT 0 1"), "{out}");
@@ -84,6 +85,10 @@ async fn psql_meta_commands_describe_the_catalog() {
         );
     }
     assert!(out.contains(" weir "), "\\l lists the database: {out}");
+    assert!(
+        out.contains("server_version=15.0"),
+        "ParameterStatus server_version: {out}"
+    );
     assert!(
         out.lines()
             .any(|l| l.trim_start().starts_with("EUR") && l.trim_end().ends_with("| 1.08")),

@@ -8,24 +8,76 @@ mod settings;
 
 use std::sync::Arc;
 
-use pgwire::api::auth::StartupHandler;
-use pgwire::api::auth::noop::NoopStartupHandler;
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+use futures::Sink;
+use pgwire::api::auth::{
+    DefaultServerParameterProvider, StartupHandler, finish_authentication, protocol_negotiation,
+    save_startup_parameters_to_metadata,
+};
 use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::{
+    ClientInfo, ConnectionGuard, ConnectionHandle, PidSecretKeyGenerator,
+    RandomPidSecretKeyGenerator,
+};
 use pgwire::api::{ConnectionManager, PgWireServerHandlers};
+use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use weir_sql::Database;
 
 pub(crate) use handler::SessionHandler;
 
-/// Startup without authentication (any user and database name), registered for cancel requests.
+/// Startup without authentication (any user and database name): registers the connection
+/// for cancel requests and reports weir's server parameters (server_version 15.0).
 pub(crate) struct Startup {
     connections: Arc<ConnectionManager>,
+    pids: RandomPidSecretKeyGenerator,
+    parameters: DefaultServerParameterProvider,
 }
 
-impl NoopStartupHandler for Startup {
-    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
+impl Startup {
+    fn new(connections: Arc<ConnectionManager>) -> Self {
+        let mut parameters = DefaultServerParameterProvider::default();
+        parameters.server_version = weir_sql::SERVER_VERSION.to_string();
+        parameters.time_zone = "UTC".to_string();
+        Self {
+            connections,
+            pids: RandomPidSecretKeyGenerator::default(),
+            parameters,
+        }
+    }
+}
+
+#[async_trait]
+impl StartupHandler for Startup {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let PgWireFrontendMessage::Startup(ref startup) = message else {
+            return Ok(());
+        };
+        protocol_negotiation(client, startup).await?;
+        save_startup_parameters_to_metadata(client, startup);
+        let (pid, secret_key) = self.pids.generate(client);
+        client.set_pid_and_secret_key(pid, secret_key.clone());
+        let (handle, guard) = self.connections.register(pid, secret_key);
+        client
+            .session_extensions()
+            .insert::<Arc<ConnectionHandle>>(handle);
+        client.session_extensions().insert::<ConnectionGuard>(guard);
+        // Sends AuthenticationOk, the parameters, BackendKeyData and ReadyForQuery.
+        finish_authentication(client, &self.parameters).await?;
         crate::metrics::PG_CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Some(Arc::clone(&self.connections))
+        Ok(())
     }
 }
 
@@ -42,7 +94,7 @@ impl HandlerFactory {
         Self {
             session: Arc::new(SessionHandler::new(database)),
             cancel: Arc::new(DefaultCancelHandler::new(Arc::clone(&connections))),
-            startup: Arc::new(Startup { connections }),
+            startup: Arc::new(Startup::new(connections)),
         }
     }
 }
