@@ -117,16 +117,17 @@ impl Drop for ChildGuard {
 pub(crate) struct WeirProcess {
     pub(crate) child: ChildGuard,
     pub(crate) port: u16,
+    pub(crate) metrics_port: u16,
 }
 
 impl WeirProcess {
     pub(crate) fn start(data_dir: &Path) -> Self {
-        let port = free_port();
+        let (port, metrics_port) = (free_port(), free_port());
         let child = Command::new(env!("CARGO_BIN_EXE_weir"))
             .args(["serve", "--pg-listen", &format!("127.0.0.1:{port}")])
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--metrics-listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -135,11 +136,27 @@ impl WeirProcess {
         Self {
             child: ChildGuard(child),
             port,
+            metrics_port,
         }
     }
 
     pub(crate) fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// SIGTERM, then the exit status and how long the process took to exit.
+    pub(crate) fn terminate(mut self) -> (std::process::ExitStatus, Duration) {
+        let pid = self.child.0.id().to_string();
+        let started = Instant::now();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let status = self.child.0.wait().unwrap();
+        (status, started.elapsed())
     }
 
     /// SIGKILL: no shutdown code runs.

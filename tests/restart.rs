@@ -108,3 +108,25 @@ async fn acknowledged_dml_survives_kill_9() {
         expected.iter().filter(|i| **i < 50).count() as i64
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_exits_cleanly_and_health_endpoint_answers() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let weir = WeirProcess::start(dir.path());
+    let (client, _) = connect(weir.addr()).await;
+    client.batch_execute("SELECT 1").await.unwrap();
+    let http = |path: &str| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", weir.metrics_port)).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        body
+    };
+    assert!(http("/healthz").starts_with("HTTP/1.1 200 OK"));
+    let metrics = http("/metrics");
+    assert!(metrics.contains("weir_pg_connections_total 1"), "{metrics}");
+    let (status, took) = weir.terminate();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(took < std::time::Duration::from_secs(10), "took {took:?}");
+}
