@@ -1,6 +1,7 @@
 //! weir's engine: Arrow kernels for reading sources and holding table state.
 //! It knows nothing about SQL text or catalog names; `weir-sql` drives it.
 
+mod change;
 mod error;
 mod json;
 mod table_store;
@@ -8,6 +9,7 @@ mod wal;
 
 pub mod connector;
 
+pub use change::{ChangeBatch, with_weight};
 pub use error::{EngineError, Result};
 pub use json::{DecodeStats, JsonDecoder};
 pub use table_store::{TableStore, WEIGHT_COLUMN};

@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch};
 use arrow::compute::take;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow::row::{OwnedRow, RowConverter, SortField};
 
+use crate::change::{ChangeBatch, with_weight};
 use crate::wal::Wal;
 use crate::{EngineError, Result};
 
@@ -83,14 +84,7 @@ impl TableStore {
 
     /// The schema of change batches: the table's columns plus `__weight`.
     pub fn change_schema(&self) -> SchemaRef {
-        let mut fields: Vec<Field> = self
-            .schema
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
-        fields.push(Field::new(WEIGHT_COLUMN, DataType::Int64, false));
-        Arc::new(Schema::new(fields))
+        with_weight(&self.schema)
     }
 
     /// All current rows as one batch, in key order.
@@ -288,21 +282,15 @@ impl std::fmt::Debug for TableStore {
 }
 
 fn with_weights(rows: &RecordBatch, weight: i64) -> Result<RecordBatch> {
-    let mut fields: Vec<Field> = rows
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    fields.push(Field::new(WEIGHT_COLUMN, DataType::Int64, false));
-    let mut cols = rows.columns().to_vec();
-    cols.push(Arc::new(Int64Array::from(vec![weight; rows.num_rows()])));
-    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
+    Ok(ChangeBatch::from_data(rows, weight)?.batch().clone())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
     use arrow::array::StringArray;
+    use arrow::datatypes::{Field, Schema};
 
     use super::*;
 
@@ -366,6 +354,4 @@ mod tests {
         t.replace(&rows(&[1], &["a"]), None).unwrap();
         assert_eq!(t.len(), 1);
     }
-
-    use std::io::Write;
 }
