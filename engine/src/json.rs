@@ -55,15 +55,16 @@ impl JsonDecoder {
         &self.stats
     }
 
-    /// Decodes `messages` (each with a label used in error texts, such as
-    /// `partition 0 offset 17`). Returns the batch of good rows and, for
-    /// each of them, its index in `messages`.
-    pub fn decode<L: std::fmt::Display>(
+    /// Decodes `messages`; `label(i)` names message `i` in error texts (such as
+    /// `partition 0 offset 17`) and is only called for bad ones. Returns the batch of good
+    /// rows and, for each of them, its index in `messages`.
+    pub fn decode(
         &mut self,
-        messages: &[(L, &[u8])],
+        messages: &[&[u8]],
+        label: impl Fn(usize) -> String,
     ) -> Result<(RecordBatch, Vec<usize>)> {
-        self.stats.bytes += messages.iter().map(|(_, m)| m.len() as u64).sum::<u64>();
-        if let Ok(batch) = self.decode_all(messages.len(), messages.iter().map(|(_, m)| *m))
+        self.stats.bytes += messages.iter().map(|m| m.len() as u64).sum::<u64>();
+        if let Ok(batch) = self.decode_all(messages.len(), messages.iter().copied())
             && batch.num_rows() == messages.len()
         {
             self.stats.rows += batch.num_rows() as u64;
@@ -71,25 +72,25 @@ impl JsonDecoder {
         }
         // Slow path: find the bad messages one by one, then decode the rest.
         let mut good = Vec::with_capacity(messages.len());
-        for (i, (label, msg)) in messages.iter().enumerate() {
+        for (i, msg) in messages.iter().enumerate() {
             match self.decode_all(1, std::iter::once(*msg)) {
                 Ok(b) if b.num_rows() == 1 => good.push(i),
                 Ok(b) => self.record_error(
-                    label,
+                    || label(i),
                     &format!("expected one JSON object, found {} rows", b.num_rows()),
                 ),
-                Err(e) => self.record_error(label, &e.to_string()),
+                Err(e) => self.record_error(|| label(i), &e.to_string()),
             }
         }
-        let batch = self.decode_all(good.len(), good.iter().map(|&i| messages[i].1))?;
+        let batch = self.decode_all(good.len(), good.iter().map(|&i| messages[i]))?;
         self.stats.rows += batch.num_rows() as u64;
         Ok((batch, good))
     }
 
-    fn record_error(&mut self, label: &dyn std::fmt::Display, error: &str) {
+    fn record_error(&mut self, label: impl FnOnce() -> String, error: &str) {
         self.stats.errors += 1;
         if self.stats.first_error.is_none() {
-            self.stats.first_error = Some(format!("{label}: {error}"));
+            self.stats.first_error = Some(format!("{}: {error}", label()));
         }
     }
 
@@ -145,14 +146,14 @@ mod tests {
     #[test]
     fn malformed_messages_are_skipped_and_counted() {
         let mut d = JsonDecoder::new(schema());
-        let msgs: Vec<(usize, &[u8])> = vec![
-            (0, br#"{"id": 1, "name": "a"}"#),
-            (1, br#"{"id": 2, "name": "#),
-            (2, br#"{"id": "3", "extra": true}"#),
-            (3, br#"{"id": "x"}"#),
-            (4, br#"{"id": 5}{"id": 6}"#),
+        let msgs: Vec<&[u8]> = vec![
+            br#"{"id": 1, "name": "a"}"#,
+            br#"{"id": 2, "name": "#,
+            br#"{"id": "3", "extra": true}"#,
+            br#"{"id": "x"}"#,
+            br#"{"id": 5}{"id": 6}"#,
         ];
-        let (batch, idx) = d.decode(&msgs).unwrap();
+        let (batch, idx) = d.decode(&msgs, |i| i.to_string()).unwrap();
         assert_eq!(idx, vec![0, 2]);
         let ids = batch
             .column(0)
@@ -174,10 +175,10 @@ mod tests {
     #[test]
     fn clean_batch_takes_fast_path() {
         let mut d = JsonDecoder::new(schema());
-        let msgs: Vec<(usize, &[u8])> = (0..100)
-            .map(|i| (i, &br#"{"id": 7, "name": "n"}"#[..]))
+        let msgs: Vec<&[u8]> = (0..100)
+            .map(|_| &br#"{"id": 7, "name": "n"}"#[..])
             .collect();
-        let (batch, idx) = d.decode(&msgs).unwrap();
+        let (batch, idx) = d.decode(&msgs, |i| i.to_string()).unwrap();
         assert_eq!(batch.num_rows(), 100);
         assert_eq!(idx.len(), 100);
         assert_eq!(d.stats().errors, 0);

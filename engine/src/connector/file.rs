@@ -37,11 +37,8 @@ pub fn read_ndjson(
         .map(|(i, l)| (i + 1, l))
         .collect();
     for chunk in lines.chunks(max_batch.max(1)) {
-        let labelled: Vec<(String, &[u8])> = chunk
-            .iter()
-            .map(|(n, l)| (format!("{name}:{n}"), *l))
-            .collect();
-        let (batch, _) = decoder.decode(&labelled)?;
+        let lines: Vec<&[u8]> = chunk.iter().map(|(_, l)| *l).collect();
+        let (batch, _) = decoder.decode(&lines, |i| format!("{name}:{}", chunk[i].0))?;
         if !emit(batch) {
             break;
         }

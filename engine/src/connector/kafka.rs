@@ -135,9 +135,10 @@ impl KafkaConfig {
         let mut decoder = JsonDecoder::new(Arc::clone(&value_schema));
         let out_schema = output_schema(&value_schema, includes);
         let mut pending = Pending::default();
+        let with_key = includes.iter().any(|(m, _)| *m == KafkaMeta::Key);
         let mut failed = None;
         self.poll_range(range, |msg| {
-            pending.push(msg);
+            pending.push(msg, with_key);
             if pending.len() < max_batch {
                 return true;
             }
@@ -247,12 +248,15 @@ impl Pending {
         self.ends.len()
     }
 
-    fn push(&mut self, msg: &rdkafka::message::BorrowedMessage<'_>) {
+    /// Buffers a message; keys are copied only when a column includes them.
+    fn push(&mut self, msg: &rdkafka::message::BorrowedMessage<'_>, with_key: bool) {
         self.payload
             .extend_from_slice(msg.payload().unwrap_or_default());
         self.ends.push(self.payload.len());
         self.offsets.push(msg.offset());
-        self.keys.push(msg.key().map(<[u8]>::to_vec));
+        if with_key {
+            self.keys.push(msg.key().map(<[u8]>::to_vec));
+        }
         self.timestamps.push(msg.timestamp().to_millis());
     }
 
@@ -263,23 +267,20 @@ impl Pending {
         out_schema: &SchemaRef,
         includes: &[(KafkaMeta, String)],
     ) -> Result<RecordBatch> {
-        let labels: Vec<String> = self
-            .offsets
-            .iter()
-            .map(|o| format!("partition {partition} offset {o}"))
-            .collect();
         let mut start = 0;
-        let messages: Vec<(&String, &[u8])> = self
+        let messages: Vec<&[u8]> = self
             .ends
             .iter()
-            .zip(&labels)
-            .map(|(&end, label)| {
+            .map(|&end| {
                 let m = &self.payload[start..end];
                 start = end;
-                (label, m)
+                m
             })
             .collect();
-        let (values, kept) = decoder.decode(&messages)?;
+        let offsets = &self.offsets;
+        let (values, kept) = decoder.decode(&messages, |i| {
+            format!("partition {partition} offset {}", offsets[i])
+        })?;
         let mut columns: Vec<ArrayRef> = values.columns().to_vec();
         for (meta, _) in includes {
             columns.push(match meta {

@@ -68,14 +68,13 @@ impl TableProvider for UpsertTable {
                 keyless += skipped;
                 latest.extend(values);
             }
-            let rows: Vec<(String, &[u8])> = latest
+            let (keys, values): (Vec<&[u8]>, Vec<&[u8]>) = latest
                 .iter()
-                .filter_map(|(k, v)| {
-                    v.as_deref()
-                        .map(|v| (format!("key {}", String::from_utf8_lossy(k)), v))
-                })
-                .collect();
-            let (batch, _) = decoder.decode(&rows)?;
+                .filter_map(|(k, v)| v.as_deref().map(|v| (k.as_slice(), v)))
+                .unzip();
+            let (batch, _) = decoder.decode(&values, |i| {
+                format!("key {}", String::from_utf8_lossy(keys[i]))
+            })?;
             let mut stats = decoder.stats().clone();
             if keyless > 0 {
                 stats.merge(&DecodeStats {
