@@ -4,12 +4,15 @@
 mod change;
 mod error;
 mod json;
+mod message;
 mod table_store;
 mod wal;
 
 pub mod connector;
+pub mod operator;
 
 pub use change::{ChangeBatch, with_weight};
 pub use error::{EngineError, Result};
 pub use json::{DecodeStats, JsonDecoder};
+pub use message::{Barrier, Epoch, Message, Watermark};
 pub use table_store::{TableStore, WEIGHT_COLUMN};

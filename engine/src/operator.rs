@@ -1,0 +1,46 @@
+//! The `Operator` trait: a synchronous, deterministic state machine over change batches.
+//! The runtime owns channels, clocks and barrier alignment; operators only compute.
+
+mod materialize;
+
+pub use materialize::Materialize;
+
+use crate::message::{Barrier, Watermark};
+use crate::{ChangeBatch, Result};
+
+/// Collects what an operator emits while handling one message.
+#[derive(Debug, Default)]
+pub struct Emitter {
+    batches: Vec<ChangeBatch>,
+}
+
+impl Emitter {
+    pub fn emit(&mut self, batch: ChangeBatch) {
+        if !batch.is_empty() {
+            self.batches.push(batch);
+        }
+    }
+
+    /// Takes everything emitted so far.
+    pub fn drain(&mut self) -> Vec<ChangeBatch> {
+        std::mem::take(&mut self.batches)
+    }
+}
+
+/// An incremental operator: its output is the change in its query's answer.
+pub trait Operator: Send + 'static {
+    fn name(&self) -> &'static str;
+
+    /// Handles a change batch arriving on `input`.
+    fn on_batch(&mut self, input: usize, batch: ChangeBatch, out: &mut Emitter) -> Result<()>;
+
+    /// Closes windows and frees state up to `watermark`; returns the watermark to forward.
+    fn on_watermark(&mut self, watermark: Watermark, _out: &mut Emitter) -> Result<Watermark> {
+        Ok(watermark)
+    }
+
+    /// Called once all inputs have delivered `barrier` (the runtime aligns them).
+    fn on_barrier(&mut self, _barrier: Barrier, _out: &mut Emitter) -> Result<()> {
+        Ok(())
+    }
+}
