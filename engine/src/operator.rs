@@ -1,9 +1,11 @@
 //! The `Operator` trait: a synchronous, deterministic state machine over change batches.
 //! The runtime owns channels, clocks and barrier alignment; operators only compute.
 
+mod filter_project;
 mod materialize;
 
-pub use materialize::Materialize;
+pub use filter_project::FilterProject;
+pub use materialize::{Materialize, Snapshot};
 
 use crate::message::{Barrier, Watermark};
 use crate::{ChangeBatch, Result};
