@@ -44,7 +44,8 @@ fn bids(n: usize, partitions: i32) -> (Vec<KafkaMessage>, i64, i64, usize) {
     (out, n as i64, sum, bidders.len())
 }
 
-fn raw_consume(bootstrap: &str, topic: &str, expected: usize) -> Duration {
+/// Reads every partition from offset 0 with assign (no group join), touching only payload sizes.
+fn raw_consume(bootstrap: &str, topic: &str, partitions: i32, expected: usize) -> Duration {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "raw-consume-bench")
@@ -52,7 +53,12 @@ fn raw_consume(bootstrap: &str, topic: &str, expected: usize) -> Duration {
         .set("enable.auto.commit", "false")
         .create()
         .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
     let start = Instant::now();
     let (mut seen, mut bytes) = (0usize, 0usize);
     while seen < expected {
@@ -92,7 +98,7 @@ async fn main() {
     }
     let produce_s = t.elapsed().as_secs_f64();
 
-    let raw = raw_consume(&broker.bootstrap(), "bid", n).as_secs_f64();
+    let raw = raw_consume(&broker.bootstrap(), "bid", partitions, n).as_secs_f64();
     eprintln!("raw rdkafka consume: {:.0} msg/s", n as f64 / raw);
 
     let server = TestServer::start().await;
