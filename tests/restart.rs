@@ -130,3 +130,33 @@ async fn sigterm_exits_cleanly_and_health_endpoint_answers() {
     assert!(status.success(), "exit status {status:?}");
     assert!(took < std::time::Duration::from_secs(10), "took {took:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn catalog_entry_that_cannot_be_recreated_is_kept() {
+    let mut server = TestServer::start().await;
+    let catalog = server.dir.path().join("catalog.json");
+    std::fs::write(
+        &catalog,
+        r#"[{"kind":"Source","name":"broken","sql":"CREATE SOURCE broken WITH (connector = 'nope')"},
+            {"kind":"Table","name":"fine","sql":"CREATE TABLE fine (a INT)"}]"#,
+    )
+    .unwrap();
+    server.restart().await;
+    let client = server.client().await;
+    assert_eq!(names(&client, "TABLES").await, vec!["fine"]);
+    let err = client
+        .simple_query("CREATE TABLE broken (a INT)")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        crate::harness::sqlstate(&err),
+        "42P07",
+        "the name stays taken"
+    );
+    client
+        .batch_execute("CREATE TABLE other (a INT)")
+        .await
+        .unwrap();
+    let text = std::fs::read_to_string(&catalog).unwrap();
+    assert!(text.contains("broken") && text.contains("other"), "{text}");
+}

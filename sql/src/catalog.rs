@@ -43,6 +43,9 @@ pub(crate) struct Catalog {
     entries: BTreeMap<String, Entry>,
     /// Creation order, so replay re-creates dependencies first.
     order: Vec<String>,
+    /// Stored objects that could not be re-created on start: kept in the file, never dropped
+    /// silently, and their names stay taken.
+    unrestored: Vec<StoredEntry>,
 }
 
 impl Catalog {
@@ -66,6 +69,7 @@ impl Catalog {
                 path,
                 entries: BTreeMap::new(),
                 order: vec![],
+                unrestored: vec![],
             },
             stored,
         ))
@@ -85,6 +89,16 @@ impl Catalog {
     }
 
     /// Adds an entry; `persist` writes the catalog file before returning.
+    /// Keeps an entry that failed to re-create, so the file still holds it.
+    pub(crate) fn keep_unrestored(&mut self, stored: StoredEntry) {
+        self.unrestored.push(stored);
+    }
+
+    /// Whether `name` is taken, by a live or an unrestored object.
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        self.entries.contains_key(name) || self.unrestored.iter().any(|s| s.name == name)
+    }
+
     pub(crate) fn insert(&mut self, entry: Entry, persist: bool) -> Result<()> {
         let name = entry.stored.name.clone();
         self.order.retain(|n| n != &name);
@@ -110,6 +124,7 @@ impl Catalog {
             .iter()
             .filter_map(|n| self.entries.get(n))
             .map(|e| &e.stored)
+            .chain(&self.unrestored)
             .collect();
         let text = serde_json::to_string_pretty(&stored)
             .map_err(|e| SqlError::new("XX000", e.to_string()))?;

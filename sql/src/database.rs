@@ -87,6 +87,7 @@ impl Database {
         for entry in stored {
             if let Err(e) = db.replay(&entry) {
                 tracing::error!(name = %entry.name, error = %e, "could not re-create catalog object");
+                db.catalog.lock().keep_unrestored(entry);
             }
         }
         Ok(db)
@@ -294,7 +295,7 @@ impl Database {
 
     fn execute_create(&self, c: &CreateRelation, sql: &str) -> Result<Output> {
         let tag = format!("CREATE {}", c.kind.sql_name());
-        if self.catalog.lock().get(&c.name).is_some() {
+        if self.catalog.lock().contains(&c.name) {
             if c.if_not_exists {
                 return Ok(command(tag));
             }
