@@ -204,18 +204,26 @@ async fn cancel_request_stops_a_long_query() {
         .await
         .unwrap();
     let token = client.cancel_token();
+    // Cancel repeatedly: a cancel that arrives before the query starts is ignored, as in Postgres.
     let canceller = tokio::spawn(async move {
-        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
-        token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+        }
     });
     let started = std::time::Instant::now();
     let err = client
         .simple_query("SELECT count(*) FROM big")
         .await
         .unwrap_err();
-    canceller.await.unwrap();
+    canceller.abort();
     assert_eq!(sqlstate(&err), "57014", "{err:?}");
-    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    // Queries run on their own threads, so the cancel is handled while the scan runs.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
     client.simple_query("SELECT 1").await.unwrap();
 }
 

@@ -15,6 +15,7 @@ use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use parking_lot::Mutex;
 
 use crate::catalog::{Catalog, Entry, StoredEntry, io_error};
+use crate::cpu_runtime::CpuRuntime;
 use crate::error::{Result, SqlError};
 use crate::provider::ScanReport;
 use crate::relation::{build, resolve_defaults};
@@ -51,6 +52,7 @@ pub struct Database {
     parser: StatementParser,
     catalog: Mutex<Catalog>,
     data_dir: Option<PathBuf>,
+    cpu: CpuRuntime,
 }
 
 impl std::fmt::Debug for Database {
@@ -83,6 +85,7 @@ impl Database {
             parser: StatementParser::default(),
             catalog: Mutex::new(catalog),
             data_dir,
+            cpu: CpuRuntime::new()?,
         });
         for entry in stored {
             if let Err(e) = db.replay(&entry) {
@@ -179,7 +182,7 @@ impl Database {
         };
         let df = DataFrame::new(state, plan);
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let batches = df.collect().await?;
+        let batches = self.cpu.run(df.collect()).await??;
         let output = match dml {
             Some(op) => {
                 let rows = batches

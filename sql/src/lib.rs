@@ -2,6 +2,7 @@
 //! The server hands it query text; it hands back rows, command tags, or errors with SQLSTATEs.
 
 mod catalog;
+mod cpu_runtime;
 mod database;
 mod error;
 mod functions;
