@@ -300,3 +300,43 @@ fn produce_tombstone(broker: &Broker, topic: &str, partition: i32, key: &str) {
         .unwrap();
     producer.flush(std::time::Duration::from_secs(30)).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unreachable_broker_gives_a_clear_error_and_latest_reads_nothing() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let port = crate::harness::free_port();
+    client
+        .batch_execute(&format!(
+            "CREATE SOURCE gone (a BIGINT) WITH (connector = 'kafka', topic = 't',
+               properties.bootstrap.server = '127.0.0.1:{port}') FORMAT PLAIN ENCODE JSON"
+        ))
+        .await
+        .unwrap();
+    let err = client
+        .simple_query("SELECT count(*) FROM gone")
+        .await
+        .unwrap_err();
+    let db = err.as_db_error().unwrap();
+    assert_eq!(db.code().code(), "58000", "{db:?}");
+    assert!(db.message().starts_with("kafka: "), "{}", db.message());
+    client.simple_query("SELECT 1").await.unwrap();
+
+    let broker = Broker::start();
+    broker.create_topic("late", 1);
+    broker.produce("late", &bids(10, 0, 1).messages);
+    client
+        .batch_execute(&format!(
+            "CREATE SOURCE late (auction BIGINT) WITH (connector = 'kafka', topic = 'late',
+               properties.bootstrap.server = '{}', scan.startup.mode = 'latest') FORMAT PLAIN ENCODE JSON",
+            broker.bootstrap()
+        ))
+        .await
+        .unwrap();
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM late", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "latest starts at the high watermark");
+}
