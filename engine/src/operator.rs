@@ -2,9 +2,11 @@
 //! The runtime owns channels, clocks and barrier alignment; operators only compute.
 
 mod filter_project;
+mod hash_aggregate;
 mod materialize;
 
 pub use filter_project::FilterProject;
+pub use hash_aggregate::{HashAggregate, column};
 pub use materialize::{Materialize, Snapshot};
 
 use crate::message::{Barrier, Watermark};
