@@ -15,4 +15,4 @@ pub use change::{ChangeBatch, with_weight};
 pub use error::{EngineError, Result};
 pub use json::{DecodeStats, JsonDecoder};
 pub use message::{Barrier, Epoch, Message, Watermark};
-pub use table_store::{TableStore, WEIGHT_COLUMN};
+pub use table_store::{Subscriber, TableStore, WEIGHT_COLUMN};

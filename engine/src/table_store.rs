@@ -17,6 +17,9 @@ use crate::{EngineError, Result};
 /// Name of the weight column carried by change batches.
 pub const WEIGHT_COLUMN: &str = "__weight";
 
+/// Receives a table's changes; returns false when it no longer wants them.
+pub type Subscriber = Box<dyn FnMut(ChangeBatch) -> bool + Send>;
+
 /// A table's current rows, keyed by primary key (or by a hidden row id when it has none).
 pub struct TableStore {
     name: String,
@@ -27,6 +30,7 @@ pub struct TableStore {
     rows: BTreeMap<OwnedRow, OwnedRow>,
     next_row_id: i64,
     wal: Option<Wal>,
+    subscribers: Vec<Subscriber>,
 }
 
 impl TableStore {
@@ -59,6 +63,7 @@ impl TableStore {
             rows: BTreeMap::new(),
             next_row_id: 0,
             wal: None,
+            subscribers: Vec::new(),
         };
         if let Some(path) = wal_path {
             let (wal, batches) = Wal::open(path)?;
@@ -110,8 +115,7 @@ impl TableStore {
             }
         }
         let change = with_weights(rows, 1)?;
-        self.log(&change)?;
-        self.apply_unchecked(&change)?;
+        self.commit(change)?;
         Ok(rows.num_rows())
     }
 
@@ -144,9 +148,28 @@ impl TableStore {
             let ins = with_weights(new, 1)?;
             change = arrow::compute::concat_batches(&change.schema(), [&change, &ins])?;
         }
+        self.commit(change)?;
+        Ok(old.num_rows())
+    }
+
+    /// Logs, applies and publishes one statement's change.
+    fn commit(&mut self, change: RecordBatch) -> Result<()> {
         self.log(&change)?;
         self.apply_unchecked(&change)?;
-        Ok(old.num_rows())
+        if !self.subscribers.is_empty() {
+            let batch = ChangeBatch::try_new(change)?;
+            self.subscribers
+                .retain_mut(|deliver| deliver(batch.clone()));
+        }
+        Ok(())
+    }
+
+    /// The table's rows now, and from then on every change through `deliver` (which returns
+    /// false once its reader is gone). Taken under the caller's lock on the store, so the
+    /// snapshot plus the changes is exactly the table: nothing missed, nothing twice.
+    pub fn subscribe(&mut self, deliver: Subscriber) -> Result<RecordBatch> {
+        self.subscribers.push(deliver);
+        self.snapshot()
     }
 
     fn log(&mut self, change: &RecordBatch) -> Result<()> {
@@ -345,6 +368,52 @@ mod tests {
         let t = TableStore::open("t", schema(), vec![0], Some(&path)).unwrap();
         let snap = t.snapshot().unwrap();
         assert_eq!(snap, rows(&[1, 2], &["a", "B"]));
+    }
+
+    #[test]
+    fn snapshot_plus_published_changes_equals_the_table() {
+        use std::sync::{Arc as StdArc, Mutex};
+        let mut t = TableStore::open("t", schema(), vec![0], None).unwrap();
+        t.insert(&rows(&[1, 2], &["a", "b"])).unwrap();
+        let seen = StdArc::new(Mutex::new(Vec::new()));
+        let sink = StdArc::clone(&seen);
+        let snapshot = t
+            .subscribe(Box::new(move |c| {
+                sink.lock().unwrap().push(c);
+                true
+            }))
+            .unwrap();
+        t.replace(&rows(&[2], &["b"]), Some(&rows(&[2], &["B"])))
+            .unwrap();
+        t.insert(&rows(&[3], &["c"])).unwrap();
+        t.replace(&rows(&[1], &["a"]), None).unwrap();
+        let mut all = vec![
+            ChangeBatch::from_data(&snapshot, 1)
+                .unwrap()
+                .batch()
+                .clone(),
+        ];
+        all.extend(seen.lock().unwrap().iter().map(|c| c.batch().clone()));
+        let merged = arrow::compute::concat_batches(&all[0].schema(), &all).unwrap();
+        let integrated = ChangeBatch::try_new(merged).unwrap().consolidate().unwrap();
+        let expected = ChangeBatch::from_data(&t.snapshot().unwrap(), 1).unwrap();
+        let mut got: Vec<String> =
+            arrow::util::pretty::pretty_format_batches(&[integrated.batch().clone()])
+                .unwrap()
+                .to_string()
+                .lines()
+                .map(str::to_string)
+                .collect();
+        let mut want: Vec<String> =
+            arrow::util::pretty::pretty_format_batches(&[expected.batch().clone()])
+                .unwrap()
+                .to_string()
+                .lines()
+                .map(str::to_string)
+                .collect();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want);
     }
 
     #[test]
