@@ -133,6 +133,7 @@ impl WeirProcess {
             .spawn()
             .unwrap();
         wait_for_port(port, "weir");
+        wait_for_port(metrics_port, "weir metrics");
         Self {
             child: ChildGuard(child),
             port,

@@ -57,12 +57,13 @@ impl Server {
     pub async fn start(config: Config) -> anyhow::Result<ServerHandle> {
         let database =
             Database::open(config.data_dir.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let listener = TcpListener::bind(config.pg_listen).await?;
-        let pg_addr = listener.local_addr()?;
         let metrics_addr = match config.metrics_listen {
             Some(addr) => Some(crate::metrics::serve(addr).await?),
             None => None,
         };
+        // Bound last: once clients can connect, everything else is up.
+        let listener = TcpListener::bind(config.pg_listen).await?;
+        let pg_addr = listener.local_addr()?;
         let (shutdown, mut stop) = watch::channel(false);
         let factory = Arc::new(HandlerFactory::new(Arc::clone(&database)));
         let task = tokio::spawn(async move {
