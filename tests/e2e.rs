@@ -13,3 +13,4 @@ mod file;
 mod kafka;
 mod pg_wire;
 mod restart;
+mod views;

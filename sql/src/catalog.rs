@@ -24,6 +24,9 @@ pub(crate) struct StoredEntry {
     /// Defaults fixed at creation (e.g. a generator's base time), merged into the options on replay.
     #[serde(default)]
     pub(crate) resolved: BTreeMap<String, String>,
+    /// Objects this one reads (a view's tables), which cannot be dropped while it exists.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) depends_on: Vec<String>,
 }
 
 /// A live catalog object.
@@ -92,6 +95,15 @@ impl Catalog {
     /// Keeps an entry that failed to re-create, so the file still holds it.
     pub(crate) fn keep_unrestored(&mut self, stored: StoredEntry) {
         self.unrestored.push(stored);
+    }
+
+    /// Objects that read `name`.
+    pub(crate) fn dependents(&self, name: &str) -> Vec<String> {
+        self.entries
+            .values()
+            .filter(|e| e.stored.depends_on.iter().any(|d| d == name))
+            .map(|e| e.stored.name.clone())
+            .collect()
     }
 
     /// Whether `name` is taken, by a live or an unrestored object.

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::TableProvider;
 use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::context::ExecutionProps;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
@@ -17,10 +19,11 @@ use parking_lot::Mutex;
 use crate::catalog::{Catalog, Entry, StoredEntry, io_error};
 use crate::cpu_runtime::CpuRuntime;
 use crate::error::{Result, SqlError};
-use crate::provider::ScanReport;
+use crate::provider::{DmlTable, ScanReport};
 use crate::relation::{build, resolve_defaults};
 use crate::statement::{CreateRelation, ObjectKind, ParsedStatement, Statement, StatementParser};
 use crate::types::sql_type_name;
+use crate::view::{Dataflow, ViewTable};
 
 /// The database name clients see (`current_database()`), and DataFusion's catalog name.
 pub const DATABASE_NAME: &str = "weir";
@@ -110,6 +113,11 @@ impl Database {
 
     fn replay(&self, stored: &StoredEntry) -> Result<()> {
         let parsed = self.parser.parse(&stored.sql)?;
+        if let Some(Statement::CreateView { query, .. }) = parsed.first().map(|p| &p.statement) {
+            // Planning only resolves in-memory catalog entries, so no runtime is needed here.
+            let plan = futures::executor::block_on(self.plan_view_query(query))?;
+            return self.create_view(&stored.name, &plan, stored.sql.clone(), false);
+        }
         let Some(Statement::Create(create)) = parsed.into_iter().next().map(|p| p.statement) else {
             return Err(SqlError::new(
                 "XX001",
@@ -136,6 +144,7 @@ impl Database {
             name: create.name.clone(),
             sql,
             resolved,
+            depends_on: vec![],
         };
         let entry = Entry {
             stored,
@@ -240,10 +249,10 @@ impl Database {
                 kind,
                 names,
                 if_exists,
-                cascade: _,
+                cascade,
             } => {
                 for name in names {
-                    self.drop(*kind, name, *if_exists)?;
+                    self.drop(*kind, name, *if_exists, *cascade)?;
                 }
                 Ok(command(format!("DROP {}", kind.sql_name())))
             }
@@ -314,7 +323,131 @@ impl Database {
         Ok(command(tag))
     }
 
-    fn drop(&self, kind: ObjectKind, name: &str, if_exists: bool) -> Result<()> {
+    /// CREATE MATERIALIZED VIEW: plans the query as a dataflow, backfills it from the source
+    /// table's rows, then keeps it current from the table's changelog.
+    pub async fn execute_create_view(&self, statement: &ParsedStatement) -> Result<Output> {
+        let Statement::CreateView {
+            name,
+            if_not_exists,
+            query,
+        } = &statement.statement
+        else {
+            return Err(SqlError::new("XX000", "not a CREATE MATERIALIZED VIEW"));
+        };
+        let tag = command("CREATE MATERIALIZED VIEW".into());
+        if self.catalog.lock().contains(name) {
+            return if *if_not_exists {
+                Ok(tag)
+            } else {
+                Err(SqlError::duplicate_table(name))
+            };
+        }
+        let plan = self.plan_view_query(query).await?;
+        self.create_view(name, &plan, statement.text.clone(), true)?;
+        Ok(tag)
+    }
+
+    async fn plan_view_query(&self, query: &str) -> Result<LogicalPlan> {
+        let state = self.ctx.state();
+        let plan = state.create_logical_plan(query).await?;
+        Ok(state.optimize(&plan)?)
+    }
+
+    fn create_view(
+        &self,
+        name: &str,
+        plan: &LogicalPlan,
+        sql: String,
+        persist: bool,
+    ) -> Result<()> {
+        let mut flow = Dataflow::plan(plan, &ExecutionProps::new())?;
+        let source = flow.source.clone();
+        let store = {
+            let cat = self.catalog.lock();
+            let entry = cat
+                .get(&source)
+                .ok_or_else(|| SqlError::undefined_table(&source))?;
+            let any: &dyn std::any::Any = entry.provider.as_ref();
+            match any.downcast_ref::<DmlTable>() {
+                Some(table) => table.store(),
+                None => {
+                    return Err(SqlError::unsupported(format!(
+                        "materialized views over {} \"{source}\" are not supported yet (only over tables)",
+                        entry.stored.kind.sql_name().to_lowercase()
+                    )));
+                }
+            }
+        };
+        let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+        let table = Arc::new(ViewTable::new(Arc::clone(&schema), flow.reader()));
+        let dropped = Arc::clone(&table.dropped);
+        {
+            // Backfill and subscribe under one lock: no change is missed or applied twice.
+            let mut store = store.lock();
+            let snapshot = store.snapshot()?;
+            flow.apply(weir_engine::ChangeBatch::from_data(&snapshot, 1)?)?;
+            let view = name.to_string();
+            store.subscribe(Box::new(move |change| {
+                if dropped.load(std::sync::atomic::Ordering::SeqCst) {
+                    return false;
+                }
+                if let Err(e) = flow.apply(change) {
+                    tracing::error!(view = %view, error = %e, "view update failed");
+                }
+                true
+            }))?;
+        }
+        self.ctx
+            .register_table(name, Arc::clone(&table) as Arc<dyn TableProvider>)?;
+        let create = CreateRelation {
+            kind: ObjectKind::MaterializedView,
+            name: name.to_string(),
+            if_not_exists: false,
+            columns: vec![],
+            primary_key: vec![],
+            watermark: None,
+            append_only: false,
+            includes: vec![],
+            options: Default::default(),
+            format: None,
+        };
+        let stored = StoredEntry {
+            kind: ObjectKind::MaterializedView,
+            name: name.to_string(),
+            sql,
+            resolved: Default::default(),
+            depends_on: vec![source],
+        };
+        let entry = Entry {
+            stored,
+            create,
+            schema,
+            provider: table,
+        };
+        let persisted = self.catalog.lock().insert(entry, persist);
+        if persisted.is_err() {
+            let _ = self.ctx.deregister_table(name);
+        }
+        persisted
+    }
+
+    fn drop(&self, kind: ObjectKind, name: &str, if_exists: bool, cascade: bool) -> Result<()> {
+        let dependents = self.catalog.lock().dependents(name);
+        if !dependents.is_empty() {
+            if !cascade {
+                return Err(SqlError::new(
+                    "2BP01",
+                    format!("cannot drop {name} because other objects depend on it"),
+                )
+                .with_detail(format!(
+                    "materialized view {} depends on it; use CASCADE to drop them too",
+                    dependents.join(", ")
+                )));
+            }
+            for d in dependents {
+                self.drop(ObjectKind::MaterializedView, &d, true, true)?;
+            }
+        }
         let mut cat = self.catalog.lock();
         match cat.get(name) {
             None if if_exists => return Ok(()),
@@ -331,7 +464,12 @@ impl Database {
             }
             Some(_) => {}
         }
-        cat.remove(name)?;
+        if let Some(entry) = cat.remove(name)? {
+            let any: &dyn std::any::Any = entry.provider.as_ref();
+            if let Some(view) = any.downcast_ref::<ViewTable>() {
+                view.drop_view();
+            }
+        }
         drop(cat);
         self.ctx.deregister_table(name)?;
         if let (ObjectKind::Table, Some(dir)) = (kind, self.tables_dir()) {

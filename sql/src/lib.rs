@@ -10,6 +10,7 @@ mod provider;
 mod relation;
 mod statement;
 mod types;
+mod view;
 
 pub use database::{DATABASE_NAME, Database, Output, QueryResult, SERVER_VERSION};
 pub use error::{Result, SqlError, classify};

@@ -80,6 +80,12 @@ pub enum TransactionKind {
 #[derive(Debug, Clone)]
 pub enum Statement {
     Create(Box<CreateRelation>),
+    /// CREATE MATERIALIZED VIEW name AS query (the query's text).
+    CreateView {
+        name: String,
+        if_not_exists: bool,
+        query: String,
+    },
     Drop {
         kind: ObjectKind,
         names: Vec<String>,
@@ -156,9 +162,12 @@ impl StatementParser {
             ["CREATE", "SOURCE", ..] | ["CREATE", "TABLE", ..] => parse_create(text)
                 .map(|c| Statement::Create(Box::new(c)))
                 .map_err(|e| parser_error(e, text)),
-            ["CREATE", "MATERIALIZED", ..] | ["CREATE", "SINK", ..] => Err(SqlError::unsupported(
-                format!("{} is not supported yet", w[..2].join(" ")),
-            )),
+            ["CREATE", "MATERIALIZED", ..] => {
+                parse_create_view(text).map_err(|e| parser_error(e, text))
+            }
+            ["CREATE", "SINK", ..] => {
+                Err(SqlError::unsupported("CREATE SINK is not supported yet"))
+            }
             ["DROP", ..]
                 if matches!(
                     w.get(1),
@@ -308,6 +317,38 @@ fn leading_words(text: &str, n: usize) -> Vec<String> {
             _ => None,
         })
         .collect()
+}
+
+fn parse_create_view(text: &str) -> Result<Statement, ParserError> {
+    let mut p = parser(text)?;
+    for w in ["CREATE", "MATERIALIZED", "VIEW"] {
+        expect_word(&mut p, w)?;
+    }
+    let if_not_exists = eat_word(&mut p, "IF") && {
+        expect_word(&mut p, "NOT")?;
+        expect_word(&mut p, "EXISTS")?;
+        true
+    };
+    let name = object_name(&mut p)?;
+    expect_word(&mut p, "AS")?;
+    let start = p.peek_token().span.start;
+    let before: usize = text
+        .split('\n')
+        .take((start.line as usize).saturating_sub(1))
+        .map(|l| l.chars().count() + 1)
+        .sum();
+    let query: String = text
+        .chars()
+        .skip(before + (start.column as usize).saturating_sub(1))
+        .collect();
+    if query.trim().is_empty() {
+        return p.expected("a query", p.peek_token());
+    }
+    Ok(Statement::CreateView {
+        name,
+        if_not_exists,
+        query,
+    })
 }
 
 fn parser(text: &str) -> Result<Parser<'static>, ParserError> {

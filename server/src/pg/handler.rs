@@ -161,6 +161,10 @@ impl SessionHandler {
                 Ok(Response::Execution(Tag::new("ROLLBACK")))
             }
             Statement::Discard => Ok(Response::Execution(Tag::new("DISCARD ALL"))),
+            Statement::CreateView { .. } => match self.db.execute_create_view(parsed).await {
+                Ok(out) => Ok(output_response(out, format, options)?),
+                Err(e) => Err(e.offset_position(parsed.offset)),
+            },
             _ => match self.db.execute_catalog(parsed) {
                 Ok(out) => Ok(output_response(out, format, options)?),
                 Err(e) => Err(e.offset_position(parsed.offset)),

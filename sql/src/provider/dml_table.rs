@@ -44,6 +44,11 @@ impl DmlTable {
         }
     }
 
+    /// The rows and changelog behind the table (views subscribe to it).
+    pub(crate) fn store(&self) -> Arc<Mutex<TableStore>> {
+        Arc::clone(&self.store)
+    }
+
     fn reject_if_append_only(&self, what: &str) -> Result<()> {
         if self.append_only {
             return Err(SqlError::new(
