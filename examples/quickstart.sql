@@ -19,6 +19,12 @@ UPDATE hot_channels SET label = 'phones' WHERE channel = 'Apple';
 SELECT h.label, count(*) FROM (SELECT * FROM bid LIMIT 200000) b
 JOIN hot_channels h ON b.channel = h.channel GROUP BY h.label;
 
+-- Materialized views over tables stay equal to their query as rows change.
+CREATE MATERIALIZED VIEW IF NOT EXISTS labels AS
+  SELECT label, count(*) AS channels FROM hot_channels GROUP BY label;
+INSERT INTO hot_channels VALUES ('Baidu', 'search');
+SELECT * FROM labels;
+
 -- A Kafka topic of JSON bids, read ad hoc up to its high watermark:
 -- CREATE SOURCE kbid (auction BIGINT, bidder BIGINT, price BIGINT, date_time TIMESTAMP,
 --   WATERMARK FOR date_time AS date_time - INTERVAL '5' SECOND)
