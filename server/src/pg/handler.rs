@@ -7,7 +7,7 @@ use std::sync::Arc;
 use arrow_pg::datatypes::df::deserialize_parameters;
 use arrow_pg::datatypes::{arrow_schema_to_pg_fields, into_pg_type};
 use async_trait::async_trait;
-use datafusion::arrow::array::{RecordBatch, StringArray};
+use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::logical_expr::LogicalPlan;
 use futures::{Sink, SinkExt};
@@ -174,6 +174,18 @@ impl SessionHandler {
     }
 }
 
+/// The columns of `SHOW name`: the parameter's canonical name, or (name, setting) for ALL.
+fn show_schema(name: &str) -> Arc<Schema> {
+    let column = |n: &str| Field::new(n, DataType::Utf8, false);
+    if name == "all" {
+        Arc::new(Schema::new(vec![column("name"), column("setting")]))
+    } else {
+        Arc::new(Schema::new(vec![column(
+            settings::canonical(name).unwrap_or(name),
+        )]))
+    }
+}
+
 fn show_variable<C: ClientInfo>(
     client: &C,
     name: &str,
@@ -184,34 +196,14 @@ fn show_variable<C: ClientInfo>(
         let (n, v) = settings::get(client.metadata(), name)?;
         (vec![n.to_string()], vec![v])
     };
-    let internal = |e: datafusion::arrow::error::ArrowError| SqlError::new("XX000", e.to_string());
+    let schema = show_schema(name);
+    let mut columns: Vec<ArrayRef> = vec![Arc::new(StringArray::from(values))];
     if name == "all" {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("name", DataType::Utf8, false),
-            Field::new("setting", DataType::Utf8, false),
-        ]));
-        let batch = RecordBatch::try_new(
-            Arc::clone(&schema),
-            vec![
-                Arc::new(StringArray::from(names)),
-                Arc::new(StringArray::from(values)),
-            ],
-        )
-        .map_err(internal)?;
-        Ok((schema, batch))
-    } else {
-        let schema = Arc::new(Schema::new(vec![Field::new(
-            &names[0],
-            DataType::Utf8,
-            false,
-        )]));
-        let batch = RecordBatch::try_new(
-            Arc::clone(&schema),
-            vec![Arc::new(StringArray::from(values))],
-        )
-        .map_err(internal)?;
-        Ok((schema, batch))
+        columns.insert(0, Arc::new(StringArray::from(names)));
     }
+    let batch = RecordBatch::try_new(Arc::clone(&schema), columns)
+        .map_err(|e| SqlError::new("XX000", e.to_string()))?;
+    Ok((schema, batch))
 }
 
 #[async_trait]
@@ -379,18 +371,7 @@ impl QueryParser for PreparedParser {
         let schema = match (&stmt.plan, &stmt.parsed.statement) {
             (Some(LogicalPlan::Dml(_)), _) => return Ok(vec![]),
             (Some(plan), _) => Arc::new(plan.schema().as_arrow().clone()),
-            (None, Statement::ShowVariable(name)) => {
-                let column = if name == "all" {
-                    "name".to_string()
-                } else {
-                    name.clone()
-                };
-                let mut fields = vec![Field::new(column, DataType::Utf8, false)];
-                if name == "all" {
-                    fields.push(Field::new("setting", DataType::Utf8, false));
-                }
-                Arc::new(Schema::new(fields))
-            }
+            (None, Statement::ShowVariable(name)) => show_schema(name),
             (None, other) => match Database::output_schema(other) {
                 Some(s) => s,
                 None => return Ok(vec![]),

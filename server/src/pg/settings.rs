@@ -188,6 +188,11 @@ fn unknown(name: &str) -> SqlError {
     )
 }
 
+/// The canonical spelling of a known parameter's name (`timezone` -> `TimeZone`).
+pub(crate) fn canonical(name: &str) -> Option<&'static str> {
+    find(name).map(|p| p.name)
+}
+
 /// The current value of `name` in a session.
 pub(crate) fn get(
     metadata: &HashMap<String, String>,
