@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::DFSchema;
 use datafusion::datasource::TableType;
@@ -82,6 +82,16 @@ impl Dataflow {
     }
 }
 
+/// Every column of `schema`, unchanged (a filter's projection).
+fn identity(schema: &Schema) -> Vec<Arc<dyn PhysicalExpr>> {
+    schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| column(f.name(), i))
+        .collect()
+}
+
 fn unsupported(what: &str) -> SqlError {
     SqlError::unsupported(format!(
         "{what} in a materialized view is not supported yet"
@@ -127,12 +137,9 @@ fn lower(
             }
             if let Some(predicate) = scan.filters.iter().cloned().reduce(Expr::and) {
                 let pred = physical(&predicate, &scan.projected_schema, props)?;
-                let identity = (0..schema.fields().len())
-                    .map(|i| column(schema.field(i).name(), i))
-                    .collect();
                 ops.push(Box::new(FilterProject::new(
                     Some(pred),
-                    identity,
+                    identity(&schema),
                     Arc::new(schema),
                 )));
             }
@@ -143,12 +150,9 @@ fn lower(
             let schema = f.input.schema();
             let pred = physical(&f.predicate, schema, props)?;
             let arrow = schema.as_arrow();
-            let identity = (0..arrow.fields().len())
-                .map(|i| column(arrow.field(i).name(), i))
-                .collect();
             ops.push(Box::new(FilterProject::new(
                 Some(pred),
-                identity,
+                identity(arrow),
                 Arc::new(arrow.clone()),
             )));
             Ok(source)
