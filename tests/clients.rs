@@ -22,22 +22,19 @@ fn run_client(program: &str, args: &[&str]) -> Vec<String> {
         .collect()
 }
 
-fn psql(server: &TestServer, commands: &[&str]) -> String {
+/// psql connected to `server`, without a psqlrc.
+fn psql_command(server: &TestServer) -> Command {
     let addr = server.addr();
     let mut cmd = Command::new("psql");
-    cmd.args([
-        "-h",
-        &addr.ip().to_string(),
-        "-p",
-        &addr.port().to_string(),
-        "-U",
-        "weir",
-        "-d",
-        "weir",
-        "-X",
-        "-v",
-        "ON_ERROR_STOP=1",
-    ]);
+    cmd.args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string()])
+        .args(["-U", "weir", "-d", "weir", "-X"]);
+    cmd
+}
+
+/// Runs `commands` in psql, stopping at the first error; returns stdout.
+fn psql(server: &TestServer, commands: &[&str]) -> String {
+    let mut cmd = psql_command(server);
+    cmd.args(["-v", "ON_ERROR_STOP=1"]);
     for c in commands {
         cmd.args(["-c", c]);
     }
@@ -99,19 +96,7 @@ async fn psql_meta_commands_describe_the_catalog() {
 #[tokio::test(flavor = "multi_thread")]
 async fn psql_reports_errors_and_continues() {
     let server = TestServer::start().await;
-    let addr = server.addr();
-    let out = Command::new("psql")
-        .args([
-            "-h",
-            &addr.ip().to_string(),
-            "-p",
-            &addr.port().to_string(),
-            "-U",
-            "weir",
-            "-d",
-            "weir",
-            "-X",
-        ])
+    let out = psql_command(&server)
         .args([
             "-c",
             "SELECT * FROM missing",
