@@ -5,3 +5,4 @@ pub mod datagen;
 pub mod file;
 pub mod kafka;
 pub mod nexmark;
+pub mod splits;

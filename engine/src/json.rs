@@ -20,6 +20,8 @@ pub struct DecodeStats {
     pub errors: u64,
     /// The first error seen, with the message's position when known.
     pub first_error: Option<String>,
+    /// The latest error seen (what `source_progress.last_error` shows).
+    pub last_error: Option<String>,
 }
 
 impl DecodeStats {
@@ -30,6 +32,9 @@ impl DecodeStats {
         self.errors += other.errors;
         if self.first_error.is_none() {
             self.first_error.clone_from(&other.first_error);
+        }
+        if other.last_error.is_some() {
+            self.last_error.clone_from(&other.last_error);
         }
     }
 }
@@ -89,9 +94,11 @@ impl JsonDecoder {
 
     fn record_error(&mut self, label: impl FnOnce() -> String, error: &str) {
         self.stats.errors += 1;
+        let error = format!("{}: {error}", label());
         if self.stats.first_error.is_none() {
-            self.stats.first_error = Some(format!("{}: {error}", label()));
+            self.stats.first_error = Some(error.clone());
         }
+        self.stats.last_error = Some(error);
     }
 
     fn decode_all<'a>(

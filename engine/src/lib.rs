@@ -10,6 +10,7 @@ mod wal;
 
 pub mod connector;
 pub mod operator;
+pub mod runtime;
 
 pub use change::{ChangeBatch, with_weight};
 pub use error::{EngineError, Result};

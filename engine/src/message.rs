@@ -19,8 +19,19 @@ pub enum Watermark {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Barrier {
     pub epoch: Epoch,
-    /// The dataflow stops after this barrier (shutdown or DROP).
-    pub stop: bool,
+    /// Wall-clock time the epoch was started, in ms since the Unix epoch: every change the
+    /// epoch commits carries it (SUBSCRIBE's `weir_ts`).
+    pub ts_ms: i64,
+}
+
+impl Watermark {
+    /// The event time, if this watermark holds anything back.
+    pub fn time(self) -> Option<i64> {
+        match self {
+            Self::EventTime(t) => Some(t),
+            Self::Idle => None,
+        }
+    }
 }
 
 /// One message on an edge.

@@ -4,10 +4,14 @@
 mod filter_project;
 mod hash_aggregate;
 mod materialize;
+mod time_window;
+mod union;
 
 pub use filter_project::FilterProject;
-pub use hash_aggregate::{HashAggregate, column};
-pub use materialize::{Materialize, Snapshot};
+pub use hash_aggregate::{HashAggregate, WindowClose, column};
+pub use materialize::{Materialize, SharedView, ViewEvent, ViewState, ViewSubscriber};
+pub use time_window::{TimeWindow, WindowKind, timestamps_ns};
+pub use union::Union;
 
 use crate::message::{Barrier, Watermark};
 use crate::{ChangeBatch, Result};
@@ -35,6 +39,11 @@ impl Emitter {
 pub trait Operator: Send + 'static {
     fn name(&self) -> &'static str;
 
+    /// The operator and its parameters, for EXPLAIN.
+    fn describe(&self) -> String {
+        self.name().to_string()
+    }
+
     /// Handles a change batch arriving on `input`.
     fn on_batch(&mut self, input: usize, batch: ChangeBatch, out: &mut Emitter) -> Result<()>;
 
@@ -46,5 +55,10 @@ pub trait Operator: Send + 'static {
     /// Called once all inputs have delivered `barrier` (the runtime aligns them).
     fn on_barrier(&mut self, _barrier: Barrier, _out: &mut Emitter) -> Result<()> {
         Ok(())
+    }
+
+    /// Approximate bytes of state held (`weir_catalog.dataflows.state_bytes`).
+    fn state_bytes(&self) -> usize {
+        0
     }
 }

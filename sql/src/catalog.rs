@@ -35,7 +35,6 @@ pub(crate) struct Entry {
     pub(crate) stored: StoredEntry,
     pub(crate) create: CreateRelation,
     pub(crate) schema: SchemaRef,
-    #[allow(dead_code)] // kept for the dataflow planner (next issue)
     pub(crate) provider: Arc<dyn TableProvider>,
 }
 
@@ -91,7 +90,15 @@ impl Catalog {
             .collect()
     }
 
-    /// Adds an entry; `persist` writes the catalog file before returning.
+    /// Live objects of `kind` with their providers, sorted by name.
+    pub(crate) fn providers(&self, kind: ObjectKind) -> Vec<(String, Arc<dyn TableProvider>)> {
+        self.entries
+            .values()
+            .filter(|e| e.stored.kind == kind)
+            .map(|e| (e.stored.name.clone(), Arc::clone(&e.provider)))
+            .collect()
+    }
+
     /// Keeps an entry that failed to re-create, so the file still holds it.
     pub(crate) fn keep_unrestored(&mut self, stored: StoredEntry) {
         self.unrestored.push(stored);

@@ -47,6 +47,20 @@ impl CpuRuntime {
     }
 }
 
+impl CpuRuntime {
+    /// Starts a long-running task (a dataflow) on the query threads.
+    pub(crate) fn spawn<F>(&self, fut: F) -> Result<JoinHandle<()>>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let runtime = self
+            .runtime
+            .as_ref()
+            .ok_or_else(|| SqlError::new("XX000", "query threads stopped"))?;
+        Ok(runtime.spawn(fut))
+    }
+}
+
 /// Aborts the task when dropped before it finished.
 struct AbortOnDrop<T>(JoinHandle<T>);
 

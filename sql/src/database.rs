@@ -2,28 +2,32 @@
 //! It runs weir's own statements and plans and executes everything DataFusion handles.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::catalog::TableProvider;
 use datafusion::execution::SessionStateBuilder;
-use datafusion::execution::context::ExecutionProps;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast;
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use parking_lot::Mutex;
+use weir_engine::runtime::Barriers;
 
 use crate::catalog::{Catalog, Entry, StoredEntry, io_error};
 use crate::cpu_runtime::CpuRuntime;
+use crate::dataflow::{ProgressRegistry, ViewTable};
 use crate::error::{Result, SqlError};
-use crate::provider::{DmlTable, ScanReport};
+use crate::provider::ScanReport;
+use crate::provider::{Lookup, WindowFunction};
 use crate::relation::{build, resolve_defaults};
 use crate::statement::{CreateRelation, ObjectKind, ParsedStatement, Statement, StatementParser};
 use crate::types::sql_type_name;
-use crate::view::{Dataflow, ViewTable};
+
+mod introspection;
+mod views;
 
 /// The database name clients see (`current_database()`), and DataFusion's catalog name.
 pub const DATABASE_NAME: &str = "weir";
@@ -56,7 +60,14 @@ pub struct Database {
     catalog: Mutex<Catalog>,
     data_dir: Option<PathBuf>,
     cpu: CpuRuntime,
+    barriers: Arc<Barriers>,
+    progress: Arc<ProgressRegistry>,
+    /// Splits per generator source in a dataflow.
+    parallelism: usize,
 }
+
+/// How often an epoch ends by default: the bound on a view's staleness under load.
+pub(crate) const DEFAULT_BARRIER_INTERVAL: Duration = Duration::from_millis(100);
 
 impl std::fmt::Debug for Database {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -83,13 +94,34 @@ impl Database {
         ctx.register_udf(crate::functions::version_udf());
         ctx.register_udf(crate::functions::to_regtype_udf());
         let (catalog, stored) = Catalog::load(data_dir.as_deref())?;
-        let db = Arc::new(Self {
-            ctx,
-            parser: StatementParser::default(),
-            catalog: Mutex::new(catalog),
-            data_dir,
-            cpu: CpuRuntime::new()?,
+        let cpu = CpuRuntime::new()?;
+        let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let db = Arc::new_cyclic(|weak: &Weak<Self>| {
+            let weak = Weak::clone(weak);
+            let lookup: Lookup = Arc::new(move |name: &str| {
+                let db = weak.upgrade()?;
+                let cat = db.catalog.lock();
+                cat.get(name).map(|e| Arc::clone(&e.provider))
+            });
+            // DataFusion looks table functions up by the name as written.
+            for name in ["tumble", "TUMBLE", "Tumble"] {
+                ctx.register_udtf(name, Arc::new(WindowFunction::tumble(Arc::clone(&lookup))));
+            }
+            for name in ["hop", "HOP", "Hop"] {
+                ctx.register_udtf(name, Arc::new(WindowFunction::hop(Arc::clone(&lookup))));
+            }
+            Self {
+                ctx,
+                parser: StatementParser::default(),
+                catalog: Mutex::new(catalog),
+                data_dir,
+                cpu,
+                barriers: Barriers::start(DEFAULT_BARRIER_INTERVAL),
+                progress: Arc::new(ProgressRegistry::default()),
+                parallelism,
+            }
         });
+        introspection::register(&db)?;
         for entry in stored {
             if let Err(e) = db.replay(&entry) {
                 tracing::error!(name = %entry.name, error = %e, "could not re-create catalog object");
@@ -113,10 +145,29 @@ impl Database {
 
     fn replay(&self, stored: &StoredEntry) -> Result<()> {
         let parsed = self.parser.parse(&stored.sql)?;
-        if let Some(Statement::CreateView { query, .. }) = parsed.first().map(|p| &p.statement) {
+        if let Some(Statement::CreateView {
+            query,
+            emit_on_close,
+            ..
+        }) = parsed.first().map(|p| &p.statement)
+        {
             // Planning only resolves in-memory catalog entries, so no runtime is needed here.
             let plan = futures::executor::block_on(self.plan_view_query(query))?;
-            return self.create_view(&stored.name, &plan, stored.sql.clone(), false);
+            let view = self.create_view(
+                &stored.name,
+                &plan,
+                stored.sql.clone(),
+                false,
+                *emit_on_close,
+            )?;
+            // As after CREATE: serve the view once it committed its first epoch.
+            if let Some(stats) = view.stats() {
+                futures::executor::block_on(views::wait_for_epoch(
+                    stats,
+                    self.barriers.inject().epoch,
+                ));
+            }
+            return Ok(());
         }
         let Some(Statement::Create(create)) = parsed.into_iter().next().map(|p| p.statement) else {
             return Err(SqlError::new(
@@ -297,7 +348,6 @@ impl Database {
                     ],
                 )
             }
-            Statement::Flush => Ok(command("FLUSH".into())),
             other => Err(SqlError::new(
                 "XX000",
                 format!("not a catalog statement: {other:?}"),
@@ -321,114 +371,6 @@ impl Database {
         create.options.extend(resolved.clone());
         self.create(create, sql.to_string(), resolved, true)?;
         Ok(command(tag))
-    }
-
-    /// CREATE MATERIALIZED VIEW: plans the query as a dataflow, backfills it from the source
-    /// table's rows, then keeps it current from the table's changelog.
-    pub async fn execute_create_view(&self, statement: &ParsedStatement) -> Result<Output> {
-        let Statement::CreateView {
-            name,
-            if_not_exists,
-            query,
-        } = &statement.statement
-        else {
-            return Err(SqlError::new("XX000", "not a CREATE MATERIALIZED VIEW"));
-        };
-        let tag = command("CREATE MATERIALIZED VIEW".into());
-        if self.catalog.lock().contains(name) {
-            return if *if_not_exists {
-                Ok(tag)
-            } else {
-                Err(SqlError::duplicate_table(name))
-            };
-        }
-        let plan = self.plan_view_query(query).await?;
-        self.create_view(name, &plan, statement.text.clone(), true)?;
-        Ok(tag)
-    }
-
-    async fn plan_view_query(&self, query: &str) -> Result<LogicalPlan> {
-        let state = self.ctx.state();
-        let plan = state.create_logical_plan(query).await?;
-        Ok(state.optimize(&plan)?)
-    }
-
-    fn create_view(
-        &self,
-        name: &str,
-        plan: &LogicalPlan,
-        sql: String,
-        persist: bool,
-    ) -> Result<()> {
-        let mut flow = Dataflow::plan(plan, &ExecutionProps::new())?;
-        let source = flow.source.clone();
-        let store = {
-            let cat = self.catalog.lock();
-            let entry = cat
-                .get(&source)
-                .ok_or_else(|| SqlError::undefined_table(&source))?;
-            let any: &dyn std::any::Any = entry.provider.as_ref();
-            match any.downcast_ref::<DmlTable>() {
-                Some(table) => table.store(),
-                None => {
-                    return Err(SqlError::unsupported(format!(
-                        "materialized views over {} \"{source}\" are not supported yet (only over tables)",
-                        entry.stored.kind.sql_name().to_lowercase()
-                    )));
-                }
-            }
-        };
-        let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
-        let table = Arc::new(ViewTable::new(Arc::clone(&schema), flow.reader()));
-        let dropped = Arc::clone(&table.dropped);
-        {
-            // Backfill and subscribe under one lock: no change is missed or applied twice.
-            let mut store = store.lock();
-            let snapshot = store.snapshot()?;
-            flow.apply(weir_engine::ChangeBatch::from_data(&snapshot, 1)?)?;
-            let view = name.to_string();
-            store.subscribe(Box::new(move |change| {
-                if dropped.load(std::sync::atomic::Ordering::SeqCst) {
-                    return false;
-                }
-                if let Err(e) = flow.apply(change) {
-                    tracing::error!(view = %view, error = %e, "view update failed");
-                }
-                true
-            }))?;
-        }
-        self.ctx
-            .register_table(name, Arc::clone(&table) as Arc<dyn TableProvider>)?;
-        let create = CreateRelation {
-            kind: ObjectKind::MaterializedView,
-            name: name.to_string(),
-            if_not_exists: false,
-            columns: vec![],
-            primary_key: vec![],
-            watermark: None,
-            append_only: false,
-            includes: vec![],
-            options: Default::default(),
-            format: None,
-        };
-        let stored = StoredEntry {
-            kind: ObjectKind::MaterializedView,
-            name: name.to_string(),
-            sql,
-            resolved: Default::default(),
-            depends_on: vec![source],
-        };
-        let entry = Entry {
-            stored,
-            create,
-            schema,
-            provider: table,
-        };
-        let persisted = self.catalog.lock().insert(entry, persist);
-        if persisted.is_err() {
-            let _ = self.ctx.deregister_table(name);
-        }
-        persisted
     }
 
     fn drop(&self, kind: ObjectKind, name: &str, if_exists: bool, cascade: bool) -> Result<()> {

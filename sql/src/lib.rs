@@ -4,13 +4,13 @@
 mod catalog;
 mod cpu_runtime;
 mod database;
+mod dataflow;
 mod error;
 mod functions;
 mod provider;
 mod relation;
 mod statement;
 mod types;
-mod view;
 
 pub use database::{DATABASE_NAME, Database, Output, QueryResult, SERVER_VERSION};
 pub use error::{Result, SqlError, classify};

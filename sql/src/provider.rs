@@ -7,6 +7,7 @@ mod generator_source;
 mod kafka_source;
 mod scan_report;
 mod upsert_table;
+mod window_table;
 
 pub(crate) use dml_table::DmlTable;
 pub(crate) use file_source::{FileEncoding, FileSource};
@@ -15,3 +16,4 @@ pub(crate) use kafka_source::KafkaSource;
 pub use scan_report::ScanReport;
 pub(crate) use scan_report::blocking_scan;
 pub(crate) use upsert_table::UpsertTable;
+pub(crate) use window_table::{Lookup, WindowFunction, WindowTable};

@@ -85,6 +85,10 @@ pub enum Statement {
         name: String,
         if_not_exists: bool,
         query: String,
+        /// `... EMIT ON WINDOW CLOSE`: each window's rows once, when the watermark passes it.
+        emit_on_close: bool,
+        /// `EXPLAIN CREATE MATERIALIZED VIEW`: show the dataflow, create nothing.
+        explain: bool,
     },
     Drop {
         kind: ObjectKind,
@@ -164,6 +168,25 @@ impl StatementParser {
                 .map_err(|e| parser_error(e, text)),
             ["CREATE", "MATERIALIZED", ..] => {
                 parse_create_view(text).map_err(|e| parser_error(e, text))
+            }
+            ["EXPLAIN", "CREATE", "MATERIALIZED", ..] => {
+                let body = text.trim_start()["EXPLAIN".len()..].trim_start();
+                match parse_create_view(body).map_err(|e| parser_error(e, body))? {
+                    Statement::CreateView {
+                        name,
+                        if_not_exists,
+                        query,
+                        emit_on_close,
+                        ..
+                    } => Ok(Statement::CreateView {
+                        name,
+                        if_not_exists,
+                        query,
+                        emit_on_close,
+                        explain: true,
+                    }),
+                    other => Ok(other),
+                }
             }
             ["CREATE", "SINK", ..] => {
                 Err(SqlError::unsupported("CREATE SINK is not supported yet"))
@@ -337,18 +360,43 @@ fn parse_create_view(text: &str) -> Result<Statement, ParserError> {
         .take((start.line as usize).saturating_sub(1))
         .map(|l| l.chars().count() + 1)
         .sum();
-    let query: String = text
+    let mut query: String = text
         .chars()
         .skip(before + (start.column as usize).saturating_sub(1))
         .collect();
     if query.trim().is_empty() {
         return p.expected("a query", p.peek_token());
     }
+    let emit_on_close = strip_emit_on_window_close(&mut query);
     Ok(Statement::CreateView {
         name,
         if_not_exists,
         query,
+        emit_on_close,
+        explain: false,
     })
+}
+
+/// Removes a trailing `EMIT ON WINDOW CLOSE` (RisingWave's spelling) from a view's query.
+fn strip_emit_on_window_close(query: &mut String) -> bool {
+    let trimmed = query.trim_end().trim_end_matches(';').trim_end();
+    let words: Vec<&str> = trimmed.split_whitespace().collect();
+    let tail = ["EMIT", "ON", "WINDOW", "CLOSE"];
+    let n = words.len();
+    if n < 5
+        || !words[n - 4..]
+            .iter()
+            .zip(tail)
+            .all(|(w, t)| w.eq_ignore_ascii_case(t))
+    {
+        return false;
+    }
+    let cut = trimmed
+        .to_ascii_uppercase()
+        .rfind("EMIT")
+        .unwrap_or(trimmed.len());
+    *query = trimmed[..cut].trim_end().to_string();
+    true
 }
 
 fn parser(text: &str) -> Result<Parser<'static>, ParserError> {

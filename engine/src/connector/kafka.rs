@@ -14,6 +14,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
+use parking_lot::Mutex;
+
+use crate::runtime::{ReadResult, SplitProgress, SplitReader};
 use crate::{DecodeStats, EngineError, JsonDecoder, Result};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -215,6 +218,117 @@ impl KafkaConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// One partition read continuously from its start offset: the streaming split of a source.
+pub struct KafkaSplit {
+    config: KafkaConfig,
+    partition: i32,
+    consumer: Option<BaseConsumer>,
+    next: i64,
+    decoder: JsonDecoder,
+    includes: Vec<(KafkaMeta, String)>,
+    out_schema: SchemaRef,
+    progress: Arc<Mutex<SplitProgress>>,
+    high_checked: Option<Instant>,
+}
+
+impl KafkaSplit {
+    pub fn new(
+        config: KafkaConfig,
+        range: PartitionRange,
+        value_schema: SchemaRef,
+        includes: Vec<(KafkaMeta, String)>,
+        progress: Arc<Mutex<SplitProgress>>,
+    ) -> Self {
+        progress.lock().next_offset = range.start;
+        progress.lock().high_watermark = range.end;
+        Self {
+            config,
+            partition: range.partition,
+            consumer: None,
+            next: range.start,
+            out_schema: output_schema(&value_schema, &includes),
+            decoder: JsonDecoder::new(value_schema),
+            includes,
+            progress,
+            high_checked: None,
+        }
+    }
+
+    fn connect(&mut self) -> Result<()> {
+        if self.consumer.is_none() {
+            let consumer = self.config.consumer()?;
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(
+                &self.config.topic,
+                self.partition,
+                Offset::Offset(self.next),
+            )?;
+            consumer.assign(&tpl)?;
+            self.consumer = Some(consumer);
+        }
+        Ok(())
+    }
+}
+
+impl SplitReader for KafkaSplit {
+    fn read(&mut self, max_rows: usize) -> Result<ReadResult> {
+        let (topic, partition, with_key) = (
+            self.config.topic.clone(),
+            self.partition,
+            self.includes.iter().any(|(m, _)| *m == KafkaMeta::Key),
+        );
+        let mut pending = Pending::default();
+        let mut bytes = 0;
+        self.connect()?;
+        let consumer = self.consumer.as_ref().expect("invariant: connected above");
+        let mut wait = Duration::from_millis(100);
+        while pending.len() < max_rows {
+            match consumer.poll(wait) {
+                None => break,
+                // Keep what was consumed; the error surfaces on the next read.
+                Some(Err(_)) if pending.len() > 0 => break,
+                Some(Err(e)) => return Err(e.into()),
+                Some(Ok(msg)) => {
+                    bytes += msg.payload_len() as u64;
+                    pending.push(&msg, with_key);
+                    wait = Duration::ZERO;
+                }
+            }
+        }
+        if self
+            .high_checked
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            if let Ok((_, high)) = consumer.fetch_watermarks(&topic, partition, METADATA_TIMEOUT) {
+                self.progress.lock().high_watermark = high;
+            }
+            self.high_checked = Some(Instant::now());
+        }
+        let Some(&last) = pending.offsets.last() else {
+            return Ok(ReadResult::Idle);
+        };
+        self.next = last + 1;
+        let before = self.decoder.stats().clone();
+        let batch = pending.decode(
+            &mut self.decoder,
+            partition,
+            &self.out_schema,
+            &self.includes,
+        )?;
+        let stats = self.decoder.stats();
+        let mut p = self.progress.lock();
+        p.next_offset = self.next;
+        p.high_watermark = p.high_watermark.max(self.next);
+        p.rows += stats.rows - before.rows;
+        p.bytes += bytes;
+        p.parse_errors += stats.errors - before.errors;
+        if stats.errors > before.errors {
+            p.last_error.clone_from(&stats.last_error);
+        }
+        Ok(ReadResult::Rows(batch))
     }
 }
 

@@ -1,15 +1,15 @@
 //! `HashAggregate`: GROUP BY with DataFusion accumulators, maintained under retractions.
-//! Per group it keeps DataFusion's sliding accumulators (the retractable ones window frames
-//! use: `update_batch` for inserts, `retract_batch` for retractions), the group's row count, and the row it last emitted.
-//! After each input batch every touched group emits `-old` and `+new` (only what changed);
-//! a group whose count drops to zero retracts its row and is freed.
-//! Not yet: global aggregates (no GROUP BY, which must emit a row even for empty input),
-//! min/max and DISTINCT aggregates, state checkpoints.
+//! Sums, counts and moments use DataFusion's sliding accumulators (`retract_batch`); min,
+//! max, DISTINCT and order-free collectors (string_agg, array_agg, percentiles) keep the
+//! group's argument values as a multiset and evaluate from it, so deleting the current
+//! extreme is exact. After each batch every touched group emits `-old`/`+new`. A global
+//! aggregate (no GROUP BY) always has its one row. Windowed groups close at the watermark:
+//! their state is freed, and under EMIT ON WINDOW CLOSE their final row is emitted then.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int64Array, RecordBatch, UInt32Array};
+use arrow::array::{Array, ArrayRef, Int8Array, Int64Array, RecordBatch, UInt32Array};
 use arrow::compute::take;
 use arrow::datatypes::SchemaRef;
 use arrow::row::{OwnedRow, RowConverter, SortField};
@@ -18,6 +18,7 @@ use datafusion_physical_expr::PhysicalExpr;
 use datafusion_physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion_physical_expr::expressions::Column;
 
+use crate::message::{Barrier, Watermark};
 use crate::operator::{Emitter, Operator};
 use crate::{ChangeBatch, EngineError, Result, with_weight};
 
@@ -37,57 +38,127 @@ const RETRACTABLE: &[&str] = &[
     "var_samp",
 ];
 
-type Accumulators = Vec<Box<dyn datafusion_expr::Accumulator>>;
+/// Aggregates evaluated from the multiset of their arguments.
+const FROM_MULTISET: &[&str] = &[
+    "min",
+    "max",
+    "string_agg",
+    "array_agg",
+    "approx_percentile_cont",
+    "percentile_cont",
+    "median",
+    "approx_median",
+    "approx_distinct",
+];
+
+/// How one aggregate is maintained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Sliding,
+    Min,
+    Max,
+    /// Re-run a fresh accumulator over the multiset (DISTINCT: each value once).
+    Recompute,
+}
+
+struct Aggregate {
+    expr: Arc<AggregateFunctionExpr>,
+    kind: Kind,
+    /// Row encoding of the arguments, for multiset kinds (made from the first batch).
+    args: Option<RowConverter>,
+}
+
+/// One aggregate's state in one group.
+enum State {
+    Sliding(Box<dyn datafusion_expr::Accumulator>),
+    Multiset(BTreeMap<OwnedRow, i64>),
+}
 
 /// One group's state.
 struct Group {
     key: Vec<ScalarValue>,
-    accumulators: Accumulators,
+    states: Vec<State>,
     rows: i64,
     emitted: Option<Vec<ScalarValue>>,
+}
+
+/// When groups close: group-key column `column` (a timestamp) plus `offset_ns` (e.g. the
+/// window size for `window_start`) reaching the watermark.
+#[derive(Debug, Clone, Copy)]
+pub struct WindowClose {
+    pub column: usize,
+    pub offset_ns: i64,
+    /// EMIT ON WINDOW CLOSE: emit each group once, when it closes.
+    pub emit_on_close: bool,
 }
 
 /// Incremental GROUP BY over change batches.
 pub struct HashAggregate {
     group_by: Vec<Arc<dyn PhysicalExpr>>,
-    aggregates: Vec<Arc<AggregateFunctionExpr>>,
+    aggregates: Vec<Aggregate>,
     /// Output data columns: group keys, then aggregates.
     schema: SchemaRef,
     keys: RowConverter,
     groups: HashMap<OwnedRow, Group>,
+    close: Option<WindowClose>,
+    /// Open groups by the event time at which they close.
+    closing: BTreeMap<i64, Vec<OwnedRow>>,
 }
 
 impl HashAggregate {
-    /// Fails for an aggregate that cannot be kept under arbitrary retractions. DataFusion's
-    /// sliding min/max retract only in arrival order (window frames), so they are refused here
-    /// and need a per-group multiset instead.
+    /// Fails for an aggregate that cannot be kept under arbitrary retractions.
     pub fn try_new(
         group_by: Vec<Arc<dyn PhysicalExpr>>,
         aggregates: Vec<Arc<AggregateFunctionExpr>>,
         schema: SchemaRef,
     ) -> Result<Self> {
-        for a in &aggregates {
+        let mut aggs = Vec::with_capacity(aggregates.len());
+        for a in aggregates {
             let name = a.fun().name().to_ascii_lowercase();
-            let retractable = a
-                .create_sliding_accumulator()
-                .map_err(df)?
-                .supports_retract_batch();
-            if !RETRACTABLE.contains(&name.as_str()) || !retractable || a.is_distinct() {
-                return Err(EngineError::Config(format!(
-                    "aggregate {name} cannot be maintained under retractions yet"
-                )));
-            }
+            let sliding = RETRACTABLE.contains(&name.as_str())
+                && !a.is_distinct()
+                && a.create_sliding_accumulator()
+                    .map_err(df)?
+                    .supports_retract_batch();
+            let kind = match name.as_str() {
+                _ if sliding => Kind::Sliding,
+                "min" => Kind::Min,
+                "max" => Kind::Max,
+                n if a.is_distinct() || FROM_MULTISET.contains(&n) => Kind::Recompute,
+                _ => {
+                    return Err(EngineError::Config(format!(
+                        "aggregate {name} cannot be maintained under retractions yet"
+                    )));
+                }
+            };
+            aggs.push(Aggregate {
+                expr: a,
+                kind,
+                args: None,
+            });
         }
-        let key_fields = (0..group_by.len())
-            .map(|i| SortField::new(schema.field(i).data_type().clone()))
-            .collect();
+        let key_fields = if group_by.is_empty() {
+            vec![SortField::new(arrow::datatypes::DataType::Int8)]
+        } else {
+            (0..group_by.len())
+                .map(|i| SortField::new(schema.field(i).data_type().clone()))
+                .collect()
+        };
         Ok(Self {
             group_by,
-            aggregates,
+            aggregates: aggs,
             schema,
             keys: RowConverter::new(key_fields)?,
             groups: HashMap::new(),
+            close: None,
+            closing: BTreeMap::new(),
         })
+    }
+
+    /// Makes groups close (and their state go) when the watermark passes them.
+    pub fn with_window_close(mut self, close: WindowClose) -> Self {
+        self.close = Some(close);
+        self
     }
 
     /// Number of groups held (for state-size reporting and tests).
@@ -95,18 +166,52 @@ impl HashAggregate {
         self.groups.len()
     }
 
-    fn new_group(&self, key: Vec<ScalarValue>) -> Result<Group> {
-        let accumulators = self
+    fn is_global(&self) -> bool {
+        self.group_by.is_empty()
+    }
+
+    fn emit_on_close(&self) -> bool {
+        self.close.is_some_and(|c| c.emit_on_close)
+    }
+
+    fn new_group(&mut self, k: &OwnedRow, key: Vec<ScalarValue>) -> Result<()> {
+        let states = self
             .aggregates
             .iter()
-            .map(|a| a.create_sliding_accumulator().map_err(df))
+            .map(|a| match a.kind {
+                Kind::Sliding => a
+                    .expr
+                    .create_sliding_accumulator()
+                    .map(State::Sliding)
+                    .map_err(df),
+                _ => Ok(State::Multiset(BTreeMap::new())),
+            })
             .collect::<Result<_>>()?;
-        Ok(Group {
-            key,
-            accumulators,
-            rows: 0,
-            emitted: None,
-        })
+        if let Some(c) = self.close
+            && let Some(ScalarValue::TimestampNanosecond(Some(t), _)) =
+                key.get(c.column).and_then(|v| {
+                    v.cast_to(&arrow::datatypes::DataType::Timestamp(
+                        arrow::datatypes::TimeUnit::Nanosecond,
+                        None,
+                    ))
+                    .ok()
+                })
+        {
+            self.closing
+                .entry(t.saturating_add(c.offset_ns))
+                .or_default()
+                .push(k.clone());
+        }
+        self.groups.insert(
+            k.clone(),
+            Group {
+                key,
+                states,
+                rows: 0,
+                emitted: None,
+            },
+        );
+        Ok(())
     }
 
     fn output(&self, changes: Vec<(Vec<ScalarValue>, i64)>) -> Result<ChangeBatch> {
@@ -128,6 +233,56 @@ impl HashAggregate {
             changes.iter().map(|(_, w)| *w),
         )));
         ChangeBatch::try_new(RecordBatch::try_new(with_weight(&self.schema), columns)?)
+    }
+
+    /// The group's output row now (None once it holds no rows, unless global).
+    fn evaluate(&self, g: &mut Group) -> Result<Option<Vec<ScalarValue>>> {
+        if g.rows <= 0 && !self.is_global() {
+            return Ok(None);
+        }
+        let mut row = g.key.clone();
+        for (a, state) in self.aggregates.iter().zip(g.states.iter_mut()) {
+            row.push(evaluate_state(a, state)?);
+        }
+        Ok(Some(row))
+    }
+}
+
+fn evaluate_state(a: &Aggregate, state: &mut State) -> Result<ScalarValue> {
+    let out_type = a.expr.field().data_type().clone();
+    match state {
+        State::Sliding(acc) => acc.evaluate().map_err(df),
+        State::Multiset(values) => {
+            let Some(converter) = a.args.as_ref() else {
+                // No input yet: the aggregate of nothing.
+                let mut acc = a.expr.create_accumulator().map_err(df)?;
+                return acc.evaluate().map_err(df);
+            };
+            let pick = match a.kind {
+                Kind::Min => values.keys().next(),
+                Kind::Max => values.keys().next_back(),
+                _ => None,
+            };
+            if matches!(a.kind, Kind::Min | Kind::Max) {
+                return match pick {
+                    Some(r) => {
+                        let cols = converter.convert_rows([r.row()])?;
+                        ScalarValue::try_from_array(&cols[0], 0)
+                            .and_then(|v| v.cast_to(&out_type))
+                            .map_err(df)
+                    }
+                    None => ScalarValue::try_from(&out_type).map_err(df),
+                };
+            }
+            let distinct = a.expr.is_distinct();
+            let rows = values.iter().flat_map(|(r, &n)| {
+                std::iter::repeat_n(r.row(), if distinct { 1 } else { n.max(0) as usize })
+            });
+            let cols = converter.convert_rows(rows)?;
+            let mut acc = a.expr.create_accumulator().map_err(df)?;
+            acc.update_batch(&cols).map_err(df)?;
+            acc.evaluate().map_err(df)
+        }
     }
 }
 
@@ -152,29 +307,117 @@ fn expand(indices: &[u32], weights: &Int64Array) -> (UInt32Array, UInt32Array) {
     (UInt32Array::from(ins), UInt32Array::from(del))
 }
 
+/// Applies rows `indices` (with their weights) of `args` to one aggregate's state.
+fn update_state(
+    a: &Aggregate,
+    state: &mut State,
+    args: &[ArrayRef],
+    indices: &[u32],
+    weights: &Int64Array,
+) -> Result<()> {
+    match state {
+        State::Sliding(acc) => {
+            let (ins, del) = expand(indices, weights);
+            if !ins.is_empty() {
+                let values = args
+                    .iter()
+                    .map(|c| take(c, &ins, None))
+                    .collect::<Result<Vec<_>, _>>()?;
+                acc.update_batch(&values).map_err(df)?;
+            }
+            if !del.is_empty() {
+                let values = args
+                    .iter()
+                    .map(|c| take(c, &del, None))
+                    .collect::<Result<Vec<_>, _>>()?;
+                acc.retract_batch(&values).map_err(df)?;
+            }
+        }
+        State::Multiset(values) => {
+            let converter = a
+                .args
+                .as_ref()
+                .expect("invariant: multiset kinds have args");
+            let idx = UInt32Array::from(indices.to_vec());
+            let taken = args
+                .iter()
+                .map(|c| take(c, &idx, None))
+                .collect::<Result<Vec<_>, _>>()?;
+            let rows = converter.convert_columns(&taken)?;
+            for (j, &i) in indices.iter().enumerate() {
+                // Aggregates skip NULL inputs.
+                if taken.first().is_some_and(|c| c.is_null(j)) {
+                    continue;
+                }
+                let w = weights.value(i as usize);
+                let e = values.entry(rows.row(j).owned()).or_insert(0);
+                *e += w;
+                if *e == 0 {
+                    values.remove(&rows.row(j).owned());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Operator for HashAggregate {
     fn name(&self) -> &'static str {
         "HashAggregate"
     }
 
+    fn describe(&self) -> String {
+        let aggs: Vec<String> = self
+            .aggregates
+            .iter()
+            .map(|a| a.expr.name().to_string())
+            .collect();
+        let mut s = format!(
+            "HashAggregate(group by {} column(s): {})",
+            self.group_by.len(),
+            aggs.join(", ")
+        );
+        if let Some(c) = self.close {
+            s.push_str(if c.emit_on_close {
+                " emit on window close"
+            } else {
+                " windows freed at watermark"
+            });
+        }
+        s
+    }
+
     fn on_batch(&mut self, _input: usize, batch: ChangeBatch, out: &mut Emitter) -> Result<()> {
         let data = batch.data();
-        let key_arrays = self
-            .group_by
-            .iter()
-            .map(|e| evaluate(e.as_ref(), &data))
-            .collect::<Result<Vec<_>>>()?;
+        let key_arrays = if self.is_global() {
+            vec![Arc::new(Int8Array::from(vec![0; data.num_rows()])) as ArrayRef]
+        } else {
+            self.group_by
+                .iter()
+                .map(|e| evaluate(e.as_ref(), &data))
+                .collect::<Result<Vec<_>>>()?
+        };
         let key_rows = self.keys.convert_columns(&key_arrays)?;
         let args: Vec<Vec<ArrayRef>> = self
             .aggregates
             .iter()
             .map(|a| {
-                a.expressions()
+                a.expr
+                    .expressions()
                     .iter()
                     .map(|e| evaluate(e.as_ref(), &data))
                     .collect::<Result<Vec<_>>>()
             })
             .collect::<Result<_>>()?;
+        for (a, args) in self.aggregates.iter_mut().zip(&args) {
+            if a.kind != Kind::Sliding && a.args.is_none() {
+                let fields = args
+                    .iter()
+                    .map(|c| SortField::new(c.data_type().clone()))
+                    .collect();
+                a.args = Some(RowConverter::new(fields)?);
+            }
+        }
         // Rows of this batch by group, in first-seen order.
         let mut order: Vec<OwnedRow> = Vec::new();
         let mut by_group: HashMap<OwnedRow, Vec<u32>> = HashMap::new();
@@ -194,59 +437,97 @@ impl Operator for HashAggregate {
             let indices = &by_group[&k];
             if !self.groups.contains_key(&k) {
                 let first = indices[0] as usize;
-                let key = key_arrays
-                    .iter()
-                    .map(|a| ScalarValue::try_from_array(a, first).map_err(df))
-                    .collect::<Result<_>>()?;
-                let g = self.new_group(key)?;
-                self.groups.insert(k.clone(), g);
+                let key = if self.is_global() {
+                    Vec::new()
+                } else {
+                    key_arrays
+                        .iter()
+                        .map(|a| ScalarValue::try_from_array(a, first).map_err(df))
+                        .collect::<Result<_>>()?
+                };
+                self.new_group(&k, key)?;
             }
-            let g = self.groups.get_mut(&k).expect("invariant: inserted above");
-            let (ins, del) = expand(indices, weights);
-            for (acc, a) in g.accumulators.iter_mut().zip(&args) {
-                if !ins.is_empty() {
-                    let values = a
-                        .iter()
-                        .map(|c| take(c, &ins, None))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    acc.update_batch(&values).map_err(df)?;
-                }
-                if !del.is_empty() {
-                    let values = a
-                        .iter()
-                        .map(|c| take(c, &del, None))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    acc.retract_batch(&values).map_err(df)?;
-                }
+            let mut g = self.groups.remove(&k).expect("invariant: inserted above");
+            for ((a, state), args) in self.aggregates.iter().zip(&mut g.states).zip(&args) {
+                update_state(a, state, args, indices, weights)?;
             }
             g.rows += indices
                 .iter()
                 .map(|&i| weights.value(i as usize))
                 .sum::<i64>();
-            let new = if g.rows > 0 {
-                let mut row = g.key.clone();
-                for acc in g.accumulators.iter_mut() {
-                    row.push(acc.evaluate().map_err(df)?);
+            if !self.emit_on_close() {
+                let new = self.evaluate(&mut g)?;
+                if new != g.emitted {
+                    if let Some(old) = g.emitted.take() {
+                        changes.push((old, -1));
+                    }
+                    if let Some(new) = &new {
+                        changes.push((new.clone(), 1));
+                    }
+                    g.emitted = new;
                 }
-                Some(row)
-            } else {
-                None
-            };
-            if new != g.emitted {
-                if let Some(old) = g.emitted.take() {
-                    changes.push((old, -1));
-                }
-                if let Some(new) = &new {
-                    changes.push((new.clone(), 1));
-                }
-                g.emitted = new;
             }
-            if g.rows == 0 {
-                self.groups.remove(&k);
+            if g.rows != 0 || self.is_global() {
+                self.groups.insert(k, g);
             }
         }
         out.emit(self.output(changes)?);
         Ok(())
+    }
+
+    fn on_watermark(&mut self, watermark: Watermark, out: &mut Emitter) -> Result<Watermark> {
+        let Some(t) = watermark.time() else {
+            return Ok(watermark);
+        };
+        // Groups whose close time is <= t are complete.
+        let open = self.closing.split_off(&t.saturating_add(1));
+        let closed = std::mem::replace(&mut self.closing, open);
+        let mut changes = Vec::new();
+        for k in closed.into_values().flatten() {
+            if let Some(mut g) = self.groups.remove(&k)
+                && self.emit_on_close()
+                && let Some(row) = self.evaluate(&mut g)?
+            {
+                changes.push((row, 1));
+            }
+        }
+        out.emit(self.output(changes)?);
+        Ok(watermark)
+    }
+
+    fn on_barrier(&mut self, _barrier: Barrier, out: &mut Emitter) -> Result<()> {
+        // A global aggregate has its row from the start, even over no input.
+        if self.is_global() && self.groups.is_empty() {
+            let k = self
+                .keys
+                .convert_columns(&[Arc::new(Int8Array::from(vec![0])) as ArrayRef])?;
+            let k = k.row(0).owned();
+            self.new_group(&k, Vec::new())?;
+            let mut g = self.groups.remove(&k).expect("invariant: inserted above");
+            let row = self.evaluate(&mut g)?;
+            if let Some(row) = &row {
+                out.emit(self.output(vec![(row.clone(), 1)])?);
+            }
+            g.emitted = row;
+            self.groups.insert(k, g);
+        }
+        Ok(())
+    }
+
+    fn state_bytes(&self) -> usize {
+        self.groups
+            .values()
+            .map(|g| {
+                64 + g
+                    .states
+                    .iter()
+                    .map(|s| match s {
+                        State::Sliding(a) => a.size(),
+                        State::Multiset(m) => m.keys().map(|r| r.row().as_ref().len() + 40).sum(),
+                    })
+                    .sum::<usize>()
+            })
+            .sum()
     }
 }
 
@@ -333,7 +614,7 @@ mod tests {
     }
 
     #[test]
-    fn order_dependent_aggregates_are_refused() {
+    fn global_min_survives_deleting_the_extreme() {
         let min = AggregateExprBuilder::new(
             datafusion_functions_aggregate::min_max::min_udaf(),
             vec![column("v", 1)],
@@ -343,7 +624,34 @@ mod tests {
         .build()
         .unwrap();
         let schema = Arc::new(Schema::new(vec![Field::new("m", DataType::Int64, true)]));
-        assert!(HashAggregate::try_new(vec![], vec![Arc::new(min)], schema).is_err());
+        let mut op = HashAggregate::try_new(vec![], vec![Arc::new(min)], schema).unwrap();
+        let mut out = Emitter::default();
+        let b = Barrier { epoch: 1, ts_ms: 0 };
+        op.on_barrier(b, &mut out).unwrap();
+        let min_of = |out: &mut Emitter| -> Vec<(Option<i64>, i64)> {
+            out.drain()
+                .iter()
+                .flat_map(|b| {
+                    let m = b
+                        .batch()
+                        .column(0)
+                        .as_any()
+                        .downcast_ref::<Int64Array>()
+                        .unwrap()
+                        .clone();
+                    let w = b.weights().clone();
+                    (0..m.len()).map(move |i| (m.is_valid(i).then(|| m.value(i)), w.value(i)))
+                })
+                .collect()
+        };
+        assert_eq!(min_of(&mut out), vec![(None, 1)], "one row over no input");
+        op.on_batch(0, input(&[("a", 3, 1), ("b", 1, 1), ("c", 1, 1)]), &mut out)
+            .unwrap();
+        assert_eq!(min_of(&mut out), vec![(None, -1), (Some(1), 1)]);
+        op.on_batch(0, input(&[("b", 1, -1)]), &mut out).unwrap();
+        assert!(min_of(&mut out).is_empty(), "another 1 remains");
+        op.on_batch(0, input(&[("c", 1, -1)]), &mut out).unwrap();
+        assert_eq!(min_of(&mut out), vec![(Some(1), -1), (Some(3), 1)]);
     }
 
     #[test]

@@ -1,83 +1,206 @@
-//! `Materialize`: the arrangement behind a view. Consumes change batches and keeps the
-//! integrated multiset (row -> count); emits nothing. A barrier publishes the state as of
-//! that epoch, which is what `SELECT` over the view reads: never a half-applied epoch.
+//! `Materialize`: the arrangement behind a view. It buffers an epoch's changes and, at the
+//! barrier, folds them into the shared `ViewState` (row -> count) and tells subscribers.
+//! Readers (`SELECT`, SUBSCRIBE, views on views) therefore only ever see whole epochs.
 
 use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
 use std::sync::Arc;
 
 use arrow::array::{RecordBatch, UInt32Array};
-use arrow::compute::take;
+use arrow::compute::{concat_batches, take};
 use arrow::datatypes::SchemaRef;
 use arrow::row::{OwnedRow, RowConverter, SortField};
-use parking_lot::RwLock;
+use parking_lot::Mutex;
 
-use crate::message::{Barrier, Epoch};
+use crate::message::{Barrier, Epoch, Watermark};
 use crate::operator::{Emitter, Operator};
-use crate::{ChangeBatch, EngineError, Result};
+use crate::{ChangeBatch, EngineError, Result, with_weight};
 
-/// The committed contents of a view, shared with readers.
-#[derive(Debug, Clone)]
-pub struct Snapshot {
-    pub epoch: Epoch,
-    pub rows: RecordBatch,
+/// What a view tells its subscribers, in commit order.
+#[derive(Debug)]
+pub enum ViewEvent<'a> {
+    /// An epoch committed; `changes` is its consolidated delta (None when nothing changed).
+    Commit {
+        barrier: Barrier,
+        changes: Option<&'a ChangeBatch>,
+    },
+    /// The view's input watermark advanced.
+    Watermark(Watermark),
 }
 
-/// Keeps a view's rows with multiplicities and publishes a snapshot at every barrier.
-pub struct Materialize {
+/// Receives a view's events; returns false to unsubscribe (a gone or lagging reader).
+pub type ViewSubscriber = Box<dyn FnMut(&ViewEvent<'_>) -> bool + Send>;
+
+/// The committed contents of a view, shared by its dataflow and its readers.
+pub struct ViewState {
     schema: SchemaRef,
     converter: RowConverter,
     counts: BTreeMap<OwnedRow, i64>,
-    dirty: bool,
-    published: Arc<RwLock<Snapshot>>,
+    epoch: Epoch,
+    rows: i64,
+    bytes: usize,
+    last_commit_ms: i64,
+    cache: Option<RecordBatch>,
+    watermark: Option<Watermark>,
+    subscribers: Vec<ViewSubscriber>,
 }
 
-impl Materialize {
-    pub fn new(schema: SchemaRef) -> Result<Self> {
+/// A view's state behind its lock.
+pub type SharedView = Arc<Mutex<ViewState>>;
+
+impl ViewState {
+    fn new(schema: SchemaRef) -> Result<Self> {
         let fields = schema
             .fields()
             .iter()
             .map(|f| SortField::new(f.data_type().clone()))
             .collect();
-        let published = Arc::new(RwLock::new(Snapshot {
-            epoch: 0,
-            rows: RecordBatch::new_empty(Arc::clone(&schema)),
-        }));
         Ok(Self {
             converter: RowConverter::new(fields)?,
             schema,
             counts: BTreeMap::new(),
-            dirty: false,
-            published,
+            epoch: 0,
+            rows: 0,
+            bytes: 0,
+            last_commit_ms: 0,
+            cache: None,
+            watermark: None,
+            subscribers: Vec::new(),
+        })
+    }
+
+    pub fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    /// The last committed epoch.
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    /// Number of rows (with multiplicity).
+    pub fn len(&self) -> i64 {
+        self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// Wall time of the last commit that changed the view (ms since the Unix epoch; 0 = never).
+    pub fn last_commit_ms(&self) -> i64 {
+        self.last_commit_ms
+    }
+
+    /// The last watermark the view's input reached.
+    pub fn watermark(&self) -> Option<Watermark> {
+        self.watermark
+    }
+
+    /// Approximate bytes held by the arrangement.
+    pub fn state_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Current rows, each repeated by its count, in row order.
+    pub fn rows(&mut self) -> Result<RecordBatch> {
+        if let Some(rows) = &self.cache {
+            return Ok(rows.clone());
+        }
+        let distinct: Vec<_> = self.counts.keys().map(OwnedRow::row).collect();
+        let columns = self.converter.convert_rows(distinct)?;
+        let unique = RecordBatch::try_new(Arc::clone(&self.schema), columns)?;
+        let rows = if self.counts.values().all(|&n| n == 1) {
+            unique
+        } else {
+            let repeat: Vec<u32> = self
+                .counts
+                .values()
+                .enumerate()
+                .flat_map(|(i, &n)| std::iter::repeat_n(i as u32, n.max(0) as usize))
+                .collect();
+            let idx = UInt32Array::from(repeat);
+            let columns = unique
+                .columns()
+                .iter()
+                .map(|c| take(c, &idx, None))
+                .collect::<Result<Vec<_>, _>>()?;
+            RecordBatch::try_new(Arc::clone(&self.schema), columns)?
+        };
+        self.cache = Some(rows.clone());
+        Ok(rows)
+    }
+
+    /// Registers `subscriber` and returns the rows it starts from; every later commit reaches
+    /// it, with nothing missed or doubled in between (both happen under the view's lock).
+    pub fn subscribe(&mut self, subscriber: ViewSubscriber) -> Result<RecordBatch> {
+        let rows = self.rows()?;
+        self.subscribers.push(subscriber);
+        Ok(rows)
+    }
+
+    fn apply(&mut self, changes: &ChangeBatch) -> Result<()> {
+        let rows = self.converter.convert_columns(changes.data().columns())?;
+        for (i, &w) in changes.weights().values().iter().enumerate() {
+            self.rows += w;
+            match self.counts.entry(rows.row(i).owned()) {
+                Entry::Occupied(mut e) => {
+                    *e.get_mut() += w;
+                    if *e.get() < 0 {
+                        return Err(negative(*e.get()));
+                    }
+                    if *e.get() == 0 {
+                        self.bytes -= entry_bytes(e.key());
+                        e.remove();
+                    }
+                }
+                Entry::Vacant(_) if w < 0 => return Err(negative(w)),
+                Entry::Vacant(e) => {
+                    self.bytes += entry_bytes(e.key());
+                    e.insert(w);
+                }
+            }
+        }
+        self.cache = None;
+        Ok(())
+    }
+
+    fn notify(&mut self, event: &ViewEvent<'_>) {
+        self.subscribers.retain_mut(|s| s(event));
+    }
+}
+
+/// A row's share of the arrangement: its bytes plus the map's per-entry overhead.
+fn entry_bytes(row: &OwnedRow) -> usize {
+    row.row().as_ref().len() + 48
+}
+
+fn negative(n: i64) -> EngineError {
+    EngineError::Config(format!(
+        "view holds a row with negative count {n}: a retraction without its insert"
+    ))
+}
+
+/// Buffers an epoch's changes and commits them to its `ViewState` at the barrier.
+pub struct Materialize {
+    schema: SchemaRef,
+    view: SharedView,
+    pending: Vec<RecordBatch>,
+}
+
+impl Materialize {
+    pub fn new(schema: SchemaRef) -> Result<Self> {
+        let view = Arc::new(Mutex::new(ViewState::new(Arc::clone(&schema))?));
+        Ok(Self {
+            schema: with_weight(&schema),
+            view,
+            pending: Vec::new(),
         })
     }
 
     /// The handle readers use; it always holds a whole epoch.
-    pub fn reader(&self) -> Arc<RwLock<Snapshot>> {
-        Arc::clone(&self.published)
-    }
-
-    /// Current rows, each repeated by its count, in row order.
-    fn rows(&self) -> Result<RecordBatch> {
-        let distinct: Vec<_> = self.counts.keys().map(OwnedRow::row).collect();
-        let columns = self.converter.convert_rows(distinct)?;
-        let unique = RecordBatch::try_new(Arc::clone(&self.schema), columns)?;
-        let repeat: Vec<u32> = self
-            .counts
-            .values()
-            .enumerate()
-            .flat_map(|(i, &n)| std::iter::repeat_n(i as u32, n.max(0) as usize))
-            .collect();
-        if repeat.len() == unique.num_rows() {
-            return Ok(unique);
-        }
-        let idx = UInt32Array::from(repeat);
-        let columns = unique
-            .columns()
-            .iter()
-            .map(|c| take(c, &idx, None))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
+    pub fn view(&self) -> SharedView {
+        Arc::clone(&self.view)
     }
 }
 
@@ -87,44 +210,40 @@ impl Operator for Materialize {
     }
 
     fn on_batch(&mut self, _input: usize, batch: ChangeBatch, _out: &mut Emitter) -> Result<()> {
-        let data = batch.data();
-        let rows = self.converter.convert_columns(data.columns())?;
-        for (i, &w) in batch.weights().values().iter().enumerate() {
-            match self.counts.entry(rows.row(i).owned()) {
-                Entry::Occupied(mut e) => {
-                    *e.get_mut() += w;
-                    if *e.get() == 0 {
-                        e.remove();
-                    }
-                }
-                Entry::Vacant(e) => {
-                    if w != 0 {
-                        e.insert(w);
-                    }
-                }
-            }
-        }
-        self.dirty = true;
+        self.pending.push(batch.batch().clone());
         Ok(())
     }
 
+    fn on_watermark(&mut self, watermark: Watermark, _out: &mut Emitter) -> Result<Watermark> {
+        let mut view = self.view.lock();
+        view.watermark = Some(watermark);
+        view.notify(&ViewEvent::Watermark(watermark));
+        Ok(watermark)
+    }
+
     fn on_barrier(&mut self, barrier: Barrier, _out: &mut Emitter) -> Result<()> {
-        if let Some((_, &n)) = self.counts.iter().find(|(_, n)| **n < 0) {
-            return Err(EngineError::Config(format!(
-                "view holds a row with negative count {n}: a retraction without its insert"
-            )));
-        }
-        let rows = if self.dirty {
-            self.rows()?
+        let changes = if self.pending.is_empty() {
+            None
         } else {
-            self.published.read().rows.clone()
+            let all = concat_batches(&self.schema, &self.pending)?;
+            self.pending.clear();
+            Some(ChangeBatch::try_new(all)?.consolidate()?).filter(|c| !c.is_empty())
         };
-        *self.published.write() = Snapshot {
-            epoch: barrier.epoch,
-            rows,
-        };
-        self.dirty = false;
+        let mut view = self.view.lock();
+        if let Some(c) = &changes {
+            view.apply(c)?;
+            view.last_commit_ms = barrier.ts_ms;
+        }
+        view.epoch = barrier.epoch;
+        view.notify(&ViewEvent::Commit {
+            barrier,
+            changes: changes.as_ref(),
+        });
         Ok(())
+    }
+
+    fn state_bytes(&self) -> usize {
+        self.view.lock().state_bytes()
     }
 }
 
@@ -150,57 +269,55 @@ mod tests {
         .unwrap()
     }
 
+    fn barrier(epoch: Epoch) -> Barrier {
+        Barrier {
+            epoch,
+            ts_ms: epoch as i64 * 1000,
+        }
+    }
+
     #[test]
     fn readers_see_whole_epochs_with_multiplicities() {
         let mut m = Materialize::new(data(&[], &[]).schema()).unwrap();
-        let reader = m.reader();
+        let view = m.view();
         let mut out = Emitter::default();
-        m.on_batch(
-            0,
-            ChangeBatch::from_data(&data(&["a", "b", "a"], &[1, 2, 1]), 1).unwrap(),
-            &mut out,
-        )
-        .unwrap();
+        let insert = ChangeBatch::from_data(&data(&["a", "b", "a"], &[1, 2, 1]), 1).unwrap();
+        m.on_batch(0, insert, &mut out).unwrap();
         assert_eq!(
-            reader.read().rows.num_rows(),
+            view.lock().rows().unwrap().num_rows(),
             0,
-            "nothing visible before the barrier"
+            "nothing before the barrier"
         );
-        m.on_barrier(
-            Barrier {
-                epoch: 1,
-                stop: false,
-            },
-            &mut out,
-        )
-        .unwrap();
-        assert_eq!(reader.read().rows, data(&["a", "a", "b"], &[1, 1, 2]));
+        m.on_barrier(barrier(1), &mut out).unwrap();
+        assert_eq!(
+            view.lock().rows().unwrap(),
+            data(&["a", "a", "b"], &[1, 1, 2])
+        );
+        // A subscriber starts from the committed rows and then sees each epoch's delta.
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&seen);
+        let start = view
+            .lock()
+            .subscribe(Box::new(move |e| {
+                if let ViewEvent::Commit { barrier, changes } = e {
+                    sink.lock()
+                        .push((barrier.ts_ms, changes.map(|c| c.num_rows())));
+                }
+                true
+            }))
+            .unwrap();
+        assert_eq!(start.num_rows(), 3);
         // An update: retract one ("a", 1), insert ("a", 5).
-        m.on_batch(
-            0,
-            ChangeBatch::from_data(&data(&["a"], &[1]), -1).unwrap(),
-            &mut out,
-        )
-        .unwrap();
-        m.on_batch(
-            0,
-            ChangeBatch::from_data(&data(&["a"], &[5]), 1).unwrap(),
-            &mut out,
-        )
-        .unwrap();
-        m.on_barrier(
-            Barrier {
-                epoch: 2,
-                stop: false,
-            },
-            &mut out,
-        )
-        .unwrap();
-        let snap = reader.read().clone();
-        assert_eq!(
-            (snap.epoch, snap.rows),
-            (2, data(&["a", "a", "b"], &[1, 5, 2]))
-        );
+        let old = ChangeBatch::from_data(&data(&["a"], &[1]), -1).unwrap();
+        let new = ChangeBatch::from_data(&data(&["a"], &[5]), 1).unwrap();
+        m.on_batch(0, old, &mut out).unwrap();
+        m.on_batch(0, new, &mut out).unwrap();
+        m.on_barrier(barrier(2), &mut out).unwrap();
+        m.on_barrier(barrier(3), &mut out).unwrap();
+        let mut v = view.lock();
+        assert_eq!((v.epoch(), v.last_commit_ms()), (3, 2000));
+        assert_eq!(v.rows().unwrap(), data(&["a", "a", "b"], &[1, 5, 2]));
+        assert_eq!(*seen.lock(), vec![(2000, Some(2)), (3000, None)]);
         assert!(out.drain().is_empty());
     }
 
@@ -208,21 +325,8 @@ mod tests {
     fn retraction_without_insert_is_an_error_at_commit() {
         let mut m = Materialize::new(data(&[], &[]).schema()).unwrap();
         let mut out = Emitter::default();
-        m.on_batch(
-            0,
-            ChangeBatch::from_data(&data(&["x"], &[1]), -1).unwrap(),
-            &mut out,
-        )
-        .unwrap();
-        assert!(
-            m.on_barrier(
-                Barrier {
-                    epoch: 1,
-                    stop: false
-                },
-                &mut out
-            )
-            .is_err()
-        );
+        let retract = ChangeBatch::from_data(&data(&["x"], &[1]), -1).unwrap();
+        m.on_batch(0, retract, &mut out).unwrap();
+        assert!(m.on_barrier(barrier(1), &mut out).is_err());
     }
 }

@@ -22,7 +22,7 @@ use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::response::TransactionStatus;
 use pgwire::messages::startup::ParameterStatus;
 use pgwire::types::format::FormatOptions;
-use weir_sql::{Database, ParsedStatement, SqlError, Statement, TransactionKind};
+use weir_sql::{Database, Output, ParsedStatement, SqlError, Statement, TransactionKind};
 
 use super::encode::{output_response, rows_response};
 use super::error::{error_info, notice, to_pgwire};
@@ -101,6 +101,14 @@ impl SessionHandler {
                     Ok(plan) => self.db.execute_plan(plan).await,
                     Err(e) => Err(e),
                 };
+                let implicit_flush = settings::get(client.metadata(), "implicit_flush")
+                    .is_ok_and(|(_, v)| v == "on");
+                let result = match result {
+                    Ok(r) if implicit_flush && matches!(r.output, Output::Command { .. }) => {
+                        self.db.flush().await.map(|()| r)
+                    }
+                    other => other,
+                };
                 match result {
                     Ok(r) => {
                         let stats = r.report.stats();
@@ -161,6 +169,10 @@ impl SessionHandler {
                 Ok(Response::Execution(Tag::new("ROLLBACK")))
             }
             Statement::Discard => Ok(Response::Execution(Tag::new("DISCARD ALL"))),
+            Statement::Flush => match self.db.flush().await {
+                Ok(()) => Ok(Response::Execution(Tag::new("FLUSH"))),
+                Err(e) => Err(e),
+            },
             Statement::CreateView { .. } => match self.db.execute_create_view(parsed).await {
                 Ok(out) => Ok(output_response(out, format, options)?),
                 Err(e) => Err(e.offset_position(parsed.offset)),

@@ -42,6 +42,11 @@ pub(crate) struct FileSource {
 }
 
 impl FileSource {
+    /// The path or glob, the encoding, and the columns.
+    pub(crate) fn parts(&self) -> (&str, &FileEncoding, &SchemaRef) {
+        (&self.pattern, &self.encoding, &self.schema)
+    }
+
     pub(crate) fn new(pattern: String, encoding: FileEncoding, schema: SchemaRef) -> Self {
         Self {
             pattern,

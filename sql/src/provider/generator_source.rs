@@ -53,6 +53,10 @@ pub(crate) struct GeneratorSource {
 }
 
 impl GeneratorSource {
+    pub(crate) fn generator(&self) -> &Generator {
+        &self.generator
+    }
+
     pub(crate) fn new(name: &str, generator: Generator) -> Self {
         Self {
             name: name.to_string(),

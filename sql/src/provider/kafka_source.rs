@@ -44,6 +44,13 @@ impl KafkaSource {
     }
 }
 
+impl KafkaSource {
+    /// The topic, the value columns, and the metadata columns appended to them.
+    pub(crate) fn parts(&self) -> (&KafkaConfig, &SchemaRef, &[(KafkaMeta, String)]) {
+        (&self.config, &self.value_schema, &self.includes)
+    }
+}
+
 #[async_trait]
 impl TableProvider for KafkaSource {
     fn schema(&self) -> SchemaRef {

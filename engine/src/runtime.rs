@@ -1,0 +1,29 @@
+//! The streaming runtime: source splits read on their own threads, a dataflow's operator
+//! graph driven by one task that aligns barriers and combines watermarks over its inputs.
+
+mod barrier;
+mod graph;
+mod split;
+
+pub use barrier::Barriers;
+pub use graph::{DataflowStats, Graph, InputId, NodeId};
+pub use split::{ReadResult, SplitProgress, SplitReader, WatermarkSpec, spawn_split};
+
+/// Bounded capacity of a split's channel, in messages (batches): backpressure to readers.
+pub const CHANNEL_CAPACITY: usize = 16;
+
+/// A bounded channel's receiving end as the stream `Graph::run` takes.
+pub fn channel_stream(
+    mut rx: tokio::sync::mpsc::Receiver<crate::Message>,
+) -> futures::stream::BoxStream<'static, crate::Message> {
+    use futures::StreamExt;
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
+}
+
+/// An unbounded channel's receiving end as the stream `Graph::run` takes.
+pub fn unbounded_stream(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<crate::Message>,
+) -> futures::stream::BoxStream<'static, crate::Message> {
+    use futures::StreamExt;
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
+}

@@ -1,0 +1,192 @@
+//! `weir_catalog.source_progress` and `weir_catalog.dataflows`: tables computed from the
+//! running dataflows each time they are read.
+
+use std::sync::{Arc, Weak};
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{
+    ArrayRef, Int32Array, Int64Array, StringArray, TimestampMillisecondArray,
+    TimestampNanosecondArray,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::{MemorySchemaProvider, SchemaProvider, Session, TableProvider};
+use datafusion::datasource::TableType;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+
+use super::{DATABASE_NAME, Database};
+use crate::dataflow::ViewTable;
+use crate::error::{Result, SqlError};
+use crate::statement::ObjectKind;
+
+type Rows = Box<dyn Fn(&Database) -> DfResult<Vec<ArrayRef>> + Send + Sync>;
+
+/// A table whose rows are computed from the database when scanned.
+struct StatusTable {
+    schema: SchemaRef,
+    db: Weak<Database>,
+    rows: Rows,
+}
+
+impl std::fmt::Debug for StatusTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatusTable")
+            .field("schema", &self.schema)
+            .finish()
+    }
+}
+
+#[async_trait]
+impl TableProvider for StatusTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let db = self
+            .db
+            .upgrade()
+            .ok_or_else(|| DataFusionError::Internal("database closed".into()))?;
+        let batch = RecordBatch::try_new(self.schema(), (self.rows)(&db)?)?;
+        Ok(MemorySourceConfig::try_new_exec(
+            &[vec![batch]],
+            self.schema(),
+            projection.cloned(),
+        )?)
+    }
+}
+
+fn source_progress() -> (SchemaRef, Rows) {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("source_name", DataType::Utf8, false),
+        Field::new("partition", DataType::Int32, false),
+        Field::new("next_offset", DataType::Int64, false),
+        Field::new("high_watermark", DataType::Int64, false),
+        Field::new("lag", DataType::Int64, false),
+        Field::new(
+            "watermark",
+            DataType::Timestamp(TimeUnit::Nanosecond, None),
+            true,
+        ),
+        Field::new("rows", DataType::Int64, false),
+        Field::new("bytes", DataType::Int64, false),
+        Field::new("parse_errors", DataType::Int64, false),
+        Field::new("late_rows", DataType::Int64, false),
+        Field::new("last_error", DataType::Utf8, true),
+    ]));
+    let rows: Rows = Box::new(|db| {
+        let splits = db.progress.snapshot();
+        let int = |f: &dyn Fn(&weir_engine::runtime::SplitProgress) -> i64| -> ArrayRef {
+            Arc::new(Int64Array::from_iter_values(
+                splits.iter().map(|(_, _, p)| f(p)),
+            ))
+        };
+        Ok(vec![
+            Arc::new(StringArray::from_iter_values(
+                splits.iter().map(|s| s.0.clone()),
+            )),
+            Arc::new(Int32Array::from_iter_values(splits.iter().map(|s| s.1))),
+            int(&|p| p.next_offset),
+            int(&|p| p.high_watermark),
+            int(&|p| (p.high_watermark - p.next_offset).max(0)),
+            Arc::new(TimestampNanosecondArray::from_iter(
+                splits.iter().map(|(_, _, p)| p.watermark),
+            )),
+            int(&|p| p.rows as i64),
+            int(&|p| p.bytes as i64),
+            int(&|p| p.parse_errors as i64),
+            int(&|p| p.late_rows as i64),
+            Arc::new(StringArray::from_iter(
+                splits.iter().map(|(_, _, p)| p.last_error.clone()),
+            )),
+        ])
+    });
+    (schema, rows)
+}
+
+fn dataflows() -> (SchemaRef, Rows) {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("name", DataType::Utf8, false),
+        Field::new("rows", DataType::Int64, false),
+        Field::new("state_bytes", DataType::Int64, false),
+        Field::new(
+            "last_commit",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("+00:00".into())),
+            true,
+        ),
+        Field::new("late_rows", DataType::Int64, false),
+        Field::new("error", DataType::Utf8, true),
+    ]));
+    let rows: Rows = Box::new(|db| {
+        let views: Vec<_> = db
+            .catalog
+            .lock()
+            .providers(ObjectKind::MaterializedView)
+            .into_iter()
+            .filter_map(|(name, p)| {
+                let any: &dyn std::any::Any = p.as_ref();
+                let status = any.downcast_ref::<ViewTable>()?.status();
+                Some((name, status))
+            })
+            .collect();
+        Ok(vec![
+            Arc::new(StringArray::from_iter_values(
+                views.iter().map(|v| v.0.clone()),
+            )),
+            Arc::new(Int64Array::from_iter_values(views.iter().map(|v| v.1.rows))),
+            Arc::new(Int64Array::from_iter_values(
+                views.iter().map(|v| v.1.state_bytes as i64),
+            )),
+            Arc::new(
+                TimestampMillisecondArray::from_iter(
+                    views
+                        .iter()
+                        .map(|v| (v.1.last_commit_ms > 0).then_some(v.1.last_commit_ms)),
+                )
+                .with_timezone("+00:00"),
+            ),
+            Arc::new(Int64Array::from_iter_values(
+                views.iter().map(|v| v.1.late_rows as i64),
+            )),
+            Arc::new(StringArray::from_iter(
+                views.iter().map(|v| v.1.error.clone()),
+            )),
+        ])
+    });
+    (schema, rows)
+}
+
+/// Registers the `weir_catalog` schema.
+pub(super) fn register(db: &Arc<Database>) -> Result<()> {
+    let schema = Arc::new(MemorySchemaProvider::new());
+    for (name, (columns, rows)) in [
+        ("source_progress", source_progress()),
+        ("dataflows", dataflows()),
+    ] {
+        let table = Arc::new(StatusTable {
+            schema: columns,
+            db: Arc::downgrade(db),
+            rows,
+        });
+        schema.register_table(name.to_string(), table)?;
+    }
+    let catalog = db
+        .ctx
+        .catalog(DATABASE_NAME)
+        .ok_or_else(|| SqlError::new("XX000", "default catalog missing"))?;
+    catalog.register_schema("weir_catalog", schema)?;
+    Ok(())
+}

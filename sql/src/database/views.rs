@@ -1,0 +1,269 @@
+//! CREATE / EXPLAIN CREATE MATERIALIZED VIEW and FLUSH: a view's plan lowered to a dataflow,
+//! its relations attached as inputs, the dataflow started on the query runtime.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::array::StringArray;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::TableProvider;
+use datafusion::common::DFSchema;
+use datafusion::execution::context::ExecutionProps;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::physical_expr::create_physical_expr;
+use tokio::sync::watch;
+use weir_engine::operator::Materialize;
+use weir_engine::runtime::{DataflowStats, WatermarkSpec};
+
+use super::{Database, Output, command};
+use crate::catalog::{Entry, StoredEntry};
+use crate::dataflow::{InputContext, Lowering, RunningDataflow, ViewTable, stream_input};
+use crate::error::{Result, SqlError};
+use crate::statement::{CreateRelation, ObjectKind, ParsedStatement, Statement};
+
+/// How long a partition may stay silent before it stops holding its source's watermark back.
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Database {
+    /// CREATE MATERIALIZED VIEW: plans the query as a dataflow, starts it, and returns once
+    /// it committed its first epoch (tables' current rows are in the view by then).
+    pub async fn execute_create_view(&self, statement: &ParsedStatement) -> Result<Output> {
+        let Statement::CreateView {
+            name,
+            if_not_exists,
+            query,
+            emit_on_close,
+            explain,
+        } = &statement.statement
+        else {
+            return Err(SqlError::new("XX000", "not a CREATE MATERIALIZED VIEW"));
+        };
+        let plan = self.plan_view_query(query).await?;
+        if *explain {
+            return self.explain_view(&plan, *emit_on_close);
+        }
+        let tag = command("CREATE MATERIALIZED VIEW".into());
+        if self.catalog.lock().contains(name) {
+            return if *if_not_exists {
+                Ok(tag)
+            } else {
+                Err(SqlError::duplicate_table(name))
+            };
+        }
+        let table = self.create_view(name, &plan, statement.text.clone(), true, *emit_on_close)?;
+        if let Some(stats) = table.stats() {
+            wait_for_epoch(stats, self.barriers.inject().epoch).await;
+        }
+        Ok(tag)
+    }
+
+    pub(super) async fn plan_view_query(&self, query: &str) -> Result<LogicalPlan> {
+        let state = self.ctx.state();
+        let plan = state.create_logical_plan(query).await?;
+        Ok(state.optimize(&plan)?)
+    }
+
+    /// EXPLAIN CREATE MATERIALIZED VIEW: the dataflow's operators, one per line.
+    fn explain_view(&self, plan: &LogicalPlan, emit_on_close: bool) -> Result<Output> {
+        let props = ExecutionProps::new();
+        let mut lowering = Lowering::new(&props, emit_on_close);
+        let out = lowering.lower_plan(plan)?;
+        let sink = lowering.graph.add(Box::new(Materialize::new(Arc::new(
+            plan.schema().as_arrow().clone(),
+        ))?));
+        lowering.graph.connect(out, sink, 0)?;
+        let mut lines = lowering.graph.describe();
+        for input in &lowering.inputs {
+            lines.push(format!("input {}: {}", input.node, input.relation));
+        }
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "QUERY PLAN",
+            DataType::Utf8,
+            false,
+        )]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![Arc::new(StringArray::from(lines))],
+        )
+        .map_err(|e| SqlError::new("XX000", e.to_string()))?;
+        Ok(Output::Rows {
+            schema,
+            batches: vec![batch],
+        })
+    }
+
+    /// The watermark a relation declares (`WATERMARK FOR col AS expr`), as the expression
+    /// its splits evaluate over rows.
+    fn watermark_spec(&self, entry: &Entry) -> Result<Option<WatermarkSpec>> {
+        let Some((_, expr)) = &entry.create.watermark else {
+            return Ok(None);
+        };
+        let schema = DFSchema::try_from(entry.schema.as_ref().clone())?;
+        let logical = self.ctx.parse_sql_expr(expr, &schema)?;
+        let physical = create_physical_expr(
+            &logical,
+            &schema,
+            &ExecutionProps::new(),
+            &PhysicalPlanningContext::default(),
+        )?;
+        let idle_timeout = match entry.create.options.get("source.idle.timeout") {
+            Some(v) => parse_duration(v).ok_or_else(|| {
+                SqlError::invalid_parameter(format!(
+                    "source.idle.timeout '{v}' is not a duration (e.g. '5s', '500ms')"
+                ))
+            })?,
+            None => DEFAULT_IDLE_TIMEOUT,
+        };
+        Ok(Some(WatermarkSpec {
+            expr: physical,
+            idle_timeout,
+        }))
+    }
+
+    /// Lowers, starts and registers a view.
+    pub(super) fn create_view(
+        &self,
+        name: &str,
+        plan: &LogicalPlan,
+        sql: String,
+        persist: bool,
+        emit_on_close: bool,
+    ) -> Result<Arc<ViewTable>> {
+        let props = ExecutionProps::new();
+        let mut lowering = Lowering::new(&props, emit_on_close);
+        let out = lowering.lower_plan(plan)?;
+        let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+        let materialize = Materialize::new(Arc::clone(&schema))?;
+        let view = materialize.view();
+        let sink = lowering.graph.add(Box::new(materialize));
+        lowering.graph.connect(out, sink, 0)?;
+        let mut streams = Vec::new();
+        let mut depends_on: Vec<String> = Vec::new();
+        for input in &lowering.inputs {
+            let (watermark, is_source) = {
+                let cat = self.catalog.lock();
+                let entry = cat
+                    .get(&input.relation)
+                    .ok_or_else(|| SqlError::undefined_table(&input.relation))?;
+                (
+                    self.watermark_spec(entry)?,
+                    entry.stored.kind == ObjectKind::Source,
+                )
+            };
+            let source = stream_input(input.provider.as_ref()).ok_or_else(|| {
+                SqlError::unsupported(format!(
+                    "\"{}\" cannot feed a materialized view",
+                    input.relation
+                ))
+            })?;
+            let cx = InputContext {
+                relation: &input.relation,
+                barriers: &self.barriers,
+                watermark,
+                parallelism: self.parallelism,
+                progress: is_source.then_some(self.progress.as_ref()),
+            };
+            for stream in source.open(&cx)? {
+                lowering.graph.input(input.node, 0);
+                streams.push(stream);
+            }
+            if !depends_on.contains(&input.relation) {
+                depends_on.push(input.relation.clone());
+            }
+        }
+        let (stats_tx, stats) = watch::channel(DataflowStats::default());
+        let graph = lowering.graph;
+        let view_name = name.to_string();
+        let task = self.cpu.spawn(async move {
+            if let Err(e) = graph.run(streams, &stats_tx).await {
+                tracing::error!(view = %view_name, error = %e, "dataflow failed");
+                stats_tx.send_modify(|s| {
+                    s.error = Some(e.to_string());
+                    s.epoch = u64::MAX;
+                });
+            }
+        })?;
+        let running = RunningDataflow {
+            task,
+            stats,
+            late_rows: lowering.late_rows,
+        };
+        let table = Arc::new(ViewTable::new(Arc::clone(&schema), view, running));
+        self.ctx
+            .register_table(name, Arc::clone(&table) as Arc<dyn TableProvider>)?;
+        let create = CreateRelation {
+            kind: ObjectKind::MaterializedView,
+            name: name.to_string(),
+            if_not_exists: false,
+            columns: vec![],
+            primary_key: vec![],
+            watermark: None,
+            append_only: false,
+            includes: vec![],
+            options: Default::default(),
+            format: None,
+        };
+        let stored = StoredEntry {
+            kind: ObjectKind::MaterializedView,
+            name: name.to_string(),
+            sql,
+            resolved: Default::default(),
+            depends_on,
+        };
+        let entry = Entry {
+            stored,
+            create,
+            schema,
+            provider: Arc::clone(&table) as Arc<dyn TableProvider>,
+        };
+        let persisted = self.catalog.lock().insert(entry, persist);
+        if let Err(e) = persisted {
+            table.drop_view();
+            let _ = self.ctx.deregister_table(name);
+            return Err(e);
+        }
+        Ok(table)
+    }
+
+    /// FLUSH: returns once every view reflects everything accepted before it was called.
+    pub async fn flush(&self) -> Result<()> {
+        let epoch = self.barriers.inject().epoch;
+        let views: Vec<_> = self
+            .catalog
+            .lock()
+            .providers(ObjectKind::MaterializedView)
+            .into_iter()
+            .filter_map(|(_, p)| {
+                let any: &dyn std::any::Any = p.as_ref();
+                any.downcast_ref::<ViewTable>()?.stats()
+            })
+            .collect();
+        for stats in views {
+            wait_for_epoch(stats, epoch).await;
+        }
+        Ok(())
+    }
+}
+
+/// Waits until a dataflow committed `epoch` (or failed, or stopped).
+pub(super) async fn wait_for_epoch(mut stats: watch::Receiver<DataflowStats>, epoch: u64) {
+    let _ = stats
+        .wait_for(|s| s.epoch >= epoch || s.error.is_some())
+        .await;
+}
+
+/// `500ms`, `5s`, `2m`, or plain seconds.
+fn parse_duration(v: &str) -> Option<Duration> {
+    let v = v.trim().to_ascii_lowercase();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (n, unit) = v.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    match unit.trim() {
+        "ms" => Some(Duration::from_millis(n)),
+        "" | "s" | "sec" | "second" | "seconds" => Some(Duration::from_secs(n)),
+        "m" | "min" | "minute" | "minutes" => Some(Duration::from_secs(n * 60)),
+        _ => None,
+    }
+}

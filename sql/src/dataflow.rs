@@ -1,0 +1,138 @@
+//! Materialized views as running dataflows: the optimized DataFusion plan lowered to an
+//! engine `Graph` (`lower`), fed by its relations (`inputs`), run as one task on the query
+//! runtime, and read through `ViewTable` from the last committed epoch.
+
+mod inputs;
+mod lower;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::datasource::TableType;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+use parking_lot::Mutex;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use weir_engine::operator::SharedView;
+use weir_engine::runtime::DataflowStats;
+
+pub(crate) use inputs::{InputContext, ProgressRegistry, stream_input};
+pub(crate) use lower::Lowering;
+
+/// A dataflow's task and what it reports; dropping it stops the dataflow.
+pub(crate) struct RunningDataflow {
+    pub(crate) task: JoinHandle<()>,
+    pub(crate) stats: watch::Receiver<DataflowStats>,
+    pub(crate) late_rows: Vec<Arc<AtomicU64>>,
+}
+
+impl Drop for RunningDataflow {
+    fn drop(&mut self) {
+        // Its input streams drop with the task; reader threads end on their next send.
+        self.task.abort();
+    }
+}
+
+/// A materialized view as a DataFusion table: the last committed epoch of its rows.
+pub(crate) struct ViewTable {
+    schema: SchemaRef,
+    view: SharedView,
+    running: Mutex<Option<RunningDataflow>>,
+}
+
+impl std::fmt::Debug for ViewTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ViewTable")
+            .field("schema", &self.schema)
+            .finish()
+    }
+}
+
+/// What `weir_catalog.dataflows` shows for one view.
+pub(crate) struct ViewStatus {
+    pub(crate) rows: i64,
+    pub(crate) state_bytes: usize,
+    pub(crate) last_commit_ms: i64,
+    pub(crate) late_rows: u64,
+    pub(crate) error: Option<String>,
+}
+
+impl ViewTable {
+    pub(crate) fn new(schema: SchemaRef, view: SharedView, running: RunningDataflow) -> Self {
+        Self {
+            schema,
+            view,
+            running: Mutex::new(Some(running)),
+        }
+    }
+
+    pub(crate) fn view(&self) -> SharedView {
+        Arc::clone(&self.view)
+    }
+
+    /// Stops the dataflow (DROP).
+    pub(crate) fn drop_view(&self) {
+        self.running.lock().take();
+    }
+
+    /// Commits of the dataflow, for FLUSH to wait on.
+    pub(crate) fn stats(&self) -> Option<watch::Receiver<DataflowStats>> {
+        self.running.lock().as_ref().map(|r| r.stats.clone())
+    }
+
+    pub(crate) fn status(&self) -> ViewStatus {
+        let (rows, view_bytes, last_commit_ms) = {
+            let v = self.view.lock();
+            (v.len(), v.state_bytes(), v.last_commit_ms())
+        };
+        let running = self.running.lock();
+        let stats = running.as_ref().map(|r| r.stats.borrow().clone());
+        ViewStatus {
+            rows,
+            state_bytes: stats
+                .as_ref()
+                .map_or(view_bytes, |s| s.state_bytes.max(view_bytes)),
+            last_commit_ms,
+            late_rows: running.as_ref().map_or(0, |r| {
+                r.late_rows.iter().map(|l| l.load(Ordering::Relaxed)).sum()
+            }),
+            error: stats.and_then(|s| s.error),
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for ViewTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let rows = self
+            .view
+            .lock()
+            .rows()
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        Ok(MemorySourceConfig::try_new_exec(
+            &[vec![rows]],
+            self.schema(),
+            projection.cloned(),
+        )?)
+    }
+}

@@ -1,0 +1,239 @@
+//! How each kind of relation feeds a dataflow: sources start one reader thread per split,
+//! tables stream their changelog, views their committed changes (snapshot first).
+
+use std::sync::{Arc, Weak};
+
+use datafusion::catalog::TableProvider;
+use futures::stream::BoxStream;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use weir_engine::connector::kafka::KafkaSplit;
+use weir_engine::connector::nexmark::NexmarkReader;
+use weir_engine::connector::splits::{ChangelogSplit, DatagenSplit, FileSplit};
+use weir_engine::runtime::{
+    Barriers, CHANNEL_CAPACITY, SplitProgress, SplitReader, WatermarkSpec, channel_stream,
+    spawn_split, unbounded_stream,
+};
+use weir_engine::{ChangeBatch, Message, Watermark};
+
+use crate::dataflow::ViewTable;
+use crate::error::{Result, SqlError};
+use crate::provider::{
+    DmlTable, FileEncoding, FileSource, Generator, GeneratorSource, KafkaSource, UpsertTable,
+};
+
+/// A source, a partition, and the progress of a reader of it (gone with its dataflow).
+type ProgressEntry = (String, i32, Weak<Mutex<SplitProgress>>);
+
+/// The splits a dataflow is reading, for `weir_catalog.source_progress`.
+#[derive(Debug, Default)]
+pub(crate) struct ProgressRegistry {
+    entries: Mutex<Vec<ProgressEntry>>,
+}
+
+impl ProgressRegistry {
+    fn register(&self, source: &str, partition: i32) -> Arc<Mutex<SplitProgress>> {
+        let p = Arc::new(Mutex::new(SplitProgress::default()));
+        let mut entries = self.entries.lock();
+        entries.retain(|(.., w)| w.strong_count() > 0);
+        entries.push((source.to_string(), partition, Arc::downgrade(&p)));
+        p
+    }
+
+    /// One row per (source, partition) being read, oldest reader first.
+    pub(crate) fn snapshot(&self) -> Vec<(String, i32, SplitProgress)> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut out: Vec<_> = self
+            .entries
+            .lock()
+            .iter()
+            .filter_map(|(s, p, w)| Some((s.clone(), *p, w.upgrade()?.lock().clone())))
+            .filter(|(s, p, _)| seen.insert((s.clone(), *p)))
+            .collect();
+        out.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        out
+    }
+}
+
+/// What a relation needs to start feeding a dataflow.
+pub(crate) struct InputContext<'a> {
+    pub(crate) relation: &'a str,
+    pub(crate) barriers: &'a Barriers,
+    pub(crate) watermark: Option<WatermarkSpec>,
+    pub(crate) parallelism: usize,
+    /// Where sources report their splits' progress (None for tables and views).
+    pub(crate) progress: Option<&'a ProgressRegistry>,
+}
+
+impl InputContext<'_> {
+    /// Starts a reader thread for one split and returns its message stream.
+    fn spawn(
+        &self,
+        partition: i32,
+        reader: impl FnOnce(Arc<Mutex<SplitProgress>>) -> Box<dyn SplitReader>,
+    ) -> Result<BoxStream<'static, Message>> {
+        let progress = match self.progress {
+            Some(registry) => registry.register(self.relation, partition),
+            None => Arc::new(Mutex::new(SplitProgress::default())),
+        };
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        spawn_split(
+            format!("{}-{partition}", self.relation),
+            reader(Arc::clone(&progress)),
+            self.watermark.clone(),
+            self.barriers.subscribe(),
+            tx,
+            progress,
+        )
+        .map_err(|e| SqlError::new("53000", format!("cannot start a reader thread: {e}")))?;
+        Ok(channel_stream(rx))
+    }
+}
+
+/// A relation a dataflow can read continuously.
+pub(crate) trait StreamInput {
+    /// Starts reading: one stream per split, each with barriers and watermarks.
+    fn open(&self, cx: &InputContext<'_>) -> Result<Vec<BoxStream<'static, Message>>>;
+}
+
+/// The streaming side of a catalog relation, if it has one.
+pub(crate) fn stream_input(provider: &dyn TableProvider) -> Option<&dyn StreamInput> {
+    let any: &dyn std::any::Any = provider;
+    None.or_else(|| {
+        any.downcast_ref::<GeneratorSource>()
+            .map(|p| p as &dyn StreamInput)
+    })
+    .or_else(|| {
+        any.downcast_ref::<KafkaSource>()
+            .map(|p| p as &dyn StreamInput)
+    })
+    .or_else(|| {
+        any.downcast_ref::<FileSource>()
+            .map(|p| p as &dyn StreamInput)
+    })
+    .or_else(|| {
+        any.downcast_ref::<DmlTable>()
+            .map(|p| p as &dyn StreamInput)
+    })
+    .or_else(|| {
+        any.downcast_ref::<ViewTable>()
+            .map(|p| p as &dyn StreamInput)
+    })
+    .or_else(|| {
+        any.downcast_ref::<UpsertTable>()
+            .map(|p| p as &dyn StreamInput)
+    })
+}
+
+impl StreamInput for GeneratorSource {
+    fn open(&self, cx: &InputContext<'_>) -> Result<Vec<BoxStream<'static, Message>>> {
+        let splits = cx.parallelism.max(1) as u64;
+        (0..splits)
+            .map(|s| {
+                cx.spawn(s as i32, |_| match self.generator() {
+                    Generator::Nexmark(o) => Box::new(NexmarkReader::new(o, s, splits)),
+                    Generator::Datagen(o) => Box::new(DatagenSplit::new(o.clone(), s, splits)),
+                })
+            })
+            .collect()
+    }
+}
+
+impl StreamInput for KafkaSource {
+    fn open(&self, cx: &InputContext<'_>) -> Result<Vec<BoxStream<'static, Message>>> {
+        let (config, value_schema, includes) = self.parts();
+        let ranges = config.partition_ranges()?;
+        ranges
+            .into_iter()
+            .map(|range| {
+                cx.spawn(range.partition, |progress| {
+                    Box::new(KafkaSplit::new(
+                        config.clone(),
+                        range,
+                        Arc::clone(value_schema),
+                        includes.to_vec(),
+                        progress,
+                    ))
+                })
+            })
+            .collect()
+    }
+}
+
+impl StreamInput for FileSource {
+    fn open(&self, cx: &InputContext<'_>) -> Result<Vec<BoxStream<'static, Message>>> {
+        let (pattern, encoding, schema) = self.parts();
+        if *encoding != FileEncoding::Json {
+            return Err(SqlError::unsupported(
+                "materialized views over CSV or Parquet file sources are not supported yet (NDJSON is)",
+            ));
+        }
+        let stream = cx.spawn(0, |progress| {
+            Box::new(FileSplit::new(
+                pattern.to_string(),
+                Arc::clone(schema),
+                progress,
+            ))
+        })?;
+        Ok(vec![stream])
+    }
+}
+
+impl StreamInput for DmlTable {
+    fn open(&self, cx: &InputContext<'_>) -> Result<Vec<BoxStream<'static, Message>>> {
+        let (tx, rx) = std::sync::mpsc::channel::<ChangeBatch>();
+        {
+            // The snapshot goes first, under the store's lock: nothing missed or doubled.
+            let store = self.store();
+            let mut store = store.lock();
+            let first = tx.clone();
+            let snapshot = store.subscribe(Box::new(move |c| tx.send(c).is_ok()))?;
+            if snapshot.num_rows() > 0 {
+                let _ = first.send(ChangeBatch::from_data(&snapshot, 1)?);
+            }
+        }
+        let stream = cx.spawn(0, |progress| Box::new(ChangelogSplit::new(rx, progress)))?;
+        Ok(vec![stream])
+    }
+}
+
+impl StreamInput for UpsertTable {
+    fn open(&self, _cx: &InputContext<'_>) -> Result<Vec<BoxStream<'static, Message>>> {
+        Err(SqlError::unsupported(
+            "materialized views over Kafka upsert tables are not supported yet",
+        ))
+    }
+}
+
+impl StreamInput for ViewTable {
+    fn open(&self, _cx: &InputContext<'_>) -> Result<Vec<BoxStream<'static, Message>>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let view = self.view();
+        let mut view = view.lock();
+        let snapshot = view.subscribe(Box::new(move |event| {
+            use weir_engine::operator::ViewEvent;
+            match event {
+                ViewEvent::Commit { barrier, changes } => {
+                    changes.is_none_or(|c| tx.send(Message::Data(c.clone())).is_ok())
+                        && tx.send(Message::Barrier(*barrier)).is_ok()
+                }
+                ViewEvent::Watermark(w) => tx.send(Message::Watermark(*w)).is_ok(),
+            }
+        }))?;
+        // Chained views are in-process edges: unbounded, so an upstream commit never waits.
+        let (first_tx, first_rx) = mpsc::unbounded_channel();
+        if snapshot.num_rows() > 0 {
+            let _ = first_tx.send(Message::Data(ChangeBatch::from_data(&snapshot, 1)?));
+        }
+        let _ = first_tx.send(Message::Watermark(
+            view.watermark().unwrap_or(Watermark::Idle),
+        ));
+        drop(first_tx);
+        use futures::StreamExt;
+        Ok(vec![
+            unbounded_stream(first_rx)
+                .chain(unbounded_stream(rx))
+                .boxed(),
+        ])
+    }
+}

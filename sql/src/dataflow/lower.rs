@@ -1,0 +1,288 @@
+//! Lowers DataFusion's optimized logical plan to an engine `Graph`: scans become input
+//! nodes, filters and projections `FilterProject`, GROUP BY `HashAggregate`, TUMBLE/HOP
+//! `TimeWindow`, UNION ALL `Union`. Anything else is refused with 0A000 naming it.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use datafusion::arrow::datatypes::Schema;
+use datafusion::catalog::TableProvider;
+use datafusion::common::DFSchema;
+use datafusion::datasource::source_as_provider;
+use datafusion::execution::context::ExecutionProps;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
+// Deprecated in 55 in favour of LoweredAggregateBuilder; kept until the planner is reworked.
+#[allow(deprecated)]
+use datafusion::physical_planner::create_aggregate_expr_and_maybe_filter;
+use weir_engine::operator::{
+    FilterProject, HashAggregate, Operator, TimeWindow, Union, WindowClose, column,
+};
+use weir_engine::runtime::{Graph, NodeId};
+
+use crate::error::{Result, SqlError};
+use crate::provider::WindowTable;
+
+/// A relation the dataflow reads, and the node its streams enter.
+pub(crate) struct Input {
+    pub(crate) relation: String,
+    pub(crate) provider: Arc<dyn TableProvider>,
+    pub(crate) node: NodeId,
+}
+
+/// A plan lowered to operators.
+pub(crate) struct Lowering<'a> {
+    pub(crate) graph: Graph,
+    pub(crate) inputs: Vec<Input>,
+    /// Late-row counters of the dataflow's windows.
+    pub(crate) late_rows: Vec<Arc<AtomicU64>>,
+    props: &'a ExecutionProps,
+    emit_on_close: bool,
+}
+
+/// A lowered plan node: where its output comes from, and which of its columns are window
+/// bounds (with the offset from that column at which the window closes).
+struct Lowered {
+    node: NodeId,
+    windows: Vec<Option<i64>>,
+}
+
+fn unsupported(what: &str) -> SqlError {
+    SqlError::unsupported(format!(
+        "{what} in a materialized view is not supported yet"
+    ))
+}
+
+impl<'a> Lowering<'a> {
+    pub(crate) fn new(props: &'a ExecutionProps, emit_on_close: bool) -> Self {
+        Self {
+            graph: Graph::new(),
+            inputs: Vec::new(),
+            late_rows: Vec::new(),
+            props,
+            emit_on_close,
+        }
+    }
+
+    /// Lowers `plan`; returns the node whose output is the view's rows.
+    pub(crate) fn lower_plan(&mut self, plan: &LogicalPlan) -> Result<NodeId> {
+        Ok(self.lower(plan)?.node)
+    }
+
+    fn add(&mut self, op: Box<dyn Operator>, inputs: &[NodeId]) -> Result<NodeId> {
+        let id = self.graph.add(op);
+        for &from in inputs {
+            self.graph.connect(from, id, 0)?;
+        }
+        Ok(id)
+    }
+
+    fn physical(&self, expr: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>> {
+        Ok(create_physical_expr(
+            expr,
+            schema,
+            self.props,
+            &PhysicalPlanningContext::default(),
+        )?)
+    }
+
+    fn input(&mut self, relation: &str, provider: Arc<dyn TableProvider>) -> Result<NodeId> {
+        let node = self.add(Box::new(Union::new(relation)), &[])?;
+        self.inputs.push(Input {
+            relation: relation.to_string(),
+            provider,
+            node,
+        });
+        Ok(node)
+    }
+
+    fn lower(&mut self, plan: &LogicalPlan) -> Result<Lowered> {
+        match plan {
+            LogicalPlan::TableScan(scan) => {
+                if scan.fetch.is_some() {
+                    return Err(unsupported("LIMIT"));
+                }
+                let provider = source_as_provider(&scan.source)?;
+                let any: &dyn std::any::Any = provider.as_ref();
+                let mut current = match any.downcast_ref::<WindowTable>() {
+                    Some(w) => {
+                        let input = self.input(&w.relation, Arc::clone(&w.input))?;
+                        let op = TimeWindow::try_new(&w.input.schema(), w.time_column, w.kind)?;
+                        self.late_rows.push(op.late_rows());
+                        let node = self.add(Box::new(op), &[input])?;
+                        let n = w.input.schema().fields().len();
+                        let mut windows = vec![None; n];
+                        windows.push(Some(w.kind.size()));
+                        windows.push(Some(0));
+                        Lowered { node, windows }
+                    }
+                    None => {
+                        let node = self.input(scan.table_name.table(), Arc::clone(&provider))?;
+                        let n = provider.schema().fields().len();
+                        Lowered {
+                            node,
+                            windows: vec![None; n],
+                        }
+                    }
+                };
+                let full = provider.schema();
+                let schema = scan.projected_schema.as_arrow().clone();
+                if let Some(projection) = &scan.projection {
+                    let columns = projection
+                        .iter()
+                        .map(|&i| column(full.field(i).name(), i))
+                        .collect();
+                    let op = FilterProject::new(None, columns, Arc::new(schema.clone()));
+                    current = Lowered {
+                        node: self.add(Box::new(op), &[current.node])?,
+                        windows: projection.iter().map(|&i| current.windows[i]).collect(),
+                    };
+                }
+                if let Some(predicate) = scan.filters.iter().cloned().reduce(Expr::and) {
+                    let pred = self.physical(&predicate, &scan.projected_schema)?;
+                    current.node = self.filter(pred, &schema, current.node)?;
+                }
+                Ok(current)
+            }
+            LogicalPlan::Filter(f) => {
+                let input = self.lower(&f.input)?;
+                let pred = self.physical(&f.predicate, f.input.schema())?;
+                let node = self.filter(pred, f.input.schema().as_arrow(), input.node)?;
+                Ok(Lowered {
+                    node,
+                    windows: input.windows,
+                })
+            }
+            LogicalPlan::Projection(p) => {
+                let input = self.lower(&p.input)?;
+                let exprs = p
+                    .expr
+                    .iter()
+                    .map(|e| self.physical(e, p.input.schema()))
+                    .collect::<Result<Vec<_>>>()?;
+                let windows = p
+                    .expr
+                    .iter()
+                    .map(|e| window_of(e, p.input.schema(), &input.windows))
+                    .collect();
+                let op = FilterProject::new(None, exprs, Arc::new(p.schema.as_arrow().clone()));
+                Ok(Lowered {
+                    node: self.add(Box::new(op), &[input.node])?,
+                    windows,
+                })
+            }
+            LogicalPlan::Aggregate(a) => {
+                let input = self.lower(&a.input)?;
+                let schema = a.input.schema();
+                let group_by = a
+                    .group_expr
+                    .iter()
+                    .map(|e| self.physical(e, schema))
+                    .collect::<Result<Vec<_>>>()?;
+                let mut aggregates = Vec::with_capacity(a.aggr_expr.len());
+                for e in &a.aggr_expr {
+                    #[allow(deprecated)]
+                    let (agg, filter, order) = create_aggregate_expr_and_maybe_filter(
+                        e,
+                        schema,
+                        schema.as_arrow(),
+                        self.props,
+                    )?;
+                    if filter.is_some() || !order.is_empty() {
+                        return Err(unsupported("FILTER or ORDER BY inside an aggregate"));
+                    }
+                    aggregates.push(agg);
+                }
+                let windows: Vec<Option<i64>> = a
+                    .group_expr
+                    .iter()
+                    .map(|e| window_of(e, schema, &input.windows))
+                    .collect();
+                let close = windows
+                    .iter()
+                    .enumerate()
+                    .find_map(|(i, w)| w.map(|offset| (i, offset)));
+                let mut op = HashAggregate::try_new(
+                    group_by,
+                    aggregates,
+                    Arc::new(a.schema.as_arrow().clone()),
+                )
+                .map_err(|e| SqlError::unsupported(e.to_string()))?;
+                match close {
+                    Some((column, offset_ns)) => {
+                        op = op.with_window_close(WindowClose {
+                            column,
+                            offset_ns,
+                            emit_on_close: self.emit_on_close,
+                        });
+                    }
+                    None if self.emit_on_close => {
+                        return Err(SqlError::unsupported(
+                            "EMIT ON WINDOW CLOSE needs GROUP BY window_start or window_end of a TUMBLE or HOP",
+                        ));
+                    }
+                    None => {}
+                }
+                let mut out_windows = windows;
+                out_windows.resize(a.schema.fields().len(), None);
+                Ok(Lowered {
+                    node: self.add(Box::new(op), &[input.node])?,
+                    windows: out_windows,
+                })
+            }
+            LogicalPlan::Union(u) => {
+                let mut nodes = Vec::with_capacity(u.inputs.len());
+                for i in &u.inputs {
+                    nodes.push(self.lower(i)?.node);
+                }
+                let node = self.add(Box::new(Union::new("UNION ALL")), &nodes)?;
+                Ok(Lowered {
+                    node,
+                    windows: vec![None; u.schema.fields().len()],
+                })
+            }
+            LogicalPlan::SubqueryAlias(s) => self.lower(&s.input),
+            LogicalPlan::Join(_) => Err(unsupported("JOIN")),
+            LogicalPlan::Sort(_) | LogicalPlan::Limit(_) => Err(unsupported("ORDER BY / LIMIT")),
+            LogicalPlan::Window(_) => Err(unsupported("a window function (OVER)")),
+            other => Err(unsupported(
+                other
+                    .display()
+                    .to_string()
+                    .split(':')
+                    .next()
+                    .unwrap_or("this construct"),
+            )),
+        }
+    }
+
+    /// A filter keeping every column.
+    fn filter(
+        &mut self,
+        pred: Arc<dyn PhysicalExpr>,
+        schema: &Schema,
+        input: NodeId,
+    ) -> Result<NodeId> {
+        let columns = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| column(f.name(), i))
+            .collect();
+        let op = FilterProject::new(Some(pred), columns, Arc::new(schema.clone()));
+        self.add(Box::new(op), &[input])
+    }
+}
+
+/// The window-close offset of `expr` when it is a bare window-bound column (or an alias of one).
+fn window_of(expr: &Expr, schema: &DFSchema, windows: &[Option<i64>]) -> Option<i64> {
+    match expr {
+        Expr::Alias(a) => window_of(&a.expr, schema, windows),
+        Expr::Column(c) => schema
+            .index_of_column(c)
+            .ok()
+            .and_then(|i| windows.get(i).copied().flatten()),
+        _ => None,
+    }
+}
