@@ -13,4 +13,5 @@ mod file;
 mod kafka;
 mod pg_wire;
 mod restart;
+mod streaming;
 mod views;

@@ -81,6 +81,56 @@ pub(crate) async fn connect(
 }
 
 /// The SQLSTATE of a failed statement.
+/// A query's rows as `a|b|c` strings (NULL spelled out), sorted: a multiset to compare.
+pub(crate) async fn sorted_rows(client: &Client, sql: &str) -> Vec<String> {
+    let mut out: Vec<String> = client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
+                    .collect::<Vec<_>>()
+                    .join("|"),
+            ),
+            _ => None,
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Polls until `view` holds exactly the rows of `oracle` (FLUSH between tries); panics
+/// with both after `timeout`.
+pub(crate) async fn await_view_equals(
+    client: &Client,
+    view: &str,
+    oracle: &str,
+    timeout: Duration,
+) {
+    let started = Instant::now();
+    loop {
+        client.batch_execute("FLUSH").await.unwrap();
+        let got = sorted_rows(client, &format!("SELECT * FROM {view}")).await;
+        let want = sorted_rows(client, oracle).await;
+        if got == want {
+            return;
+        }
+        if started.elapsed() > timeout {
+            let diff: Vec<_> = got.iter().filter(|r| !want.contains(r)).take(5).collect();
+            let missing: Vec<_> = want.iter().filter(|r| !got.contains(r)).take(5).collect();
+            panic!(
+                "{view}: {} rows, oracle {}; extra {diff:?}, missing {missing:?}",
+                got.len(),
+                want.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 pub(crate) fn sqlstate(e: &tokio_postgres::Error) -> String {
     e.code()
         .map(|c| c.code().to_string())

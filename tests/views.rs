@@ -1,27 +1,7 @@
 //! Materialized views over tables: backfilled, kept equal to their query re-run from scratch
 //! after every INSERT/UPDATE/DELETE, restored after restart, dropped with dependency checks.
 
-use crate::harness::{TestServer, sqlstate};
-
-async fn rows(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
-    let mut out: Vec<String> = client
-        .simple_query(sql)
-        .await
-        .unwrap()
-        .iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
-                (0..r.len())
-                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
-                    .collect::<Vec<_>>()
-                    .join("|"),
-            ),
-            _ => None,
-        })
-        .collect();
-    out.sort();
-    out
-}
+use crate::harness::{TestServer, sorted_rows as rows, sqlstate};
 
 const VIEW_QUERY: &str = "SELECT city, count(*) AS n, sum(age) AS total, avg(age) AS mean FROM people WHERE age >= 18 GROUP BY city";
 

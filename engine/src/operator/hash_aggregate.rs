@@ -28,8 +28,6 @@ const RETRACTABLE: &[&str] = &[
     "count",
     "avg",
     "mean",
-    "bool_and",
-    "bool_or",
     "stddev",
     "stddev_pop",
     "stddev_samp",
@@ -38,8 +36,13 @@ const RETRACTABLE: &[&str] = &[
     "var_samp",
 ];
 
+/// Aggregates whose result ignores duplicates: evaluated over the distinct values.
+const IDEMPOTENT: &[&str] = &["bool_and", "bool_or"];
+
 /// Aggregates evaluated from the multiset of their arguments.
 const FROM_MULTISET: &[&str] = &[
+    "bool_and",
+    "bool_or",
     "min",
     "max",
     "string_agg",
@@ -118,8 +121,7 @@ impl HashAggregate {
             let sliding = RETRACTABLE.contains(&name.as_str())
                 && !a.is_distinct()
                 && a.create_sliding_accumulator()
-                    .map_err(df)?
-                    .supports_retract_batch();
+                    .is_ok_and(|acc| acc.supports_retract_batch());
             let kind = match name.as_str() {
                 _ if sliding => Kind::Sliding,
                 "min" => Kind::Min,
@@ -274,7 +276,8 @@ fn evaluate_state(a: &Aggregate, state: &mut State) -> Result<ScalarValue> {
                     None => ScalarValue::try_from(&out_type).map_err(df),
                 };
             }
-            let distinct = a.expr.is_distinct();
+            let distinct = a.expr.is_distinct()
+                || IDEMPOTENT.contains(&a.expr.fun().name().to_ascii_lowercase().as_str());
             let rows = values.iter().flat_map(|(r, &n)| {
                 std::iter::repeat_n(r.row(), if distinct { 1 } else { n.max(0) as usize })
             });
