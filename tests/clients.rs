@@ -23,7 +23,7 @@ fn run_client(program: &str, args: &[&str]) -> Vec<String> {
 }
 
 /// psql connected to `server`, without a psqlrc.
-fn psql_command(server: &TestServer) -> Command {
+pub(crate) fn psql_command(server: &TestServer) -> Command {
     let addr = server.addr();
     let mut cmd = Command::new("psql");
     cmd.args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string()])

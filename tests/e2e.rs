@@ -14,4 +14,5 @@ mod kafka;
 mod pg_wire;
 mod restart;
 mod streaming;
+mod subscribe;
 mod views;

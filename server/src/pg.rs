@@ -5,6 +5,7 @@ mod encode;
 mod error;
 mod handler;
 mod settings;
+mod subscribe;
 
 use std::sync::Arc;
 

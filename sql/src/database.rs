@@ -27,7 +27,10 @@ use crate::statement::{CreateRelation, ObjectKind, ParsedStatement, Statement, S
 use crate::types::sql_type_name;
 
 mod introspection;
+mod subscription;
 mod views;
+
+pub use subscription::Subscription;
 
 /// The database name clients see (`current_database()`), and DataFusion's catalog name.
 pub const DATABASE_NAME: &str = "weir";

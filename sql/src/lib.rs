@@ -12,8 +12,8 @@ mod relation;
 mod statement;
 mod types;
 
-pub use database::{DATABASE_NAME, Database, Output, QueryResult, SERVER_VERSION};
+pub use database::{DATABASE_NAME, Database, Output, QueryResult, SERVER_VERSION, Subscription};
 pub use error::{Result, SqlError, classify};
 pub use provider::ScanReport;
-pub use statement::{ObjectKind, ParsedStatement, Statement, TransactionKind};
+pub use statement::{ObjectKind, ParsedStatement, Statement, SubscribeTarget, TransactionKind};
 pub use types::sql_type_name;

@@ -3,6 +3,7 @@
 
 mod create;
 mod session;
+mod subscribe;
 
 use std::collections::BTreeMap;
 
@@ -16,6 +17,11 @@ use crate::error::{Result, SqlError};
 
 use self::create::parse_create;
 use self::session::{parse_reset, parse_set, parse_show_variable};
+pub use self::subscribe::SubscribeTarget;
+pub(crate) use self::subscribe::parse_duration;
+use self::subscribe::{
+    is_copy_subscribe, parse_close, parse_copy_subscribe, parse_declare, parse_fetch,
+};
 
 /// Kinds of catalog objects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -110,6 +116,21 @@ pub enum Statement {
     Transaction(TransactionKind),
     Flush,
     Discard,
+    /// `COPY (SUBSCRIBE ...) TO STDOUT` (no cursor) or `DECLARE c CURSOR FOR SUBSCRIBE ...`.
+    Subscribe {
+        target: SubscribeTarget,
+        /// Start with the current rows as inserts.
+        snapshot: bool,
+        cursor: Option<String>,
+    },
+    /// `FETCH n c WITH (timeout = ...)`; `count` None = ALL; `timeout` None = wait for rows.
+    Fetch {
+        cursor: String,
+        count: Option<u64>,
+        timeout: Option<std::time::Duration>,
+    },
+    /// `CLOSE c` (None = ALL).
+    Close(Option<String>),
     /// A statement DataFusion plans (SELECT, INSERT, UPDATE, DELETE, EXPLAIN, ...).
     Query(Box<ast::Statement>),
 }
@@ -225,6 +246,10 @@ impl StatementParser {
             ["SAVEPOINT", ..] => Ok(Statement::Transaction(TransactionKind::Savepoint)),
             ["RELEASE", ..] => Ok(Statement::Transaction(TransactionKind::ReleaseSavepoint)),
             ["FLUSH"] => Ok(Statement::Flush),
+            ["COPY", ..] if is_copy_subscribe(text) => parse_copy_subscribe(text),
+            ["DECLARE", ..] => parse_declare(text),
+            ["FETCH", ..] => parse_fetch(text),
+            ["CLOSE", ..] => parse_close(text),
             ["DISCARD", ..] => Ok(Statement::Discard),
             _ => {
                 let mut stmts = self.compat.parse(text).map_err(|e| {

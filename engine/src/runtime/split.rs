@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, RecordBatch, TimestampNanosecondArray};
-use arrow::compute::{cast, max};
+use arrow::array::{Array, ArrayRef, RecordBatch, TimestampNanosecondArray};
+use arrow::compute::cast;
 use arrow::datatypes::{DataType, TimeUnit};
 use datafusion_physical_expr::PhysicalExpr;
 use parking_lot::Mutex;
@@ -56,29 +56,60 @@ pub struct SplitProgress {
 /// `date_time - INTERVAL '5' SECOND`), and when a silent split stops holding others back.
 #[derive(Debug, Clone)]
 pub struct WatermarkSpec {
+    /// The event-time column the watermark is declared on.
+    pub column: usize,
     pub expr: Arc<dyn PhysicalExpr>,
     pub idle_timeout: Duration,
 }
 
+fn as_ns(values: &ArrayRef) -> Result<TimestampNanosecondArray> {
+    let ns = cast(values, &DataType::Timestamp(TimeUnit::Nanosecond, None))?;
+    ns.as_any()
+        .downcast_ref::<TimestampNanosecondArray>()
+        .cloned()
+        .ok_or_else(|| EngineError::Config("watermark must be a timestamp".into()))
+}
+
 impl WatermarkSpec {
-    /// The largest watermark expression value in `rows`, in ns.
-    pub fn max_of(&self, rows: &RecordBatch) -> Result<Option<i64>> {
+    /// Per row: the watermark expression's value and the event time, in ns.
+    fn evaluate(
+        &self,
+        rows: &RecordBatch,
+    ) -> Result<(TimestampNanosecondArray, TimestampNanosecondArray)> {
         let values = self
             .expr
             .evaluate(rows)
             .and_then(|v| v.into_array(rows.num_rows()))
             .map_err(|e| EngineError::Config(e.to_string()))?;
-        let ns = cast(&values, &DataType::Timestamp(TimeUnit::Nanosecond, None))?;
-        let ns = ns
-            .as_any()
-            .downcast_ref::<TimestampNanosecondArray>()
-            .ok_or_else(|| EngineError::Config("watermark must be a timestamp".into()))?;
-        Ok(if ns.null_count() == ns.len() {
-            None
-        } else {
-            max(ns)
-        })
+        Ok((as_ns(&values)?, as_ns(rows.column(self.column))?))
     }
+}
+
+/// Where a batch must be cut so that rows behave as if they arrived one by one: before a
+/// row whose event time is behind the watermark of the rows ahead of it, that watermark
+/// goes first. Returns (end of piece, watermark to send after it) and the late-row count.
+fn cut_points(
+    wm: &TimestampNanosecondArray,
+    time: &TimestampNanosecondArray,
+    mut current: Option<i64>,
+) -> (Vec<(usize, Option<i64>)>, u64) {
+    let (mut cuts, mut late) = (Vec::new(), 0);
+    for i in 0..wm.len() {
+        if let Some(w) = current
+            && time.is_valid(i)
+            && time.value(i) < w
+        {
+            late += 1;
+            if cuts.last().is_none_or(|(end, _)| *end != i) {
+                cuts.push((i, current));
+            }
+        }
+        if wm.is_valid(i) {
+            current = Some(current.map_or(wm.value(i), |c| c.max(wm.value(i))));
+        }
+    }
+    cuts.push((wm.len(), current));
+    (cuts, late)
 }
 
 /// Rows per read.
@@ -146,29 +177,42 @@ impl SplitLoop {
             }
         };
         self.last_rows = Instant::now();
-        let new_wm = match self.watermark.as_ref().map(|spec| spec.max_of(&rows)) {
-            Some(Ok(Some(w))) if self.max_wm.is_none_or(|m| w > m) || self.idle_sent => {
-                let w = self.max_wm.map_or(w, |m| m.max(w));
-                self.max_wm = Some(w);
-                self.idle_sent = false;
-                Some(w)
-            }
+        let evaluated = self.watermark.as_ref().map(|spec| spec.evaluate(&rows));
+        let (cuts, late) = match evaluated {
+            Some(Ok((wm, time))) => cut_points(&wm, &time, self.max_wm),
             Some(Err(e)) => {
                 self.progress.lock().last_error = Some(e.to_string());
-                None
+                (vec![(rows.num_rows(), self.max_wm)], 0)
             }
-            _ => None,
+            None => (vec![(rows.num_rows(), None)], 0),
         };
-        if !self.send(Message::Data(change)) {
-            return false;
-        }
-        match new_wm {
-            Some(w) => {
-                self.progress.lock().watermark = Some(w);
-                self.send(Message::Watermark(Watermark::EventTime(w)))
+        self.progress.lock().late_rows += late;
+        let mut start = 0;
+        for (end, wm) in cuts {
+            if end > start {
+                let piece = change.batch().slice(start, end - start);
+                match ChangeBatch::try_new(piece) {
+                    Ok(c) => {
+                        if !self.send(Message::Data(c)) {
+                            return false;
+                        }
+                    }
+                    Err(e) => self.progress.lock().last_error = Some(e.to_string()),
+                }
             }
-            None => true,
+            start = end;
+            if let Some(w) = wm
+                && (self.max_wm.is_none_or(|m| w > m) || self.idle_sent)
+            {
+                self.max_wm = Some(w);
+                self.idle_sent = false;
+                self.progress.lock().watermark = Some(w);
+                if !self.send(Message::Watermark(Watermark::EventTime(w))) {
+                    return false;
+                }
+            }
         }
+        true
     }
 }
 
@@ -236,4 +280,23 @@ pub fn spawn_split(
                 }
             }
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_row_behind_the_watermark_of_earlier_rows_gets_that_watermark_first() {
+        let s = 1_000_000_000;
+        // Times 10, 12, 5 (late: the watermark after 12 is 12 - 3 = 9), 13; delay 3.
+        let time = TimestampNanosecondArray::from(vec![10 * s, 12 * s, 5 * s, 13 * s]);
+        let wm = TimestampNanosecondArray::from(vec![7 * s, 9 * s, 2 * s, 10 * s]);
+        let (cuts, late) = cut_points(&wm, &time, None);
+        assert_eq!(cuts, vec![(2, Some(9 * s)), (4, Some(10 * s))]);
+        assert_eq!(late, 1);
+        // In order: one piece, no late rows.
+        let (cuts, late) = cut_points(&wm.slice(0, 2), &time.slice(0, 2), Some(s));
+        assert_eq!((cuts, late), (vec![(2, Some(9 * s))], 0));
+    }
 }

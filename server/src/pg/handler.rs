@@ -8,7 +8,7 @@ use arrow_pg::datatypes::df::deserialize_parameters;
 use arrow_pg::datatypes::{arrow_schema_to_pg_fields, into_pg_type};
 use async_trait::async_trait;
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::logical_expr::LogicalPlan;
 use futures::{Sink, SinkExt};
 use pgwire::api::portal::{Format, Portal};
@@ -27,12 +27,15 @@ use weir_sql::{Database, Output, ParsedStatement, SqlError, Statement, Transacti
 use super::encode::{output_response, rows_response};
 use super::error::{error_info, notice, to_pgwire};
 use super::settings;
+use super::subscribe;
 
 /// A statement between Parse and Execute.
 #[derive(Debug, Clone)]
 pub(crate) struct Prepared {
     parsed: ParsedStatement,
     plan: Option<LogicalPlan>,
+    /// The columns of a FETCH, known from the session's cursor when it was parsed.
+    fetch_schema: Option<SchemaRef>,
 }
 
 /// Parses and plans statements for the extended protocol.
@@ -151,10 +154,13 @@ impl SessionHandler {
                 Ok(Response::TransactionStart(Tag::new("BEGIN")))
             }
             Statement::Transaction(TransactionKind::Commit) => {
+                // Cursors end with their transaction.
+                let _ = subscribe::cursors(client).close(None).await;
                 let tag = if aborted { "ROLLBACK" } else { "COMMIT" };
                 Ok(Response::TransactionEnd(Tag::new(tag)))
             }
             Statement::Transaction(TransactionKind::Rollback) => {
+                let _ = subscribe::cursors(client).close(None).await;
                 Ok(Response::TransactionEnd(Tag::new("ROLLBACK")))
             }
             Statement::Transaction(TransactionKind::Savepoint) => {
@@ -169,6 +175,56 @@ impl SessionHandler {
                 Ok(Response::Execution(Tag::new("ROLLBACK")))
             }
             Statement::Discard => Ok(Response::Execution(Tag::new("DISCARD ALL"))),
+            Statement::Subscribe {
+                target,
+                snapshot,
+                cursor: None,
+            } => match self.db.subscribe(target, *snapshot).await {
+                Ok(sub) => return subscribe::copy_out(client, sub).await,
+                Err(e) => Err(e),
+            },
+            Statement::Subscribe {
+                target,
+                snapshot,
+                cursor: Some(name),
+            } => {
+                if client.transaction_status() != TransactionStatus::Transaction {
+                    Err(SqlError::new(
+                        "25P01",
+                        "DECLARE CURSOR can only be used in transaction blocks",
+                    ))
+                } else {
+                    match self.db.subscribe(target, *snapshot).await {
+                        Ok(sub) => subscribe::cursors(client)
+                            .open(name, sub)
+                            .await
+                            .map(|()| Response::Execution(Tag::new("DECLARE CURSOR"))),
+                        Err(e) => Err(e),
+                    }
+                }
+            }
+            Statement::Fetch {
+                cursor,
+                count,
+                timeout,
+            } => match subscribe::cursors(client)
+                .fetch(cursor, *count, *timeout)
+                .await
+            {
+                Ok(batch) => Ok(rows_response(
+                    &batch.schema(),
+                    vec![batch],
+                    format,
+                    options,
+                )?),
+                Err(e) => Err(e),
+            },
+            Statement::Close(cursor) => {
+                match subscribe::cursors(client).close(cursor.as_deref()).await {
+                    Ok(()) => Ok(Response::Execution(Tag::new("CLOSE CURSOR"))),
+                    Err(e) => Err(e),
+                }
+            }
             Statement::Flush => match self.db.flush().await {
                 Ok(()) => Ok(Response::Execution(Tag::new("FLUSH"))),
                 Err(e) => Err(e),
@@ -231,10 +287,32 @@ impl SimpleQueryHandler for SessionHandler {
             Ok(s) => s,
             Err(e) => return Ok(vec![Response::Error(Box::new(error_info(&e)))]),
         };
+        let copies =
+            |p: &ParsedStatement| matches!(p.statement, Statement::Subscribe { cursor: None, .. });
+        if statements.len() > 1 && statements.iter().any(copies) {
+            // It streams while it runs, ahead of the responses queued for earlier statements.
+            let e = SqlError::new(
+                "0A000",
+                "COPY (SUBSCRIBE ...) must be the only statement of its query",
+            );
+            return Ok(vec![Response::Error(Box::new(error_info(&e)))]);
+        }
         let mut responses = Vec::with_capacity(statements.len());
         for parsed in &statements {
             match self.run(client, parsed, None, &Format::UnifiedText).await? {
-                Ok(r) => responses.push(r),
+                Ok(r) => {
+                    // Later statements of this query see the block BEGIN opened or COMMIT closed.
+                    match &r {
+                        Response::TransactionStart(_) => {
+                            client.set_transaction_status(TransactionStatus::Transaction)
+                        }
+                        Response::TransactionEnd(_) => {
+                            client.set_transaction_status(TransactionStatus::Idle)
+                        }
+                        _ => {}
+                    }
+                    responses.push(r)
+                }
                 Err(e) => {
                     responses.push(Response::Error(Box::new(error_info(&e))));
                     break;
@@ -333,7 +411,7 @@ impl QueryParser for PreparedParser {
 
     async fn parse_sql<C>(
         &self,
-        _client: &C,
+        client: &C,
         sql: &str,
         _types: &[Option<Type>],
     ) -> PgWireResult<Option<Prepared>>
@@ -360,7 +438,15 @@ impl QueryParser for PreparedParser {
             ),
             _ => None,
         };
-        Ok(Some(Prepared { parsed, plan }))
+        let fetch_schema = match &parsed.statement {
+            Statement::Fetch { cursor, .. } => subscribe::cursors(client).schema(cursor).await,
+            _ => None,
+        };
+        Ok(Some(Prepared {
+            parsed,
+            plan,
+            fetch_schema,
+        }))
     }
 
     fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {
@@ -384,6 +470,10 @@ impl QueryParser for PreparedParser {
             (Some(LogicalPlan::Dml(_)), _) => return Ok(vec![]),
             (Some(plan), _) => Arc::new(plan.schema().as_arrow().clone()),
             (None, Statement::ShowVariable(name)) => show_schema(name),
+            (None, Statement::Fetch { .. }) => match &stmt.fetch_schema {
+                Some(s) => Arc::clone(s),
+                None => return Ok(vec![]),
+            },
             (None, other) => match Database::output_schema(other) {
                 Some(s) => s,
                 None => return Ok(vec![]),

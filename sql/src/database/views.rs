@@ -21,7 +21,7 @@ use super::{Database, Output, command};
 use crate::catalog::{Entry, StoredEntry};
 use crate::dataflow::{InputContext, Lowering, RunningDataflow, ViewTable, stream_input};
 use crate::error::{Result, SqlError};
-use crate::statement::{CreateRelation, ObjectKind, ParsedStatement, Statement};
+use crate::statement::{CreateRelation, ObjectKind, ParsedStatement, Statement, parse_duration};
 
 /// How long a partition may stay silent before it stops holding its source's watermark back.
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -97,9 +97,15 @@ impl Database {
     /// The watermark a relation declares (`WATERMARK FOR col AS expr`), as the expression
     /// its splits evaluate over rows.
     fn watermark_spec(&self, entry: &Entry) -> Result<Option<WatermarkSpec>> {
-        let Some((_, expr)) = &entry.create.watermark else {
+        let Some((column, expr)) = &entry.create.watermark else {
             return Ok(None);
         };
+        let column = entry.schema.index_of(column).map_err(|_| {
+            SqlError::new(
+                "42703",
+                format!("watermark column \"{column}\" does not exist"),
+            )
+        })?;
         let schema = DFSchema::try_from(entry.schema.as_ref().clone())?;
         let logical = self.ctx.parse_sql_expr(expr, &schema)?;
         let physical = create_physical_expr(
@@ -117,6 +123,7 @@ impl Database {
             None => DEFAULT_IDLE_TIMEOUT,
         };
         Ok(Some(WatermarkSpec {
+            column,
             expr: physical,
             idle_timeout,
         }))
@@ -131,6 +138,51 @@ impl Database {
         persist: bool,
         emit_on_close: bool,
     ) -> Result<Arc<ViewTable>> {
+        let (table, depends_on) = self.start_dataflow(name, plan, emit_on_close)?;
+        self.ctx
+            .register_table(name, Arc::clone(&table) as Arc<dyn TableProvider>)?;
+        let create = CreateRelation {
+            kind: ObjectKind::MaterializedView,
+            name: name.to_string(),
+            if_not_exists: false,
+            columns: vec![],
+            primary_key: vec![],
+            watermark: None,
+            append_only: false,
+            includes: vec![],
+            options: Default::default(),
+            format: None,
+        };
+        let stored = StoredEntry {
+            kind: ObjectKind::MaterializedView,
+            name: name.to_string(),
+            sql,
+            resolved: Default::default(),
+            depends_on,
+        };
+        let entry = Entry {
+            stored,
+            create,
+            schema: table.schema(),
+            provider: Arc::clone(&table) as Arc<dyn TableProvider>,
+        };
+        let persisted = self.catalog.lock().insert(entry, persist);
+        if let Err(e) = persisted {
+            table.drop_view();
+            let _ = self.ctx.deregister_table(name);
+            return Err(e);
+        }
+        Ok(table)
+    }
+
+    /// Lowers `plan` and starts its dataflow; returns the view and the relations it reads.
+    /// `name` labels the dataflow in logs.
+    pub(super) fn start_dataflow(
+        &self,
+        name: &str,
+        plan: &LogicalPlan,
+        emit_on_close: bool,
+    ) -> Result<(Arc<ViewTable>, Vec<String>)> {
         let props = ExecutionProps::new();
         let mut lowering = Lowering::new(&props, emit_on_close);
         let out = lowering.lower_plan(plan)?;
@@ -190,41 +242,8 @@ impl Database {
             stats,
             late_rows: lowering.late_rows,
         };
-        let table = Arc::new(ViewTable::new(Arc::clone(&schema), view, running));
-        self.ctx
-            .register_table(name, Arc::clone(&table) as Arc<dyn TableProvider>)?;
-        let create = CreateRelation {
-            kind: ObjectKind::MaterializedView,
-            name: name.to_string(),
-            if_not_exists: false,
-            columns: vec![],
-            primary_key: vec![],
-            watermark: None,
-            append_only: false,
-            includes: vec![],
-            options: Default::default(),
-            format: None,
-        };
-        let stored = StoredEntry {
-            kind: ObjectKind::MaterializedView,
-            name: name.to_string(),
-            sql,
-            resolved: Default::default(),
-            depends_on,
-        };
-        let entry = Entry {
-            stored,
-            create,
-            schema,
-            provider: Arc::clone(&table) as Arc<dyn TableProvider>,
-        };
-        let persisted = self.catalog.lock().insert(entry, persist);
-        if let Err(e) = persisted {
-            table.drop_view();
-            let _ = self.ctx.deregister_table(name);
-            return Err(e);
-        }
-        Ok(table)
+        let table = Arc::new(ViewTable::new(schema, view, running));
+        Ok((table, depends_on))
     }
 
     /// FLUSH: returns once every view reflects everything accepted before it was called.
@@ -252,18 +271,4 @@ pub(super) async fn wait_for_epoch(mut stats: watch::Receiver<DataflowStats>, ep
     let _ = stats
         .wait_for(|s| s.epoch >= epoch || s.error.is_some())
         .await;
-}
-
-/// `500ms`, `5s`, `2m`, or plain seconds.
-fn parse_duration(v: &str) -> Option<Duration> {
-    let v = v.trim().to_ascii_lowercase();
-    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
-    let (n, unit) = v.split_at(split);
-    let n: u64 = n.parse().ok()?;
-    match unit.trim() {
-        "ms" => Some(Duration::from_millis(n)),
-        "" | "s" | "sec" | "second" | "seconds" => Some(Duration::from_secs(n)),
-        "m" | "min" | "minute" | "minutes" => Some(Duration::from_secs(n * 60)),
-        _ => None,
-    }
 }
