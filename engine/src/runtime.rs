@@ -3,10 +3,12 @@
 
 mod barrier;
 mod graph;
+mod paced;
 mod split;
 
 pub use barrier::Barriers;
 pub use graph::{DataflowStats, Graph, InputId, NodeId};
+pub use paced::Paced;
 pub use split::{ReadResult, SplitProgress, SplitReader, WatermarkSpec, spawn_split};
 
 /// Bounded capacity of a split's channel, in messages (batches): backpressure to readers.

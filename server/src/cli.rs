@@ -67,11 +67,19 @@ impl ServeArgs {
     }
 }
 
-/// The demo's sources: the three Nexmark relations, 10M events.
+/// The demo's sources: the three Nexmark relations (10M events), and a live bid stream at
+/// 10,000 events/s (event time keeps pace with the clock) with a windowed view over it.
 const DEMO_SQL: &str = "
 CREATE SOURCE IF NOT EXISTS person WITH (connector = 'nexmark', nexmark.table.type = 'Person', nexmark.event.num = '10000000');
 CREATE SOURCE IF NOT EXISTS auction WITH (connector = 'nexmark', nexmark.table.type = 'Auction', nexmark.event.num = '10000000');
 CREATE SOURCE IF NOT EXISTS bid WITH (connector = 'nexmark', nexmark.table.type = 'Bid', nexmark.event.num = '10000000');
+CREATE SOURCE IF NOT EXISTS live_bid (auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR,
+    url VARCHAR, date_time TIMESTAMP, extra VARCHAR,
+    WATERMARK FOR date_time AS date_time - INTERVAL '2' SECOND)
+  WITH (connector = 'nexmark', nexmark.table.type = 'Bid', nexmark.min.event.gap.in.ns = '100000');
+CREATE MATERIALIZED VIEW IF NOT EXISTS bids_per_10s AS
+  SELECT window_start, window_end, count(*) AS bids, max(price) AS max_price
+  FROM TUMBLE(live_bid, date_time, INTERVAL '10' SECOND) GROUP BY window_start, window_end;
 ";
 
 /// Entry point of the `weir` binary.
@@ -107,19 +115,24 @@ async fn demo_setup(handle: &ServerHandle) -> anyhow::Result<()> {
         .parse(DEMO_SQL)
         .map_err(|e| anyhow::anyhow!("{e}"))?
     {
-        handle
-            .database
-            .execute_catalog(&stmt)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let done = match stmt.statement {
+            weir_sql::Statement::CreateView { .. } => {
+                handle.database.execute_create_view(&stmt).await
+            }
+            _ => handle.database.execute_catalog(&stmt),
+        };
+        done.map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     let addr = handle.pg_addr;
     let banner = format!(
-        "\nweir demo is running with Nexmark sources person, auction, bid.\n\
+        "\nweir demo is running with Nexmark sources person, auction, bid, a live bid stream\n\
+         live_bid (10,000 events/s) and the windowed view bids_per_10s over it.\n\
          Connect with:\n\n    psql -h {} -p {} -U weir weir\n\n\
          Then try (more in examples/quickstart.sql):\n\n    \
          SELECT channel, count(*), avg(price) FROM bid GROUP BY channel ORDER BY 2 DESC;\n    \
-         SELECT * FROM auction LIMIT 5;\n\n\
-         Ctrl-C stops it.\n",
+         SELECT * FROM bids_per_10s ORDER BY window_start DESC LIMIT 3;\n    \
+         COPY (SUBSCRIBE TO bids_per_10s) TO STDOUT;   -- watch it change; Ctrl-C ends it\n\n\
+         Ctrl-C stops the server.\n",
         addr.ip(),
         addr.port()
     );

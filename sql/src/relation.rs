@@ -103,6 +103,19 @@ fn declared_schema(c: &CreateRelation) -> Result<SchemaRef> {
     Ok(Arc::new(Schema::new(fields)))
 }
 
+/// A generator's pace from option `key` (a positive number), as rows per second.
+fn rate(c: &CreateRelation, key: &str, to_rate: impl Fn(f64) -> f64) -> Result<Option<f64>> {
+    match c.options.get(key) {
+        None => Ok(None),
+        Some(v) => match v.parse::<f64>() {
+            Ok(x) if x > 0.0 => Ok(Some(to_rate(x))),
+            _ => Err(SqlError::invalid_parameter(format!(
+                "{key} must be a positive number, got '{v}'"
+            ))),
+        },
+    }
+}
+
 fn build_nexmark(c: &CreateRelation) -> Result<Built> {
     let table = NexmarkTable::parse(
         c.options
@@ -156,7 +169,14 @@ fn build_nexmark(c: &CreateRelation) -> Result<Built> {
         }
     }
     Ok(Built {
-        provider: Arc::new(GeneratorSource::new(&c.name, Generator::Nexmark(options))),
+        provider: Arc::new(
+            GeneratorSource::new(&c.name, Generator::Nexmark(options)).with_rate(rate(
+                c,
+                "nexmark.min.event.gap.in.ns",
+                // Events of every kind are spaced by the gap; this relation has its share.
+                |gap| 1e9 / gap * table.proportion().1 as f64 / 50.0,
+            )?),
+        ),
         schema,
     })
 }
@@ -224,7 +244,13 @@ fn build_datagen(c: &CreateRelation) -> Result<Built> {
         base_time_ms,
     };
     Ok(Built {
-        provider: Arc::new(GeneratorSource::new(&c.name, Generator::Datagen(options))),
+        provider: Arc::new(
+            GeneratorSource::new(&c.name, Generator::Datagen(options)).with_rate(rate(
+                c,
+                "datagen.rows.per.second",
+                |r| r,
+            )?),
+        ),
         schema,
     })
 }

@@ -322,7 +322,6 @@ impl SplitReader for KafkaSplit {
         let mut p = self.progress.lock();
         p.next_offset = self.next;
         p.high_watermark = p.high_watermark.max(self.next);
-        p.rows += stats.rows - before.rows;
         p.bytes += bytes;
         p.parse_errors += stats.errors - before.errors;
         if stats.errors > before.errors {

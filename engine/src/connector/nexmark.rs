@@ -42,8 +42,8 @@ impl NexmarkTable {
     }
 
     /// This relation's share of every 50 events, as the reference generator has it (1/3/46).
-    fn proportion(self) -> (u64, u64) {
-        // (offset of the first event of this type within 50, count within 50)
+    /// (offset of the first event of this type within 50, count within 50).
+    pub fn proportion(self) -> (u64, u64) {
         match self {
             Self::Person => (0, 1),
             Self::Auction => (1, 3),

@@ -62,6 +62,8 @@ enum Kind {
     Max,
     /// Re-run a fresh accumulator over the multiset (DISTINCT: each value once).
     Recompute,
+    /// DataFusion's ordinary accumulator, for input that never retracts: O(1) per group.
+    Plain,
 }
 
 struct Aggregate {
@@ -157,6 +159,17 @@ impl HashAggregate {
         })
     }
 
+    /// For input that only ever inserts (sources, APPEND ONLY tables): min, max, DISTINCT
+    /// and the rest keep DataFusion's ordinary accumulators instead of value multisets.
+    pub fn with_append_only_input(mut self) -> Self {
+        for a in &mut self.aggregates {
+            if a.kind != Kind::Sliding {
+                a.kind = Kind::Plain;
+            }
+        }
+        self
+    }
+
     /// Makes groups close (and their state go) when the watermark passes them.
     pub fn with_window_close(mut self, close: WindowClose) -> Self {
         self.close = Some(close);
@@ -186,6 +199,7 @@ impl HashAggregate {
                     .create_sliding_accumulator()
                     .map(State::Sliding)
                     .map_err(df),
+                Kind::Plain => a.expr.create_accumulator().map(State::Sliding).map_err(df),
                 _ => Ok(State::Multiset(BTreeMap::new())),
             })
             .collect::<Result<_>>()?;
@@ -413,7 +427,7 @@ impl Operator for HashAggregate {
             })
             .collect::<Result<_>>()?;
         for (a, args) in self.aggregates.iter_mut().zip(&args) {
-            if a.kind != Kind::Sliding && a.args.is_none() {
+            if matches!(a.kind, Kind::Min | Kind::Max | Kind::Recompute) && a.args.is_none() {
                 let fields = args
                     .iter()
                     .map(|c| SortField::new(c.data_type().clone()))

@@ -45,6 +45,7 @@ pub struct SplitProgress {
     pub high_watermark: i64,
     /// Event time in ns; None until the first watermark.
     pub watermark: Option<i64>,
+    /// Rows delivered to the dataflow (malformed messages excluded).
     pub rows: u64,
     pub bytes: u64,
     pub parse_errors: u64,
@@ -186,7 +187,11 @@ impl SplitLoop {
             }
             None => (vec![(rows.num_rows(), None)], 0),
         };
-        self.progress.lock().late_rows += late;
+        {
+            let mut p = self.progress.lock();
+            p.rows += rows.num_rows() as u64;
+            p.late_rows += late;
+        }
         let mut start = 0;
         for (end, wm) in cuts {
             if end > start {

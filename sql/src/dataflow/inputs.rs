@@ -11,7 +11,7 @@ use weir_engine::connector::kafka::KafkaSplit;
 use weir_engine::connector::nexmark::NexmarkReader;
 use weir_engine::connector::splits::{ChangelogSplit, DatagenSplit, FileSplit};
 use weir_engine::runtime::{
-    Barriers, CHANNEL_CAPACITY, SplitProgress, SplitReader, WatermarkSpec, channel_stream,
+    Barriers, CHANNEL_CAPACITY, Paced, SplitProgress, SplitReader, WatermarkSpec, channel_stream,
     spawn_split, unbounded_stream,
 };
 use weir_engine::{ChangeBatch, Message, Watermark};
@@ -130,9 +130,15 @@ impl StreamInput for GeneratorSource {
         let splits = cx.parallelism.max(1) as u64;
         (0..splits)
             .map(|s| {
-                cx.spawn(s as i32, |_| match self.generator() {
-                    Generator::Nexmark(o) => Box::new(NexmarkReader::new(o, s, splits)),
-                    Generator::Datagen(o) => Box::new(DatagenSplit::new(o.clone(), s, splits)),
+                cx.spawn(s as i32, |_| {
+                    let reader: Box<dyn SplitReader> = match self.generator() {
+                        Generator::Nexmark(o) => Box::new(NexmarkReader::new(o, s, splits)),
+                        Generator::Datagen(o) => Box::new(DatagenSplit::new(o.clone(), s, splits)),
+                    };
+                    match self.rate() {
+                        Some(r) => Box::new(Paced::new(reader, r / splits as f64)),
+                        None => reader,
+                    }
                 })
             })
             .collect()

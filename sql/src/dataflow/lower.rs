@@ -22,7 +22,7 @@ use weir_engine::operator::{
 use weir_engine::runtime::{Graph, NodeId};
 
 use crate::error::{Result, SqlError};
-use crate::provider::WindowTable;
+use crate::provider::{DmlTable, FileSource, GeneratorSource, KafkaSource, WindowTable};
 
 /// A relation the dataflow reads, and the node its streams enter.
 pub(crate) struct Input {
@@ -46,6 +46,19 @@ pub(crate) struct Lowering<'a> {
 struct Lowered {
     node: NodeId,
     windows: Vec<Option<i64>>,
+    /// Only inserts ever come out (no retractions).
+    append_only: bool,
+}
+
+/// Whether a relation only ever inserts: sources and APPEND ONLY tables.
+fn inserts_only(provider: &dyn TableProvider) -> bool {
+    let any: &dyn std::any::Any = provider;
+    any.is::<GeneratorSource>()
+        || any.is::<KafkaSource>()
+        || any.is::<FileSource>()
+        || any
+            .downcast_ref::<DmlTable>()
+            .is_some_and(DmlTable::append_only)
 }
 
 fn unsupported(what: &str) -> SqlError {
@@ -115,7 +128,11 @@ impl<'a> Lowering<'a> {
                         let mut windows = vec![None; n];
                         windows.push(Some(w.kind.size()));
                         windows.push(Some(0));
-                        Lowered { node, windows }
+                        Lowered {
+                            node,
+                            windows,
+                            append_only: inserts_only(w.input.as_ref()),
+                        }
                     }
                     None => {
                         let node = self.input(scan.table_name.table(), Arc::clone(&provider))?;
@@ -123,6 +140,7 @@ impl<'a> Lowering<'a> {
                         Lowered {
                             node,
                             windows: vec![None; n],
+                            append_only: inserts_only(provider.as_ref()),
                         }
                     }
                 };
@@ -137,6 +155,7 @@ impl<'a> Lowering<'a> {
                     current = Lowered {
                         node: self.add(Box::new(op), &[current.node])?,
                         windows: projection.iter().map(|&i| current.windows[i]).collect(),
+                        append_only: current.append_only,
                     };
                 }
                 if let Some(predicate) = scan.filters.iter().cloned().reduce(Expr::and) {
@@ -152,6 +171,7 @@ impl<'a> Lowering<'a> {
                 Ok(Lowered {
                     node,
                     windows: input.windows,
+                    append_only: input.append_only,
                 })
             }
             LogicalPlan::Projection(p) => {
@@ -170,6 +190,7 @@ impl<'a> Lowering<'a> {
                 Ok(Lowered {
                     node: self.add(Box::new(op), &[input.node])?,
                     windows,
+                    append_only: input.append_only,
                 })
             }
             LogicalPlan::Aggregate(a) => {
@@ -209,6 +230,9 @@ impl<'a> Lowering<'a> {
                     Arc::new(a.schema.as_arrow().clone()),
                 )
                 .map_err(|e| SqlError::unsupported(e.to_string()))?;
+                if input.append_only {
+                    op = op.with_append_only_input();
+                }
                 match close {
                     Some((column, offset_ns)) => {
                         op = op.with_window_close(WindowClose {
@@ -229,17 +253,22 @@ impl<'a> Lowering<'a> {
                 Ok(Lowered {
                     node: self.add(Box::new(op), &[input.node])?,
                     windows: out_windows,
+                    append_only: false,
                 })
             }
             LogicalPlan::Union(u) => {
                 let mut nodes = Vec::with_capacity(u.inputs.len());
+                let mut append_only = true;
                 for i in &u.inputs {
-                    nodes.push(self.lower(i)?.node);
+                    let l = self.lower(i)?;
+                    append_only &= l.append_only;
+                    nodes.push(l.node);
                 }
                 let node = self.add(Box::new(Union::new("UNION ALL")), &nodes)?;
                 Ok(Lowered {
                     node,
                     windows: vec![None; u.schema.fields().len()],
+                    append_only,
                 })
             }
             LogicalPlan::SubqueryAlias(s) => self.lower(&s.input),

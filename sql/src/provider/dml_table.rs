@@ -44,6 +44,11 @@ impl DmlTable {
         }
     }
 
+    /// Whether only INSERT is allowed (views over it see no retractions).
+    pub(crate) fn append_only(&self) -> bool {
+        self.append_only
+    }
+
     /// The rows and changelog behind the table (views subscribe to it).
     pub(crate) fn store(&self) -> Arc<Mutex<TableStore>> {
         Arc::clone(&self.store)

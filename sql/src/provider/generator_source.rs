@@ -50,6 +50,8 @@ pub(crate) struct GeneratorSource {
     name: String,
     generator: Generator,
     schema: SchemaRef,
+    /// Rows per second a dataflow reads (all splits together); None = as fast as possible.
+    rate: Option<f64>,
 }
 
 impl GeneratorSource {
@@ -57,11 +59,22 @@ impl GeneratorSource {
         &self.generator
     }
 
+    pub(crate) fn rate(&self) -> Option<f64> {
+        self.rate
+    }
+
+    /// Paces dataflows reading this source (ad hoc scans are never paced).
+    pub(crate) fn with_rate(mut self, rows_per_second: Option<f64>) -> Self {
+        self.rate = rows_per_second;
+        self
+    }
+
     pub(crate) fn new(name: &str, generator: Generator) -> Self {
         Self {
             name: name.to_string(),
             schema: generator.schema(),
             generator,
+            rate: None,
         }
     }
 }
