@@ -54,10 +54,7 @@ impl Subscription {
                     .fetch_sub(batch.num_rows(), Ordering::Relaxed);
                 Ok(Some(batch))
             }
-            None if self.overflow.load(Ordering::Relaxed) => Err(SqlError::new(
-                "53000",
-                "subscriber fell too far behind the view and was disconnected; SUBSCRIBE again",
-            )),
+            None if self.overflow.load(Ordering::Relaxed) => Err(fell_behind()),
             None => Ok(None),
         }
     }
@@ -73,16 +70,20 @@ impl Subscription {
             Err(mpsc::error::TryRecvError::Empty) => Ok(None),
             Err(mpsc::error::TryRecvError::Disconnected) => {
                 if self.overflow.load(Ordering::Relaxed) {
-                    Err(SqlError::new(
-                        "53000",
-                        "subscriber fell too far behind the view and was disconnected",
-                    ))
+                    Err(fell_behind())
                 } else {
                     Ok(None)
                 }
             }
         }
     }
+}
+
+fn fell_behind() -> SqlError {
+    SqlError::new(
+        "53000",
+        "subscriber fell too far behind the view and was disconnected; SUBSCRIBE again",
+    )
 }
 
 /// One commit's changes as SUBSCRIBE rows: retractions first, each row repeated per unit of
