@@ -164,12 +164,7 @@ impl Database {
                 *emit_on_close,
             )?;
             // As after CREATE: serve the view once it committed its first epoch.
-            if let Some(stats) = view.stats() {
-                futures::executor::block_on(views::wait_for_epoch(
-                    stats,
-                    self.barriers.inject().epoch,
-                ));
-            }
+            futures::executor::block_on(self.next_epoch_of(&view));
             return Ok(());
         }
         let Some(Statement::Create(create)) = parsed.into_iter().next().map(|p| p.statement) else {

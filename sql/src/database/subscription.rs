@@ -13,7 +13,6 @@ use weir_engine::ChangeBatch;
 use weir_engine::operator::ViewEvent;
 
 use super::Database;
-use super::views::wait_for_epoch;
 use crate::dataflow::ViewTable;
 use crate::error::{Result, SqlError};
 use crate::statement::SubscribeTarget;
@@ -141,9 +140,7 @@ impl Database {
             SubscribeTarget::Query(query) => {
                 let plan = self.plan_view_query(query).await?;
                 let (table, _) = self.start_dataflow("subscribe", &plan, false)?;
-                if let Some(stats) = table.stats() {
-                    wait_for_epoch(stats, self.barriers.inject().epoch).await;
-                }
+                self.next_epoch_of(&table).await;
                 (table.view(), Some(table))
             }
         };

@@ -53,9 +53,7 @@ impl Database {
             };
         }
         let table = self.create_view(name, &plan, statement.text.clone(), true, *emit_on_close)?;
-        if let Some(stats) = table.stats() {
-            wait_for_epoch(stats, self.barriers.inject().epoch).await;
-        }
+        self.next_epoch_of(&table).await;
         Ok(tag)
     }
 
@@ -246,6 +244,14 @@ impl Database {
         Ok((table, depends_on))
     }
 
+    /// Starts an epoch and waits until `table`'s dataflow committed it: a new view is served
+    /// once its tables' current rows are in it.
+    pub(super) async fn next_epoch_of(&self, table: &ViewTable) {
+        if let Some(stats) = table.stats() {
+            wait_for_epoch(stats, self.barriers.inject().epoch).await;
+        }
+    }
+
     /// FLUSH: returns once every view reflects everything accepted before it was called.
     pub async fn flush(&self) -> Result<()> {
         let epoch = self.barriers.inject().epoch;
@@ -267,7 +273,7 @@ impl Database {
 }
 
 /// Waits until a dataflow committed `epoch` (or failed, or stopped).
-pub(super) async fn wait_for_epoch(mut stats: watch::Receiver<DataflowStats>, epoch: u64) {
+async fn wait_for_epoch(mut stats: watch::Receiver<DataflowStats>, epoch: u64) {
     let _ = stats
         .wait_for(|s| s.epoch >= epoch || s.error.is_some())
         .await;
