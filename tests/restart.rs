@@ -118,7 +118,9 @@ async fn sigterm_exits_cleanly_and_health_endpoint_answers() {
     client.batch_execute("SELECT 1").await.unwrap();
     let http = |path: &str| {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", weir.metrics_port)).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+        // Sent in two writes on purpose: the endpoint must read the whole head.
+        s.write_all(format!("GET {path} ").as_bytes()).unwrap();
+        s.write_all(b"HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
         let mut body = String::new();
         s.read_to_string(&mut body).unwrap();
         body

@@ -18,9 +18,7 @@ pub(crate) async fn serve(addr: SocketAddr) -> std::io::Result<SocketAddr> {
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let mut buf = [0u8; 1024];
-                let n = socket.read(&mut buf).await.unwrap_or(0);
-                let request = String::from_utf8_lossy(&buf[..n]);
+                let request = read_head(&mut socket).await;
                 let path = request.split_whitespace().nth(1).unwrap_or("/");
                 let (status, body) = match path {
                     "/healthz" => ("200 OK", "ok\n".to_string()),
@@ -36,6 +34,20 @@ pub(crate) async fn serve(addr: SocketAddr) -> std::io::Result<SocketAddr> {
         }
     });
     Ok(local)
+}
+
+/// Reads until the blank line that ends a request's head (a client may send the
+/// request line in several segments), at most 8 KiB.
+async fn read_head(socket: &mut tokio::net::TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+        match socket.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
 }
 
 fn render() -> String {
