@@ -1,6 +1,6 @@
 //! Materialized views as dataflows, checked against their query run as a batch over the same
 //! input (DataFusion's ad hoc engine is the oracle): every aggregate kind under random
-//! inserts, updates and deletes; views on views; TUMBLE/HOP over the Nexmark generator and
+//! inserts, updates and deletes; views on views; TUMBLE/HOP/SESSION over the Nexmark generator and
 //! over a Kafka topic with shuffled and late events.
 
 use std::time::{Duration, Instant};
@@ -41,6 +41,12 @@ const TABLE_VIEWS: &[(&str, &str)] = &[
         "SELECT id, x FROM ev WHERE x > 60 UNION ALL SELECT id, x FROM ev WHERE g = 'a'",
     ),
     ("kinds", "SELECT DISTINCT g, flag FROM ev"),
+    // Sessions per group: updates and deletes move, merge and split them.
+    (
+        "sessions",
+        "SELECT g, window_start, window_end, count(*) AS n, sum(x) AS s \
+         FROM SESSION(ev, at, INTERVAL '3' SECOND) GROUP BY g, window_start, window_end",
+    ),
     // A view on a view.
     (
         "on_view",
@@ -54,8 +60,8 @@ async fn table_views_equal_their_queries_under_random_changes() {
     let client = server.client().await;
     client
         .batch_execute(
-            "CREATE TABLE ev (id BIGINT PRIMARY KEY, g VARCHAR, x BIGINT, flag BOOLEAN);
-             INSERT INTO ev VALUES (0, 'a', 5, true);",
+            "CREATE TABLE ev (id BIGINT PRIMARY KEY, g VARCHAR, x BIGINT, flag BOOLEAN, at TIMESTAMP);
+             INSERT INTO ev VALUES (0, 'a', 5, true, '2024-01-01 00:00:00');",
         )
         .await
         .unwrap();
@@ -81,9 +87,10 @@ async fn table_views_equal_their_queries_under_random_changes() {
                             rng.next(100).to_string()
                         };
                         format!(
-                            "({next_id}, '{}', {x}, {})",
+                            "({next_id}, '{}', {x}, {}, '2024-01-01 00:00:{:02}')",
                             ["a", "b", "c", "d"][rng.next(4) as usize],
-                            rng.next(3) > 0
+                            rng.next(3) > 0,
+                            rng.next(60)
                         )
                     })
                     .collect();
@@ -92,9 +99,10 @@ async fn table_views_equal_their_queries_under_random_changes() {
             5..=7 if !live.is_empty() => {
                 let id = live[rng.next(live.len() as u64) as usize];
                 format!(
-                    "UPDATE ev SET x = {}, g = '{}' WHERE id = {id}",
+                    "UPDATE ev SET x = {}, g = '{}', at = '2024-01-01 00:00:{:02}' WHERE id = {id}",
                     rng.next(100),
-                    ["a", "b", "e"][rng.next(3) as usize]
+                    ["a", "b", "e"][rng.next(3) as usize],
+                    rng.next(60)
                 )
             }
             _ if !live.is_empty() => {
@@ -172,10 +180,18 @@ const NEXMARK_VIEWS: &[(&str, &str)] = &[
          FROM HOP(bid, date_time, INTERVAL '2' SECOND, INTERVAL '10' SECOND) \
          GROUP BY auction, window_start, window_end",
     ),
+    // In Flink's spelling of the window function.
     (
         "q7_max",
         "SELECT window_start, window_end, max(price) AS maxprice, count(*) AS bids \
-         FROM TUMBLE(bid, date_time, INTERVAL '10' SECOND) GROUP BY window_start, window_end",
+         FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(date_time), INTERVAL '10' SECONDS)) \
+         GROUP BY window_start, window_end",
+    ),
+    (
+        "bidder_sessions",
+        "SELECT bidder, window_start, window_end, count(*) AS bids, max(price) AS top \
+         FROM SESSION(bid, date_time, INTERVAL '200' MILLISECOND) \
+         GROUP BY bidder, window_start, window_end",
     ),
 ];
 
@@ -202,7 +218,10 @@ async fn nexmark_windows_over_the_generator_equal_the_batch_result() {
         .batch_execute(
             "CREATE MATERIALIZED VIEW q7_closed AS SELECT window_start, max(price) AS maxprice \
              FROM TUMBLE(bid, date_time, INTERVAL '10' SECOND) GROUP BY window_start \
-             EMIT ON WINDOW CLOSE",
+             EMIT ON WINDOW CLOSE;
+             CREATE MATERIALIZED VIEW sessions_closed AS SELECT bidder, window_start, window_end, \
+               count(*) AS bids FROM SESSION(bid, date_time, INTERVAL '200' MILLISECOND) \
+               GROUP BY bidder, window_start, window_end EMIT ON WINDOW CLOSE",
         )
         .await
         .unwrap();
@@ -217,6 +236,14 @@ async fn nexmark_windows_over_the_generator_equal_the_batch_result() {
         Duration::from_secs(30),
     )
     .await;
+    await_view_equals(
+        &client,
+        "sessions_closed",
+        "SELECT bidder, window_start, window_end, count(*) FROM SESSION(bid, date_time, INTERVAL '200' MILLISECOND) \
+         GROUP BY bidder, window_start, window_end",
+        Duration::from_secs(30),
+    )
+    .await;
     let plan = sorted_rows(
         &client,
         "EXPLAIN CREATE MATERIALIZED VIEW x AS SELECT window_start, count(*) FROM TUMBLE(bid, date_time, INTERVAL '10' SECOND) GROUP BY window_start EMIT ON WINDOW CLOSE",
@@ -228,7 +255,7 @@ async fn nexmark_windows_over_the_generator_equal_the_batch_result() {
         "{plan}"
     );
     assert!(
-        sorted_rows(&client, "SHOW MATERIALIZED VIEWS").await.len() == 6,
+        sorted_rows(&client, "SHOW MATERIALIZED VIEWS").await.len() == 8,
         "EXPLAIN creates nothing"
     );
     // Two generator splits, each reporting its watermark.
@@ -279,7 +306,9 @@ async fn kafka_tumble_with_shuffled_and_late_events_equals_the_batch_result() {
              WITH (connector = 'kafka', topic = 'clicks', properties.bootstrap.server = '{}') \
              FORMAT PLAIN ENCODE JSON;
              CREATE MATERIALIZED VIEW per_user AS SELECT user_id, window_start, count(*) AS c, sum(n) AS s \
-               FROM TUMBLE(clicks, ts, INTERVAL '5' SECOND) GROUP BY user_id, window_start;",
+               FROM TUMBLE(clicks, ts, INTERVAL '5' SECOND) GROUP BY user_id, window_start;
+             CREATE MATERIALIZED VIEW visits AS SELECT user_id, window_start, window_end, count(*) AS c \
+               FROM SESSION(clicks, ts, INTERVAL '1' SECOND) GROUP BY user_id, window_start, window_end;",
             broker.bootstrap()
         ))
         .await
@@ -292,9 +321,23 @@ async fn kafka_tumble_with_shuffled_and_late_events_equals_the_batch_result() {
         Duration::from_secs(60),
     )
     .await;
+    // Sessions: a user's clicks ~1.4 s apart on average, so shuffled arrival keeps merging
+    // and splitting them.
+    await_view_equals(
+        &client,
+        "visits",
+        "SELECT user_id, window_start, window_end, count(*) FROM SESSION(clicks, ts, INTERVAL '1' SECOND) \
+         WHERE user_id <> 'late' GROUP BY user_id, window_start, window_end",
+        Duration::from_secs(60),
+    )
+    .await;
     assert_eq!(
-        sorted_rows(&client, "SELECT late_rows FROM weir_catalog.dataflows").await,
-        vec!["30"]
+        sorted_rows(
+            &client,
+            "SELECT name, late_rows FROM weir_catalog.dataflows"
+        )
+        .await,
+        vec!["per_user|30", "visits|30"]
     );
     assert_eq!(
         sorted_rows(

@@ -4,12 +4,14 @@
 mod filter_project;
 mod hash_aggregate;
 mod materialize;
+mod session_window;
 mod time_window;
 mod union;
 
 pub use filter_project::FilterProject;
 pub use hash_aggregate::{HashAggregate, WindowClose, column};
 pub use materialize::{Materialize, SharedView, ViewEvent, ViewState, ViewSubscriber};
+pub use session_window::SessionWindow;
 pub use time_window::{TimeWindow, WindowKind, timestamps_ns};
 pub use union::Union;
 

@@ -21,7 +21,7 @@ use crate::cpu_runtime::CpuRuntime;
 use crate::dataflow::{ProgressRegistry, ViewTable};
 use crate::error::{Result, SqlError};
 use crate::provider::ScanReport;
-use crate::provider::{Lookup, WindowFunction};
+use crate::provider::{Lookup, SessionKeys, WindowFunction};
 use crate::relation::{build, resolve_defaults};
 use crate::statement::{CreateRelation, ObjectKind, ParsedStatement, Statement, StatementParser};
 use crate::types::sql_type_name;
@@ -113,6 +113,10 @@ impl Database {
             for name in ["hop", "HOP", "Hop"] {
                 ctx.register_udtf(name, Arc::new(WindowFunction::hop(Arc::clone(&lookup))));
             }
+            for name in ["session", "SESSION", "Session"] {
+                ctx.register_udtf(name, Arc::new(WindowFunction::session(Arc::clone(&lookup))));
+            }
+            ctx.add_optimizer_rule(Arc::new(SessionKeys));
             Self {
                 ctx,
                 parser: StatementParser::default(),

@@ -95,7 +95,7 @@ pub fn timestamps_ns(column: &ArrayRef) -> Result<Int64Array> {
         .ok_or_else(|| EngineError::Config("timestamp cast".into()))
 }
 
-fn ns_to(values: Vec<i64>, ty: &DataType) -> Result<ArrayRef> {
+pub(crate) fn ns_to(values: Vec<i64>, ty: &DataType) -> Result<ArrayRef> {
     let ns: ArrayRef = Arc::new(Int64Array::from(values));
     let ts = cast(&ns, &DataType::Timestamp(TimeUnit::Nanosecond, None))?;
     Ok(cast(&ts, ty)?)

@@ -17,12 +17,12 @@ use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
 #[allow(deprecated)]
 use datafusion::physical_planner::create_aggregate_expr_and_maybe_filter;
 use weir_engine::operator::{
-    FilterProject, HashAggregate, Operator, TimeWindow, Union, WindowClose, column,
+    FilterProject, HashAggregate, Operator, SessionWindow, TimeWindow, Union, WindowClose, column,
 };
 use weir_engine::runtime::{Graph, NodeId};
 
 use crate::error::{Result, SqlError};
-use crate::provider::{DmlTable, FileSource, GeneratorSource, KafkaSource, WindowTable};
+use crate::provider::{DmlTable, FileSource, GeneratorSource, KafkaSource, WindowTable, Windowing};
 
 /// A relation the dataflow reads, and the node its streams enter.
 pub(crate) struct Input {
@@ -121,17 +121,36 @@ impl<'a> Lowering<'a> {
                 let mut current = match any.downcast_ref::<WindowTable>() {
                     Some(w) => {
                         let input = self.input(&w.relation, Arc::clone(&w.input))?;
-                        let op = TimeWindow::try_new(&w.input.schema(), w.time_column, w.kind)?;
-                        self.late_rows.push(op.late_rows());
-                        let node = self.add(Box::new(op), &[input])?;
-                        let n = w.input.schema().fields().len();
-                        let mut windows = vec![None; n];
-                        windows.push(Some(w.kind.size()));
+                        let schema = w.input.schema();
+                        let mut windows = vec![None; schema.fields().len()];
+                        // Groups by window_end close when the watermark reaches it; by
+                        // window_start, a window's size later (sessions: unknown).
+                        let (op, late, append_only): (Box<dyn Operator>, _, _) = match &w.windowing
+                        {
+                            Windowing::Fixed(kind) => {
+                                let op = TimeWindow::try_new(&schema, w.time_column, *kind)?;
+                                windows.push(Some(kind.size()));
+                                let late = op.late_rows();
+                                (Box::new(op), late, inserts_only(w.input.as_ref()))
+                            }
+                            Windowing::Session { gap, key } => {
+                                let op = SessionWindow::try_new(
+                                    &schema,
+                                    key.clone(),
+                                    w.time_column,
+                                    *gap,
+                                )?;
+                                windows.push(None);
+                                let late = op.late_rows();
+                                (Box::new(op), late, false)
+                            }
+                        };
                         windows.push(Some(0));
+                        self.late_rows.push(late);
                         Lowered {
-                            node,
+                            node: self.add(op, &[input])?,
                             windows,
-                            append_only: inserts_only(w.input.as_ref()),
+                            append_only,
                         }
                     }
                     None => {

@@ -1,6 +1,7 @@
-//! TUMBLE(rel, col, size) and HOP(rel, col, slide, size) as table functions: the relation's
-//! rows with `window_start` and `window_end` added. Dataflows use the engine's `TimeWindow`;
-//! an ad hoc scan expands to projections (HOP: one per overlapping window, UNION ALL).
+//! TUMBLE(rel, col, size), HOP(rel, col, slide, size) and SESSION(rel, col, gap) as table
+//! functions: the relation's rows with `window_start` and `window_end` added. Dataflows use
+//! the engine's `TimeWindow`/`SessionWindow`; an ad hoc scan expands to a logical plan
+//! (HOP: one projection per overlapping window, UNION ALL; SESSION: window functions).
 
 use std::sync::Arc;
 
@@ -18,14 +19,24 @@ use weir_engine::operator::WindowKind;
 /// Finds a catalog relation's provider by name.
 pub(crate) type Lookup = Arc<dyn Fn(&str) -> Option<Arc<dyn TableProvider>> + Send + Sync>;
 
+/// How rows are assigned to windows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Windowing {
+    /// TUMBLE or HOP: windows fixed on the time axis.
+    Fixed(WindowKind),
+    /// Per-key sessions; the key (input columns) is the GROUP BY above the scan, bound by
+    /// the `SessionKeys` optimizer rule (empty: one sequence of sessions over all rows).
+    Session { gap: i64, key: Vec<usize> },
+}
+
 /// A windowed relation.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct WindowTable {
     pub(crate) relation: String,
     pub(crate) input: Arc<dyn TableProvider>,
     pub(crate) time_column: usize,
-    pub(crate) kind: WindowKind,
-    schema: SchemaRef,
+    pub(crate) windowing: Windowing,
+    pub(crate) schema: SchemaRef,
 }
 
 impl WindowTable {
@@ -38,14 +49,15 @@ impl WindowTable {
     }
 
     fn slide_size(&self) -> (i64, i64) {
-        match self.kind {
-            WindowKind::Tumble { size } => (size, size),
-            WindowKind::Hop { slide, size } => (slide, size),
+        match self.windowing {
+            Windowing::Fixed(WindowKind::Tumble { size }) => (size, size),
+            Windowing::Fixed(WindowKind::Hop { slide, size }) => (slide, size),
+            Windowing::Session { gap, .. } => (gap, gap),
         }
     }
 
     /// The time column as ns since the epoch.
-    fn time_ns(&self) -> Expr {
+    pub(super) fn time_ns(&self) -> Expr {
         let name = self.input.schema().field(self.time_column).name().clone();
         let col = Expr::Column(Column::new(Some(self.relation.clone()), name));
         cast(
@@ -55,6 +67,9 @@ impl WindowTable {
     }
 
     fn plan(&self) -> Result<LogicalPlan> {
+        if let Windowing::Session { gap, key } = &self.windowing {
+            return super::session_plan::plan(self, *gap, key);
+        }
         let source = provider_as_source(Arc::clone(&self.input));
         let scan = LogicalPlanBuilder::scan(self.relation.clone(), source, None)?.build()?;
         let time_type = self.schema.field(self.time_column).data_type().clone();
@@ -125,29 +140,62 @@ impl TableProvider for WindowTable {
     }
 }
 
-/// `TUMBLE` or `HOP` as a DataFusion table function.
+/// Which window table function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Function {
+    Tumble,
+    Hop,
+    Session,
+}
+
+/// `TUMBLE`, `HOP` or `SESSION` as a DataFusion table function.
 pub(crate) struct WindowFunction {
-    hop: bool,
+    function: Function,
     lookup: Lookup,
 }
 
 impl std::fmt::Debug for WindowFunction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.hop { "HOP" } else { "TUMBLE" })
+        f.write_str(self.name())
     }
 }
 
 impl WindowFunction {
     pub(crate) fn tumble(lookup: Lookup) -> Self {
-        Self { hop: false, lookup }
+        Self {
+            function: Function::Tumble,
+            lookup,
+        }
     }
 
     pub(crate) fn hop(lookup: Lookup) -> Self {
-        Self { hop: true, lookup }
+        Self {
+            function: Function::Hop,
+            lookup,
+        }
+    }
+
+    pub(crate) fn session(lookup: Lookup) -> Self {
+        Self {
+            function: Function::Session,
+            lookup,
+        }
     }
 
     fn name(&self) -> &'static str {
-        if self.hop { "HOP" } else { "TUMBLE" }
+        match self.function {
+            Function::Tumble => "TUMBLE",
+            Function::Hop => "HOP",
+            Function::Session => "SESSION",
+        }
+    }
+
+    fn usage(&self) -> &'static str {
+        match self.function {
+            Function::Tumble => "TUMBLE(relation, time_column, size)",
+            Function::Hop => "HOP(relation, time_column, slide, size)",
+            Function::Session => "SESSION(relation, time_column, gap)",
+        }
     }
 }
 
@@ -181,14 +229,9 @@ impl TableFunctionImpl for WindowFunction {
     fn call_with_args(&self, args: TableFunctionArgs<'_, '_>) -> Result<Arc<dyn TableProvider>> {
         let f = self.name();
         let exprs = args.exprs();
-        let expected = if self.hop { 4 } else { 3 };
+        let expected = if self.function == Function::Hop { 4 } else { 3 };
         if exprs.len() != expected {
-            let usage = if self.hop {
-                "HOP(relation, time_column, slide, size)"
-            } else {
-                "TUMBLE(relation, time_column, size)"
-            };
-            return plan_err!("{f} takes {expected} arguments: {usage}");
+            return plan_err!("{f} takes {expected} arguments: {}", self.usage());
         }
         let relation = ident(&exprs[0], "relation", f)?;
         let input = (self.lookup)(&relation).ok_or_else(|| {
@@ -204,15 +247,18 @@ impl TableFunctionImpl for WindowFunction {
         if !matches!(field.data_type(), DataType::Timestamp(..)) {
             return plan_err!("{f}: column \"{column}\" must be a TIMESTAMP");
         }
-        let kind = if self.hop {
-            WindowKind::Hop {
+        let windowing = match self.function {
+            Function::Tumble => Windowing::Fixed(WindowKind::Tumble {
+                size: interval_ns(&exprs[2], f)?,
+            }),
+            Function::Hop => Windowing::Fixed(WindowKind::Hop {
                 slide: interval_ns(&exprs[2], f)?,
                 size: interval_ns(&exprs[3], f)?,
-            }
-        } else {
-            WindowKind::Tumble {
-                size: interval_ns(&exprs[2], f)?,
-            }
+            }),
+            Function::Session => Windowing::Session {
+                gap: interval_ns(&exprs[2], f)?,
+                key: Vec::new(),
+            },
         };
         let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
         for name in ["window_start", "window_end"] {
@@ -222,7 +268,7 @@ impl TableFunctionImpl for WindowFunction {
             relation,
             input,
             time_column,
-            kind,
+            windowing,
             schema: Arc::new(Schema::new(fields)),
         }))
     }
