@@ -124,6 +124,12 @@ impl TableProvider for ViewTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if let Some(error) = self.status().error {
+            // Serving the rows of a stopped dataflow would look current and be stale.
+            return Err(DataFusionError::Execution(format!(
+                "the materialized view's dataflow failed ({error}); DROP and re-create it"
+            )));
+        }
         let rows = self
             .view
             .lock()

@@ -6,6 +6,7 @@ mod file_source;
 mod generator_source;
 mod kafka_source;
 mod scan_report;
+mod session_plan;
 mod upsert_table;
 mod window_table;
 
@@ -15,5 +16,6 @@ pub(crate) use generator_source::{Generator, GeneratorSource};
 pub(crate) use kafka_source::KafkaSource;
 pub use scan_report::ScanReport;
 pub(crate) use scan_report::blocking_scan;
+pub(crate) use session_plan::SessionKeys;
 pub(crate) use upsert_table::UpsertTable;
-pub(crate) use window_table::{Lookup, WindowFunction, WindowTable};
+pub(crate) use window_table::{Lookup, WindowFunction, WindowTable, Windowing};

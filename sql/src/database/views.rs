@@ -13,6 +13,7 @@ use datafusion::execution::context::ExecutionProps;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::physical_expr::create_physical_expr;
+use futures::FutureExt;
 use tokio::sync::watch;
 use weir_engine::operator::Materialize;
 use weir_engine::runtime::{DataflowStats, WatermarkSpec};
@@ -227,7 +228,18 @@ impl Database {
         let graph = lowering.graph;
         let view_name = name.to_string();
         let task = self.cpu.spawn(async move {
-            if let Err(e) = graph.run(streams, &stats_tx).await {
+            let run = std::panic::AssertUnwindSafe(graph.run(streams, &stats_tx)).catch_unwind();
+            let result = run.await.unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                Err(weir_engine::EngineError::Config(format!(
+                    "internal error: {what}"
+                )))
+            });
+            if let Err(e) = result {
                 tracing::error!(view = %view_name, error = %e, "dataflow failed");
                 stats_tx.send_modify(|s| {
                     s.error = Some(e.to_string());
