@@ -10,6 +10,7 @@ mod harness;
 mod clients;
 mod dml;
 mod file;
+mod joins;
 mod kafka;
 mod pg_wire;
 mod restart;

@@ -11,6 +11,20 @@ use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 use weir_server::{Config, Server, ServerHandle};
 
+/// A small deterministic generator (no external crate, same sequence everywhere).
+pub(crate) struct Lcg(pub(crate) u64);
+
+impl Lcg {
+    /// The next value in `0..n`.
+    pub(crate) fn next(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % n
+    }
+}
+
 /// A weir server running inside the test process, with its own data dir.
 pub(crate) struct TestServer {
     pub(crate) handle: Option<ServerHandle>,

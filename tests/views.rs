@@ -104,8 +104,12 @@ async fn unsupported_view_shapes_say_what_is_missing() {
         .unwrap();
     for (sql, word) in [
         (
-            "CREATE MATERIALIZED VIEW a AS SELECT * FROM t a JOIN t b ON a.k = b.v",
-            "JOIN",
+            "CREATE MATERIALIZED VIEW a AS SELECT * FROM t a JOIN t b ON a.k < b.v",
+            "JOIN without an equality",
+        ),
+        (
+            "CREATE MATERIALIZED VIEW e AS SELECT * FROM t a LEFT JOIN t b ON a.k = b.v AND a.v > b.k",
+            "outer JOIN with conditions other than equalities",
         ),
         (
             "CREATE MATERIALIZED VIEW b AS SELECT k, row_number() OVER (ORDER BY v) FROM t",

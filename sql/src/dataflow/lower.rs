@@ -1,6 +1,7 @@
 //! Lowers DataFusion's optimized logical plan to an engine `Graph`: scans become input
 //! nodes, filters and projections `FilterProject`, GROUP BY `HashAggregate`, TUMBLE/HOP
-//! `TimeWindow`, UNION ALL `Union`. Anything else is refused with 0A000 naming it.
+//! `TimeWindow`, SESSION `SessionWindow`, equi-joins `HashJoin`, UNION ALL `Union`.
+//! Anything else is refused with 0A000 naming it.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -8,16 +9,18 @@ use std::sync::atomic::AtomicU64;
 use datafusion::arrow::datatypes::Schema;
 use datafusion::catalog::TableProvider;
 use datafusion::common::DFSchema;
+use datafusion::common::NullEquality;
 use datafusion::datasource::source_as_provider;
 use datafusion::execution::context::ExecutionProps;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
-use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::logical_expr::{Expr, Join, JoinType, LogicalPlan};
 use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
 // Deprecated in 55 in favour of LoweredAggregateBuilder; kept until the planner is reworked.
 #[allow(deprecated)]
 use datafusion::physical_planner::create_aggregate_expr_and_maybe_filter;
 use weir_engine::operator::{
-    FilterProject, HashAggregate, Operator, SessionWindow, TimeWindow, Union, WindowClose, column,
+    FilterProject, HashAggregate, HashJoin, JoinKind, Operator, SessionWindow, TimeWindow, Union,
+    WindowClose, column,
 };
 use weir_engine::runtime::{Graph, NodeId};
 
@@ -291,7 +294,7 @@ impl<'a> Lowering<'a> {
                 })
             }
             LogicalPlan::SubqueryAlias(s) => self.lower(&s.input),
-            LogicalPlan::Join(_) => Err(unsupported("JOIN")),
+            LogicalPlan::Join(j) => self.join(j),
             LogicalPlan::Sort(_) | LogicalPlan::Limit(_) => Err(unsupported("ORDER BY / LIMIT")),
             LogicalPlan::Window(_) => Err(unsupported("a window function (OVER)")),
             other => Err(unsupported(
@@ -303,6 +306,73 @@ impl<'a> Lowering<'a> {
                     .unwrap_or("this construct"),
             )),
         }
+    }
+
+    /// An equi-join as a `HashJoin` (plus a filter for an inner join's other conditions).
+    fn join(&mut self, j: &Join) -> Result<Lowered> {
+        let kind = match j.join_type {
+            JoinType::Inner => JoinKind::Inner,
+            JoinType::Left => JoinKind::Left,
+            JoinType::Right => JoinKind::Right,
+            JoinType::Full => JoinKind::Full,
+            JoinType::LeftSemi => JoinKind::Semi(0),
+            JoinType::RightSemi => JoinKind::Semi(1),
+            JoinType::LeftAnti if !j.null_aware => JoinKind::Anti(0),
+            JoinType::RightAnti => JoinKind::Anti(1),
+            JoinType::LeftAnti => {
+                return Err(unsupported(
+                    "NOT IN over a subquery (a null-aware anti join)",
+                ));
+            }
+            other => return Err(unsupported(&format!("a {other} join"))),
+        };
+        if j.on.is_empty() {
+            return Err(unsupported("a JOIN without an equality condition"));
+        }
+        if j.filter.is_some() && kind != JoinKind::Inner {
+            return Err(unsupported(
+                "an outer JOIN with conditions other than equalities",
+            ));
+        }
+        let left = self.lower(&j.left)?;
+        let right = self.lower(&j.right)?;
+        let keys = |side: &LogicalPlan, pick: fn(&(Expr, Expr)) -> &Expr| {
+            j.on.iter()
+                .map(|pair| self.physical(pick(pair), side.schema()))
+                .collect::<Result<Vec<_>>>()
+        };
+        let left_keys = keys(&j.left, |p| &p.0)?;
+        let right_keys = keys(&j.right, |p| &p.1)?;
+        let schema = Arc::new(j.schema.as_arrow().clone());
+        let op = HashJoin::try_new(
+            kind,
+            left_keys,
+            right_keys,
+            [
+                Arc::new(j.left.schema().as_arrow().clone()),
+                Arc::new(j.right.schema().as_arrow().clone()),
+            ],
+            Arc::clone(&schema),
+            j.null_equality == NullEquality::NullEqualsNull,
+        )?;
+        let id = self.graph.add(Box::new(op));
+        self.graph.connect(left.node, id, 0)?;
+        self.graph.connect(right.node, id, 1)?;
+        let mut node = id;
+        if let Some(filter) = &j.filter {
+            let pred = self.physical(filter, &j.schema)?;
+            node = self.filter(pred, &schema, node)?;
+        }
+        let windows = match kind {
+            JoinKind::Semi(0) | JoinKind::Anti(0) => left.windows,
+            JoinKind::Semi(_) | JoinKind::Anti(_) => right.windows,
+            _ => [left.windows, right.windows].concat(),
+        };
+        Ok(Lowered {
+            node,
+            windows,
+            append_only: kind == JoinKind::Inner && left.append_only && right.append_only,
+        })
     }
 
     /// A filter keeping every column.
