@@ -6,3 +6,4 @@ pub mod file;
 pub mod kafka;
 pub mod nexmark;
 pub mod splits;
+pub mod upsert;

@@ -273,27 +273,34 @@ impl KafkaSplit {
     }
 }
 
-impl SplitReader for KafkaSplit {
-    fn read(&mut self, max_rows: usize) -> Result<ReadResult> {
-        let (topic, partition, with_key) = (
-            self.config.topic.clone(),
-            self.partition,
-            self.includes.iter().any(|(m, _)| *m == KafkaMeta::Key),
-        );
-        let mut pending = Pending::default();
-        let mut bytes = 0;
+impl KafkaSplit {
+    /// The offset read next.
+    pub(crate) fn next_offset(&self) -> i64 {
+        self.next
+    }
+
+    /// Polls up to `max_rows` messages, waiting up to 100 ms for the first, and passes each
+    /// to `on_message`; returns the offset after the last one (None: nothing arrived).
+    pub(crate) fn poll(
+        &mut self,
+        max_rows: usize,
+        mut on_message: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
+    ) -> Result<Option<i64>> {
         self.connect()?;
         let consumer = self.consumer.as_ref().expect("invariant: connected above");
+        let (mut count, mut bytes, mut last) = (0, 0, None);
         let mut wait = Duration::from_millis(100);
-        while pending.len() < max_rows {
+        while count < max_rows {
             match consumer.poll(wait) {
                 None => break,
                 // Keep what was consumed; the error surfaces on the next read.
-                Some(Err(_)) if pending.len() > 0 => break,
+                Some(Err(_)) if count > 0 => break,
                 Some(Err(e)) => return Err(e.into()),
                 Some(Ok(msg)) => {
+                    count += 1;
                     bytes += msg.payload_len() as u64;
-                    pending.push(&msg, with_key);
+                    last = Some(msg.offset());
+                    on_message(&msg);
                     wait = Duration::ZERO;
                 }
             }
@@ -302,31 +309,66 @@ impl SplitReader for KafkaSplit {
             .high_checked
             .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
         {
-            if let Ok((_, high)) = consumer.fetch_watermarks(&topic, partition, METADATA_TIMEOUT) {
+            let (topic, partition) = (&self.config.topic, self.partition);
+            if let Ok((_, high)) = consumer.fetch_watermarks(topic, partition, METADATA_TIMEOUT) {
                 self.progress.lock().high_watermark = high;
             }
             self.high_checked = Some(Instant::now());
         }
-        let Some(&last) = pending.offsets.last() else {
+        if let Some(last) = last {
+            self.next = last + 1;
+            let mut p = self.progress.lock();
+            p.next_offset = self.next;
+            p.high_watermark = p.high_watermark.max(self.next);
+            p.bytes += bytes;
+        }
+        Ok(last.map(|l| l + 1))
+    }
+
+    /// Decodes JSON values with this split's decoder, counting bad ones in its progress.
+    pub(crate) fn decode(
+        &mut self,
+        messages: &[&[u8]],
+        offsets: &[i64],
+    ) -> Result<(RecordBatch, Vec<usize>)> {
+        let partition = self.partition;
+        let before = self.decoder.stats().errors;
+        let out = self.decoder.decode(messages, |i| {
+            format!("partition {partition} offset {}", offsets[i])
+        })?;
+        self.count_errors(before);
+        Ok(out)
+    }
+
+    /// Adds the decoder's errors since it had `before` of them to the split's progress.
+    fn count_errors(&mut self, before: u64) {
+        let stats = self.decoder.stats();
+        if stats.errors > before {
+            let mut p = self.progress.lock();
+            p.parse_errors += stats.errors - before;
+            p.last_error.clone_from(&stats.last_error);
+        }
+    }
+}
+
+impl SplitReader for KafkaSplit {
+    fn read(&mut self, max_rows: usize) -> Result<ReadResult> {
+        let with_key = self.includes.iter().any(|(m, _)| *m == KafkaMeta::Key);
+        let mut pending = Pending::default();
+        if self
+            .poll(max_rows, |msg| pending.push(msg, with_key))?
+            .is_none()
+        {
             return Ok(ReadResult::Idle);
-        };
-        self.next = last + 1;
-        let before = self.decoder.stats().clone();
+        }
+        let before = self.decoder.stats().errors;
         let batch = pending.decode(
             &mut self.decoder,
-            partition,
+            self.partition,
             &self.out_schema,
             &self.includes,
         )?;
-        let stats = self.decoder.stats();
-        let mut p = self.progress.lock();
-        p.next_offset = self.next;
-        p.high_watermark = p.high_watermark.max(self.next);
-        p.bytes += bytes;
-        p.parse_errors += stats.errors - before.errors;
-        if stats.errors > before.errors {
-            p.last_error.clone_from(&stats.last_error);
-        }
+        self.count_errors(before);
         Ok(ReadResult::Rows(batch))
     }
 }

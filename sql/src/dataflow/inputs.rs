@@ -7,9 +7,10 @@ use datafusion::catalog::TableProvider;
 use futures::stream::BoxStream;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
-use weir_engine::connector::kafka::KafkaSplit;
+use weir_engine::connector::kafka::{KafkaSplit, StartupMode};
 use weir_engine::connector::nexmark::NexmarkReader;
 use weir_engine::connector::splits::{ChangelogSplit, DatagenSplit, FileSplit};
+use weir_engine::connector::upsert::UpsertSplit;
 use weir_engine::runtime::{
     Barriers, CHANNEL_CAPACITY, Paced, SplitProgress, SplitReader, WatermarkSpec, channel_stream,
     spawn_split, unbounded_stream,
@@ -70,7 +71,7 @@ impl InputContext<'_> {
     fn spawn(
         &self,
         partition: i32,
-        reader: impl FnOnce(Arc<Mutex<SplitProgress>>) -> Box<dyn SplitReader>,
+        reader: impl FnOnce(Arc<Mutex<SplitProgress>>) -> Result<Box<dyn SplitReader>>,
     ) -> Result<BoxStream<'static, Message>> {
         let progress = match self.progress {
             Some(registry) => registry.register(self.relation, partition),
@@ -79,7 +80,7 @@ impl InputContext<'_> {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         spawn_split(
             format!("{}-{partition}", self.relation),
-            reader(Arc::clone(&progress)),
+            reader(Arc::clone(&progress))?,
             self.watermark.clone(),
             self.barriers.subscribe(),
             tx,
@@ -135,10 +136,10 @@ impl StreamInput for GeneratorSource {
                         Generator::Nexmark(o) => Box::new(NexmarkReader::new(o, s, splits)),
                         Generator::Datagen(o) => Box::new(DatagenSplit::new(o.clone(), s, splits)),
                     };
-                    match self.rate() {
+                    Ok(match self.rate() {
                         Some(r) => Box::new(Paced::new(reader, r / splits as f64)),
                         None => reader,
-                    }
+                    })
                 })
             })
             .collect()
@@ -153,13 +154,13 @@ impl StreamInput for KafkaSource {
             .into_iter()
             .map(|range| {
                 cx.spawn(range.partition, |progress| {
-                    Box::new(KafkaSplit::new(
+                    Ok(Box::new(KafkaSplit::new(
                         config.clone(),
                         range,
                         Arc::clone(value_schema),
                         includes.to_vec(),
                         progress,
-                    ))
+                    )))
                 })
             })
             .collect()
@@ -175,11 +176,11 @@ impl StreamInput for FileSource {
             ));
         }
         let stream = cx.spawn(0, |progress| {
-            Box::new(FileSplit::new(
+            Ok(Box::new(FileSplit::new(
                 pattern.to_string(),
                 Arc::clone(schema),
                 progress,
-            ))
+            )))
         })?;
         Ok(vec![stream])
     }
@@ -198,16 +199,30 @@ impl StreamInput for DmlTable {
                 let _ = first.send(ChangeBatch::from_data(&snapshot, 1)?);
             }
         }
-        let stream = cx.spawn(0, |progress| Box::new(ChangelogSplit::new(rx, progress)))?;
+        let stream = cx.spawn(0, |progress| {
+            Ok(Box::new(ChangelogSplit::new(rx, progress)))
+        })?;
         Ok(vec![stream])
     }
 }
 
 impl StreamInput for UpsertTable {
-    fn open(&self, _cx: &InputContext<'_>) -> Result<Vec<BoxStream<'static, Message>>> {
-        Err(SqlError::unsupported(
-            "materialized views over Kafka upsert tables are not supported yet",
-        ))
+    fn open(&self, cx: &InputContext<'_>) -> Result<Vec<BoxStream<'static, Message>>> {
+        // A table is all of its topic: read from the start whatever the source said.
+        let mut config = self.config().clone();
+        config.startup = StartupMode::Earliest;
+        let schema = self.schema();
+        config
+            .partition_ranges()?
+            .into_iter()
+            .map(|range| {
+                cx.spawn(range.partition, |progress| {
+                    let split =
+                        UpsertSplit::new(config.clone(), range, Arc::clone(&schema), progress)?;
+                    Ok(Box::new(split))
+                })
+            })
+            .collect()
     }
 }
 

@@ -34,6 +34,10 @@ impl UpsertTable {
             constraints,
         }
     }
+
+    pub(crate) fn config(&self) -> &KafkaConfig {
+        &self.config
+    }
 }
 
 #[async_trait]
