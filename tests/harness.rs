@@ -145,6 +145,22 @@ pub(crate) async fn await_view_equals(
     }
 }
 
+/// Polls `sql` until its sorted rows are `expected`; panics with the last rows on timeout.
+pub(crate) async fn await_rows(client: &Client, sql: &str, expected: &[&str], timeout: Duration) {
+    let started = Instant::now();
+    loop {
+        let got = sorted_rows(client, sql).await;
+        if got == expected {
+            return;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "{sql}: got {got:?}, expected {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 pub(crate) fn sqlstate(e: &tokio_postgres::Error) -> String {
     e.code()
         .map(|c| c.code().to_string())
@@ -288,6 +304,25 @@ impl Broker {
     }
 
     /// Produces `(partition, key, payload)` messages and waits until all are acknowledged.
+    /// Sends a message with `key` and no value: it deletes the key from an upsert topic.
+    pub(crate) fn produce_tombstone(&self, topic: &str, partition: i32, key: &str) {
+        use rdkafka::config::ClientConfig;
+        use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .create()
+            .unwrap();
+        producer
+            .send(
+                BaseRecord::<str, [u8]>::to(topic)
+                    .partition(partition)
+                    .key(key),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+        producer.flush(Duration::from_secs(30)).unwrap();
+    }
+
     pub(crate) fn produce(&self, topic: &str, messages: &[KafkaMessage]) {
         use rdkafka::config::ClientConfig;
         use rdkafka::producer::{BaseProducer, BaseRecord, Producer};

@@ -241,3 +241,79 @@ async fn nexmark_joins_over_the_generator_equal_the_batch_result() {
         );
     }
 }
+
+/// The exchange-rate scenario: purchases (a Kafka stream) priced in USD with rates from a
+/// compacted topic read as an upsert table. The temporal join prices each purchase at the
+/// rate of the moment it arrived; the regular join re-prices every purchase when a rate
+/// changes or is deleted.
+#[tokio::test(flavor = "multi_thread")]
+async fn exchange_rates_temporal_join_keeps_past_prices_and_regular_join_reprices() {
+    let broker = crate::harness::Broker::start();
+    broker.create_topic("rates", 2);
+    broker.create_topic("purchases", 1);
+    let rate = |p: i32, currency: &str, rate: f64| -> crate::harness::KafkaMessage {
+        let value = format!(r#"{{"currency": "{currency}", "rate": {rate}}}"#);
+        (p, Some(currency.as_bytes().to_vec()), value.into_bytes())
+    };
+    let purchase = |id: i64, amount: i64, currency: &str| -> crate::harness::KafkaMessage {
+        let value = format!(r#"{{"id": {id}, "amount": {amount}, "currency": "{currency}"}}"#);
+        (0, None, value.into_bytes())
+    };
+    broker.produce(
+        "rates",
+        &[
+            rate(0, "EUR", 1.08),
+            rate(0, "EUR", 1.10),
+            rate(1, "GBP", 1.25),
+        ],
+    );
+    broker.produce(
+        "purchases",
+        &[purchase(1, 100, "EUR"), purchase(2, 1000, "JPY")],
+    );
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let b = broker.bootstrap();
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE rates (currency VARCHAR PRIMARY KEY, rate DOUBLE)
+               WITH (connector = 'kafka', topic = 'rates', properties.bootstrap.server = '{b}') FORMAT UPSERT ENCODE JSON;
+             CREATE SOURCE purchases (id BIGINT, amount BIGINT, currency VARCHAR)
+               WITH (connector = 'kafka', topic = 'purchases', properties.bootstrap.server = '{b}') FORMAT PLAIN ENCODE JSON;
+             CREATE MATERIALIZED VIEW priced_then AS SELECT p.id, CAST(round(p.amount * r.rate * 100) AS BIGINT) AS cents
+               FROM purchases p LEFT JOIN rates FOR SYSTEM_TIME AS OF PROCTIME() r ON p.currency = r.currency;
+             CREATE MATERIALIZED VIEW priced_now AS SELECT p.id, CAST(round(p.amount * r.rate * 100) AS BIGINT) AS cents
+               FROM purchases p JOIN rates r ON p.currency = r.currency;"
+        ))
+        .await
+        .unwrap();
+    let wait = std::time::Duration::from_secs(30);
+    let then = "SELECT * FROM priced_then";
+    let now = "SELECT * FROM priced_now";
+    use crate::harness::await_rows;
+    await_rows(&client, then, &["1|11000", "2|NULL"], wait).await;
+    await_rows(&client, now, &["1|11000"], wait).await;
+    // New rates: the regular join re-prices purchase 1 and now prices 2.
+    broker.produce("rates", &[rate(0, "EUR", 1.20), rate(1, "JPY", 0.0067)]);
+    await_rows(&client, now, &["1|12000", "2|670"], wait).await;
+    // Give the temporal view's own reader of the rates the same chance to see them.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    broker.produce("purchases", &[purchase(3, 10, "EUR")]);
+    await_rows(&client, then, &["1|11000", "2|NULL", "3|1200"], wait).await;
+    await_rows(&client, now, &["1|12000", "2|670", "3|1200"], wait).await;
+    // Deleting EUR (a tombstone) removes its purchases from the regular join only.
+    broker.produce_tombstone("rates", 0, "EUR");
+    await_rows(&client, now, &["2|670"], wait).await;
+    assert_eq!(
+        sorted_rows(&client, then).await,
+        vec!["1|11000", "2|NULL", "3|1200"]
+    );
+    let plan = sorted_rows(
+        &client,
+        "EXPLAIN CREATE MATERIALIZED VIEW x AS SELECT * FROM purchases p \
+         JOIN rates FOR SYSTEM_TIME AS OF PROCTIME() r ON p.currency = r.currency",
+    )
+    .await
+    .join("\n");
+    assert!(plan.contains("lookup"), "{plan}");
+}

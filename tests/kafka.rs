@@ -220,7 +220,7 @@ async fn upsert_table_keeps_latest_value_per_key() {
             msg(1, "JPY", r#"{"currency": "JPY", "rate": 0.0067}"#),
         ],
     );
-    produce_tombstone(&broker, "rates", 1, "GBP");
+    broker.produce_tombstone("rates", 1, "GBP");
     broker.produce(
         "purchases",
         &[
@@ -281,24 +281,6 @@ async fn upsert_table_keeps_latest_value_per_key() {
         .await
         .unwrap_err();
     assert_eq!(crate::harness::sqlstate(&err), "0A000");
-}
-
-fn produce_tombstone(broker: &Broker, topic: &str, partition: i32, key: &str) {
-    use rdkafka::config::ClientConfig;
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .create()
-        .unwrap();
-    producer
-        .send(
-            BaseRecord::<str, [u8]>::to(topic)
-                .partition(partition)
-                .key(key),
-        )
-        .map_err(|(e, _)| e)
-        .unwrap();
-    producer.flush(std::time::Duration::from_secs(30)).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]

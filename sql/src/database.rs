@@ -21,7 +21,7 @@ use crate::cpu_runtime::CpuRuntime;
 use crate::dataflow::{ProgressRegistry, ViewTable};
 use crate::error::{Result, SqlError};
 use crate::provider::ScanReport;
-use crate::provider::{Lookup, SessionKeys, WindowFunction};
+use crate::provider::{Lookup, SessionKeys, TemporalFunction, WindowFunction};
 use crate::relation::{build, resolve_defaults};
 use crate::statement::{CreateRelation, ObjectKind, ParsedStatement, Statement, StatementParser};
 use crate::types::sql_type_name;
@@ -115,6 +115,10 @@ impl Database {
             }
             for name in ["session", "SESSION", "Session"] {
                 ctx.register_udtf(name, Arc::new(WindowFunction::session(Arc::clone(&lookup))));
+            }
+            for name in ["temporal", "TEMPORAL"] {
+                let lookup = Arc::clone(&lookup);
+                ctx.register_udtf(name, Arc::new(TemporalFunction { lookup }));
             }
             ctx.add_optimizer_rule(Arc::new(SessionKeys));
             Self {

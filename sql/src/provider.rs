@@ -7,6 +7,7 @@ mod generator_source;
 mod kafka_source;
 mod scan_report;
 mod session_plan;
+mod temporal_table;
 mod upsert_table;
 mod window_table;
 
@@ -17,5 +18,6 @@ pub(crate) use kafka_source::KafkaSource;
 pub use scan_report::ScanReport;
 pub(crate) use scan_report::blocking_scan;
 pub(crate) use session_plan::SessionKeys;
+pub(crate) use temporal_table::{TemporalFunction, TemporalTable};
 pub(crate) use upsert_table::UpsertTable;
 pub(crate) use window_table::{Lookup, WindowFunction, WindowTable, Windowing};

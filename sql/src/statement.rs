@@ -2,7 +2,7 @@
 //! Everything else is parsed by the Postgres-compatibility parser and planned by DataFusion.
 
 mod create;
-mod flink_windows;
+mod dialect;
 mod session;
 mod subscribe;
 
@@ -169,7 +169,7 @@ impl StatementParser {
     pub(crate) fn parse(&self, sql: &str) -> Result<Vec<ParsedStatement>> {
         let mut out = Vec::new();
         for (offset, text) in split_statements(sql)? {
-            let text = flink_windows::rewrite(&text).into_owned();
+            let text = dialect::rewrite(&text).into_owned();
             let statement = self
                 .parse_one(&text)
                 .map_err(|e| e.offset_position(offset))?;

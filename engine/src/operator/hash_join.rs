@@ -13,6 +13,7 @@ use arrow::datatypes::{DataType, SchemaRef};
 use arrow::row::{OwnedRow, RowConverter, SortField};
 use datafusion_physical_expr::PhysicalExpr;
 
+use crate::message::Barrier;
 use crate::operator::{Emitter, Operator};
 use crate::{ChangeBatch, EngineError, Result, with_weight};
 
@@ -82,6 +83,10 @@ pub struct HashJoin {
     schema: SchemaRef,
     state: [HashMap<OwnedRow, Rows>; 2],
     nulls_equal: bool,
+    /// Temporal (lookup) join: see `with_lookup`.
+    lookup: bool,
+    /// Lookup: stream rows held until the table's first epoch (its backfill) is in.
+    held: Option<Vec<ChangeBatch>>,
     bytes: usize,
 }
 
@@ -127,8 +132,21 @@ impl HashJoin {
             schema,
             state: [HashMap::new(), HashMap::new()],
             nulls_equal,
+            lookup: false,
+            held: None,
             bytes: 0,
         })
+    }
+
+    /// A temporal join (`FOR SYSTEM_TIME AS OF PROCTIME()`): each left (stream) row joins
+    /// the right (table) rows of the moment it arrives and is not kept; later table changes
+    /// emit nothing, so they do not rewrite past results.
+    /// Stream rows that arrive before the first barrier wait for it, so they find the
+    /// table as it was when the view was created, not half loaded.
+    pub fn with_lookup(mut self) -> Self {
+        self.lookup = true;
+        self.held = Some(Vec::new());
+        self
     }
 
     /// The key columns of `data` (one side's rows), in the left side's key types.
@@ -148,6 +166,60 @@ impl HashJoin {
                 })
             })
             .collect()
+    }
+
+    /// What a change of `row` on `side` produces against the other side's rows of `key`.
+    fn probe(&self, side: usize, row: &OwnedRow, key: &OwnedRow, w: i64, pairs: &mut Vec<Pair>) {
+        let matches = self.state[1 - side].get(key);
+        let matched = matches.is_some_and(|m| m.total > 0);
+        if self.kind.pairs() {
+            for (r, &ow) in matches.iter().flat_map(|m| &m.rows) {
+                pairs.push(Self::pair(side, row.clone(), Some(r.clone()), w * ow));
+            }
+        }
+        if (!matched && self.kind.unmatched(side)) || (matched && self.kind.matched_alone(side)) {
+            pairs.push(Self::pair(side, row.clone(), None, w));
+        }
+    }
+
+    /// Adds the change to `side`'s rows; when `key` gains its first row there or loses its
+    /// last, the other side's rows emitted alone (padded, semi, anti) flip.
+    fn store(&mut self, side: usize, row: OwnedRow, key: OwnedRow, w: i64, pairs: &mut Vec<Pair>) {
+        let other = 1 - side;
+        let size = row.as_ref().len() + key.as_ref().len() + 48;
+        let mine = self.state[side].entry(key.clone()).or_default();
+        let had = mine.total > 0;
+        mine.total += w;
+        let has = mine.total > 0;
+        let count = {
+            let c = mine.rows.entry(row.clone()).or_insert(0);
+            *c += w;
+            *c
+        };
+        if count == 0 {
+            mine.rows.remove(&row);
+            self.bytes = self.bytes.saturating_sub(size);
+        } else if count == w {
+            self.bytes += size;
+        }
+        if mine.rows.is_empty() {
+            self.state[side].remove(&key);
+        }
+        let alone = if self.kind.unmatched(other) {
+            Some(if has { -1 } else { 1 })
+        } else if self.kind.matched_alone(other) {
+            Some(if has { 1 } else { -1 })
+        } else {
+            None
+        };
+        if had != has
+            && !self.lookup
+            && let Some(sign) = alone
+        {
+            for (r, &ow) in self.state[other].get(&key).iter().flat_map(|m| &m.rows) {
+                pairs.push(Self::pair(other, r.clone(), None, sign * ow));
+            }
+        }
     }
 
     fn pair(side: usize, mine: OwnedRow, other: Option<OwnedRow>, w: i64) -> Pair {
@@ -209,8 +281,9 @@ impl Operator for HashJoin {
     }
 
     fn describe(&self) -> String {
+        let lookup = if self.lookup { ", lookup" } else { "" };
         format!(
-            "HashJoin({:?} on {} key(s))",
+            "HashJoin({:?} on {} key(s){lookup})",
             self.kind,
             self.key_types.len()
         )
@@ -218,7 +291,12 @@ impl Operator for HashJoin {
 
     fn on_batch(&mut self, input: usize, batch: ChangeBatch, out: &mut Emitter) -> Result<()> {
         let side = input.min(1);
-        let other = 1 - side;
+        if side == 0
+            && let Some(held) = &mut self.held
+        {
+            held.push(batch);
+            return Ok(());
+        }
         let data = batch.data();
         let weights = batch.weights();
         let keys = self.key_columns(side, &data)?;
@@ -227,64 +305,31 @@ impl Operator for HashJoin {
         let null_key = |i: usize| keys.iter().any(|k| k.is_null(i));
         let mut pairs: Vec<Pair> = Vec::new();
         for i in 0..data.num_rows() {
-            let w = weights.value(i);
-            let row = rows.row(i).owned();
+            let (w, row) = (weights.value(i), rows.row(i).owned());
             if !self.nulls_equal && null_key(i) {
-                if self.kind.unmatched(side) {
+                if self.kind.unmatched(side) && !(self.lookup && side == 1) {
                     pairs.push(Self::pair(side, row, None, w));
                 }
                 continue;
             }
             let key = key_rows.row(i).owned();
-            let matches = self.state[other].get(&key);
-            let matched = matches.is_some_and(|m| m.total > 0);
-            if self.kind.pairs() {
-                for (r, &ow) in matches.iter().flat_map(|m| &m.rows) {
-                    pairs.push(Self::pair(side, row.clone(), Some(r.clone()), w * ow));
-                }
+            // A lookup join's table side (1) only updates what the stream side (0) finds.
+            if !(self.lookup && side == 1) {
+                self.probe(side, &row, &key, w, &mut pairs);
             }
-            if (!matched && self.kind.unmatched(side)) || (matched && self.kind.matched_alone(side))
-            {
-                pairs.push(Self::pair(side, row.clone(), None, w));
-            }
-            let size = row.as_ref().len() + key.as_ref().len() + 48;
-            let mine = self.state[side].entry(key.clone()).or_default();
-            let had = mine.total > 0;
-            mine.total += w;
-            let has = mine.total > 0;
-            let count = {
-                let c = mine.rows.entry(row.clone()).or_insert(0);
-                *c += w;
-                *c
-            };
-            if count == 0 {
-                mine.rows.remove(&row);
-                self.bytes = self.bytes.saturating_sub(size);
-            } else if count == w {
-                self.bytes += size;
-            }
-            if mine.rows.is_empty() {
-                self.state[side].remove(&key);
-            }
-            // The other side's rows of this key that are emitted alone (padded, semi or
-            // anti) depend on whether this key has rows here.
-            let alone = if self.kind.unmatched(other) {
-                Some(if has { -1 } else { 1 })
-            } else if self.kind.matched_alone(other) {
-                Some(if has { 1 } else { -1 })
-            } else {
-                None
-            };
-            if had != has
-                && let Some(sign) = alone
-            {
-                for (r, &ow) in self.state[other].get(&key).iter().flat_map(|m| &m.rows) {
-                    pairs.push(Self::pair(other, r.clone(), None, sign * ow));
-                }
+            if !(self.lookup && side == 0) {
+                self.store(side, row, key, w, &mut pairs);
             }
         }
         if !pairs.is_empty() {
             out.emit(self.output(&pairs)?);
+        }
+        Ok(())
+    }
+
+    fn on_barrier(&mut self, _barrier: Barrier, out: &mut Emitter) -> Result<()> {
+        for batch in self.held.take().unwrap_or_default() {
+            self.on_batch(0, batch, out)?;
         }
         Ok(())
     }
@@ -420,6 +465,42 @@ mod tests {
             (0usize..2).prop_map(JoinKind::Semi),
             (0usize..2).prop_map(JoinKind::Anti)
         ]
+    }
+
+    #[test]
+    fn lookup_join_uses_the_table_row_of_the_moment() {
+        let mut op = join(JoinKind::Left).with_lookup();
+        let mut out = Emitter::default();
+        let mut output = HashMap::new();
+        // Stream rows before the first barrier wait for the table's first epoch.
+        let first = batch("l", &[((Some(1), 0), 1), ((Some(2), 0), 1)]);
+        op.on_batch(0, first, &mut out).unwrap();
+        op.on_batch(1, batch("r", &[((Some(1), 10), 1)]), &mut out)
+            .unwrap();
+        assert!(out.drain().is_empty());
+        op.on_barrier(Barrier { epoch: 1, ts_ms: 0 }, &mut out)
+            .unwrap();
+        collect(&mut output, out.drain());
+        let joined: HashMap<Joined, i64> = [
+            ((Some(1), Some(0), Some(1), Some(10)), 1),
+            ((Some(2), Some(0), None, None), 1),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(output, joined);
+        // The table changes: nothing already emitted is rewritten.
+        let change = [((Some(1), 10), -1), ((Some(1), 11), 1), ((Some(2), 20), 1)];
+        op.on_batch(1, batch("r", &change), &mut out).unwrap();
+        assert!(out.drain().is_empty(), "table changes emit nothing");
+        op.on_batch(0, batch("l", &[((Some(1), 5), 1)]), &mut out)
+            .unwrap();
+        output.clear();
+        collect(&mut output, out.drain());
+        let later: HashMap<Joined, i64> = [((Some(1), Some(5), Some(1), Some(11)), 1)]
+            .into_iter()
+            .collect();
+        assert_eq!(output, later);
+        assert!(op.state[0].is_empty(), "the stream side keeps no state");
     }
 
     proptest! {

@@ -25,7 +25,9 @@ use weir_engine::operator::{
 use weir_engine::runtime::{Graph, NodeId};
 
 use crate::error::{Result, SqlError};
-use crate::provider::{DmlTable, FileSource, GeneratorSource, KafkaSource, WindowTable, Windowing};
+use crate::provider::{
+    DmlTable, FileSource, GeneratorSource, KafkaSource, TemporalTable, WindowTable, Windowing,
+};
 
 /// A relation the dataflow reads, and the node its streams enter.
 pub(crate) struct Input {
@@ -157,7 +159,12 @@ impl<'a> Lowering<'a> {
                         }
                     }
                     None => {
-                        let node = self.input(scan.table_name.table(), Arc::clone(&provider))?;
+                        // A temporal table is read like its table; the join looks it up.
+                        let (relation, provider) = match any.downcast_ref::<TemporalTable>() {
+                            Some(t) => (t.relation.as_str(), Arc::clone(&t.input)),
+                            None => (scan.table_name.table(), Arc::clone(&provider)),
+                        };
+                        let node = self.input(relation, Arc::clone(&provider))?;
                         let n = provider.schema().fields().len();
                         Lowered {
                             node,
@@ -334,7 +341,21 @@ impl<'a> Lowering<'a> {
                 "an outer JOIN with conditions other than equalities",
             ));
         }
+        if is_temporal(&j.left) {
+            return Err(unsupported(
+                "FOR SYSTEM_TIME AS OF PROCTIME() on a join's left side (put the table on the right)",
+            ));
+        }
+        let lookup = is_temporal(&j.right);
+        if lookup && !matches!(kind, JoinKind::Inner | JoinKind::Left) {
+            return Err(unsupported("a temporal join other than INNER or LEFT"));
+        }
         let left = self.lower(&j.left)?;
+        if lookup && !left.append_only {
+            return Err(unsupported(
+                "a temporal join whose stream side has updates or deletes (it must be a source or an APPEND ONLY table)",
+            ));
+        }
         let right = self.lower(&j.right)?;
         let keys = |side: &LogicalPlan, pick: fn(&(Expr, Expr)) -> &Expr| {
             j.on.iter()
@@ -355,6 +376,7 @@ impl<'a> Lowering<'a> {
             Arc::clone(&schema),
             j.null_equality == NullEquality::NullEqualsNull,
         )?;
+        let op = if lookup { op.with_lookup() } else { op };
         let id = self.graph.add(Box::new(op));
         self.graph.connect(left.node, id, 0)?;
         self.graph.connect(right.node, id, 1)?;
@@ -371,7 +393,9 @@ impl<'a> Lowering<'a> {
         Ok(Lowered {
             node,
             windows,
-            append_only: kind == JoinKind::Inner && left.append_only && right.append_only,
+            // A lookup never retracts what it emitted.
+            append_only: (kind == JoinKind::Inner && left.append_only && right.append_only)
+                || lookup,
         })
     }
 
@@ -390,6 +414,21 @@ impl<'a> Lowering<'a> {
             .collect();
         let op = FilterProject::new(Some(pred), columns, Arc::new(schema.clone()));
         self.add(Box::new(op), &[input])
+    }
+}
+
+/// Whether `plan` reads a table `FOR SYSTEM_TIME AS OF PROCTIME()` (through projections,
+/// filters and aliases).
+fn is_temporal(plan: &LogicalPlan) -> bool {
+    match plan {
+        LogicalPlan::TableScan(scan) => source_as_provider(&scan.source).is_ok_and(|p| {
+            let any: &dyn std::any::Any = p.as_ref();
+            any.is::<TemporalTable>()
+        }),
+        LogicalPlan::Projection(_) | LogicalPlan::Filter(_) | LogicalPlan::SubqueryAlias(_) => {
+            plan.inputs().into_iter().any(is_temporal)
+        }
+        _ => false,
     }
 }
 

@@ -200,7 +200,7 @@ impl WindowFunction {
 }
 
 /// An identifier argument (a relation or a column name).
-fn ident(e: &Expr, what: &str, f: &str) -> Result<String> {
+pub(super) fn ident(e: &Expr, what: &str, f: &str) -> Result<String> {
     match e {
         Expr::Column(c) => Ok(c.name.clone()),
         Expr::Literal(ScalarValue::Utf8(Some(s)), _) => Ok(s.clone()),

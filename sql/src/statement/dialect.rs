@@ -1,6 +1,7 @@
-//! Flink's window table-valued function spelling, `TABLE(TUMBLE(TABLE t, DESCRIPTOR(c),
-//! ...))`, rewritten to ours, `TUMBLE(t, c, ...)`, before parsing (the Postgres grammar has
-//! no `TABLE t` argument). Works on tokens, so strings and comments are left alone.
+//! Spellings the Postgres grammar lacks, rewritten to ours on tokens before parsing (strings
+//! and comments are left alone): Flink's window functions `TABLE(TUMBLE(TABLE t,
+//! DESCRIPTOR(c), ...))` become `TUMBLE(t, c, ...)`, and the temporal join's
+//! `t FOR SYSTEM_TIME AS OF PROCTIME()` becomes the table function `TEMPORAL(t)`.
 
 use std::borrow::Cow;
 
@@ -10,7 +11,7 @@ use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
 const FUNCTIONS: &[&str] = &["TUMBLE", "HOP", "SESSION"];
 
-/// `sql` with every Flink-style window call in our spelling (unchanged if there is none).
+/// `sql` in our spelling (unchanged if it has nothing to rewrite).
 pub(crate) fn rewrite(sql: &str) -> Cow<'_, str> {
     let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() else {
         return Cow::Borrowed(sql);
@@ -19,7 +20,7 @@ pub(crate) fn rewrite(sql: &str) -> Cow<'_, str> {
     let mut changed = false;
     let mut i = 0;
     while i < tokens.len() {
-        if let Some(rewritten) = rewrite_at(&tokens, i) {
+        if let Some(rewritten) = window_at(&tokens, i).or_else(|| temporal_at(&tokens, i)) {
             tokens.splice(i..rewritten.1, rewritten.0);
             changed = true;
         }
@@ -40,8 +41,35 @@ fn is_keyword(t: &Token, k: Keyword) -> bool {
     matches!(t, Token::Word(w) if w.keyword == k)
 }
 
-/// Replacement tokens for a Flink call starting at `i`, and the end of what they replace.
-fn rewrite_at(tokens: &[Token], i: usize) -> Option<(Vec<Token>, usize)> {
+/// `name FOR SYSTEM_TIME AS OF PROCTIME()` (or `NOW()`) starting at `i`: `TEMPORAL(name)`.
+fn temporal_at(tokens: &[Token], i: usize) -> Option<(Vec<Token>, usize)> {
+    let Token::Word(name) = &tokens[i] else {
+        return None;
+    };
+    if name.quote_style.is_none() && name.keyword != Keyword::NoKeyword {
+        return None;
+    }
+    let word =
+        |j: usize, w: &str| matches!(&tokens[j], Token::Word(x) if x.value.eq_ignore_ascii_case(w));
+    let mut j = i;
+    for w in ["FOR", "SYSTEM_TIME", "AS", "OF"] {
+        j = next(tokens, j).filter(|&k| word(k, w))?;
+    }
+    j = next(tokens, j).filter(|&k| word(k, "PROCTIME") || word(k, "NOW"))?;
+    j = next(tokens, j).filter(|&k| tokens[k] == Token::LParen)?;
+    j = next(tokens, j).filter(|&k| tokens[k] == Token::RParen)?;
+    let out = vec![
+        Token::make_word("TEMPORAL", None),
+        Token::LParen,
+        tokens[i].clone(),
+        Token::RParen,
+    ];
+    Some((out, j + 1))
+}
+
+/// Replacement tokens for a Flink window call starting at `i`, and the end of what they
+/// replace.
+fn window_at(tokens: &[Token], i: usize) -> Option<(Vec<Token>, usize)> {
     if !is_keyword(&tokens[i], Keyword::TABLE) {
         return None;
     }
@@ -104,5 +132,19 @@ mod tests {
         );
         let untouched = "SELECT 'TABLE(TUMBLE(TABLE t, DESCRIPTOR(c), 1))' FROM t";
         assert!(matches!(rewrite(untouched), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn temporal_join_becomes_a_table_function() {
+        assert_eq!(
+            rewrite(
+                "SELECT * FROM bid b JOIN rates FOR SYSTEM_TIME AS OF PROCTIME() r ON b.c = r.c"
+            ),
+            "SELECT * FROM bid b JOIN TEMPORAL(rates) r ON b.c = r.c"
+        );
+        assert_eq!(
+            rewrite("select 1 from s left join \"Rates\" for system_time as of now() as r on true"),
+            "select 1 from s left join TEMPORAL(\"Rates\") as r on true"
+        );
     }
 }
