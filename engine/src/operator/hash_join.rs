@@ -4,8 +4,9 @@
 //! (outer joins' NULL padding, semi and anti joins) are retracted or re-emitted when a key's
 //! matches appear or disappear. Rows with a NULL key never match.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, UInt32Array, new_null_array};
 use arrow::compute::{cast, take};
@@ -13,8 +14,8 @@ use arrow::datatypes::{DataType, SchemaRef};
 use arrow::row::{OwnedRow, RowConverter, SortField};
 use datafusion_physical_expr::PhysicalExpr;
 
-use crate::message::Barrier;
-use crate::operator::{Emitter, Operator};
+use crate::message::{Barrier, Watermark};
+use crate::operator::{Emitter, Operator, timestamps_ns};
 use crate::{ChangeBatch, EngineError, Result, with_weight};
 
 /// What a join emits. Sides are 0 (left) and 1 (right).
@@ -87,7 +88,24 @@ pub struct HashJoin {
     lookup: bool,
     /// Lookup: stream rows held until the table's first epoch (its backfill) is in.
     held: Option<Vec<ChangeBatch>>,
+    /// Window and interval joins: when each side's rows can no longer match.
+    expiry: [Option<Expiry>; 2],
+    /// Stored rows by the event time after which they are freed.
+    expiring: [BTreeMap<i64, Vec<(OwnedRow, OwnedRow)>>; 2],
+    /// Interval joins drop rows whose own time is behind the watermark.
+    drop_late: bool,
+    watermark: Option<i64>,
+    late_rows: Arc<AtomicU64>,
     bytes: usize,
+}
+
+/// When one side's stored rows can no longer match: once the watermark is past the row's
+/// `column` (a timestamp) plus `offset_ns`, no row of the other side that is still to come
+/// can join it, so it is freed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expiry {
+    pub column: usize,
+    pub offset_ns: i64,
 }
 
 impl HashJoin {
@@ -134,6 +152,11 @@ impl HashJoin {
             nulls_equal,
             lookup: false,
             held: None,
+            expiry: [None, None],
+            expiring: [BTreeMap::new(), BTreeMap::new()],
+            drop_late: false,
+            watermark: None,
+            late_rows: Arc::new(AtomicU64::new(0)),
             bytes: 0,
         })
     }
@@ -141,6 +164,20 @@ impl HashJoin {
     /// A temporal join (`FOR SYSTEM_TIME AS OF PROCTIME()`): each left (stream) row joins
     /// the right (table) rows of the moment it arrives and is not kept; later table changes
     /// emit nothing, so they do not rewrite past results.
+    /// Frees each side's rows once the watermark passes their expiry (window joins: the
+    /// window's close; interval joins: the end of the other side's interval). With
+    /// `drop_late`, rows whose time column is behind the watermark are dropped and counted.
+    pub fn with_expiry(mut self, expiry: [Option<Expiry>; 2], drop_late: bool) -> Self {
+        self.expiry = expiry;
+        self.drop_late = drop_late;
+        self
+    }
+
+    /// Rows dropped for arriving behind the watermark.
+    pub fn late_rows(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.late_rows)
+    }
+
     /// Stream rows that arrive before the first barrier wait for it, so they find the
     /// table as it was when the view was created, not half loaded.
     pub fn with_lookup(mut self) -> Self {
@@ -282,8 +319,12 @@ impl Operator for HashJoin {
 
     fn describe(&self) -> String {
         let lookup = if self.lookup { ", lookup" } else { "" };
+        let expiry = match self.expiry {
+            [None, None] => String::new(),
+            e => format!(", expiry {e:?}"),
+        };
         format!(
-            "HashJoin({:?} on {} key(s){lookup})",
+            "HashJoin({:?} on {} key(s){lookup}{expiry})",
             self.kind,
             self.key_types.len()
         )
@@ -303,9 +344,23 @@ impl Operator for HashJoin {
         let key_rows = self.key_rows.convert_columns(&keys)?;
         let rows = self.rows[side].convert_columns(data.columns())?;
         let null_key = |i: usize| keys.iter().any(|k| k.is_null(i));
+        let expiry = self.expiry[side];
+        let times = match expiry {
+            Some(e) => Some(timestamps_ns(data.column(e.column))?),
+            None => None,
+        };
         let mut pairs: Vec<Pair> = Vec::new();
+        let mut late = 0;
         for i in 0..data.num_rows() {
             let (w, row) = (weights.value(i), rows.row(i).owned());
+            let time = times.as_ref().map(|t| t.is_valid(i).then(|| t.value(i)));
+            if self.drop_late
+                && let (Some(Some(t)), Some(wm)) = (time, self.watermark)
+                && t < wm
+            {
+                late += 1;
+                continue;
+            }
             if !self.nulls_equal && null_key(i) {
                 if self.kind.unmatched(side) && !(self.lookup && side == 1) {
                     pairs.push(Self::pair(side, row, None, w));
@@ -317,14 +372,54 @@ impl Operator for HashJoin {
             if !(self.lookup && side == 1) {
                 self.probe(side, &row, &key, w, &mut pairs);
             }
-            if !(self.lookup && side == 0) {
-                self.store(side, row, key, w, &mut pairs);
+            match (expiry, time) {
+                // A row without a time never satisfies the time bound: nothing to keep.
+                (Some(_), Some(None)) => {}
+                (Some(e), Some(Some(t))) => {
+                    if w > 0 {
+                        let at = t.saturating_add(e.offset_ns);
+                        self.expiring[side]
+                            .entry(at)
+                            .or_default()
+                            .push((key.clone(), row.clone()));
+                    }
+                    self.store(side, row, key, w, &mut pairs);
+                }
+                _ if !(self.lookup && side == 0) => self.store(side, row, key, w, &mut pairs),
+                _ => {}
             }
         }
+        self.late_rows.fetch_add(late, Ordering::Relaxed);
         if !pairs.is_empty() {
             out.emit(self.output(&pairs)?);
         }
         Ok(())
+    }
+
+    fn on_watermark(&mut self, watermark: Watermark, _out: &mut Emitter) -> Result<Watermark> {
+        let Watermark::EventTime(wm) = watermark else {
+            return Ok(watermark);
+        };
+        let wm = self.watermark.map_or(wm, |w| w.max(wm));
+        self.watermark = Some(wm);
+        for side in 0..2 {
+            let keep = self.expiring[side].split_off(&wm);
+            let expired = std::mem::replace(&mut self.expiring[side], keep);
+            for (key, row) in expired.into_values().flatten() {
+                let Some(rows) = self.state[side].get_mut(&key) else {
+                    continue;
+                };
+                if let Some(count) = rows.rows.remove(&row) {
+                    rows.total -= count;
+                    let size = row.as_ref().len() + key.as_ref().len() + 48;
+                    self.bytes = self.bytes.saturating_sub(size);
+                }
+                if rows.rows.is_empty() {
+                    self.state[side].remove(&key);
+                }
+            }
+        }
+        Ok(watermark)
     }
 
     fn on_barrier(&mut self, _barrier: Barrier, out: &mut Emitter) -> Result<()> {
@@ -503,7 +598,65 @@ mod tests {
         assert!(op.state[0].is_empty(), "the stream side keeps no state");
     }
 
+    /// A step of an interval-join run: rows for a side, or a watermark advance.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Rows(usize, Vec<(Row, i64)>),
+        Advance(i64),
+    }
+
+    fn interval_step() -> impl Strategy<Value = Step> {
+        let row = (((0i64..3).prop_map(Some), 0i64..24), 1i64..=2);
+        prop_oneof![
+            3 => (0usize..2, proptest::collection::vec(row, 0..5))
+                .prop_map(|(s, rows)| Step::Rows(s, rows)),
+            1 => (0i64..5).prop_map(Step::Advance),
+        ]
+    }
+
     proptest! {
+        /// An interval join (`r.v - l.v` in [-3, 2], v a time in ns) that frees rows at the
+        /// watermark and drops late ones gives, after every step, exactly the pairs of the
+        /// rows it accepted.
+        #[test]
+        fn interval_join_frees_only_rows_that_cannot_match(steps in proptest::collection::vec(interval_step(), 1..40)) {
+            let (lo, hi) = (-3, 2);
+            let expiry = |offset_ns| Some(Expiry { column: 1, offset_ns });
+            let mut op = join(JoinKind::Inner).with_expiry([expiry(hi), expiry(-lo)], true);
+            let mut sides: [HashMap<Row, i64>; 2] = [HashMap::new(), HashMap::new()];
+            let (mut wm, mut late) = (i64::MIN, 0);
+            let mut output = HashMap::new();
+            let mut out = Emitter::default();
+            for step in steps {
+                match step {
+                    Step::Advance(by) => {
+                        wm = if wm == i64::MIN { by } else { wm + by };
+                        op.on_watermark(Watermark::EventTime(wm), &mut out).unwrap();
+                    }
+                    Step::Rows(side, rows) => {
+                        op.on_batch(side, batch(if side == 0 { "l" } else { "r" }, &rows), &mut out).unwrap();
+                        for (row, w) in rows {
+                            if row.1 < wm {
+                                late += 1;
+                            } else {
+                                *sides[side].entry(row).or_insert(0) += w;
+                            }
+                        }
+                    }
+                }
+                collect(&mut output, out.drain());
+                let within = |j: &Joined| (lo..=hi).contains(&(j.3.unwrap() - j.1.unwrap()));
+                let got: HashMap<Joined, i64> = output.iter().filter(|(j, _)| within(j)).map(|(j, w)| (*j, *w)).collect();
+                let want: HashMap<Joined, i64> = recompute(JoinKind::Inner, &sides).into_iter().filter(|(j, _)| within(j)).collect();
+                prop_assert_eq!(got, want);
+                prop_assert_eq!(op.late_rows().load(Ordering::Relaxed), late);
+            }
+            // Everything is freed once the watermark passes every row's expiry.
+            op.on_watermark(Watermark::EventTime(100), &mut out).unwrap();
+            prop_assert!(op.state[0].is_empty() && op.state[1].is_empty());
+            prop_assert_eq!(op.state_bytes(), 0);
+        }
+
         /// After every batch the join's accumulated output equals the join recomputed
         /// from scratch over both sides (weights -1..=2, NULL and duplicate keys).
         #[test]
