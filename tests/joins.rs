@@ -170,17 +170,27 @@ async fn joins_equal_their_queries_under_random_changes() {
 }
 
 /// Nexmark's join queries (RisingWave's texts) over the bounded generator.
-const NEXMARK_JOINS: &[(&str, &str)] = &[
+/// The flag says whether the join's state has no time bound (two streams: a NOTICE).
+const NEXMARK_JOINS: &[(&str, &str, bool)] = &[
     (
         "q3",
         "SELECT P.name, P.city, P.state, A.id FROM auction AS A INNER JOIN person AS P \
          ON A.seller = P.id WHERE A.category = 10 AND (P.state = 'or' OR P.state = 'id' OR P.state = 'ca')",
+        true,
     ),
     (
         "q4",
         "SELECT Q.category, AVG(Q.final) AS avg FROM (SELECT MAX(B.price) AS final, A.category \
          FROM auction A, bid B WHERE A.id = B.auction AND B.date_time BETWEEN A.date_time AND A.expires \
          GROUP BY A.id, A.category) Q GROUP BY Q.category",
+        true,
+    ),
+    // An interval join: each bid with its auction if placed within 2 s of its creation.
+    (
+        "early_bids",
+        "SELECT B.auction, B.bidder, B.price, A.seller FROM bid B JOIN auction A \
+         ON B.auction = A.id AND B.date_time BETWEEN A.date_time AND A.date_time + INTERVAL '2' SECOND",
+        false,
     ),
     (
         "q8",
@@ -190,13 +200,14 @@ const NEXMARK_JOINS: &[(&str, &str)] = &[
          JOIN (SELECT seller, window_start AS starttime, window_end AS endtime \
          FROM TUMBLE(auction, date_time, INTERVAL '10' SECOND) GROUP BY seller, window_start, window_end) A \
          ON P.id = A.seller AND P.starttime = A.starttime AND P.endtime = A.endtime",
+        false,
     ),
 ];
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nexmark_joins_over_the_generator_equal_the_batch_result() {
     let server = TestServer::start().await;
-    let client = server.client().await;
+    let (client, mut notices) = crate::harness::connect(server.addr()).await;
     let with = |table: &str| {
         format!(
             "WITH (connector = 'nexmark', nexmark.table.type = '{table}', nexmark.event.num = '100000')"
@@ -219,13 +230,27 @@ async fn nexmark_joins_over_the_generator_equal_the_batch_result() {
         ))
         .await
         .unwrap();
-    for (name, query) in NEXMARK_JOINS {
+    for (name, query, unbounded) in NEXMARK_JOINS {
         client
             .batch_execute(&format!("CREATE MATERIALIZED VIEW {name} AS {query}"))
             .await
             .unwrap();
+        // Notices precede the command's completion, so they are in by now.
+        let notice = notices.try_recv().ok();
+        assert_eq!(notice.is_some(), *unbounded, "{name}: {notice:?}");
+        if let Some(n) = notice {
+            assert!(n.message().contains("grows without limit"), "{n:?}");
+        }
     }
-    for (name, query) in NEXMARK_JOINS {
+    let plan = sorted_rows(
+        &client,
+        "EXPLAIN CREATE MATERIALIZED VIEW x AS SELECT * FROM bid B JOIN auction A \
+         ON B.auction = A.id AND B.date_time BETWEEN A.date_time AND A.date_time + INTERVAL '2' SECOND",
+    )
+    .await
+    .join("\n");
+    assert!(plan.contains("expiry"), "{plan}");
+    for (name, query, _) in NEXMARK_JOINS {
         crate::harness::await_view_equals(
             &client,
             name,
@@ -240,6 +265,8 @@ async fn nexmark_joins_over_the_generator_equal_the_batch_result() {
             "{name} is empty: the check would prove nothing"
         );
     }
+    let late = sorted_rows(&client, "SELECT sum(late_rows) FROM weir_catalog.dataflows").await;
+    assert_eq!(late, vec!["0"], "in-order generator events are never late");
 }
 
 /// The exchange-rate scenario: purchases (a Kafka stream) priced in USD with rates from a

@@ -116,9 +116,11 @@ async fn demo_setup(handle: &ServerHandle) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?
     {
         let done = match stmt.statement {
-            weir_sql::Statement::CreateView { .. } => {
-                handle.database.execute_create_view(&stmt).await
-            }
+            weir_sql::Statement::CreateView { .. } => handle
+                .database
+                .execute_create_view(&stmt)
+                .await
+                .map(|(out, _)| out),
             _ => handle.database.execute_catalog(&stmt),
         };
         done.map_err(|e| anyhow::anyhow!("{e}"))?;

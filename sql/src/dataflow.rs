@@ -3,6 +3,7 @@
 //! runtime, and read through `ViewTable` from the last committed epoch.
 
 mod inputs;
+mod join_bounds;
 mod lower;
 
 use std::sync::Arc;
@@ -30,6 +31,8 @@ pub(crate) struct RunningDataflow {
     pub(crate) task: JoinHandle<()>,
     pub(crate) stats: watch::Receiver<DataflowStats>,
     pub(crate) late_rows: Vec<Arc<AtomicU64>>,
+    /// Warnings from planning it, for the client that creates it.
+    pub(crate) notices: Vec<String>,
 }
 
 impl Drop for RunningDataflow {
@@ -79,6 +82,15 @@ impl ViewTable {
     /// Stops the dataflow (DROP).
     pub(crate) fn drop_view(&self) {
         self.running.lock().take();
+    }
+
+    /// What planning the dataflow warned about.
+    pub(crate) fn notices(&self) -> Vec<String> {
+        self.running
+            .lock()
+            .as_ref()
+            .map(|r| r.notices.clone())
+            .unwrap_or_default()
     }
 
     /// Commits of the dataflow, for FLUSH to wait on.

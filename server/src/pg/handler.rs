@@ -230,7 +230,14 @@ impl SessionHandler {
                 Err(e) => Err(e),
             },
             Statement::CreateView { .. } => match self.db.execute_create_view(parsed).await {
-                Ok(out) => Ok(output_response(out, format, options)?),
+                Ok((out, notices)) => {
+                    for msg in notices {
+                        client
+                            .send(PgWireBackendMessage::NoticeResponse(notice(msg).into()))
+                            .await?;
+                    }
+                    Ok(output_response(out, format, options)?)
+                }
                 Err(e) => Err(e.offset_position(parsed.offset)),
             },
             _ => match self.db.execute_catalog(parsed) {

@@ -30,7 +30,12 @@ const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 impl Database {
     /// CREATE MATERIALIZED VIEW: plans the query as a dataflow, starts it, and returns once
     /// it committed its first epoch (tables' current rows are in the view by then).
-    pub async fn execute_create_view(&self, statement: &ParsedStatement) -> Result<Output> {
+    /// Runs CREATE MATERIALIZED VIEW (or its EXPLAIN); returns the result and the notices
+    /// for the client (such as a join whose state has no bound).
+    pub async fn execute_create_view(
+        &self,
+        statement: &ParsedStatement,
+    ) -> Result<(Output, Vec<String>)> {
         let Statement::CreateView {
             name,
             if_not_exists,
@@ -48,14 +53,14 @@ impl Database {
         let tag = command("CREATE MATERIALIZED VIEW".into());
         if self.catalog.lock().contains(name) {
             return if *if_not_exists {
-                Ok(tag)
+                Ok((tag, Vec::new()))
             } else {
                 Err(SqlError::duplicate_table(name))
             };
         }
         let table = self.create_view(name, &plan, statement.text.clone(), true, *emit_on_close)?;
         self.next_epoch_of(&table).await;
-        Ok(tag)
+        Ok((tag, table.notices()))
     }
 
     pub(super) async fn plan_view_query(&self, query: &str) -> Result<LogicalPlan> {
@@ -65,7 +70,11 @@ impl Database {
     }
 
     /// EXPLAIN CREATE MATERIALIZED VIEW: the dataflow's operators, one per line.
-    fn explain_view(&self, plan: &LogicalPlan, emit_on_close: bool) -> Result<Output> {
+    fn explain_view(
+        &self,
+        plan: &LogicalPlan,
+        emit_on_close: bool,
+    ) -> Result<(Output, Vec<String>)> {
         let props = ExecutionProps::new();
         let mut lowering = Lowering::new(&props, emit_on_close);
         let out = lowering.lower_plan(plan)?;
@@ -87,10 +96,11 @@ impl Database {
             vec![Arc::new(StringArray::from(lines))],
         )
         .map_err(|e| SqlError::new("XX000", e.to_string()))?;
-        Ok(Output::Rows {
+        let output = Output::Rows {
             schema,
             batches: vec![batch],
-        })
+        };
+        Ok((output, lowering.notices))
     }
 
     /// The watermark a relation declares (`WATERMARK FOR col AS expr`), as the expression
@@ -251,6 +261,7 @@ impl Database {
             task,
             stats,
             late_rows: lowering.late_rows,
+            notices: lowering.notices,
         };
         let table = Arc::new(ViewTable::new(schema, view, running));
         Ok((table, depends_on))

@@ -24,6 +24,7 @@ use weir_engine::operator::{
 };
 use weir_engine::runtime::{Graph, NodeId};
 
+use super::join_bounds::{JoinBounds, join_bounds};
 use crate::error::{Result, SqlError};
 use crate::provider::{
     DmlTable, FileSource, GeneratorSource, KafkaSource, TemporalTable, WindowTable, Windowing,
@@ -40,8 +41,10 @@ pub(crate) struct Input {
 pub(crate) struct Lowering<'a> {
     pub(crate) graph: Graph,
     pub(crate) inputs: Vec<Input>,
-    /// Late-row counters of the dataflow's windows.
+    /// Late-row counters of the dataflow's windows and interval joins.
     pub(crate) late_rows: Vec<Arc<AtomicU64>>,
+    /// Warnings for the client (NOTICE), such as a join whose state is unbounded.
+    pub(crate) notices: Vec<String>,
     props: &'a ExecutionProps,
     emit_on_close: bool,
 }
@@ -78,6 +81,7 @@ impl<'a> Lowering<'a> {
             graph: Graph::new(),
             inputs: Vec::new(),
             late_rows: Vec::new(),
+            notices: Vec::new(),
             props,
             emit_on_close,
         }
@@ -376,7 +380,27 @@ impl<'a> Lowering<'a> {
             Arc::clone(&schema),
             j.null_equality == NullEquality::NullEqualsNull,
         )?;
+        let bounds = join_bounds(j, [&left.windows, &right.windows]);
+        if !lookup && left.append_only && right.append_only && !bounds.bounded() {
+            self.notices.push(
+                "this join keeps every row of both inputs, which only ever insert, and has no \
+                 time bound: its state grows without limit (see weir_catalog.dataflows.state_bytes). \
+                 Bound it with a window join (join on window_start of the same TUMBLE or HOP), \
+                 an interval join (b.ts BETWEEN a.ts AND a.ts + INTERVAL ...) or a temporal join \
+                 (FOR SYSTEM_TIME AS OF PROCTIME())"
+                    .to_string(),
+            );
+        }
         let op = if lookup { op.with_lookup() } else { op };
+        let op = if bounds == JoinBounds::default() {
+            op
+        } else {
+            let op = op.with_expiry(bounds.expiry, bounds.drop_late);
+            if bounds.drop_late {
+                self.late_rows.push(op.late_rows());
+            }
+            op
+        };
         let id = self.graph.add(Box::new(op));
         self.graph.connect(left.node, id, 0)?;
         self.graph.connect(right.node, id, 1)?;
