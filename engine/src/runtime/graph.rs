@@ -15,6 +15,9 @@ use crate::message::{Barrier, Epoch, Message, Watermark};
 use crate::operator::{Emitter, Operator};
 use crate::{ChangeBatch, EngineError, Result};
 
+/// How far (event time) one relation may run ahead of another under watermark alignment.
+const ALIGNMENT_NS: i64 = 1_000_000_000;
+
 pub type NodeId = usize;
 pub type InputId = usize;
 
@@ -52,11 +55,19 @@ pub struct Graph {
     nodes: Vec<Node>,
     /// Each input channel's (node, port, slot).
     inputs: Vec<(NodeId, usize, usize)>,
+    /// Watermark alignment across relations (see `align_watermarks`).
+    align: bool,
 }
 
 impl Graph {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Holds back a relation whose watermark runs more than a second ahead of another's,
+    /// for dataflows whose state depends on both sides' progress (time-bounded joins).
+    pub fn align_watermarks(&mut self) {
+        self.align = true;
     }
 
     pub fn add(&mut self, op: Box<dyn Operator>) -> NodeId {
@@ -126,6 +137,8 @@ impl Graph {
         let n = receivers.len();
         let mut blocked: Vec<Option<Barrier>> = vec![None; n];
         let mut closed = vec![false; n];
+        // Each input's last event-time watermark (None: none yet, or idle).
+        let mut input_time: Vec<Option<i64>> = vec![None; n];
         let mut start = 0;
         let mut sized = Instant::now();
         let mut state_bytes = 0;
@@ -157,10 +170,11 @@ impl Graph {
                 });
                 continue;
             }
+            let ahead = self.ahead(&input_time, &closed, &blocked);
             let (i, msg) = std::future::poll_fn(|cx| {
                 for k in 0..n {
                     let i = (start + k) % n;
-                    if closed[i] || blocked[i].is_some() {
+                    if closed[i] || blocked[i].is_some() || ahead[i] {
                         continue;
                     }
                     match receivers[i].poll_next_unpin(cx) {
@@ -176,16 +190,62 @@ impl Graph {
             match msg {
                 None => {
                     closed[i] = true;
+                    input_time[i] = None;
                     self.watermark(node, slot, Slot::Idle)?;
                 }
                 Some(Message::Barrier(b)) => blocked[i] = Some(b),
                 Some(Message::Data(batch)) => self.deliver(node, port, batch)?,
                 Some(Message::Watermark(w)) => {
+                    // The end of a bounded input (+inf) holds nothing back either.
+                    input_time[i] = w.time().filter(|&t| t < i64::MAX);
                     let s = w.time().map_or(Slot::Idle, Slot::At);
                     self.watermark(node, slot, s)?;
                 }
             }
         }
+    }
+
+    /// Watermark alignment (when enabled): which inputs wait because their relation's
+    /// watermark is more than `ALIGNMENT_NS` ahead of another relation that can still move.
+    /// Their readers back up, so a join does not hold the leader's rows while the other
+    /// side catches up. Partitions of one relation are never held back by each other.
+    fn ahead(
+        &self,
+        input_time: &[Option<i64>],
+        closed: &[bool],
+        blocked: &[Option<Barrier>],
+    ) -> Vec<bool> {
+        let n = input_time.len();
+        if !self.align {
+            return vec![false; n];
+        }
+        // A relation's time: the minimum over its inputs that have one.
+        let mut relation: Vec<(NodeId, Option<i64>, bool)> = Vec::new();
+        for i in 0..n {
+            let node = self.inputs[i].0;
+            let movable = !closed[i] && blocked[i].is_none();
+            let entry = match relation.iter_mut().find(|r| r.0 == node) {
+                Some(e) => e,
+                None => {
+                    relation.push((node, None, false));
+                    relation.last_mut().expect("invariant: just pushed")
+                }
+            };
+            if let Some(t) = input_time[i] {
+                entry.1 = Some(entry.1.map_or(t, |m: i64| m.min(t)));
+            }
+            entry.2 |= movable;
+        }
+        let floor = relation.iter().filter(|r| r.2).filter_map(|r| r.1).min();
+        (0..n)
+            .map(|i| {
+                let time = relation
+                    .iter()
+                    .find(|r| r.0 == self.inputs[i].0)
+                    .and_then(|r| r.1);
+                matches!((time, floor), (Some(t), Some(f)) if t > f.saturating_add(ALIGNMENT_NS))
+            })
+            .collect()
     }
 
     /// Pushes a batch into `node` and everything downstream of it.
@@ -283,6 +343,8 @@ mod tests {
 
     use arrow::array::{Int64Array, RecordBatch};
     use arrow::datatypes::{DataType, Field, Schema};
+    use std::time::Duration;
+
     use tokio::sync::mpsc;
 
     use super::*;
@@ -298,6 +360,55 @@ mod tests {
 
     fn barrier(epoch: Epoch) -> Message {
         Message::Barrier(Barrier { epoch, ts_ms: 0 })
+    }
+
+    #[tokio::test]
+    async fn a_relation_ahead_waits_for_the_other_under_alignment() {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)]));
+        let mut g = Graph::new();
+        g.align_watermarks();
+        let a = g.add(Box::new(Union::new("a")));
+        let b = g.add(Box::new(Union::new("b")));
+        let both = g.add(Box::new(Union::new("both")));
+        let m = Materialize::new(schema).unwrap();
+        let view = m.view();
+        let sink = g.add(Box::new(m));
+        for (from, to) in [(a, both), (b, both), (both, sink)] {
+            g.connect(from, to, 0).unwrap();
+        }
+        g.input(a, 0);
+        g.input(b, 0);
+        let (a_tx, a_rx) = mpsc::channel(2);
+        let (b_tx, b_rx) = mpsc::channel(2);
+        let (stats_tx, _stats) = watch::channel(DataflowStats::default());
+        let task = tokio::spawn(async move {
+            g.run(vec![channel_stream(a_rx), channel_stream(b_rx)], &stats_tx)
+                .await
+        });
+        let second = 1_000_000_000;
+        b_tx.send(Message::Watermark(Watermark::EventTime(0)))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        a_tx.send(Message::Watermark(Watermark::EventTime(10 * second)))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // a is 10 s ahead of b: its rows stay in its channel until b catches up.
+        a_tx.send(rows(&[1])).await.unwrap();
+        a_tx.send(rows(&[2])).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(a_tx.try_send(rows(&[3])).is_err(), "a is held back");
+        b_tx.send(Message::Watermark(Watermark::EventTime(9_500_000_000)))
+            .await
+            .unwrap();
+        a_tx.send(rows(&[3])).await.unwrap();
+        for tx in [&a_tx, &b_tx] {
+            tx.send(barrier(1)).await.unwrap();
+        }
+        drop((a_tx, b_tx));
+        task.await.unwrap().unwrap();
+        assert_eq!(view.lock().len(), 3);
     }
 
     #[tokio::test]

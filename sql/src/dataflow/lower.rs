@@ -395,6 +395,7 @@ impl<'a> Lowering<'a> {
         let op = if bounds == JoinBounds::default() {
             op
         } else {
+            self.graph.align_watermarks();
             let op = op.with_expiry(bounds.expiry, bounds.drop_late);
             if bounds.drop_late {
                 self.late_rows.push(op.late_rows());
