@@ -137,8 +137,9 @@ impl Graph {
         let n = receivers.len();
         let mut blocked: Vec<Option<Barrier>> = vec![None; n];
         let mut closed = vec![false; n];
-        // Each input's last event-time watermark (None: none yet, or idle).
-        let mut input_time: Vec<Option<i64>> = vec![None; n];
+        // Each input's last event-time watermark (None: idle or ended); an input that has
+        // sent none yet holds the others back as if at the start of time.
+        let mut input_time: Vec<Option<i64>> = vec![Some(i64::MIN); n];
         let mut start = 0;
         let mut sized = Instant::now();
         let mut state_bytes = 0;
