@@ -7,6 +7,7 @@ mod hash_join;
 mod materialize;
 mod session_window;
 mod time_window;
+mod top_n;
 mod union;
 
 pub use filter_project::FilterProject;
@@ -15,6 +16,7 @@ pub use hash_join::{Expiry, HashJoin, JoinKind};
 pub use materialize::{Materialize, SharedView, ViewEvent, ViewState, ViewSubscriber};
 pub use session_window::SessionWindow;
 pub use time_window::{TimeWindow, WindowKind, timestamps_ns};
+pub use top_n::{Limit, SortKey, TopN};
 pub use union::Union;
 
 use crate::message::{Barrier, Watermark};
