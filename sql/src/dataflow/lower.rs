@@ -3,28 +3,29 @@
 //! `TimeWindow`, SESSION `SessionWindow`, equi-joins `HashJoin`, UNION ALL `Union`.
 //! Anything else is refused with 0A000 naming it.
 
+mod join;
+mod top_n;
+
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use datafusion::arrow::datatypes::Schema;
 use datafusion::catalog::TableProvider;
 use datafusion::common::DFSchema;
-use datafusion::common::NullEquality;
 use datafusion::datasource::source_as_provider;
 use datafusion::execution::context::ExecutionProps;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
-use datafusion::logical_expr::{Expr, Join, JoinType, LogicalPlan};
+use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
 // Deprecated in 55 in favour of LoweredAggregateBuilder; kept until the planner is reworked.
 #[allow(deprecated)]
 use datafusion::physical_planner::create_aggregate_expr_and_maybe_filter;
 use weir_engine::operator::{
-    FilterProject, HashAggregate, HashJoin, JoinKind, Operator, SessionWindow, TimeWindow, Union,
-    WindowClose, column,
+    FilterProject, HashAggregate, Limit, Operator, SessionWindow, TimeWindow, Union, WindowClose,
+    column,
 };
 use weir_engine::runtime::{Graph, NodeId};
 
-use super::join_bounds::{JoinBounds, join_bounds};
 use crate::error::{Result, SqlError};
 use crate::provider::{
     DmlTable, FileSource, GeneratorSource, KafkaSource, TemporalTable, WindowTable, Windowing,
@@ -123,7 +124,7 @@ impl<'a> Lowering<'a> {
         match plan {
             LogicalPlan::TableScan(scan) => {
                 if scan.fetch.is_some() {
-                    return Err(unsupported("LIMIT"));
+                    return Err(unsupported("LIMIT without ORDER BY"));
                 }
                 let provider = source_as_provider(&scan.source)?;
                 let any: &dyn std::any::Any = provider.as_ref();
@@ -198,6 +199,9 @@ impl<'a> Lowering<'a> {
                 Ok(current)
             }
             LogicalPlan::Filter(f) => {
+                if let Some(top) = self.row_number_filter(f)? {
+                    return Ok(top);
+                }
                 let input = self.lower(&f.input)?;
                 let pred = self.physical(&f.predicate, f.input.schema())?;
                 let node = self.filter(pred, f.input.schema().as_arrow(), input.node)?;
@@ -306,8 +310,15 @@ impl<'a> Lowering<'a> {
             }
             LogicalPlan::SubqueryAlias(s) => self.lower(&s.input),
             LogicalPlan::Join(j) => self.join(j),
-            LogicalPlan::Sort(_) | LogicalPlan::Limit(_) => Err(unsupported("ORDER BY / LIMIT")),
-            LogicalPlan::Window(_) => Err(unsupported("a window function (OVER)")),
+            LogicalPlan::Sort(s) => match s.fetch {
+                // A view has no order: ORDER BY without LIMIT changes nothing in it.
+                None => self.lower(&s.input),
+                Some(limit) => self.top_n(s, Limit { offset: 0, limit }),
+            },
+            LogicalPlan::Limit(l) => self.limit(l),
+            LogicalPlan::Window(_) => Err(unsupported(
+                "a window function (OVER) other than row_number() <= n",
+            )),
             other => Err(unsupported(
                 other
                     .display()
@@ -317,111 +328,6 @@ impl<'a> Lowering<'a> {
                     .unwrap_or("this construct"),
             )),
         }
-    }
-
-    /// An equi-join as a `HashJoin` (plus a filter for an inner join's other conditions).
-    fn join(&mut self, j: &Join) -> Result<Lowered> {
-        let kind = match j.join_type {
-            JoinType::Inner => JoinKind::Inner,
-            JoinType::Left => JoinKind::Left,
-            JoinType::Right => JoinKind::Right,
-            JoinType::Full => JoinKind::Full,
-            JoinType::LeftSemi => JoinKind::Semi(0),
-            JoinType::RightSemi => JoinKind::Semi(1),
-            JoinType::LeftAnti if !j.null_aware => JoinKind::Anti(0),
-            JoinType::RightAnti => JoinKind::Anti(1),
-            JoinType::LeftAnti => {
-                return Err(unsupported(
-                    "NOT IN over a subquery (a null-aware anti join)",
-                ));
-            }
-            other => return Err(unsupported(&format!("a {other} join"))),
-        };
-        if j.on.is_empty() {
-            return Err(unsupported("a JOIN without an equality condition"));
-        }
-        if j.filter.is_some() && kind != JoinKind::Inner {
-            return Err(unsupported(
-                "an outer JOIN with conditions other than equalities",
-            ));
-        }
-        if is_temporal(&j.left) {
-            return Err(unsupported(
-                "FOR SYSTEM_TIME AS OF PROCTIME() on a join's left side (put the table on the right)",
-            ));
-        }
-        let lookup = is_temporal(&j.right);
-        if lookup && !matches!(kind, JoinKind::Inner | JoinKind::Left) {
-            return Err(unsupported("a temporal join other than INNER or LEFT"));
-        }
-        let left = self.lower(&j.left)?;
-        if lookup && !left.append_only {
-            return Err(unsupported(
-                "a temporal join whose stream side has updates or deletes (it must be a source or an APPEND ONLY table)",
-            ));
-        }
-        let right = self.lower(&j.right)?;
-        let keys = |side: &LogicalPlan, pick: fn(&(Expr, Expr)) -> &Expr| {
-            j.on.iter()
-                .map(|pair| self.physical(pick(pair), side.schema()))
-                .collect::<Result<Vec<_>>>()
-        };
-        let left_keys = keys(&j.left, |p| &p.0)?;
-        let right_keys = keys(&j.right, |p| &p.1)?;
-        let schema = Arc::new(j.schema.as_arrow().clone());
-        let op = HashJoin::try_new(
-            kind,
-            left_keys,
-            right_keys,
-            [
-                Arc::new(j.left.schema().as_arrow().clone()),
-                Arc::new(j.right.schema().as_arrow().clone()),
-            ],
-            Arc::clone(&schema),
-            j.null_equality == NullEquality::NullEqualsNull,
-        )?;
-        let bounds = join_bounds(j, [&left.windows, &right.windows]);
-        if !lookup && left.append_only && right.append_only && !bounds.bounded() {
-            self.notices.push(
-                "this join keeps every row of both inputs, which only ever insert, and has no \
-                 time bound: its state grows without limit (see weir_catalog.dataflows.state_bytes). \
-                 Bound it with a window join (join on window_start of the same TUMBLE or HOP), \
-                 an interval join (b.ts BETWEEN a.ts AND a.ts + INTERVAL ...) or a temporal join \
-                 (FOR SYSTEM_TIME AS OF PROCTIME())"
-                    .to_string(),
-            );
-        }
-        let op = if lookup { op.with_lookup() } else { op };
-        let op = if bounds == JoinBounds::default() {
-            op
-        } else {
-            self.graph.align_watermarks();
-            let op = op.with_expiry(bounds.expiry, bounds.drop_late);
-            if bounds.drop_late {
-                self.late_rows.push(op.late_rows());
-            }
-            op
-        };
-        let id = self.graph.add(Box::new(op));
-        self.graph.connect(left.node, id, 0)?;
-        self.graph.connect(right.node, id, 1)?;
-        let mut node = id;
-        if let Some(filter) = &j.filter {
-            let pred = self.physical(filter, &j.schema)?;
-            node = self.filter(pred, &schema, node)?;
-        }
-        let windows = match kind {
-            JoinKind::Semi(0) | JoinKind::Anti(0) => left.windows,
-            JoinKind::Semi(_) | JoinKind::Anti(_) => right.windows,
-            _ => [left.windows, right.windows].concat(),
-        };
-        Ok(Lowered {
-            node,
-            windows,
-            // A lookup never retracts what it emitted.
-            append_only: (kind == JoinKind::Inner && left.append_only && right.append_only)
-                || lookup,
-        })
     }
 
     /// A filter keeping every column.
@@ -439,21 +345,6 @@ impl<'a> Lowering<'a> {
             .collect();
         let op = FilterProject::new(Some(pred), columns, Arc::new(schema.clone()));
         self.add(Box::new(op), &[input])
-    }
-}
-
-/// Whether `plan` reads a table `FOR SYSTEM_TIME AS OF PROCTIME()` (through projections,
-/// filters and aliases).
-fn is_temporal(plan: &LogicalPlan) -> bool {
-    match plan {
-        LogicalPlan::TableScan(scan) => source_as_provider(&scan.source).is_ok_and(|p| {
-            let any: &dyn std::any::Any = p.as_ref();
-            any.is::<TemporalTable>()
-        }),
-        LogicalPlan::Projection(_) | LogicalPlan::Filter(_) | LogicalPlan::SubqueryAlias(_) => {
-            plan.inputs().into_iter().any(is_temporal)
-        }
-        _ => false,
     }
 }
 

@@ -1,0 +1,136 @@
+//! Lowering of joins: equi-joins become a `HashJoin`, temporal ones in lookup mode, with
+//! the time bounds of window and interval joins and a NOTICE when state is unbounded.
+
+use std::sync::Arc;
+
+use datafusion::common::NullEquality;
+use datafusion::datasource::source_as_provider;
+use datafusion::logical_expr::{Expr, Join, JoinType, LogicalPlan};
+use weir_engine::operator::{HashJoin, JoinKind};
+
+use super::{Lowered, Lowering, unsupported};
+use crate::dataflow::join_bounds::{JoinBounds, join_bounds};
+use crate::error::Result;
+use crate::provider::TemporalTable;
+
+impl Lowering<'_> {
+    /// An equi-join as a `HashJoin` (plus a filter for an inner join's other conditions).
+    pub(super) fn join(&mut self, j: &Join) -> Result<Lowered> {
+        let kind = match j.join_type {
+            JoinType::Inner => JoinKind::Inner,
+            JoinType::Left => JoinKind::Left,
+            JoinType::Right => JoinKind::Right,
+            JoinType::Full => JoinKind::Full,
+            JoinType::LeftSemi => JoinKind::Semi(0),
+            JoinType::RightSemi => JoinKind::Semi(1),
+            JoinType::LeftAnti if !j.null_aware => JoinKind::Anti(0),
+            JoinType::RightAnti => JoinKind::Anti(1),
+            JoinType::LeftAnti => {
+                return Err(unsupported(
+                    "NOT IN over a subquery (a null-aware anti join)",
+                ));
+            }
+            other => return Err(unsupported(&format!("a {other} join"))),
+        };
+        if j.on.is_empty() {
+            return Err(unsupported("a JOIN without an equality condition"));
+        }
+        if j.filter.is_some() && kind != JoinKind::Inner {
+            return Err(unsupported(
+                "an outer JOIN with conditions other than equalities",
+            ));
+        }
+        if is_temporal(&j.left) {
+            return Err(unsupported(
+                "FOR SYSTEM_TIME AS OF PROCTIME() on a join's left side (put the table on the right)",
+            ));
+        }
+        let lookup = is_temporal(&j.right);
+        if lookup && !matches!(kind, JoinKind::Inner | JoinKind::Left) {
+            return Err(unsupported("a temporal join other than INNER or LEFT"));
+        }
+        let left = self.lower(&j.left)?;
+        if lookup && !left.append_only {
+            return Err(unsupported(
+                "a temporal join whose stream side has updates or deletes (it must be a source or an APPEND ONLY table)",
+            ));
+        }
+        let right = self.lower(&j.right)?;
+        let keys = |side: &LogicalPlan, pick: fn(&(Expr, Expr)) -> &Expr| {
+            j.on.iter()
+                .map(|pair| self.physical(pick(pair), side.schema()))
+                .collect::<Result<Vec<_>>>()
+        };
+        let left_keys = keys(&j.left, |p| &p.0)?;
+        let right_keys = keys(&j.right, |p| &p.1)?;
+        let schema = Arc::new(j.schema.as_arrow().clone());
+        let op = HashJoin::try_new(
+            kind,
+            left_keys,
+            right_keys,
+            [
+                Arc::new(j.left.schema().as_arrow().clone()),
+                Arc::new(j.right.schema().as_arrow().clone()),
+            ],
+            Arc::clone(&schema),
+            j.null_equality == NullEquality::NullEqualsNull,
+        )?;
+        let bounds = join_bounds(j, [&left.windows, &right.windows]);
+        if !lookup && left.append_only && right.append_only && !bounds.bounded() {
+            self.notices.push(
+                "this join keeps every row of both inputs, which only ever insert, and has no \
+                 time bound: its state grows without limit (see weir_catalog.dataflows.state_bytes). \
+                 Bound it with a window join (join on window_start of the same TUMBLE or HOP), \
+                 an interval join (b.ts BETWEEN a.ts AND a.ts + INTERVAL ...) or a temporal join \
+                 (FOR SYSTEM_TIME AS OF PROCTIME())"
+                    .to_string(),
+            );
+        }
+        let op = if lookup { op.with_lookup() } else { op };
+        let op = if bounds == JoinBounds::default() {
+            op
+        } else {
+            self.graph.align_watermarks();
+            let op = op.with_expiry(bounds.expiry, bounds.drop_late);
+            if bounds.drop_late {
+                self.late_rows.push(op.late_rows());
+            }
+            op
+        };
+        let id = self.graph.add(Box::new(op));
+        self.graph.connect(left.node, id, 0)?;
+        self.graph.connect(right.node, id, 1)?;
+        let mut node = id;
+        if let Some(filter) = &j.filter {
+            let pred = self.physical(filter, &j.schema)?;
+            node = self.filter(pred, &schema, node)?;
+        }
+        let windows = match kind {
+            JoinKind::Semi(0) | JoinKind::Anti(0) => left.windows,
+            JoinKind::Semi(_) | JoinKind::Anti(_) => right.windows,
+            _ => [left.windows, right.windows].concat(),
+        };
+        Ok(Lowered {
+            node,
+            windows,
+            // A lookup never retracts what it emitted.
+            append_only: (kind == JoinKind::Inner && left.append_only && right.append_only)
+                || lookup,
+        })
+    }
+}
+
+/// Whether `plan` reads a table `FOR SYSTEM_TIME AS OF PROCTIME()` (through projections,
+/// filters and aliases).
+fn is_temporal(plan: &LogicalPlan) -> bool {
+    match plan {
+        LogicalPlan::TableScan(scan) => source_as_provider(&scan.source).is_ok_and(|p| {
+            let any: &dyn std::any::Any = p.as_ref();
+            any.is::<TemporalTable>()
+        }),
+        LogicalPlan::Projection(_) | LogicalPlan::Filter(_) | LogicalPlan::SubqueryAlias(_) => {
+            plan.inputs().into_iter().any(is_temporal)
+        }
+        _ => false,
+    }
+}
