@@ -4,6 +4,8 @@
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::task::Poll;
 use std::time::Instant;
 
@@ -57,6 +59,16 @@ pub struct Graph {
     inputs: Vec<(NodeId, usize, usize)>,
     /// Watermark alignment across relations (see `align_watermarks`).
     align: bool,
+    /// Each relation's (entry node's) read limit in event time, for its split readers.
+    limits: Vec<(NodeId, Arc<AtomicI64>)>,
+}
+
+/// The smaller of two optional times (None = no time).
+fn min_some(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 impl Graph {
@@ -68,6 +80,17 @@ impl Graph {
     /// for dataflows whose state depends on both sides' progress (time-bounded joins).
     pub fn align_watermarks(&mut self) {
         self.align = true;
+    }
+
+    /// The event time up to which the relation entering at `node` may be read (its split
+    /// readers wait beyond it); i64::MAX unless alignment holds it back.
+    pub fn read_limit(&mut self, node: NodeId) -> Arc<AtomicI64> {
+        if let Some((_, l)) = self.limits.iter().find(|(n, _)| *n == node) {
+            return Arc::clone(l);
+        }
+        let limit = Arc::new(AtomicI64::new(i64::MAX));
+        self.limits.push((node, Arc::clone(&limit)));
+        limit
     }
 
     pub fn add(&mut self, op: Box<dyn Operator>) -> NodeId {
@@ -171,11 +194,10 @@ impl Graph {
                 });
                 continue;
             }
-            let ahead = self.ahead(&input_time, &closed, &blocked);
             let (i, msg) = std::future::poll_fn(|cx| {
                 for k in 0..n {
                     let i = (start + k) % n;
-                    if closed[i] || blocked[i].is_some() || ahead[i] {
+                    if closed[i] || blocked[i].is_some() {
                         continue;
                     }
                     match receivers[i].poll_next_unpin(cx) {
@@ -192,6 +214,7 @@ impl Graph {
                 None => {
                     closed[i] = true;
                     input_time[i] = None;
+                    self.publish_limits(&input_time);
                     self.watermark(node, slot, Slot::Idle)?;
                 }
                 Some(Message::Barrier(b)) => blocked[i] = Some(b),
@@ -199,6 +222,7 @@ impl Graph {
                 Some(Message::Watermark(w)) => {
                     // The end of a bounded input (+inf) holds nothing back either.
                     input_time[i] = w.time().filter(|&t| t < i64::MAX);
+                    self.publish_limits(&input_time);
                     let s = w.time().map_or(Slot::Idle, Slot::At);
                     self.watermark(node, slot, s)?;
                 }
@@ -206,47 +230,31 @@ impl Graph {
         }
     }
 
-    /// Watermark alignment (when enabled): which inputs wait because their relation's
-    /// watermark is more than `ALIGNMENT_NS` ahead of another relation that can still move.
-    /// Their readers back up, so a join does not hold the leader's rows while the other
-    /// side catches up. Partitions of one relation are never held back by each other.
-    fn ahead(
-        &self,
-        input_time: &[Option<i64>],
-        closed: &[bool],
-        blocked: &[Option<Barrier>],
-    ) -> Vec<bool> {
-        let n = input_time.len();
+    /// Watermark alignment (when enabled): each relation may read up to `ALIGNMENT_NS`
+    /// past the slowest *other* relation that still moves; its split readers see the
+    /// limit and wait (barriers still flow), so a join does not hold the leader's rows
+    /// while the other side catches up. Partitions of one relation never hold each other.
+    fn publish_limits(&self, input_time: &[Option<i64>]) {
         if !self.align {
-            return vec![false; n];
+            return;
         }
         // A relation's time: the minimum over its inputs that have one.
-        let mut relation: Vec<(NodeId, Option<i64>, bool)> = Vec::new();
-        for i in 0..n {
-            let node = self.inputs[i].0;
-            let movable = !closed[i] && blocked[i].is_none();
-            let entry = match relation.iter_mut().find(|r| r.0 == node) {
-                Some(e) => e,
-                None => {
-                    relation.push((node, None, false));
-                    relation.last_mut().expect("invariant: just pushed")
-                }
-            };
-            if let Some(t) = input_time[i] {
-                entry.1 = Some(entry.1.map_or(t, |m: i64| m.min(t)));
+        let mut relation: Vec<(NodeId, Option<i64>)> = Vec::new();
+        for (i, &(node, ..)) in self.inputs.iter().enumerate() {
+            let t = input_time[i];
+            match relation.iter_mut().find(|r| r.0 == node) {
+                Some(r) => r.1 = min_some(r.1, t),
+                None => relation.push((node, t)),
             }
-            entry.2 |= movable;
         }
-        let floor = relation.iter().filter(|r| r.2).filter_map(|r| r.1).min();
-        (0..n)
-            .map(|i| {
-                let time = relation
-                    .iter()
-                    .find(|r| r.0 == self.inputs[i].0)
-                    .and_then(|r| r.1);
-                matches!((time, floor), (Some(t), Some(f)) if t > f.saturating_add(ALIGNMENT_NS))
-            })
-            .collect()
+        for (node, limit) in &self.limits {
+            let others = relation
+                .iter()
+                .filter(|r| r.0 != *node)
+                .fold(None, |m, r| min_some(m, r.1));
+            let value = others.map_or(i64::MAX, |t| t.saturating_add(ALIGNMENT_NS));
+            limit.store(value, Ordering::Relaxed);
+        }
     }
 
     /// Pushes a batch into `node` and everything downstream of it.
@@ -364,52 +372,45 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_relation_ahead_waits_for_the_other_under_alignment() {
-        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)]));
+    async fn each_relation_may_read_one_second_past_the_others() {
         let mut g = Graph::new();
         g.align_watermarks();
         let a = g.add(Box::new(Union::new("a")));
         let b = g.add(Box::new(Union::new("b")));
-        let both = g.add(Box::new(Union::new("both")));
-        let m = Materialize::new(schema).unwrap();
-        let view = m.view();
-        let sink = g.add(Box::new(m));
-        for (from, to) in [(a, both), (b, both), (both, sink)] {
-            g.connect(from, to, 0).unwrap();
-        }
+        let (limit_a, limit_b) = (g.read_limit(a), g.read_limit(b));
+        // Two splits for a, one for b.
+        g.input(a, 0);
         g.input(a, 0);
         g.input(b, 0);
-        let (a_tx, a_rx) = mpsc::channel(2);
-        let (b_tx, b_rx) = mpsc::channel(2);
+        let (txs, rxs): (Vec<_>, Vec<_>) = (0..3).map(|_| mpsc::channel(4)).unzip();
         let (stats_tx, _stats) = watch::channel(DataflowStats::default());
-        let task = tokio::spawn(async move {
-            g.run(vec![channel_stream(a_rx), channel_stream(b_rx)], &stats_tx)
-                .await
-        });
-        let second = 1_000_000_000;
-        b_tx.send(Message::Watermark(Watermark::EventTime(0)))
+        let streams = rxs.into_iter().map(channel_stream).collect();
+        let task = tokio::spawn(async move { g.run(streams, &stats_tx).await });
+        let s = 1_000_000_000;
+        let wm = |t: i64| Message::Watermark(Watermark::EventTime(t * s));
+        let settle = || tokio::time::sleep(Duration::from_millis(30));
+        txs[0].send(wm(10)).await.unwrap();
+        settle().await;
+        // b has said nothing yet: a may not read on.
+        assert!(limit_a.load(Ordering::Relaxed) < 0);
+        txs[2].send(wm(4)).await.unwrap();
+        settle().await;
+        // a's second split has no watermark yet, so a holds b back.
+        assert!(limit_b.load(Ordering::Relaxed) < 0);
+        assert_eq!(limit_a.load(Ordering::Relaxed), 5 * s);
+        txs[1].send(wm(7)).await.unwrap();
+        settle().await;
+        assert_eq!(limit_b.load(Ordering::Relaxed), 8 * s, "a is at min(10, 7)");
+        assert_eq!(limit_a.load(Ordering::Relaxed), 5 * s);
+        // b goes idle: it holds nothing back.
+        txs[2]
+            .send(Message::Watermark(Watermark::Idle))
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        a_tx.send(Message::Watermark(Watermark::EventTime(10 * second)))
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        // a is 10 s ahead of b: its rows stay in its channel until b catches up.
-        a_tx.send(rows(&[1])).await.unwrap();
-        a_tx.send(rows(&[2])).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(a_tx.try_send(rows(&[3])).is_err(), "a is held back");
-        b_tx.send(Message::Watermark(Watermark::EventTime(9_500_000_000)))
-            .await
-            .unwrap();
-        a_tx.send(rows(&[3])).await.unwrap();
-        for tx in [&a_tx, &b_tx] {
-            tx.send(barrier(1)).await.unwrap();
-        }
-        drop((a_tx, b_tx));
+        settle().await;
+        assert_eq!(limit_a.load(Ordering::Relaxed), i64::MAX);
+        drop(txs);
         task.await.unwrap().unwrap();
-        assert_eq!(view.lock().len(), 3);
     }
 
     #[tokio::test]

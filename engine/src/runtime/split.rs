@@ -2,6 +2,7 @@
 //! read on its own thread into a bounded channel, with barriers and watermarks interleaved.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use arrow::array::{Array, ArrayRef, RecordBatch, TimestampNanosecondArray};
@@ -125,6 +126,8 @@ struct SplitLoop {
     max_wm: Option<i64>,
     last_rows: Instant,
     idle_sent: bool,
+    /// Event time this split may read up to (watermark alignment; i64::MAX: no limit).
+    read_limit: Arc<AtomicI64>,
 }
 
 /// Whether the thread goes on (false: the dataflow is gone).
@@ -229,6 +232,7 @@ pub fn spawn_split(
     mut barriers: watch::Receiver<Barrier>,
     tx: mpsc::Sender<Message>,
     progress: Arc<Mutex<SplitProgress>>,
+    read_limit: Arc<AtomicI64>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name(format!("weir-split-{name}"))
@@ -242,6 +246,7 @@ pub fn spawn_split(
                 max_wm: None,
                 last_rows: Instant::now(),
                 idle_sent: false,
+                read_limit,
             };
             if split.watermark.is_none() && !split.send(Message::Watermark(Watermark::Idle)) {
                 return;
@@ -268,6 +273,15 @@ pub fn spawn_split(
                     if !split.send(Message::Barrier(b)) {
                         return;
                     }
+                }
+                if split
+                    .max_wm
+                    .is_some_and(|w| w > split.read_limit.load(Ordering::Relaxed))
+                {
+                    // Ahead of another relation of the dataflow: wait, barriers still flow.
+                    std::thread::sleep(Duration::from_millis(2));
+                    split.last_rows = Instant::now();
+                    continue;
                 }
                 match reader.read(BATCH_ROWS) {
                     Ok(r) => {

@@ -225,6 +225,7 @@ impl Database {
                 watermark,
                 parallelism: self.parallelism,
                 progress: is_source.then_some(self.progress.as_ref()),
+                read_limit: &input.read_limit,
             };
             for stream in source.open(&cx)? {
                 lowering.graph.input(input.node, 0);

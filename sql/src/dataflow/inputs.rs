@@ -1,6 +1,7 @@
 //! How each kind of relation feeds a dataflow: sources start one reader thread per split,
 //! tables stream their changelog, views their committed changes (snapshot first).
 
+use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, Weak};
 
 use datafusion::catalog::TableProvider;
@@ -64,6 +65,8 @@ pub(crate) struct InputContext<'a> {
     pub(crate) parallelism: usize,
     /// Where sources report their splits' progress (None for tables and views).
     pub(crate) progress: Option<&'a ProgressRegistry>,
+    /// The event time the relation's splits may read up to (watermark alignment).
+    pub(crate) read_limit: &'a Arc<AtomicI64>,
 }
 
 impl InputContext<'_> {
@@ -85,6 +88,7 @@ impl InputContext<'_> {
             self.barriers.subscribe(),
             tx,
             progress,
+            Arc::clone(self.read_limit),
         )
         .map_err(|e| SqlError::new("53000", format!("cannot start a reader thread: {e}")))?;
         Ok(channel_stream(rx))

@@ -7,7 +7,7 @@ mod join;
 mod top_n;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicI64, AtomicU64};
 
 use datafusion::arrow::datatypes::Schema;
 use datafusion::catalog::TableProvider;
@@ -36,6 +36,8 @@ pub(crate) struct Input {
     pub(crate) relation: String,
     pub(crate) provider: Arc<dyn TableProvider>,
     pub(crate) node: NodeId,
+    /// The event time its readers may read up to (watermark alignment).
+    pub(crate) read_limit: Arc<AtomicI64>,
 }
 
 /// A plan lowered to operators.
@@ -116,6 +118,7 @@ impl<'a> Lowering<'a> {
             relation: relation.to_string(),
             provider,
             node,
+            read_limit: self.graph.read_limit(node),
         });
         Ok(node)
     }
