@@ -12,6 +12,7 @@ mod dml;
 mod file;
 mod joins;
 mod kafka;
+mod nexmark_kafka;
 mod pg_wire;
 mod restart;
 mod streaming;

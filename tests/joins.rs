@@ -171,7 +171,7 @@ async fn joins_equal_their_queries_under_random_changes() {
 
 /// Nexmark's join queries (RisingWave's texts) over the bounded generator.
 /// The flag says whether the join's state has no time bound (two streams: a NOTICE).
-const NEXMARK_JOINS: &[(&str, &str, bool)] = &[
+pub(crate) const NEXMARK_JOINS: &[(&str, &str, bool)] = &[
     (
         "q3",
         "SELECT P.name, P.city, P.state, A.id FROM auction AS A INNER JOIN person AS P \

@@ -158,7 +158,7 @@ async fn a_table_change_reaches_a_view_without_flush() {
 }
 
 /// Nexmark queries (RisingWave's texts, windows as table functions) over a bounded generator.
-const NEXMARK_VIEWS: &[(&str, &str)] = &[
+pub(crate) const NEXMARK_VIEWS: &[(&str, &str)] = &[
     ("q0", "SELECT auction, bidder, price, date_time FROM bid"),
     (
         "q1",
