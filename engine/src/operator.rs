@@ -5,6 +5,8 @@ mod filter_project;
 mod hash_aggregate;
 mod hash_join;
 mod materialize;
+#[cfg(test)]
+mod proptests;
 mod session_window;
 mod time_window;
 mod top_n;
