@@ -11,7 +11,7 @@ use arrow::datatypes::SchemaRef;
 use parking_lot::Mutex;
 
 use crate::connector::datagen::DatagenOptions;
-use crate::connector::file::{list_files, read_ndjson};
+use crate::connector::file::{FileFormat, list_files, read_file};
 use crate::connector::nexmark::NexmarkReader;
 use crate::runtime::{ReadResult, SplitProgress, SplitReader};
 use crate::{ChangeBatch, Result};
@@ -68,6 +68,7 @@ impl SplitReader for DatagenSplit {
 /// they are seen (each file once).
 pub struct FileSplit {
     pattern: String,
+    format: FileFormat,
     schema: SchemaRef,
     done: BTreeSet<PathBuf>,
     queue: Vec<arrow::array::RecordBatch>,
@@ -75,9 +76,15 @@ pub struct FileSplit {
 }
 
 impl FileSplit {
-    pub fn new(pattern: String, schema: SchemaRef, progress: Arc<Mutex<SplitProgress>>) -> Self {
+    pub fn new(
+        pattern: String,
+        format: FileFormat,
+        schema: SchemaRef,
+        progress: Arc<Mutex<SplitProgress>>,
+    ) -> Self {
         Self {
             pattern,
+            format,
             schema,
             done: BTreeSet::new(),
             queue: Vec::new(),
@@ -97,10 +104,16 @@ impl SplitReader for FileSplit {
                 return Ok(ReadResult::Idle);
             };
             let mut batches = Vec::new();
-            let stats = read_ndjson(&file, Arc::clone(&self.schema), max_rows, |b| {
-                batches.push(b);
-                true
-            })?;
+            let stats = read_file(
+                &file,
+                self.format,
+                Arc::clone(&self.schema),
+                max_rows,
+                |b| {
+                    batches.push(b);
+                    true
+                },
+            )?;
             let mut p = self.progress.lock();
             p.next_offset += 1;
             p.high_watermark = p.next_offset;

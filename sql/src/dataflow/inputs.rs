@@ -8,6 +8,7 @@ use datafusion::catalog::TableProvider;
 use futures::stream::BoxStream;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
+use weir_engine::connector::file::FileFormat;
 use weir_engine::connector::kafka::{KafkaSplit, StartupMode};
 use weir_engine::connector::nexmark::NexmarkReader;
 use weir_engine::connector::splits::{ChangelogSplit, DatagenSplit, FileSplit};
@@ -174,14 +175,15 @@ impl StreamInput for KafkaSource {
 impl StreamInput for FileSource {
     fn open(&self, cx: &InputContext<'_>) -> Result<Vec<BoxStream<'static, Message>>> {
         let (pattern, encoding, schema) = self.parts();
-        if *encoding != FileEncoding::Json {
-            return Err(SqlError::unsupported(
-                "materialized views over CSV or Parquet file sources are not supported yet (NDJSON is)",
-            ));
-        }
+        let format = match *encoding {
+            FileEncoding::Json => FileFormat::Json,
+            FileEncoding::Csv { header, delimiter } => FileFormat::Csv { header, delimiter },
+            FileEncoding::Parquet => FileFormat::Parquet,
+        };
         let stream = cx.spawn(0, |progress| {
             Ok(Box::new(FileSplit::new(
                 pattern.to_string(),
+                format,
                 Arc::clone(schema),
                 progress,
             )))
