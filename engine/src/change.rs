@@ -113,6 +113,18 @@ impl ChangeBatch {
     }
 }
 
+/// A row converter for `fields` (ascending order): how operators key and store rows.
+pub fn row_converter<'a>(
+    fields: impl IntoIterator<Item = &'a arrow::datatypes::FieldRef>,
+) -> Result<RowConverter> {
+    Ok(RowConverter::new(
+        fields
+            .into_iter()
+            .map(|f| SortField::new(f.data_type().clone()))
+            .collect(),
+    )?)
+}
+
 /// `schema` plus the trailing `__weight` column.
 pub fn with_weight(schema: &Schema) -> SchemaRef {
     let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();

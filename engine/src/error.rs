@@ -20,6 +20,9 @@ pub enum EngineError {
     Config(String),
     #[error("write-ahead log {path} is corrupt: {reason}")]
     CorruptLog { path: String, reason: String },
+    /// From a DataFusion expression or accumulator an operator evaluates.
+    #[error("{0}")]
+    DataFusion(#[from] datafusion_common::DataFusionError),
 }
 
 /// Engine result alias.

@@ -12,7 +12,7 @@ pub mod connector;
 pub mod operator;
 pub mod runtime;
 
-pub use change::{ChangeBatch, with_weight};
+pub use change::{ChangeBatch, row_converter, with_weight};
 pub use error::{EngineError, Result};
 pub use json::{DecodeStats, JsonDecoder};
 pub use message::{Barrier, Epoch, Message, Watermark};

@@ -8,13 +8,13 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Int64Array, RecordBatch};
 use arrow::datatypes::SchemaRef;
-use arrow::row::{OwnedRow, RowConverter, SortField};
+use arrow::row::{OwnedRow, RowConverter};
 use parking_lot::Mutex;
 use rdkafka::message::Message;
 
 use crate::connector::kafka::{KafkaConfig, KafkaSplit, PartitionRange};
 use crate::runtime::{ReadResult, SplitProgress, SplitReader};
-use crate::{ChangeBatch, Result, with_weight};
+use crate::{ChangeBatch, Result, row_converter, with_weight};
 
 /// What one message does to its key.
 enum Upsert {
@@ -41,11 +41,6 @@ impl UpsertSplit {
         schema: SchemaRef,
         progress: Arc<Mutex<SplitProgress>>,
     ) -> Result<Self> {
-        let fields = schema
-            .fields()
-            .iter()
-            .map(|f| SortField::new(f.data_type().clone()))
-            .collect();
         Ok(Self {
             kafka: KafkaSplit::new(
                 config,
@@ -54,7 +49,7 @@ impl UpsertSplit {
                 Vec::new(),
                 Arc::clone(&progress),
             ),
-            rows: RowConverter::new(fields)?,
+            rows: row_converter(schema.fields())?,
             schema,
             current: HashMap::new(),
             progress,

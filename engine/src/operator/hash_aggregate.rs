@@ -198,8 +198,12 @@ impl HashAggregate {
                     .expr
                     .create_sliding_accumulator()
                     .map(State::Sliding)
-                    .map_err(df),
-                Kind::Plain => a.expr.create_accumulator().map(State::Sliding).map_err(df),
+                    .map_err(EngineError::from),
+                Kind::Plain => a
+                    .expr
+                    .create_accumulator()
+                    .map(State::Sliding)
+                    .map_err(EngineError::from),
                 _ => Ok(State::Multiset(BTreeMap::new())),
             })
             .collect::<Result<_>>()?;
@@ -238,7 +242,7 @@ impl HashAggregate {
             let array = if changes.is_empty() {
                 arrow::array::new_empty_array(self.schema.field(c).data_type())
             } else {
-                ScalarValue::iter_to_array(values).map_err(df)?
+                ScalarValue::iter_to_array(values).map_err(EngineError::from)?
             };
             columns.push(arrow::compute::cast(
                 &array,
@@ -267,12 +271,12 @@ impl HashAggregate {
 fn evaluate_state(a: &Aggregate, state: &mut State) -> Result<ScalarValue> {
     let out_type = a.expr.field().data_type().clone();
     match state {
-        State::Sliding(acc) => acc.evaluate().map_err(df),
+        State::Sliding(acc) => acc.evaluate().map_err(EngineError::from),
         State::Multiset(values) => {
             let Some(converter) = a.args.as_ref() else {
                 // No input yet: the aggregate of nothing.
-                let mut acc = a.expr.create_accumulator().map_err(df)?;
-                return acc.evaluate().map_err(df);
+                let mut acc = a.expr.create_accumulator().map_err(EngineError::from)?;
+                return acc.evaluate().map_err(EngineError::from);
             };
             let pick = match a.kind {
                 Kind::Min => values.keys().next(),
@@ -285,9 +289,9 @@ fn evaluate_state(a: &Aggregate, state: &mut State) -> Result<ScalarValue> {
                         let cols = converter.convert_rows([r.row()])?;
                         ScalarValue::try_from_array(&cols[0], 0)
                             .and_then(|v| v.cast_to(&out_type))
-                            .map_err(df)
+                            .map_err(EngineError::from)
                     }
-                    None => ScalarValue::try_from(&out_type).map_err(df),
+                    None => ScalarValue::try_from(&out_type).map_err(EngineError::from),
                 };
             }
             let distinct = a.expr.is_distinct()
@@ -296,21 +300,17 @@ fn evaluate_state(a: &Aggregate, state: &mut State) -> Result<ScalarValue> {
                 std::iter::repeat_n(r.row(), if distinct { 1 } else { n.max(0) as usize })
             });
             let cols = converter.convert_rows(rows)?;
-            let mut acc = a.expr.create_accumulator().map_err(df)?;
-            acc.update_batch(&cols).map_err(df)?;
-            acc.evaluate().map_err(df)
+            let mut acc = a.expr.create_accumulator().map_err(EngineError::from)?;
+            acc.update_batch(&cols).map_err(EngineError::from)?;
+            acc.evaluate().map_err(EngineError::from)
         }
     }
-}
-
-fn df(e: datafusion_common::DataFusionError) -> EngineError {
-    EngineError::Config(e.to_string())
 }
 
 fn evaluate(expr: &dyn PhysicalExpr, data: &RecordBatch) -> Result<ArrayRef> {
     expr.evaluate(data)
         .and_then(|v| v.into_array(data.num_rows()))
-        .map_err(df)
+        .map_err(EngineError::from)
 }
 
 /// Row indexes repeated by their weights' magnitudes: (for inserts, for retractions).
@@ -340,14 +340,14 @@ fn update_state(
                     .iter()
                     .map(|c| take(c, &ins, None))
                     .collect::<Result<Vec<_>, _>>()?;
-                acc.update_batch(&values).map_err(df)?;
+                acc.update_batch(&values).map_err(EngineError::from)?;
             }
             if !del.is_empty() {
                 let values = args
                     .iter()
                     .map(|c| take(c, &del, None))
                     .collect::<Result<Vec<_>, _>>()?;
-                acc.retract_batch(&values).map_err(df)?;
+                acc.retract_batch(&values).map_err(EngineError::from)?;
             }
         }
         State::Multiset(values) => {
@@ -459,7 +459,7 @@ impl Operator for HashAggregate {
                 } else {
                     key_arrays
                         .iter()
-                        .map(|a| ScalarValue::try_from_array(a, first).map_err(df))
+                        .map(|a| ScalarValue::try_from_array(a, first).map_err(EngineError::from))
                         .collect::<Result<_>>()?
                 };
                 self.new_group(&k, key)?;

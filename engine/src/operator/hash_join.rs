@@ -15,8 +15,9 @@ use arrow::row::{OwnedRow, RowConverter, SortField};
 use datafusion_physical_expr::PhysicalExpr;
 
 use crate::message::{Barrier, Watermark};
+use crate::operator::time_window::EventClock;
 use crate::operator::{Emitter, Operator, timestamps_ns};
-use crate::{ChangeBatch, EngineError, Result, with_weight};
+use crate::{ChangeBatch, EngineError, Result, row_converter, with_weight};
 
 /// What a join emits. Sides are 0 (left) and 1 (right).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,7 +95,7 @@ pub struct HashJoin {
     expiring: [BTreeMap<i64, Vec<(OwnedRow, OwnedRow)>>; 2],
     /// Interval joins drop rows whose own time is behind the watermark.
     drop_late: bool,
-    watermark: Option<i64>,
+    clock: EventClock,
     late_rows: Arc<AtomicU64>,
     bytes: usize,
 }
@@ -125,16 +126,8 @@ impl HashJoin {
         }
         let key_types = left_keys
             .iter()
-            .map(|k| k.data_type(&inputs[0]).map_err(df))
+            .map(|k| k.data_type(&inputs[0]).map_err(EngineError::from))
             .collect::<Result<Vec<_>>>()?;
-        let converter = |s: &SchemaRef| {
-            RowConverter::new(
-                s.fields()
-                    .iter()
-                    .map(|f| SortField::new(f.data_type().clone()))
-                    .collect(),
-            )
-        };
         Ok(Self {
             kind,
             key_rows: RowConverter::new(
@@ -145,7 +138,10 @@ impl HashJoin {
             )?,
             key_types,
             keys: [left_keys, right_keys],
-            rows: [converter(&inputs[0])?, converter(&inputs[1])?],
+            rows: [
+                row_converter(inputs[0].fields())?,
+                row_converter(inputs[1].fields())?,
+            ],
             widths: [inputs[0].fields().len(), inputs[1].fields().len()],
             schema,
             state: [HashMap::new(), HashMap::new()],
@@ -155,7 +151,7 @@ impl HashJoin {
             expiry: [None, None],
             expiring: [BTreeMap::new(), BTreeMap::new()],
             drop_late: false,
-            watermark: None,
+            clock: EventClock::default(),
             late_rows: Arc::new(AtomicU64::new(0)),
             bytes: 0,
         })
@@ -195,7 +191,7 @@ impl HashJoin {
                 let a = k
                     .evaluate(data)
                     .and_then(|v| v.into_array(data.num_rows()))
-                    .map_err(df)?;
+                    .map_err(EngineError::from)?;
                 Ok(if a.data_type() == ty {
                     a
                 } else {
@@ -355,8 +351,8 @@ impl Operator for HashJoin {
             let (w, row) = (weights.value(i), rows.row(i).owned());
             let time = times.as_ref().map(|t| t.is_valid(i).then(|| t.value(i)));
             if self.drop_late
-                && let (Some(Some(t)), Some(wm)) = (time, self.watermark)
-                && t < wm
+                && let Some(Some(t)) = time
+                && self.clock.is_late(t)
             {
                 late += 1;
                 continue;
@@ -397,11 +393,9 @@ impl Operator for HashJoin {
     }
 
     fn on_watermark(&mut self, watermark: Watermark, _out: &mut Emitter) -> Result<Watermark> {
-        let Watermark::EventTime(wm) = watermark else {
+        let Some(wm) = self.clock.advance(watermark) else {
             return Ok(watermark);
         };
-        let wm = self.watermark.map_or(wm, |w| w.max(wm));
-        self.watermark = Some(wm);
         for side in 0..2 {
             let keep = self.expiring[side].split_off(&wm);
             let expired = std::mem::replace(&mut self.expiring[side], keep);
@@ -432,10 +426,6 @@ impl Operator for HashJoin {
     fn state_bytes(&self) -> usize {
         self.bytes
     }
-}
-
-fn df(e: datafusion_common::DataFusionError) -> EngineError {
-    EngineError::Config(e.to_string())
 }
 
 #[cfg(test)]

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use arrow::array::{RecordBatch, UInt32Array};
 use arrow::compute::{concat_batches, take};
 use arrow::datatypes::SchemaRef;
-use arrow::row::{OwnedRow, RowConverter, SortField};
+use arrow::row::{OwnedRow, RowConverter};
 use parking_lot::Mutex;
 
 use crate::message::{Barrier, Epoch, Watermark};
 use crate::operator::{Emitter, Operator};
-use crate::{ChangeBatch, EngineError, Result, with_weight};
+use crate::{ChangeBatch, EngineError, Result, row_converter, with_weight};
 
 /// What a view tells its subscribers, in commit order.
 #[derive(Debug)]
@@ -50,13 +50,8 @@ pub type SharedView = Arc<Mutex<ViewState>>;
 
 impl ViewState {
     fn new(schema: SchemaRef) -> Result<Self> {
-        let fields = schema
-            .fields()
-            .iter()
-            .map(|f| SortField::new(f.data_type().clone()))
-            .collect();
         Ok(Self {
-            converter: RowConverter::new(fields)?,
+            converter: row_converter(schema.fields())?,
             schema,
             counts: BTreeMap::new(),
             epoch: 0,

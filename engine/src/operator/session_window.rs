@@ -5,16 +5,16 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
-use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch};
+use arrow::array::{ArrayRef, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::row::{OwnedRow, RowConverter, SortField};
 
 use crate::message::Watermark;
-use crate::operator::time_window::ns_to;
+use crate::operator::time_window::{EventClock, ns_to};
 use crate::operator::{Emitter, Operator, timestamps_ns};
-use crate::{ChangeBatch, EngineError, Result, with_weight};
+use crate::{ChangeBatch, EngineError, Result, row_converter, with_weight};
 
 /// One key's open rows, by event time, and the sessions they form (sorted, disjoint).
 #[derive(Default)]
@@ -37,7 +37,7 @@ pub struct SessionWindow {
     state: HashMap<OwnedRow, KeySessions>,
     /// Keys by the end of a session they had (stale entries are re-checked).
     closing: BTreeMap<i64, Vec<OwnedRow>>,
-    watermark: Option<i64>,
+    clock: EventClock,
     late_rows: Arc<AtomicU64>,
     bytes: usize,
 }
@@ -61,20 +61,19 @@ impl SessionWindow {
         } else {
             key.iter().map(sort).collect()
         };
-        let all: Vec<usize> = (0..input.fields().len()).collect();
         let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
         fields.push(Field::new("window_start", time.clone(), true));
         fields.push(Field::new("window_end", time, true));
         Ok(Self {
             keys: RowConverter::new(key_fields)?,
-            rows: RowConverter::new(all.iter().map(sort).collect())?,
+            rows: row_converter(input.fields())?,
             key,
             time_column,
             gap,
             schema: Arc::new(Schema::new(fields)),
             state: HashMap::new(),
             closing: BTreeMap::new(),
-            watermark: None,
+            clock: EventClock::default(),
             late_rows: Arc::new(AtomicU64::new(0)),
             bytes: 0,
         })
@@ -210,23 +209,13 @@ impl Operator for SessionWindow {
         let keys = self.keys.convert_columns(&key_columns)?;
         let rows = self.rows.convert_columns(data.columns())?;
         let mut deltas: HashMap<OwnedRow, Vec<(i64, OwnedRow, i64)>> = HashMap::new();
-        let mut late = 0;
-        for i in 0..data.num_rows() {
-            if times.is_null(i) {
-                continue;
-            }
-            let t = times.value(i);
-            if self.watermark.is_some_and(|w| t < w) {
-                late += 1;
-                continue;
-            }
+        for (i, t) in self.clock.on_time(&times, &self.late_rows) {
             deltas.entry(keys.row(i).owned()).or_default().push((
                 t,
                 rows.row(i).owned(),
                 weights.value(i),
             ));
         }
-        self.late_rows.fetch_add(late, Ordering::Relaxed);
         let mut changes = Vec::new();
         for (key, delta) in deltas {
             self.apply(key, delta, &mut changes);
@@ -238,11 +227,9 @@ impl Operator for SessionWindow {
     }
 
     fn on_watermark(&mut self, watermark: Watermark, _out: &mut Emitter) -> Result<Watermark> {
-        let Watermark::EventTime(wm) = watermark else {
+        let Some(wm) = self.clock.advance(watermark) else {
             return Ok(watermark);
         };
-        let wm = self.watermark.map_or(wm, |w| w.max(wm));
-        self.watermark = Some(wm);
         let open = self.closing.split_off(&wm.saturating_add(1));
         for key in std::mem::replace(&mut self.closing, open)
             .into_values()
@@ -365,7 +352,7 @@ mod tests {
         assert_eq!(w.state.len(), 1, "b's rows are freed");
         w.on_batch(0, rows(&[("b", 6, 1), ("a", 12, 1)]), &mut out)
             .unwrap();
-        assert_eq!(w.late_rows().load(Ordering::Relaxed), 1);
+        assert_eq!(w.late_rows().load(std::sync::atomic::Ordering::Relaxed), 1);
         assert_eq!(
             decode(out.drain()),
             [

@@ -46,7 +46,7 @@ pub struct TimeWindow {
     kind: WindowKind,
     time_column: usize,
     schema: SchemaRef,
-    watermark: Option<i64>,
+    clock: EventClock,
     late_rows: Arc<AtomicU64>,
 }
 
@@ -70,7 +70,7 @@ impl TimeWindow {
             kind,
             time_column,
             schema: Arc::new(Schema::new(fields)),
-            watermark: None,
+            clock: EventClock::default(),
             late_rows: Arc::new(AtomicU64::new(0)),
         })
     }
@@ -82,6 +82,45 @@ impl TimeWindow {
     /// Rows dropped for arriving behind the watermark.
     pub fn late_rows(&self) -> Arc<AtomicU64> {
         Arc::clone(&self.late_rows)
+    }
+}
+
+/// The event-time watermark an operator has seen (it never moves back), and which rows it
+/// makes late: TimeWindow, SessionWindow and interval joins drop and count those.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct EventClock {
+    watermark: Option<i64>,
+}
+
+impl EventClock {
+    /// Takes in a watermark; returns the current one if event time has started.
+    pub(crate) fn advance(&mut self, w: Watermark) -> Option<i64> {
+        if let Watermark::EventTime(t) = w {
+            self.watermark = Some(self.watermark.map_or(t, |c| c.max(t)));
+        }
+        self.watermark
+    }
+
+    /// Whether a row at `t` (ns) is behind the watermark.
+    pub(crate) fn is_late(&self, t: i64) -> bool {
+        self.watermark.is_some_and(|w| t < w)
+    }
+
+    /// The rows of `times` with a time that is not late, as (row, time); adds the late
+    /// ones to `late`.
+    pub(crate) fn on_time(&self, times: &Int64Array, late: &AtomicU64) -> Vec<(usize, i64)> {
+        let mut dropped = 0;
+        let rows = (0..times.len())
+            .filter(|&i| times.is_valid(i))
+            .map(|i| (i, times.value(i)))
+            .filter(|&(_, t)| {
+                let is_late = self.is_late(t);
+                dropped += u64::from(is_late);
+                !is_late
+            })
+            .collect();
+        late.fetch_add(dropped, Ordering::Relaxed);
+        rows
     }
 }
 
@@ -114,22 +153,12 @@ impl Operator for TimeWindow {
         let data = batch.batch();
         let times = timestamps_ns(data.column(self.time_column))?;
         let (mut rows, mut starts) = (Vec::new(), Vec::new());
-        let mut late = 0;
-        for i in 0..times.len() {
-            if times.is_null(i) {
-                continue;
-            }
-            let t = times.value(i);
-            if self.watermark.is_some_and(|w| t < w) {
-                late += 1;
-                continue;
-            }
+        for (i, t) in self.clock.on_time(&times, &self.late_rows) {
             self.kind.starts(t, |s| {
                 rows.push(i as u32);
                 starts.push(s);
             });
         }
-        self.late_rows.fetch_add(late, Ordering::Relaxed);
         let idx = UInt32Array::from(rows);
         let mut columns: Vec<ArrayRef> = data
             .columns()
@@ -151,9 +180,7 @@ impl Operator for TimeWindow {
     }
 
     fn on_watermark(&mut self, watermark: Watermark, _out: &mut Emitter) -> Result<Watermark> {
-        if let Watermark::EventTime(t) = watermark {
-            self.watermark = Some(self.watermark.map_or(t, |w| w.max(t)));
-        }
+        self.clock.advance(watermark);
         Ok(watermark)
     }
 }

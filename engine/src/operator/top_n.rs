@@ -14,7 +14,7 @@ use arrow::row::{OwnedRow, RowConverter, SortField};
 use datafusion_physical_expr::PhysicalExpr;
 
 use crate::operator::{Emitter, Operator};
-use crate::{ChangeBatch, EngineError, Result, with_weight};
+use crate::{ChangeBatch, EngineError, Result, row_converter, with_weight};
 
 /// One sort key: an expression and its direction.
 pub struct SortKey {
@@ -65,7 +65,7 @@ impl TopN {
     ) -> Result<Self> {
         let types = |exprs: &mut dyn Iterator<Item = &Arc<dyn PhysicalExpr>>| {
             exprs
-                .map(|e| e.data_type(input).map_err(df))
+                .map(|e| e.data_type(input).map_err(EngineError::from))
                 .collect::<Result<Vec<DataType>>>()
         };
         let key_types = types(&mut partition_by.iter())?;
@@ -82,13 +82,7 @@ impl TopN {
                 .map(|(t, k)| SortField::new_with_options(t, k.options))
                 .collect(),
         )?;
-        let rows = RowConverter::new(
-            input
-                .fields()
-                .iter()
-                .map(|f| SortField::new(f.data_type().clone()))
-                .collect(),
-        )?;
+        let rows = row_converter(input.fields())?;
         Ok(Self {
             partition_by,
             order_by,
@@ -119,7 +113,7 @@ impl TopN {
             .map(|e| {
                 e.evaluate(data)
                     .and_then(|v| v.into_array(data.num_rows()))
-                    .map_err(df)
+                    .map_err(EngineError::from)
             })
             .collect()
     }
@@ -269,10 +263,6 @@ impl Operator for TopN {
     fn state_bytes(&self) -> usize {
         self.bytes
     }
-}
-
-fn df(e: datafusion_common::DataFusionError) -> EngineError {
-    EngineError::Config(e.to_string())
 }
 
 #[cfg(test)]
