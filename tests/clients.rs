@@ -1,5 +1,6 @@
 //! Real clients as subprocesses: psql meta-commands (\dt, \d name, \l), psycopg 3 with
-//! server-side binds, SQLAlchemy with pandas, and node-postgres, against an in-process server.
+//! server-side binds and SUBSCRIBE cursors, SQLAlchemy with pandas, and node-postgres,
+//! against an in-process server.
 
 use std::process::Command;
 
@@ -141,6 +142,58 @@ with conn.cursor(binary=True) as b:
         ],
     );
     assert_eq!(lines, vec!["(15, 180)", "v7"]);
+}
+
+/// SUBSCRIBE through psycopg 3, whose queries all go through the extended protocol:
+/// DECLARE and FETCH with a timeout inside a transaction, the snapshot first, then an
+/// update's retraction and insertion in one commit.
+#[tokio::test(flavor = "multi_thread")]
+async fn psycopg3_fetches_from_a_subscribe_cursor() {
+    let server = TestServer::start().await;
+    let addr = server.addr();
+    let script = r#"
+import sys, psycopg
+args = dict(host=sys.argv[1], port=int(sys.argv[2]), user="weir", dbname="weir", autocommit=True)
+conn = psycopg.connect(**args)
+cur = conn.cursor()
+cur.execute("CREATE TABLE t (k BIGINT PRIMARY KEY, v BIGINT)")
+cur.execute("INSERT INTO t VALUES (1, 10)")
+cur.execute("CREATE MATERIALIZED VIEW s AS SELECT sum(v) AS total FROM t")
+conn.autocommit = False
+with conn.transaction():
+    cur.execute("DECLARE c CURSOR FOR SUBSCRIBE TO s")
+    cur.execute("FETCH 10 c WITH (timeout = '1s')")
+    print([tuple(r[1:]) for r in cur.fetchall()])
+    print([d.name for d in cur.description])
+    other = psycopg.connect(**args)
+    other.execute("INSERT INTO t VALUES (2, 5)")
+    rows = []
+    for _ in range(20):
+        cur.execute("FETCH 10 c WITH (timeout = '1s')")
+        rows += cur.fetchall()
+        if len(rows) >= 2:
+            break
+    print(sorted(tuple(r[1:]) for r in rows))
+    print(len({r[0] for r in rows}))
+"#;
+    let lines = run_client(
+        "python3",
+        &[
+            "-c",
+            script,
+            &addr.ip().to_string(),
+            &addr.port().to_string(),
+        ],
+    );
+    assert_eq!(
+        lines,
+        vec![
+            "[(1, 10)]",
+            "['weir_ts', 'weir_diff', 'total']",
+            "[(-1, 10), (1, 15)]",
+            "1"
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
