@@ -60,6 +60,10 @@ pub trait Operator: Send + 'static {
         Ok(watermark)
     }
 
+    /// The watermark of input `port` alone (the minimum over its edges) when it moves,
+    /// before `on_watermark` gets the minimum over all inputs.
+    fn on_input_watermark(&mut self, _port: usize, _watermark: Watermark) {}
+
     /// Called once all inputs have delivered `barrier` (the runtime aligns them).
     fn on_barrier(&mut self, _barrier: Barrier, _out: &mut Emitter) -> Result<()> {
         Ok(())

@@ -95,7 +95,10 @@ pub struct HashJoin {
     expiring: [BTreeMap<i64, Vec<(OwnedRow, OwnedRow)>>; 2],
     /// Interval joins drop rows whose own time is behind the watermark.
     drop_late: bool,
+    /// The watermark over both inputs (what frees rows) and each input's own (what
+    /// makes one of its rows late).
     clock: EventClock,
+    side_clocks: [EventClock; 2],
     late_rows: Arc<AtomicU64>,
     bytes: usize,
 }
@@ -152,6 +155,7 @@ impl HashJoin {
             expiring: [BTreeMap::new(), BTreeMap::new()],
             drop_late: false,
             clock: EventClock::default(),
+            side_clocks: [EventClock::default(); 2],
             late_rows: Arc::new(AtomicU64::new(0)),
             bytes: 0,
         })
@@ -162,7 +166,9 @@ impl HashJoin {
     /// emit nothing, so they do not rewrite past results.
     /// Frees each side's rows once the watermark passes their expiry (window joins: the
     /// window's close; interval joins: the end of the other side's interval). With
-    /// `drop_late`, rows whose time column is behind the watermark are dropped and counted.
+    /// `drop_late`, rows whose time column is behind their own input's watermark are
+    /// dropped and counted (the other side's rows they could match are still kept, as
+    /// rows are freed by the watermark over both inputs, which is never ahead of either).
     pub fn with_expiry(mut self, expiry: [Option<Expiry>; 2], drop_late: bool) -> Self {
         self.expiry = expiry;
         self.drop_late = drop_late;
@@ -352,7 +358,7 @@ impl Operator for HashJoin {
             let time = times.as_ref().map(|t| t.is_valid(i).then(|| t.value(i)));
             if self.drop_late
                 && let Some(Some(t)) = time
-                && self.clock.is_late(t)
+                && self.side_clocks[side].is_late(t)
             {
                 late += 1;
                 continue;
@@ -390,6 +396,10 @@ impl Operator for HashJoin {
             out.emit(self.output(&pairs)?);
         }
         Ok(())
+    }
+
+    fn on_input_watermark(&mut self, port: usize, watermark: Watermark) {
+        self.side_clocks[port.min(1)].advance(watermark);
     }
 
     fn on_watermark(&mut self, watermark: Watermark, _out: &mut Emitter) -> Result<Watermark> {
@@ -621,6 +631,10 @@ mod tests {
                 match step {
                     Step::Advance(by) => {
                         wm = if wm == i64::MIN { by } else { wm + by };
+                        // As the graph does: each input's own, then the minimum.
+                        for port in 0..2 {
+                            op.on_input_watermark(port, Watermark::EventTime(wm));
+                        }
                         op.on_watermark(Watermark::EventTime(wm), &mut out).unwrap();
                     }
                     Step::Rows(side, rows) => {

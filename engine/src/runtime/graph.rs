@@ -37,6 +37,8 @@ struct Node {
     /// Downstream (node, port, slot).
     outputs: Vec<(NodeId, usize, usize)>,
     slots: Vec<Slot>,
+    /// The input port each slot feeds.
+    slot_ports: Vec<usize>,
     /// Event time reached (monotone) and the last watermark sent on.
     time: Option<i64>,
     forwarded: Option<Watermark>,
@@ -98,6 +100,7 @@ impl Graph {
             op,
             outputs: Vec::new(),
             slots: Vec::new(),
+            slot_ports: Vec::new(),
             time: None,
             forwarded: None,
         });
@@ -111,20 +114,21 @@ impl Graph {
                 "edge {from} -> {to} is not in topological order"
             )));
         }
-        let slot = self.new_slot(to);
+        let slot = self.new_slot(to, port);
         self.nodes[from].outputs.push((to, port, slot));
         Ok(())
     }
 
     /// A stream feeding `to`'s input `port`; `run` takes the streams in this order.
     pub fn input(&mut self, to: NodeId, port: usize) -> InputId {
-        let slot = self.new_slot(to);
+        let slot = self.new_slot(to, port);
         self.inputs.push((to, port, slot));
         self.inputs.len() - 1
     }
 
-    fn new_slot(&mut self, node: NodeId) -> usize {
+    fn new_slot(&mut self, node: NodeId, port: usize) -> usize {
         self.nodes[node].slots.push(Slot::Pending);
+        self.nodes[node].slot_ports.push(port);
         self.nodes[node].slots.len() - 1
     }
 
@@ -288,6 +292,24 @@ impl Graph {
         while let Some((id, slot, value)) = pending.pop_front() {
             let node = &mut self.nodes[id];
             node.slots[slot] = value;
+            // The slot's port alone: operators that judge each input by its own progress.
+            let port = node.slot_ports[slot];
+            let of_port = || {
+                node.slots
+                    .iter()
+                    .zip(&node.slot_ports)
+                    .filter(|(_, p)| **p == port)
+            };
+            if !of_port().any(|(s, _)| *s == Slot::Pending) {
+                let min = of_port()
+                    .filter_map(|(s, _)| match s {
+                        Slot::At(t) => Some(*t),
+                        _ => None,
+                    })
+                    .min();
+                let w = min.map_or(Watermark::Idle, Watermark::EventTime);
+                node.op.on_input_watermark(port, w);
+            }
             if node.slots.contains(&Slot::Pending) {
                 continue;
             }
