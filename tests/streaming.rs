@@ -263,13 +263,14 @@ async fn nexmark_windows_over_the_generator_equal_the_batch_result() {
         sorted_rows(&client, "SHOW MATERIALIZED VIEWS").await.len() == 10,
         "EXPLAIN creates nothing"
     );
-    // Two generator splits, each reporting its watermark.
+    // Two generator splits, each reporting its watermark and, as offsets, its rows.
     let progress = sorted_rows(
         &client,
-        "SELECT source_name, partition, watermark IS NOT NULL FROM weir_catalog.source_progress",
+        "SELECT source_name, partition, watermark IS NOT NULL, next_offset = rows AND rows > 0, lag \
+         FROM weir_catalog.source_progress",
     )
     .await;
-    assert_eq!(progress, vec!["bid|0|t", "bid|1|t"]);
+    assert_eq!(progress, vec!["bid|0|t|t|0", "bid|1|t|t|0"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]

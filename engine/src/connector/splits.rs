@@ -131,6 +131,31 @@ impl SplitReader for FileSplit {
     }
 }
 
+/// A generator split with offsets: the rows it produced so far (a generator is never
+/// behind, so its high watermark is the same).
+pub struct GeneratedSplit {
+    inner: Box<dyn SplitReader>,
+    progress: Arc<Mutex<SplitProgress>>,
+}
+
+impl GeneratedSplit {
+    pub fn new(inner: Box<dyn SplitReader>, progress: Arc<Mutex<SplitProgress>>) -> Self {
+        Self { inner, progress }
+    }
+}
+
+impl SplitReader for GeneratedSplit {
+    fn read(&mut self, max_rows: usize) -> Result<ReadResult> {
+        let result = self.inner.read(max_rows)?;
+        if let ReadResult::Rows(rows) = &result {
+            let mut p = self.progress.lock();
+            p.next_offset += rows.num_rows() as i64;
+            p.high_watermark = p.next_offset;
+        }
+        Ok(result)
+    }
+}
+
 /// A table's committed changes, in commit order (fed by `TableStore::subscribe`).
 pub struct ChangelogSplit {
     changes: Receiver<ChangeBatch>,

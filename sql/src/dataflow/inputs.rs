@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use weir_engine::connector::file::FileFormat;
 use weir_engine::connector::kafka::{KafkaSplit, StartupMode};
 use weir_engine::connector::nexmark::NexmarkReader;
-use weir_engine::connector::splits::{ChangelogSplit, DatagenSplit, FileSplit};
+use weir_engine::connector::splits::{ChangelogSplit, DatagenSplit, FileSplit, GeneratedSplit};
 use weir_engine::connector::upsert::UpsertSplit;
 use weir_engine::runtime::{
     Barriers, CHANNEL_CAPACITY, Paced, SplitProgress, SplitReader, WatermarkSpec, channel_stream,
@@ -136,11 +136,12 @@ impl StreamInput for GeneratorSource {
         let splits = cx.parallelism.max(1) as u64;
         (0..splits)
             .map(|s| {
-                cx.spawn(s as i32, |_| {
+                cx.spawn(s as i32, |progress| {
                     let reader: Box<dyn SplitReader> = match self.generator() {
                         Generator::Nexmark(o) => Box::new(NexmarkReader::new(o, s, splits)),
                         Generator::Datagen(o) => Box::new(DatagenSplit::new(o.clone(), s, splits)),
                     };
+                    let reader = Box::new(GeneratedSplit::new(reader, progress));
                     Ok(match self.rate() {
                         Some(r) => Box::new(Paced::new(reader, r / splits as f64)),
                         None => reader,
