@@ -31,3 +31,30 @@ SELECT * FROM labels;
 -- WITH (connector = 'kafka', topic = 'bid', properties.bootstrap.server = '127.0.0.1:9092')
 -- FORMAT PLAIN ENCODE JSON;
 -- SELECT count(*), sum(price), count(DISTINCT bidder) FROM kbid;
+
+-- Views over the live bid stream (live_bid, paced to the clock; watermark 2 s).
+-- The demo's own: bids per 10-second window. Watch it change (Ctrl-C ends):
+SELECT * FROM bids_per_10s ORDER BY window_start DESC LIMIT 3;
+-- COPY (SUBSCRIBE TO bids_per_10s) TO STDOUT;
+
+-- Bidder sessions (a session ends after 2 s without a bid), closed ones only.
+CREATE MATERIALIZED VIEW IF NOT EXISTS bidder_sessions AS
+  SELECT bidder, window_start, window_end, count(*) AS bids, max(price) AS top
+  FROM SESSION(live_bid, date_time, INTERVAL '2' SECOND)
+  GROUP BY bidder, window_start, window_end EMIT ON WINDOW CLOSE;
+
+-- The three highest bids so far, and the best bid of each channel.
+CREATE MATERIALIZED VIEW IF NOT EXISTS top_bids AS
+  SELECT price, auction, bidder FROM live_bid ORDER BY price DESC, auction, bidder LIMIT 3;
+CREATE MATERIALIZED VIEW IF NOT EXISTS best_per_channel AS
+  SELECT * FROM (SELECT channel, price, auction,
+    row_number() OVER (PARTITION BY channel ORDER BY price DESC, auction) AS rn FROM live_bid)
+  WHERE rn <= 1;
+
+-- A stream enriched by a table at processing time: later label changes do not
+-- rewrite past rows (a regular JOIN would re-label them all).
+CREATE MATERIALIZED VIEW IF NOT EXISTS labelled_bids AS
+  SELECT h.label, count(*) AS bids FROM live_bid b
+  JOIN hot_channels FOR SYSTEM_TIME AS OF PROCTIME() h ON b.channel = h.channel
+  GROUP BY h.label;
+SELECT * FROM labelled_bids;
