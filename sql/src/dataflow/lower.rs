@@ -322,6 +322,9 @@ impl<'a> Lowering<'a> {
             LogicalPlan::Window(_) => Err(unsupported(
                 "a window function (OVER) other than row_number() <= n",
             )),
+            LogicalPlan::EmptyRelation(_) => Err(unsupported(
+                "a query that is always empty (such as LIMIT 0 or WHERE false)",
+            )),
             other => Err(unsupported(
                 other
                     .display()
