@@ -323,8 +323,9 @@ async fn exchange_rates_temporal_join_keeps_past_prices_and_regular_join_reprice
     // New rates: the regular join re-prices purchase 1 and now prices 2.
     broker.produce("rates", &[rate(0, "EUR", 1.20), rate(1, "JPY", 0.0067)]);
     await_rows(&client, now, &["1|12000", "2|670"], wait).await;
-    // Give the temporal view's own reader of the rates the same chance to see them.
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // Give the temporal view's own reader of the rates (it polls every 100 ms) ample time
+    // to see them too: nothing else orders two readers of different topics.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     broker.produce("purchases", &[purchase(3, 10, "EUR")]);
     await_rows(&client, then, &["1|11000", "2|NULL", "3|1200"], wait).await;
     await_rows(&client, now, &["1|12000", "2|670", "3|1200"], wait).await;

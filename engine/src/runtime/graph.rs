@@ -410,27 +410,36 @@ mod tests {
         let task = tokio::spawn(async move { g.run(streams, &stats_tx).await });
         let s = 1_000_000_000;
         let wm = |t: i64| Message::Watermark(Watermark::EventTime(t * s));
-        let settle = || tokio::time::sleep(Duration::from_millis(30));
+        // The graph task publishes limits as it takes each watermark in: wait for it.
+        let until = |limit: &Arc<AtomicI64>, want: fn(i64) -> bool| {
+            let limit = Arc::clone(limit);
+            async move {
+                for _ in 0..1000 {
+                    if want(limit.load(Ordering::Relaxed)) {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                panic!("limit stayed at {}", limit.load(Ordering::Relaxed));
+            }
+        };
         txs[0].send(wm(10)).await.unwrap();
-        settle().await;
         // b has said nothing yet: a may not read on.
-        assert!(limit_a.load(Ordering::Relaxed) < 0);
+        until(&limit_a, |l| l < 0).await;
         txs[2].send(wm(4)).await.unwrap();
-        settle().await;
+        until(&limit_a, |l| l == 5_000_000_000).await;
         // a's second split has no watermark yet, so a holds b back.
         assert!(limit_b.load(Ordering::Relaxed) < 0);
-        assert_eq!(limit_a.load(Ordering::Relaxed), 5 * s);
         txs[1].send(wm(7)).await.unwrap();
-        settle().await;
-        assert_eq!(limit_b.load(Ordering::Relaxed), 8 * s, "a is at min(10, 7)");
+        // a is at min(10, 7).
+        until(&limit_b, |l| l == 8_000_000_000).await;
         assert_eq!(limit_a.load(Ordering::Relaxed), 5 * s);
         // b goes idle: it holds nothing back.
         txs[2]
             .send(Message::Watermark(Watermark::Idle))
             .await
             .unwrap();
-        settle().await;
-        assert_eq!(limit_a.load(Ordering::Relaxed), i64::MAX);
+        until(&limit_a, |l| l == i64::MAX).await;
         drop(txs);
         task.await.unwrap().unwrap();
     }
