@@ -35,10 +35,20 @@ impl Lowering<'_> {
         if j.on.is_empty() {
             return Err(unsupported("a JOIN without an equality condition"));
         }
-        if j.filter.is_some() && kind != JoinKind::Inner {
-            return Err(unsupported(
-                "an outer JOIN with conditions other than equalities",
-            ));
+        match kind {
+            _ if j.filter.is_none() => {}
+            JoinKind::Inner => {}
+            JoinKind::Semi(_) | JoinKind::Anti(_) => {
+                return Err(unsupported(
+                    "a semi or anti join (EXISTS, IN, or a join the optimizer reduced to one) \
+                     with conditions other than equalities",
+                ));
+            }
+            _ => {
+                return Err(unsupported(
+                    "an outer JOIN with conditions other than equalities",
+                ));
+            }
         }
         if is_temporal(&j.left) {
             return Err(unsupported(
