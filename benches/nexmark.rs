@@ -1,11 +1,11 @@
 //! Nexmark views over the built-in generator (issue 5's first part):
 //! `cargo bench --bench nexmark -- [--events N] [--queries q0,q5,...] [--out BENCHMARKS.md]`.
 //!
-//! For each query (RisingWave's texts): a fresh in-process server, generator sources of
+//! For each query (RisingWave's texts): a child process with a fresh in-process server, generator sources of
 //! N events (default 10M; 20k when run by `cargo test`, as a smoke test), CREATE
 //! MATERIALIZED VIEW, then time until every split delivered its rows and a FLUSH returned.
-//! Reports events/s (all Nexmark events; each source holds its table's share) and the
-//! process's peak RSS during the query (VmHWM, reset before each). Up to 200k events the
+//! Reports events/s (all Nexmark events; each source holds its table's share) and peak
+//! RSS (each query runs in a child process of the benchmark). Up to 200k events the
 //! view is also checked against the same query run as a batch by DataFusion. Prints
 //! progress and a Markdown table; `--out` writes the table to a file.
 //! Not yet: the file and Kafka paths, latency at a fixed rate, references, plot.
@@ -103,6 +103,9 @@ struct Options {
     events: u64,
     queries: Vec<String>,
     out: Option<String>,
+    /// Run one query in this process and print its table row (the parent runs each
+    /// query in a child, so that peak RSS is the query's own).
+    child: bool,
 }
 
 fn options() -> Options {
@@ -124,6 +127,7 @@ fn options() -> Options {
             |v| v.split(',').map(str::to_string).collect(),
         ),
         out: value("--out"),
+        child: args.iter().any(|a| a == "--child"),
     }
 }
 
@@ -229,9 +233,46 @@ async fn run(name: &str, query: &str, share: u64, events: u64) -> Row {
     }
 }
 
+/// Runs `query` in a child process of this benchmark; returns its table row.
+fn run_in_child(query: &str, events: u64) -> String {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--child",
+            "--events",
+            &events.to_string(),
+            "--queries",
+            query,
+        ])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{query} failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with(&format!("| {query} |")))
+        .unwrap_or_else(|| panic!("{query}: no result row"))
+        .to_string()
+}
+
+fn row_line(r: &Row) -> String {
+    format!(
+        "| {} | {:.2} | {:.0} | {:.0} | {} | {} |",
+        r.query, r.seconds, r.events_per_s, r.peak_rss_mib, r.view_rows, r.checked
+    )
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let o = options();
+    if o.child {
+        for (name, query, share) in QUERIES
+            .iter()
+            .filter(|q| o.queries.iter().any(|n| n == q.0))
+        {
+            println!("{}", row_line(&run(name, query, *share, o.events).await));
+        }
+        return;
+    }
     let mut table = format!(
         "Nexmark views over the built-in generator, {} events, {} cores.\n\n\
          | query | seconds | events/s | peak RSS (MiB) | view rows | check |\n\
@@ -239,21 +280,14 @@ async fn main() {
         o.events,
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
-    for (name, query, share) in QUERIES
+    for (name, _, _) in QUERIES
         .iter()
         .filter(|q| o.queries.iter().any(|n| n == q.0))
     {
         eprintln!("{name}: {} events", o.events);
-        let r = run(name, query, *share, o.events).await;
-        eprintln!(
-            "{name}: {:.2} s, {:.0} events/s, peak RSS {:.0} MiB",
-            r.seconds, r.events_per_s, r.peak_rss_mib
-        );
-        let _ = writeln!(
-            table,
-            "| {} | {:.2} | {:.0} | {:.0} | {} | {} |",
-            r.query, r.seconds, r.events_per_s, r.peak_rss_mib, r.view_rows, r.checked
-        );
+        let line = run_in_child(name, o.events);
+        eprintln!("{line}");
+        let _ = writeln!(table, "{line}");
     }
     println!("{table}");
     if let Some(path) = o.out {
