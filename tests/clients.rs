@@ -23,6 +23,12 @@ fn run_client(program: &str, args: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// Runs a Python script given the server's host and port as its two arguments.
+fn run_python(script: &str, addr: std::net::SocketAddr) -> Vec<String> {
+    let (host, port) = (addr.ip().to_string(), addr.port().to_string());
+    run_client("python3", &["-c", script, &host, &port])
+}
+
 /// psql connected to `server`, without a psqlrc.
 pub(crate) fn psql_command(server: &TestServer) -> Command {
     let addr = server.addr();
@@ -132,15 +138,7 @@ with conn.cursor(binary=True) as b:
     b.execute("SELECT v FROM kv WHERE k = %s", (7,))
     print(b.fetchone()[0])
 "#;
-    let lines = run_client(
-        "python3",
-        &[
-            "-c",
-            script,
-            &addr.ip().to_string(),
-            &addr.port().to_string(),
-        ],
-    );
+    let lines = run_python(script, addr);
     assert_eq!(lines, vec!["(15, 180)", "v7"]);
 }
 
@@ -176,15 +174,7 @@ with conn.transaction():
     print(sorted(tuple(r[1:]) for r in rows))
     print(len({r[0] for r in rows}))
 "#;
-    let lines = run_client(
-        "python3",
-        &[
-            "-c",
-            script,
-            &addr.ip().to_string(),
-            &addr.port().to_string(),
-        ],
-    );
+    let lines = run_python(script, addr);
     assert_eq!(
         lines,
         vec![
@@ -211,15 +201,7 @@ with e.connect() as c:
     print(c.execute(sa.text("SELECT count(*) FROM ty WHERE id > :v"), {"v": 1}).scalar())
     print(sa.inspect(c).get_table_names())
 "#;
-    let lines = run_client(
-        "python3",
-        &[
-            "-c",
-            script,
-            &addr.ip().to_string(),
-            &addr.port().to_string(),
-        ],
-    );
+    let lines = run_python(script, addr);
     assert_eq!(
         lines,
         vec![
