@@ -34,6 +34,16 @@ impl ChangeBatch {
         Ok(Self(batch))
     }
 
+    /// Rows of `schema` (data columns only) from `columns`, with `weights`, one per row.
+    pub fn from_columns(
+        schema: &Schema,
+        mut columns: Vec<ArrayRef>,
+        weights: impl IntoIterator<Item = i64>,
+    ) -> Result<Self> {
+        columns.push(Arc::new(Int64Array::from_iter_values(weights)));
+        Self::try_new(RecordBatch::try_new(with_weight(schema), columns)?)
+    }
+
     /// Every row of `data` with the same weight (+1 for inserts, -1 for retractions).
     pub fn from_data(data: &RecordBatch, weight: i64) -> Result<Self> {
         let mut columns = data.columns().to_vec();

@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int64Array, RecordBatch};
 use arrow::datatypes::SchemaRef;
 use arrow::row::{OwnedRow, RowConverter};
 use parking_lot::Mutex;
@@ -14,7 +13,7 @@ use rdkafka::message::Message;
 
 use crate::connector::kafka::{KafkaConfig, KafkaSplit, PartitionRange};
 use crate::runtime::{ReadResult, SplitProgress, SplitReader};
-use crate::{ChangeBatch, Result, row_converter, with_weight};
+use crate::{ChangeBatch, Result, row_converter};
 
 /// What one message does to its key.
 enum Upsert {
@@ -128,13 +127,14 @@ impl SplitReader for UpsertSplit {
                 changes.push((old, -1));
             }
         }
-        let mut columns: Vec<ArrayRef> = self
+        let columns = self
             .rows
             .convert_rows(changes.iter().map(|(r, _)| r.row()))?;
-        columns.push(Arc::new(Int64Array::from_iter_values(
-            changes.iter().map(|(_, w)| *w),
-        )));
-        let batch = RecordBatch::try_new(with_weight(&self.schema), columns)?;
-        Ok(ReadResult::Changes(ChangeBatch::try_new(batch)?))
+        let weights = changes.iter().map(|(_, w)| *w);
+        Ok(ReadResult::Changes(ChangeBatch::from_columns(
+            &self.schema,
+            columns,
+            weights,
+        )?))
     }
 }

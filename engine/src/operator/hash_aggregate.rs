@@ -20,7 +20,7 @@ use datafusion_physical_expr::expressions::Column;
 
 use crate::message::{Barrier, Watermark};
 use crate::operator::{Emitter, Operator};
-use crate::{ChangeBatch, EngineError, Result, with_weight};
+use crate::{ChangeBatch, EngineError, Result};
 
 /// Aggregates whose sliding accumulators retract in any order (sums and counts of moments).
 const RETRACTABLE: &[&str] = &[
@@ -249,10 +249,7 @@ impl HashAggregate {
                 self.schema.field(c).data_type(),
             )?);
         }
-        columns.push(Arc::new(Int64Array::from_iter_values(
-            changes.iter().map(|(_, w)| *w),
-        )));
-        ChangeBatch::try_new(RecordBatch::try_new(with_weight(&self.schema), columns)?)
+        ChangeBatch::from_columns(&self.schema, columns, changes.iter().map(|(_, w)| *w))
     }
 
     /// The group's output row now (None once it holds no rows, unless global).
@@ -562,6 +559,7 @@ mod tests {
     use datafusion_physical_expr::aggregate::AggregateExprBuilder;
 
     use super::*;
+    use crate::with_weight;
 
     fn input_schema() -> SchemaRef {
         Arc::new(Schema::new(vec![

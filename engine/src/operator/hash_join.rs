@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, UInt32Array, new_null_array};
+use arrow::array::{Array, ArrayRef, RecordBatch, UInt32Array, new_null_array};
 use arrow::compute::{cast, take};
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::row::{OwnedRow, RowConverter, SortField};
@@ -17,7 +17,7 @@ use datafusion_physical_expr::PhysicalExpr;
 use crate::message::{Barrier, Watermark};
 use crate::operator::time_window::EventClock;
 use crate::operator::{Emitter, Operator, timestamps_ns};
-use crate::{ChangeBatch, EngineError, Result, row_converter, with_weight};
+use crate::{ChangeBatch, EngineError, Result, row_converter};
 
 /// What a join emits. Sides are 0 (left) and 1 (right).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -307,10 +307,7 @@ impl HashJoin {
         if self.kind.columns(1) {
             columns.extend(self.side_columns(1, pairs.iter().map(|p| p.1.as_ref()).collect())?);
         }
-        columns.push(Arc::new(Int64Array::from_iter_values(
-            pairs.iter().map(|p| p.2),
-        )));
-        ChangeBatch::try_new(RecordBatch::try_new(with_weight(&self.schema), columns)?)
+        ChangeBatch::from_columns(&self.schema, columns, pairs.iter().map(|p| p.2))
     }
 }
 
@@ -447,6 +444,9 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use arrow::array::Int64Array;
+
+    use crate::with_weight;
 
     type Row = (Option<i64>, i64);
     type Joined = (Option<i64>, Option<i64>, Option<i64>, Option<i64>);

@@ -7,14 +7,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use arrow::array::{ArrayRef, Int64Array, RecordBatch};
+use arrow::array::ArrayRef;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::row::{OwnedRow, RowConverter, SortField};
 
 use crate::message::Watermark;
 use crate::operator::time_window::{EventClock, ns_to};
 use crate::operator::{Emitter, Operator, timestamps_ns};
-use crate::{ChangeBatch, EngineError, Result, row_converter, with_weight};
+use crate::{ChangeBatch, EngineError, Result, row_converter};
 
 /// One key's open rows, by event time, and the sessions they form (sorted, disjoint).
 #[derive(Default)]
@@ -153,9 +153,7 @@ impl SessionWindow {
         let ty = self.schema.field(self.time_column).data_type();
         columns.push(ns_to(out.iter().map(|(_, s, _)| s.0).collect(), ty)?);
         columns.push(ns_to(out.iter().map(|(_, s, _)| s.1).collect(), ty)?);
-        let weights: ArrayRef = Arc::new(Int64Array::from_iter_values(out.iter().map(|o| o.2)));
-        columns.push(weights);
-        ChangeBatch::try_new(RecordBatch::try_new(with_weight(&self.schema), columns)?)
+        ChangeBatch::from_columns(&self.schema, columns, out.iter().map(|o| o.2))
     }
 }
 
@@ -268,6 +266,9 @@ mod tests {
     use arrow::datatypes::TimeUnit;
 
     use super::*;
+    use arrow::array::{Int64Array, RecordBatch};
+
+    use crate::with_weight;
 
     fn input() -> Arc<Schema> {
         Arc::new(Schema::new(vec![

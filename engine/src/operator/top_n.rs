@@ -7,14 +7,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int8Array, Int64Array, RecordBatch, UInt64Array};
+use arrow::array::{ArrayRef, Int8Array, RecordBatch, UInt64Array};
 use arrow::compute::{SortOptions, cast};
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::row::{OwnedRow, RowConverter, SortField};
 use datafusion_physical_expr::PhysicalExpr;
 
 use crate::operator::{Emitter, Operator};
-use crate::{ChangeBatch, EngineError, Result, row_converter, with_weight};
+use crate::{ChangeBatch, EngineError, Result, row_converter};
 
 /// One sort key: an expression and its direction.
 pub struct SortKey {
@@ -148,10 +148,7 @@ impl TopN {
                 .data_type();
             columns.push(cast(&ranks, ty)?);
         }
-        columns.push(Arc::new(Int64Array::from_iter_values(
-            changes.iter().map(|c| c.2),
-        )));
-        ChangeBatch::try_new(RecordBatch::try_new(with_weight(&self.schema), columns)?)
+        ChangeBatch::from_columns(&self.schema, columns, changes.iter().map(|c| c.2))
     }
 }
 
@@ -275,6 +272,9 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use arrow::array::Int64Array;
+
+    use crate::with_weight;
 
     /// (group, value, payload)
     type Row = (i64, i64, i64);
