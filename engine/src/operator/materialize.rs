@@ -1,6 +1,6 @@
 //! `Materialize`: the arrangement behind a view. It buffers an epoch's changes and, at the
-//! barrier, folds them into the shared `ViewState` (row -> count) and tells subscribers.
-//! Readers (`SELECT`, SUBSCRIBE, views on views) therefore only ever see whole epochs.
+//! barrier, folds them into the shared `ViewState` and tells subscribers. Readers
+//! (`SELECT`, SUBSCRIBE, views on views) therefore only ever see whole epochs.
 
 use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
@@ -31,11 +31,19 @@ pub enum ViewEvent<'a> {
 /// Receives a view's events; returns false to unsubscribe (a gone or lagging reader).
 pub type ViewSubscriber = Box<dyn FnMut(&ViewEvent<'_>) -> bool + Send>;
 
+/// How a view holds its rows. While every change has been an insert, the batches as they
+/// came (no per-row work: views over append-only streams stay this way); from the first
+/// retraction on, row -> count, which finds the rows a retraction removes.
+enum Arrangement {
+    Appended(Vec<RecordBatch>),
+    Keyed(BTreeMap<OwnedRow, i64>),
+}
+
 /// The committed contents of a view, shared by its dataflow and its readers.
 pub struct ViewState {
     schema: SchemaRef,
     converter: RowConverter,
-    counts: BTreeMap<OwnedRow, i64>,
+    arrangement: Arrangement,
     epoch: Epoch,
     rows: i64,
     bytes: usize,
@@ -53,7 +61,7 @@ impl ViewState {
         Ok(Self {
             converter: row_converter(schema.fields())?,
             schema,
-            counts: BTreeMap::new(),
+            arrangement: Arrangement::Appended(Vec::new()),
             epoch: 0,
             rows: 0,
             bytes: 0,
@@ -97,30 +105,28 @@ impl ViewState {
         self.bytes
     }
 
-    /// Current rows, each repeated by its count, in row order.
+    /// Current rows, each repeated by its count (in arrival order while the view has only
+    /// seen inserts, in row order after).
     pub fn rows(&mut self) -> Result<RecordBatch> {
         if let Some(rows) = &self.cache {
             return Ok(rows.clone());
         }
-        let distinct: Vec<_> = self.counts.keys().map(OwnedRow::row).collect();
-        let columns = self.converter.convert_rows(distinct)?;
-        let unique = RecordBatch::try_new(Arc::clone(&self.schema), columns)?;
-        let rows = if self.counts.values().all(|&n| n == 1) {
-            unique
-        } else {
-            let repeat: Vec<u32> = self
-                .counts
-                .values()
-                .enumerate()
-                .flat_map(|(i, &n)| std::iter::repeat_n(i as u32, n.max(0) as usize))
-                .collect();
-            let idx = UInt32Array::from(repeat);
-            let columns = unique
-                .columns()
-                .iter()
-                .map(|c| take(c, &idx, None))
-                .collect::<Result<Vec<_>, _>>()?;
-            RecordBatch::try_new(Arc::clone(&self.schema), columns)?
+        let rows = match &self.arrangement {
+            Arrangement::Appended(batches) => concat_batches(&self.schema, batches)?,
+            Arrangement::Keyed(counts) => {
+                let distinct: Vec<_> = counts.keys().map(OwnedRow::row).collect();
+                let columns = self.converter.convert_rows(distinct)?;
+                let unique = RecordBatch::try_new(Arc::clone(&self.schema), columns)?;
+                if counts.values().all(|&n| n == 1) {
+                    unique
+                } else {
+                    let repeat = counts
+                        .values()
+                        .enumerate()
+                        .flat_map(|(i, &n)| std::iter::repeat_n(i as u32, n.max(0) as usize));
+                    repeat_rows(&unique, repeat)?
+                }
+            }
         };
         self.cache = Some(rows.clone());
         Ok(rows)
@@ -135,10 +141,33 @@ impl ViewState {
     }
 
     fn apply(&mut self, changes: &ChangeBatch) -> Result<()> {
+        self.cache = None;
+        let weights = changes.weights().values();
+        if let Arrangement::Appended(batches) = &mut self.arrangement {
+            if weights.iter().all(|&w| w > 0) {
+                let data = if weights.iter().all(|&w| w == 1) {
+                    changes.data()
+                } else {
+                    let repeat = weights
+                        .iter()
+                        .enumerate()
+                        .flat_map(|(i, &w)| std::iter::repeat_n(i as u32, w as usize));
+                    repeat_rows(&changes.data(), repeat)?
+                };
+                self.rows += data.num_rows() as i64;
+                self.bytes += data.get_array_memory_size();
+                batches.push(data);
+                return Ok(());
+            }
+            self.key_appended_rows()?;
+        }
+        let Arrangement::Keyed(counts) = &mut self.arrangement else {
+            unreachable!("appended rows were keyed above")
+        };
         let rows = self.converter.convert_columns(changes.data().columns())?;
-        for (i, &w) in changes.weights().values().iter().enumerate() {
+        for (i, &w) in weights.iter().enumerate() {
             self.rows += w;
-            match self.counts.entry(rows.row(i).owned()) {
+            match counts.entry(rows.row(i).owned()) {
                 Entry::Occupied(mut e) => {
                     *e.get_mut() += w;
                     if *e.get() < 0 {
@@ -156,7 +185,28 @@ impl ViewState {
                 }
             }
         }
-        self.cache = None;
+        Ok(())
+    }
+
+    /// Moves the appended batches into the row -> count map (at the first retraction).
+    fn key_appended_rows(&mut self) -> Result<()> {
+        let Arrangement::Appended(batches) = &mut self.arrangement else {
+            return Ok(());
+        };
+        let mut counts = BTreeMap::new();
+        let mut bytes = 0;
+        for batch in batches.drain(..) {
+            let rows = self.converter.convert_columns(batch.columns())?;
+            for row in rows.iter() {
+                let n = counts.entry(row.owned()).or_insert(0);
+                if *n == 0 {
+                    bytes += row.as_ref().len() + ENTRY_OVERHEAD;
+                }
+                *n += 1;
+            }
+        }
+        self.bytes = bytes;
+        self.arrangement = Arrangement::Keyed(counts);
         Ok(())
     }
 
@@ -165,9 +215,23 @@ impl ViewState {
     }
 }
 
-/// A row's share of the arrangement: its bytes plus the map's per-entry overhead.
+/// The map's per-entry overhead beyond the row's bytes.
+const ENTRY_OVERHEAD: usize = 48;
+
+/// A row's share of the keyed arrangement.
 fn entry_bytes(row: &OwnedRow) -> usize {
-    row.row().as_ref().len() + 48
+    row.row().as_ref().len() + ENTRY_OVERHEAD
+}
+
+/// `batch`'s rows at `indices` (a row repeated as often as its index is).
+fn repeat_rows(batch: &RecordBatch, indices: impl Iterator<Item = u32>) -> Result<RecordBatch> {
+    let idx = UInt32Array::from_iter_values(indices);
+    let columns = batch
+        .columns()
+        .iter()
+        .map(|c| take(c, &idx, None))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
 }
 
 fn negative(n: i64) -> EngineError {
@@ -220,9 +284,14 @@ impl Operator for Materialize {
         let changes = if self.pending.is_empty() {
             None
         } else {
-            let all = concat_batches(&self.schema, &self.pending)?;
+            let all = ChangeBatch::try_new(concat_batches(&self.schema, &self.pending)?)?;
             self.pending.clear();
-            Some(ChangeBatch::try_new(all)?.consolidate()?).filter(|c| !c.is_empty())
+            // Only retractions can cancel rows; an insert-only epoch is its own delta.
+            if all.weights().values().iter().all(|&w| w > 0) {
+                Some(all)
+            } else {
+                Some(all.consolidate()?).filter(|c| !c.is_empty())
+            }
         };
         let mut view = self.view.lock();
         if let Some(c) = &changes {
@@ -284,9 +353,10 @@ mod tests {
             "nothing before the barrier"
         );
         m.on_barrier(barrier(1), &mut out).unwrap();
+        // Inserts only so far: the rows as they came.
         assert_eq!(
             view.lock().rows().unwrap(),
-            data(&["a", "a", "b"], &[1, 1, 2])
+            data(&["a", "b", "a"], &[1, 2, 1])
         );
         // A subscriber starts from the committed rows and then sees each epoch's delta.
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -311,9 +381,37 @@ mod tests {
         m.on_barrier(barrier(3), &mut out).unwrap();
         let mut v = view.lock();
         assert_eq!((v.epoch(), v.last_commit_ms()), (3, 2000));
+        // After a retraction, keyed: in row order.
         assert_eq!(v.rows().unwrap(), data(&["a", "a", "b"], &[1, 5, 2]));
+        assert_eq!(v.len(), 3);
         assert_eq!(*seen.lock(), vec![(2000, Some(2)), (3000, None)]);
         assert!(out.drain().is_empty());
+    }
+
+    #[test]
+    fn inserts_with_weights_then_a_retraction_keep_multiplicities() {
+        let mut m = Materialize::new(data(&[], &[]).schema()).unwrap();
+        let view = m.view();
+        let mut out = Emitter::default();
+        let twice = ChangeBatch::from_data(&data(&["x", "y"], &[1, 2]), 2).unwrap();
+        m.on_batch(0, twice, &mut out).unwrap();
+        m.on_barrier(barrier(1), &mut out).unwrap();
+        assert_eq!(view.lock().len(), 4);
+        assert_eq!(
+            view.lock().rows().unwrap(),
+            data(&["x", "x", "y", "y"], &[1, 1, 2, 2])
+        );
+        let retract = ChangeBatch::from_data(&data(&["y"], &[2]), -1).unwrap();
+        m.on_batch(0, retract, &mut out).unwrap();
+        m.on_barrier(barrier(2), &mut out).unwrap();
+        assert_eq!(view.lock().len(), 3);
+        assert_eq!(
+            view.lock().rows().unwrap(),
+            data(&["x", "x", "y"], &[1, 1, 2])
+        );
+        let gone = ChangeBatch::from_data(&data(&["y"], &[2]), -2).unwrap();
+        m.on_batch(0, gone, &mut out).unwrap();
+        assert!(m.on_barrier(barrier(3), &mut out).is_err(), "only one y left");
     }
 
     #[test]
