@@ -411,7 +411,10 @@ mod tests {
         );
         let gone = ChangeBatch::from_data(&data(&["y"], &[2]), -2).unwrap();
         m.on_batch(0, gone, &mut out).unwrap();
-        assert!(m.on_barrier(barrier(3), &mut out).is_err(), "only one y left");
+        assert!(
+            m.on_barrier(barrier(3), &mut out).is_err(),
+            "only one y left"
+        );
     }
 
     #[test]

@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 use arrow::array::{Array, ArrayRef, RecordBatch, TimestampNanosecondArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, TimeUnit};
+use datafusion_common::ScalarValue;
+use datafusion_expr::Operator;
 use datafusion_physical_expr::PhysicalExpr;
+use datafusion_physical_expr::expressions::{BinaryExpr, Column, Literal};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 
@@ -72,18 +75,43 @@ fn as_ns(values: &ArrayRef) -> Result<TimestampNanosecondArray> {
         .ok_or_else(|| EngineError::Config("watermark must be a timestamp".into()))
 }
 
+/// The offset in ns when `expr` is `column - INTERVAL '..'` without months: the common
+/// watermark, which then costs one subtraction per row instead of a calendar computation.
+fn constant_delay_ns(expr: &Arc<dyn PhysicalExpr>, column: usize) -> Option<i64> {
+    let binary = expr.downcast_ref::<BinaryExpr>()?;
+    let col = binary.left().downcast_ref::<Column>()?;
+    let lit = binary.right().downcast_ref::<Literal>()?;
+    if *binary.op() != Operator::Minus || col.index() != column {
+        return None;
+    }
+    match lit.value() {
+        ScalarValue::IntervalMonthDayNano(Some(i)) if i.months == 0 => {
+            Some(i64::from(i.days) * 86_400_000_000_000 + i.nanoseconds)
+        }
+        ScalarValue::IntervalDayTime(Some(i)) => {
+            Some((i64::from(i.days) * 86_400_000 + i64::from(i.milliseconds)) * 1_000_000)
+        }
+        _ => None,
+    }
+}
+
 impl WatermarkSpec {
     /// Per row: the watermark expression's value and the event time, in ns.
     fn evaluate(
         &self,
         rows: &RecordBatch,
     ) -> Result<(TimestampNanosecondArray, TimestampNanosecondArray)> {
+        let time = as_ns(rows.column(self.column))?;
+        if let Some(delay) = constant_delay_ns(&self.expr, self.column) {
+            let wm = arrow::compute::kernels::arity::unary(&time, |t: i64| t.saturating_sub(delay));
+            return Ok((wm, time));
+        }
         let values = self
             .expr
             .evaluate(rows)
             .and_then(|v| v.into_array(rows.num_rows()))
             .map_err(|e| EngineError::Config(e.to_string()))?;
-        Ok((as_ns(&values)?, as_ns(rows.column(self.column))?))
+        Ok((as_ns(&values)?, time))
     }
 }
 
@@ -317,5 +345,44 @@ mod tests {
         // In order: one piece, no late rows.
         let (cuts, late) = cut_points(&wm.slice(0, 2), &time.slice(0, 2), Some(s));
         assert_eq!((cuts, late), (vec![(2, Some(9 * s))], 0));
+    }
+
+    #[test]
+    fn a_constant_delay_is_subtracted_as_the_interval_arithmetic_would() {
+        use arrow::datatypes::{Field, IntervalMonthDayNano, Schema};
+        let ts = DataType::Timestamp(TimeUnit::Nanosecond, None);
+        let schema = Arc::new(Schema::new(vec![Field::new("t", ts, true)]));
+        let rows = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![Arc::new(TimestampNanosecondArray::from(vec![
+                Some(1_700_000_000_123_456_789),
+                None,
+                Some(5),
+            ]))],
+        )
+        .unwrap();
+        let delay = IntervalMonthDayNano::new(0, 1, 4_000_000_000);
+        let expr: Arc<dyn PhysicalExpr> = Arc::new(BinaryExpr::new(
+            Arc::new(Column::new("t", 0)),
+            Operator::Minus,
+            Arc::new(Literal::new(ScalarValue::IntervalMonthDayNano(Some(delay)))),
+        ));
+        assert_eq!(constant_delay_ns(&expr, 0), Some(86_404_000_000_000));
+        let spec = WatermarkSpec {
+            column: 0,
+            expr: Arc::clone(&expr),
+            idle_timeout: Duration::from_secs(1),
+        };
+        let (fast, _) = spec.evaluate(&rows).unwrap();
+        let general = as_ns(&expr.evaluate(&rows).unwrap().into_array(3).unwrap()).unwrap();
+        assert_eq!(fast, general);
+        // With months, the calendar decides: no shortcut.
+        let month = IntervalMonthDayNano::new(1, 0, 0);
+        let calendar: Arc<dyn PhysicalExpr> = Arc::new(BinaryExpr::new(
+            Arc::new(Column::new("t", 0)),
+            Operator::Minus,
+            Arc::new(Literal::new(ScalarValue::IntervalMonthDayNano(Some(month)))),
+        ));
+        assert_eq!(constant_delay_ns(&calendar, 0), None);
     }
 }
