@@ -1,6 +1,7 @@
 //! Incremental joins checked against the same query run as a batch (DataFusion ad hoc) after
 //! random inserts, updates and deletes on every side: inner, left, right and full joins with
-//! NULL and duplicate keys, EXISTS / NOT EXISTS / IN, a join feeding an aggregate, a three-way
+//! NULL and duplicate keys, EXISTS / NOT EXISTS / IN, outer, semi and anti joins with
+//! conditions beyond the key, a join feeding an aggregate, a three-way
 //! join, and a join of views; Nexmark q3, q4 and q8 over the generator.
 
 use crate::harness::{Lcg, TestServer, sorted_rows};
@@ -26,7 +27,7 @@ const JOIN_VIEWS: &[(&str, &str)] = &[
     // A non-equality condition beside the key, and duplicate keys on both sides.
     (
         "by_name",
-        "SELECT o.id, c.id AS cid FROM orders o JOIN customers c ON o.note = c.name AND o.amount > c.id",
+        "SELECT o.id, c.id AS cid FROM orders o JOIN customers c ON o.note = c.name AND o.amount > 6 * c.id",
     ),
     (
         "revenue",
@@ -50,6 +51,24 @@ const JOIN_VIEWS: &[(&str, &str)] = &[
     (
         "northern",
         "SELECT o.id, o.amount FROM orders o WHERE o.cust IN (SELECT id FROM customers WHERE region = 'n')",
+    ),
+    // Outer, semi and anti joins with a condition beyond the key: a row is padded, kept
+    // or dropped by whether it has a match that meets it.
+    (
+        "left_cond",
+        "SELECT o.id, c.id AS cid FROM orders o LEFT JOIN customers c ON o.cust = c.id AND o.amount > 6 * c.id",
+    ),
+    (
+        "full_cond",
+        "SELECT o.id, o.amount, c.id AS cid FROM orders o FULL JOIN customers c ON o.cust = c.id AND o.amount > 6 * c.id",
+    ),
+    (
+        "exists_cond",
+        "SELECT c.id, c.name FROM customers c WHERE EXISTS (SELECT 1 FROM orders o WHERE o.cust = c.id AND o.amount > 6 * c.id)",
+    ),
+    (
+        "not_exists_cond",
+        "SELECT c.id FROM customers c WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.cust = c.id AND o.amount > 6 * c.id)",
     ),
     // Joins over views.
     (

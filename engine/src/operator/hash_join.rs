@@ -2,7 +2,9 @@
 //! side keeps its rows by join key; a change on one side joins the other side's current rows
 //! (the DBSP delta rule), and rows whose output depends on whether their key has matches
 //! (outer joins' NULL padding, semi and anti joins) are retracted or re-emitted when a key's
-//! matches appear or disappear. Rows with a NULL key never match.
+//! matches appear or disappear. Rows with a NULL key never match. With a condition beyond the
+//! keys (`with_condition`), a match is a pair of equal keys that also satisfies it, and each
+//! stored row counts its matches, so outer, semi and anti joins flip row by row.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -68,7 +70,12 @@ impl JoinKind {
 struct Rows {
     rows: HashMap<OwnedRow, i64>,
     total: i64,
+    /// With a condition: per row, the weight of the other side's rows it matches.
+    hits: HashMap<OwnedRow, i64>,
 }
+
+/// The other side's rows (with their weights) that one input row matches.
+type Matches = Vec<(OwnedRow, i64)>;
 
 /// An output row: left row, right row (None: NULLs), weight.
 type Pair = (Option<OwnedRow>, Option<OwnedRow>, i64);
@@ -85,6 +92,8 @@ pub struct HashJoin {
     schema: SchemaRef,
     state: [HashMap<OwnedRow, Rows>; 2],
     nulls_equal: bool,
+    /// A condition over (left columns, right columns) a matching pair must also meet.
+    condition: Option<(Arc<dyn PhysicalExpr>, SchemaRef)>,
     /// Temporal (lookup) join: see `with_lookup`.
     lookup: bool,
     /// Lookup: stream rows held until the table's first epoch (its backfill) is in.
@@ -149,6 +158,7 @@ impl HashJoin {
             schema,
             state: [HashMap::new(), HashMap::new()],
             nulls_equal,
+            condition: None,
             lookup: false,
             held: None,
             expiry: [None, None],
@@ -173,6 +183,62 @@ impl HashJoin {
         self.expiry = expiry;
         self.drop_late = drop_late;
         self
+    }
+
+    /// Pairs of equal keys match only where `condition` (over `pairs`: the left input's
+    /// columns, then the right's) is true; outer, semi and anti joins then pad, keep or drop
+    /// each row by whether it has such matches.
+    pub fn with_condition(mut self, condition: Arc<dyn PhysicalExpr>, pairs: SchemaRef) -> Self {
+        self.condition = Some((condition, pairs));
+        self
+    }
+
+    /// With a condition: for each input row of `side` (None where skipped: a NULL key), the
+    /// rows of the other side with its key that meet the condition with it. The other
+    /// side's rows do not change while one batch is processed, so this is one evaluation
+    /// of the condition over all candidate pairs of the batch.
+    fn condition_matches(
+        &self,
+        side: usize,
+        rows: &arrow::row::Rows,
+        keys: &arrow::row::Rows,
+        skip: impl Fn(usize) -> bool,
+    ) -> Result<Option<Vec<Matches>>> {
+        let Some((condition, pairs_schema)) = &self.condition else {
+            return Ok(None);
+        };
+        let other = 1 - side;
+        let mut candidates: Vec<(usize, &OwnedRow, i64)> = Vec::new();
+        for i in (0..rows.num_rows()).filter(|&i| !skip(i)) {
+            if let Some(m) = self.state[other].get(&keys.row(i).owned()) {
+                candidates.extend(m.rows.iter().map(|(r, &w)| (i, r, w)));
+            }
+        }
+        let mut out: Vec<Matches> = vec![Vec::new(); rows.num_rows()];
+        if candidates.is_empty() {
+            return Ok(Some(out));
+        }
+        let mine = self.rows[side].convert_rows(candidates.iter().map(|c| rows.row(c.0)))?;
+        let theirs = self.rows[other].convert_rows(candidates.iter().map(|c| c.1.row()))?;
+        let columns = if side == 0 {
+            [mine, theirs].concat()
+        } else {
+            [theirs, mine].concat()
+        };
+        let pairs = RecordBatch::try_new(Arc::clone(pairs_schema), columns)?;
+        let verdict = condition
+            .evaluate(&pairs)
+            .and_then(|v| v.into_array(pairs.num_rows()))?;
+        let verdict = verdict
+            .as_any()
+            .downcast_ref::<arrow::array::BooleanArray>()
+            .ok_or_else(|| EngineError::Config("a join condition must be boolean".into()))?;
+        for (n, (i, r, w)) in candidates.into_iter().enumerate() {
+            if verdict.is_valid(n) && verdict.value(n) {
+                out[i].push((r.clone(), w));
+            }
+        }
+        Ok(Some(out))
     }
 
     /// Rows dropped for arriving behind the watermark.
@@ -207,23 +273,54 @@ impl HashJoin {
             .collect()
     }
 
-    /// What a change of `row` on `side` produces against the other side's rows of `key`.
-    fn probe(&self, side: usize, row: &OwnedRow, key: &OwnedRow, w: i64, pairs: &mut Vec<Pair>) {
-        let matches = self.state[1 - side].get(key);
-        let matched = matches.is_some_and(|m| m.total > 0);
-        if self.kind.pairs() {
-            for (r, &ow) in matches.iter().flat_map(|m| &m.rows) {
-                pairs.push(Self::pair(side, row.clone(), Some(r.clone()), w * ow));
+    /// What a change of `row` on `side` produces against the other side's rows of `key`
+    /// (with a condition: against `met`, those of them it matches).
+    fn probe(
+        &self,
+        side: usize,
+        row: &OwnedRow,
+        key: &OwnedRow,
+        w: i64,
+        met: Option<&Matches>,
+        pairs: &mut Vec<Pair>,
+    ) {
+        let matched = match met {
+            Some(met) => {
+                if self.kind.pairs() {
+                    for (r, ow) in met {
+                        pairs.push(Self::pair(side, row.clone(), Some(r.clone()), w * ow));
+                    }
+                }
+                met.iter().map(|m| m.1).sum::<i64>() > 0
             }
-        }
+            None => {
+                let matches = self.state[1 - side].get(key);
+                if self.kind.pairs() {
+                    for (r, &ow) in matches.iter().flat_map(|m| &m.rows) {
+                        pairs.push(Self::pair(side, row.clone(), Some(r.clone()), w * ow));
+                    }
+                }
+                matches.is_some_and(|m| m.total > 0)
+            }
+        };
         if (!matched && self.kind.unmatched(side)) || (matched && self.kind.matched_alone(side)) {
             pairs.push(Self::pair(side, row.clone(), None, w));
         }
     }
 
     /// Adds the change to `side`'s rows; when `key` gains its first row there or loses its
-    /// last, the other side's rows emitted alone (padded, semi, anti) flip.
-    fn store(&mut self, side: usize, row: OwnedRow, key: OwnedRow, w: i64, pairs: &mut Vec<Pair>) {
+    /// last, the other side's rows emitted alone (padded, semi, anti) flip. With a
+    /// condition, each row of `met` (the other side's rows this one matches) flips alone
+    /// when its own match count crosses zero.
+    fn store(
+        &mut self,
+        side: usize,
+        row: OwnedRow,
+        key: OwnedRow,
+        w: i64,
+        met: Option<&Matches>,
+        pairs: &mut Vec<Pair>,
+    ) {
         let other = 1 - side;
         let size = row.as_ref().len() + key.as_ref().len() + 48;
         let mine = self.state[side].entry(key.clone()).or_default();
@@ -237,23 +334,48 @@ impl HashJoin {
         };
         if count == 0 {
             mine.rows.remove(&row);
+            mine.hits.remove(&row);
             self.bytes = self.bytes.saturating_sub(size);
         } else if count == w {
             self.bytes += size;
         }
+        if let Some(met) = met
+            && count != 0
+        {
+            mine.hits.insert(row.clone(), met.iter().map(|m| m.1).sum());
+        }
         if mine.rows.is_empty() {
             self.state[side].remove(&key);
         }
-        let alone = if self.kind.unmatched(other) {
-            Some(if has { -1 } else { 1 })
-        } else if self.kind.matched_alone(other) {
-            Some(if has { 1 } else { -1 })
-        } else {
-            None
+        let kind = self.kind;
+        let alone = |has: bool| {
+            if kind.unmatched(other) {
+                Some(if has { -1 } else { 1 })
+            } else if kind.matched_alone(other) {
+                Some(if has { 1 } else { -1 })
+            } else {
+                None
+            }
         };
+        if let Some(met) = met {
+            let Some(theirs) = self.state[other].get_mut(&key) else {
+                return;
+            };
+            for (r, ow) in met {
+                let hits = theirs.hits.entry(r.clone()).or_insert(0);
+                let (had, has) = (*hits > 0, *hits + w > 0);
+                *hits += w;
+                if had != has
+                    && let Some(sign) = alone(has)
+                {
+                    pairs.push(Self::pair(other, r.clone(), None, sign * ow));
+                }
+            }
+            return;
+        }
         if had != has
             && !self.lookup
-            && let Some(sign) = alone
+            && let Some(sign) = alone(has)
         {
             for (r, &ow) in self.state[other].get(&key).iter().flat_map(|m| &m.rows) {
                 pairs.push(Self::pair(other, r.clone(), None, sign * ow));
@@ -343,6 +465,8 @@ impl Operator for HashJoin {
         let key_rows = self.key_rows.convert_columns(&keys)?;
         let rows = self.rows[side].convert_columns(data.columns())?;
         let null_key = |i: usize| keys.iter().any(|k| k.is_null(i));
+        let met =
+            self.condition_matches(side, &rows, &key_rows, |i| !self.nulls_equal && null_key(i))?;
         let expiry = self.expiry[side];
         let times = match expiry {
             Some(e) => Some(timestamps_ns(data.column(e.column))?),
@@ -367,9 +491,10 @@ impl Operator for HashJoin {
                 continue;
             }
             let key = key_rows.row(i).owned();
+            let met = met.as_ref().map(|m| &m[i]);
             // A lookup join's table side (1) only updates what the stream side (0) finds.
             if !(self.lookup && side == 1) {
-                self.probe(side, &row, &key, w, &mut pairs);
+                self.probe(side, &row, &key, w, met, &mut pairs);
             }
             match (expiry, time) {
                 // A row without a time never satisfies the time bound: nothing to keep.
@@ -382,9 +507,9 @@ impl Operator for HashJoin {
                             .or_default()
                             .push((key.clone(), row.clone()));
                     }
-                    self.store(side, row, key, w, &mut pairs);
+                    self.store(side, row, key, w, met, &mut pairs);
                 }
-                _ if !(self.lookup && side == 0) => self.store(side, row, key, w, &mut pairs),
+                _ if !(self.lookup && side == 0) => self.store(side, row, key, w, met, &mut pairs),
                 _ => {}
             }
         }
@@ -411,6 +536,7 @@ impl Operator for HashJoin {
                     continue;
                 };
                 if let Some(count) = rows.rows.remove(&row) {
+                    rows.hits.remove(&row);
                     rows.total -= count;
                     let size = row.as_ref().len() + key.as_ref().len() + 48;
                     self.bytes = self.bytes.saturating_sub(size);
@@ -482,52 +608,62 @@ mod tests {
     }
 
     /// The join recomputed from both sides' current multisets (semi and anti joins: the
-    /// kept side's row in the first two columns).
-    fn recompute(kind: JoinKind, sides: &[HashMap<Row, i64>; 2]) -> HashMap<Joined, i64> {
+    /// kept side's row in the first two columns); `cond(left, right)` is the condition
+    /// beyond equal keys.
+    fn recompute_with(
+        kind: JoinKind,
+        sides: &[HashMap<Row, i64>; 2],
+        cond: impl Fn(&Row, &Row) -> bool,
+    ) -> HashMap<Joined, i64> {
+        let meets = |l: &Row, r: &Row| l.0.is_some() && l.0 == r.0 && cond(l, r);
+        // The weight of the other side's rows `row` (on `side`) matches.
+        let hits = |side: usize, row: &Row| -> i64 {
+            sides[1 - side]
+                .iter()
+                .filter(|(o, _)| {
+                    if side == 0 {
+                        meets(row, o)
+                    } else {
+                        meets(o, row)
+                    }
+                })
+                .map(|(_, w)| w)
+                .sum()
+        };
         let mut out = HashMap::new();
         if let JoinKind::Semi(s) | JoinKind::Anti(s) = kind {
             let semi = matches!(kind, JoinKind::Semi(_));
             for (row, w) in &sides[s] {
-                let matched = row.0.is_some()
-                    && sides[1 - s]
-                        .iter()
-                        .filter(|(r, _)| r.0 == row.0)
-                        .map(|(_, w)| w)
-                        .sum::<i64>()
-                        > 0;
-                if matched == semi {
+                if (hits(s, row) > 0) == semi {
                     *out.entry((row.0, Some(row.1), None, None)).or_insert(0) += w;
                 }
             }
             out.retain(|_, w| *w != 0);
             return out;
         }
-        let total = |side: usize, k: Option<i64>| -> i64 {
-            sides[side]
-                .iter()
-                .filter(|(r, _)| k.is_some() && r.0 == k)
-                .map(|(_, w)| w)
-                .sum()
-        };
         for (l, lw) in &sides[0] {
             for (r, rw) in &sides[1] {
-                if l.0.is_some() && l.0 == r.0 {
+                if meets(l, r) {
                     *out.entry((l.0, Some(l.1), r.0, Some(r.1))).or_insert(0) += lw * rw;
                 }
             }
-            if kind.unmatched(0) && total(1, l.0) <= 0 {
+            if kind.unmatched(0) && hits(0, l) <= 0 {
                 *out.entry((l.0, Some(l.1), None, None)).or_insert(0) += lw;
             }
         }
         if kind.unmatched(1) {
             for (r, rw) in &sides[1] {
-                if total(0, r.0) <= 0 {
+                if hits(1, r) <= 0 {
                     *out.entry((None, None, r.0, Some(r.1))).or_insert(0) += rw;
                 }
             }
         }
         out.retain(|_, w| *w != 0);
         out
+    }
+
+    fn recompute(kind: JoinKind, sides: &[HashMap<Row, i64>; 2]) -> HashMap<Joined, i64> {
+        recompute_with(kind, sides, |_, _| true)
     }
 
     fn collect(into: &mut HashMap<Joined, i64>, batches: Vec<ChangeBatch>) {
@@ -659,6 +795,36 @@ mod tests {
             op.on_watermark(Watermark::EventTime(100), &mut out).unwrap();
             prop_assert!(op.state[0].is_empty() && op.state[1].is_empty());
             prop_assert_eq!(op.state_bytes(), 0);
+        }
+
+        /// With a condition beyond the keys (`l.v < r.v`), every kind still equals its
+        /// recomputation: outer rows are padded, semi rows kept and anti rows dropped by
+        /// whether they have a pair that meets it.
+        #[test]
+        fn with_a_condition_equals_recomputation(kind in kind(), steps in proptest::collection::vec(step(), 1..25)) {
+            use datafusion_expr::Operator as Op;
+            use datafusion_physical_expr::expressions::BinaryExpr;
+            let pairs = Arc::new(Schema::new(
+                [side_schema("l"), side_schema("r")].iter().flat_map(|s| s.fields().iter().map(|f| f.as_ref().clone())).collect::<Vec<_>>(),
+            ));
+            let less: Arc<dyn PhysicalExpr> = Arc::new(BinaryExpr::new(
+                Arc::new(Column::new("lv", 1)),
+                Op::Lt,
+                Arc::new(Column::new("rv", 3)),
+            ));
+            let mut op = join(kind).with_condition(less, pairs);
+            let mut sides: [HashMap<Row, i64>; 2] = [HashMap::new(), HashMap::new()];
+            let mut output = HashMap::new();
+            let mut out = Emitter::default();
+            for (side, rows) in steps {
+                op.on_batch(side, batch(if side == 0 { "l" } else { "r" }, &rows), &mut out).unwrap();
+                for (row, w) in rows {
+                    *sides[side].entry(row).or_insert(0) += w;
+                }
+                sides[side].retain(|_, w| *w != 0);
+                collect(&mut output, out.drain());
+                prop_assert_eq!(&output, &recompute_with(kind, &sides, |l, r| l.1 < r.1));
+            }
         }
 
         /// After every batch the join's accumulated output equals the join recomputed

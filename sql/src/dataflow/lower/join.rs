@@ -35,21 +35,6 @@ impl Lowering<'_> {
         if j.on.is_empty() {
             return Err(unsupported("a JOIN without an equality condition"));
         }
-        match kind {
-            _ if j.filter.is_none() => {}
-            JoinKind::Inner => {}
-            JoinKind::Semi(_) | JoinKind::Anti(_) => {
-                return Err(unsupported(
-                    "a semi or anti join (EXISTS, IN, or a join the optimizer reduced to one) \
-                     with conditions other than equalities",
-                ));
-            }
-            _ => {
-                return Err(unsupported(
-                    "an outer JOIN with conditions other than equalities",
-                ));
-            }
-        }
         if is_temporal(&j.left) {
             return Err(unsupported(
                 "FOR SYSTEM_TIME AS OF PROCTIME() on a join's left side (put the table on the right)",
@@ -58,6 +43,14 @@ impl Lowering<'_> {
         let lookup = is_temporal(&j.right);
         if lookup && !matches!(kind, JoinKind::Inner | JoinKind::Left) {
             return Err(unsupported("a temporal join other than INNER or LEFT"));
+        }
+        // An inner join's other conditions filter its pairs afterwards; the other kinds
+        // decide padding, keeping or dropping rows by matches that meet them.
+        let condition = j.filter.as_ref().filter(|_| kind != JoinKind::Inner);
+        if lookup && condition.is_some() {
+            return Err(unsupported(
+                "a LEFT temporal join with conditions other than equalities",
+            ));
         }
         let left = self.lower(&j.left)?;
         if lookup && !left.append_only {
@@ -96,6 +89,14 @@ impl Lowering<'_> {
                     .to_string(),
             );
         }
+        let op = match condition {
+            Some(c) => {
+                let pairs = j.left.schema().join(j.right.schema())?;
+                let pred = self.physical(c, &pairs)?;
+                op.with_condition(pred, Arc::new(pairs.as_arrow().clone()))
+            }
+            None => op,
+        };
         let op = if lookup { op.with_lookup() } else { op };
         let op = if bounds == JoinBounds::default() {
             op
@@ -111,7 +112,7 @@ impl Lowering<'_> {
         self.graph.connect(left.node, id, 0)?;
         self.graph.connect(right.node, id, 1)?;
         let mut node = id;
-        if let Some(filter) = &j.filter {
+        if let Some(filter) = j.filter.as_ref().filter(|_| kind == JoinKind::Inner) {
             let pred = self.physical(filter, &j.schema)?;
             node = self.filter(pred, &schema, node)?;
         }
