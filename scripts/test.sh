@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what is missing (Tansu, psql,
-# psycopg), then runs format and lint checks, unit tests and the end-to-end tests.
+# psycopg, DuckDB), then runs format and lint checks, unit tests and the end-to-end tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,9 +14,9 @@ if ! command -v psql >/dev/null 2>&1; then
   step "installing psql"
   apt-get update -qq && apt-get install -y -qq postgresql-client >/dev/null
 fi
-if ! python3 -c "import psycopg, sqlalchemy, pandas" >/dev/null 2>&1; then
-  step "installing psycopg 3, SQLAlchemy, pandas"
-  python3 -m pip install -q "psycopg[binary]" sqlalchemy pandas
+if ! python3 -c "import psycopg, sqlalchemy, pandas, duckdb" >/dev/null 2>&1; then
+  step "installing psycopg 3, SQLAlchemy, pandas, DuckDB"
+  python3 -m pip install -q "psycopg[binary]" sqlalchemy pandas duckdb
 fi
 if [ ! -d tests/node/node_modules/pg ]; then
   step "installing node-postgres"

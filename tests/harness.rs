@@ -259,6 +259,12 @@ pub(crate) struct Broker {
 
 impl Broker {
     pub(crate) fn start() -> Self {
+        Self::start_with_storage("sqlite://tansu.db")
+    }
+
+    /// A broker on `storage` (`sqlite://tansu.db`, or `memory://` for raw throughput only:
+    /// it misreports high watermarks, SPEC §8).
+    pub(crate) fn start_with_storage(storage: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
@@ -271,7 +277,7 @@ impl Broker {
                 "--advertised-listener-url",
                 &url,
             ])
-            .args(["--storage-engine", "sqlite://tansu.db"])
+            .args(["--storage-engine", storage])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -324,19 +330,29 @@ impl Broker {
     }
 
     pub(crate) fn produce(&self, topic: &str, messages: &[KafkaMessage]) {
+        self.produce_all(topic, messages.iter().cloned());
+    }
+
+    /// Produces every message of `messages` and waits until all are acknowledged.
+    pub(crate) fn produce_all(
+        &self,
+        topic: &str,
+        messages: impl IntoIterator<Item = KafkaMessage>,
+    ) {
         use rdkafka::config::ClientConfig;
         use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
         let producer: BaseProducer = ClientConfig::new()
             .set("bootstrap.servers", self.bootstrap())
             .set("linger.ms", "5")
             .set("batch.num.messages", "10000")
+            .set("queue.buffering.max.messages", "1000000")
             .create()
             .unwrap();
         for (partition, key, payload) in messages {
             let mut record = BaseRecord::<Vec<u8>, Vec<u8>>::to(topic)
-                .partition(*partition)
-                .payload(payload);
-            if let Some(k) = key {
+                .partition(partition)
+                .payload(&payload);
+            if let Some(k) = &key {
                 record = record.key(k);
             }
             let mut record = record;
@@ -356,7 +372,7 @@ impl Broker {
                 }
             }
         }
-        producer.flush(Duration::from_secs(120)).unwrap();
+        producer.flush(Duration::from_secs(600)).unwrap();
     }
 }
 

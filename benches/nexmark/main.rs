@@ -1,111 +1,47 @@
-//! Nexmark views over the built-in generator (issue 5's first part):
-//! `cargo bench --bench nexmark -- [--events N] [--queries q0,q5,...] [--out BENCHMARKS.md]`.
+//! The Nexmark benchmark (issue 5), one command:
+//! `cargo bench --bench nexmark -- [--events N] [--queries q0,q5] [--inputs generator,file,kafka] [--out BENCHMARKS.md]`.
 //!
-//! For each query (RisingWave's texts): a child process with a fresh in-process server, generator sources of
-//! N events (default 10M; 20k when run by `cargo test`, as a smoke test), CREATE
-//! MATERIALIZED VIEW, then time until every split delivered its rows and a FLUSH returned.
-//! Reports events/s (all Nexmark events; each source holds its table's share) and peak
-//! RSS (each query runs in a child process of the benchmark). Up to 200k events the
-//! view is also checked against the same query run as a batch by DataFusion. Prints
-//! progress and a Markdown table; `--out` writes the table to a file.
-//! Not yet: the file and Kafka paths, latency at a fixed rate, references, plot.
+//! Writes N Nexmark events (default 10M; 20k when `cargo test` runs it as a smoke test) as
+//! NDJSON and Parquet files and produces them to Kafka topics (Tansu, `memory://`). Then for
+//! each of RisingWave's q0–q8 texts, weir maintains the query as a view over (a) the built-in
+//! generator, (b) the NDJSON files and (c) the topics, each in a child process (events/s,
+//! peak RSS, view rows), and once more over the generator paced at half its maximum rate,
+//! measuring the latency of its changes through SUBSCRIBE. References in the same run:
+//! DataFusion and DuckDB batch over the same files, and one rdkafka consumer's raw rate.
+//! Prints progress and a Markdown report (tables, ratios, targets) and writes it with an SVG
+//! plot when `--out` is given.
 
 #![allow(clippy::unwrap_used, clippy::print_stdout, dead_code, unreachable_pub)]
 
-#[path = "../tests/harness.rs"]
+mod data;
+#[path = "../../tests/harness.rs"]
 mod harness;
+mod queries;
+mod references;
+mod report;
+mod run;
 
-use std::fmt::Write as _;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use harness::{TestServer, await_view_equals, sorted_rows};
+use queries::QUERIES;
+use report::{Report, WeirRow};
+use run::{Input, Job, Outcome};
 
-/// (name, query, the share of every 50 events its sources hold).
-const QUERIES: &[(&str, &str, u64)] = &[
-    (
-        "q0",
-        "SELECT auction, bidder, price, date_time FROM bid",
-        46,
-    ),
-    (
-        "q1",
-        "SELECT auction, bidder, 0.908 * price AS price, date_time FROM bid",
-        46,
-    ),
-    (
-        "q2",
-        "SELECT auction, price FROM bid WHERE auction = 1007 OR auction = 1020 OR auction = 2001 OR auction = 2019 OR auction = 2087",
-        46,
-    ),
-    (
-        "q3",
-        "SELECT P.name, P.city, P.state, A.id FROM auction AS A INNER JOIN person AS P ON A.seller = P.id \
-         WHERE A.category = 10 AND (P.state = 'or' OR P.state = 'id' OR P.state = 'ca')",
-        4,
-    ),
-    (
-        "q4",
-        "SELECT Q.category, AVG(Q.final) AS avg FROM (SELECT MAX(B.price) AS final, A.category \
-         FROM auction A, bid B WHERE A.id = B.auction AND B.date_time BETWEEN A.date_time AND A.expires \
-         GROUP BY A.id, A.category) Q GROUP BY Q.category",
-        49,
-    ),
-    (
-        "q5",
-        "SELECT AuctionBids.auction, AuctionBids.num FROM (SELECT auction, count(*) AS num, window_start AS starttime \
-         FROM HOP(bid, date_time, INTERVAL '2' SECOND, INTERVAL '10' SECOND) GROUP BY window_start, auction) AS AuctionBids \
-         JOIN (SELECT max(CountBids.num) AS maxn, CountBids.starttime_c FROM (SELECT count(*) AS num, window_start AS starttime_c \
-         FROM HOP(bid, date_time, INTERVAL '2' SECOND, INTERVAL '10' SECOND) GROUP BY auction, window_start) AS CountBids \
-         GROUP BY CountBids.starttime_c) AS MaxBids \
-         ON AuctionBids.starttime = MaxBids.starttime_c AND AuctionBids.num >= MaxBids.maxn",
-        46,
-    ),
-    (
-        "q7",
-        "SELECT B.auction, B.price, B.bidder, B.date_time FROM bid B JOIN (SELECT MAX(price) AS maxprice, \
-         window_end AS date_time FROM TUMBLE(bid, date_time, INTERVAL '10' SECOND) GROUP BY window_end) B1 \
-         ON B.price = B1.maxprice WHERE B.date_time BETWEEN B1.date_time - INTERVAL '10' SECOND AND B1.date_time",
-        46,
-    ),
-    (
-        "q8",
-        "SELECT P.id, P.name, P.starttime FROM (SELECT id, name, window_start AS starttime, window_end AS endtime \
-         FROM TUMBLE(person, date_time, INTERVAL '10' SECOND) GROUP BY id, name, window_start, window_end) P \
-         JOIN (SELECT seller, window_start AS starttime, window_end AS endtime FROM TUMBLE(auction, date_time, INTERVAL '10' SECOND) \
-         GROUP BY seller, window_start, window_end) A \
-         ON P.id = A.seller AND P.starttime = A.starttime AND P.endtime = A.endtime",
-        4,
-    ),
-];
-
-const SOURCES: [(&str, &str); 3] = [
-    (
-        "person",
-        "id BIGINT, name VARCHAR, email_address VARCHAR, credit_card VARCHAR, city VARCHAR, \
-         state VARCHAR, date_time TIMESTAMP, extra VARCHAR",
-    ),
-    (
-        "auction",
-        "id BIGINT, item_name VARCHAR, description VARCHAR, initial_bid BIGINT, reserve BIGINT, \
-         date_time TIMESTAMP, expires TIMESTAMP, seller BIGINT, category BIGINT, extra VARCHAR",
-    ),
-    (
-        "bid",
-        "auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, \
-         date_time TIMESTAMP, extra VARCHAR",
-    ),
-];
-
-/// Largest event count at which the view is compared with the batch query.
+/// Largest event count at which views are checked (against weir's batch answer over the
+/// generator, and against DataFusion's row counts over the files and topics).
 const CHECKED_UP_TO: u64 = 200_000;
+
+/// Event time of the first event: fixed, so that every run sees the same events.
+const BASE_TIME_MS: u64 = 1_700_000_000_000;
 
 struct Options {
     events: u64,
     queries: Vec<String>,
+    inputs: Vec<String>,
     out: Option<String>,
-    /// Run one query in this process and print its table row (the parent runs each
-    /// query in a child, so that peak RSS is the query's own).
-    child: bool,
+    latency_secs: u64,
+    /// A child: run this job (JSON) and print its outcome.
+    child: Option<String>,
 }
 
 fn options() -> Options {
@@ -118,180 +54,189 @@ fn options() -> Options {
             .and_then(|i| args.get(i + 1))
             .cloned()
     };
+    let list = |flag: &str, all: Vec<String>| {
+        value(flag).map_or(all, |v| v.split(',').map(str::to_string).collect())
+    };
     Options {
         events: value("--events")
             .map(|v| v.replace('_', "").parse().expect("--events takes a number"))
             .unwrap_or(if bench { 10_000_000 } else { 20_000 }),
-        queries: value("--queries").map_or_else(
-            || QUERIES.iter().map(|q| q.0.to_string()).collect(),
-            |v| v.split(',').map(str::to_string).collect(),
+        queries: list(
+            "--queries",
+            QUERIES.iter().map(|q| q.name.to_string()).collect(),
+        ),
+        inputs: list(
+            "--inputs",
+            ["generator", "file", "kafka"].map(str::to_string).to_vec(),
         ),
         out: value("--out"),
-        child: args.iter().any(|a| a == "--child"),
+        latency_secs: if bench { 10 } else { 2 },
+        child: value("--child"),
     }
 }
 
-/// Peak resident memory of this process in KiB since the last reset.
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn reset_peak_rss() {
-    // "5" resets VmHWM to the current RSS (Linux).
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-struct Row {
-    query: String,
-    seconds: f64,
-    events_per_s: f64,
-    peak_rss_mib: f64,
-    view_rows: String,
-    checked: &'static str,
-}
-
-async fn run(name: &str, query: &str, share: u64, events: u64) -> Row {
-    let server = TestServer::start().await;
-    let client = server.client().await;
-    for (table, columns) in SOURCES {
-        client
-            .batch_execute(&format!(
-                "CREATE SOURCE {table} ({columns}, WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND) \
-                 WITH (connector = 'nexmark', nexmark.table.type = '{table}', nexmark.event.num = '{events}')"
-            ))
-            .await
-            .unwrap();
-    }
-    let expected = events / 50 * share + (events % 50).min(share);
-    reset_peak_rss();
-    let start = Instant::now();
-    if let Err(e) = client
-        .batch_execute(&format!("CREATE MATERIALIZED VIEW v AS {query}"))
-        .await
-    {
-        let why = e
-            .as_db_error()
-            .map_or(e.to_string(), |d| d.message().to_string());
-        eprintln!("  {name}: not supported: {why}");
-        return Row {
-            query: name.to_string(),
-            seconds: f64::NAN,
-            events_per_s: f64::NAN,
-            peak_rss_mib: f64::NAN,
-            view_rows: "-".into(),
-            checked: "not supported",
-        };
-    }
-    let mut last_report = Instant::now();
-    loop {
-        let delivered: i64 = client
-            .query_one(
-                "SELECT CAST(coalesce(sum(rows), 0) AS BIGINT) FROM weir_catalog.source_progress",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if delivered as u64 >= expected {
-            break;
-        }
-        if last_report.elapsed() > Duration::from_secs(2) {
-            eprintln!(
-                "  {name}: {delivered} / {expected} rows in ({:.0} rows/s)",
-                delivered as f64 / start.elapsed().as_secs_f64()
-            );
-            last_report = Instant::now();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    client.batch_execute("FLUSH").await.unwrap();
-    let seconds = start.elapsed().as_secs_f64();
-    let peak = peak_rss_kib();
-    let view_rows = sorted_rows(&client, "SELECT count(*) FROM v")
-        .await
-        .join("");
-    let checked = if events <= CHECKED_UP_TO {
-        await_view_equals(&client, "v", query, Duration::from_secs(120)).await;
-        "= batch"
-    } else {
-        "-"
-    };
-    Row {
-        query: name.to_string(),
-        seconds,
-        events_per_s: events as f64 / seconds,
-        peak_rss_mib: peak as f64 / 1024.0,
-        view_rows,
-        checked,
-    }
-}
-
-/// Runs `query` in a child process of this benchmark; returns its table row.
-fn run_in_child(query: &str, events: u64) -> String {
+/// Runs `job` in a child process of this benchmark and returns its outcome.
+fn in_child(job: &Job) -> Outcome {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--child",
-            "--events",
-            &events.to_string(),
-            "--queries",
-            query,
-        ])
+        .args(["--child", &serde_json::to_string(job).unwrap()])
         .stderr(std::process::Stdio::inherit())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{query} failed");
-    String::from_utf8_lossy(&out.stdout)
+    assert!(out.status.success(), "{} failed", job.query);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
         .lines()
-        .find(|l| l.starts_with(&format!("| {query} |")))
-        .unwrap_or_else(|| panic!("{query}: no result row"))
-        .to_string()
+        .find_map(|l| l.strip_prefix("OUTCOME "))
+        .unwrap_or_else(|| panic!("{}: no outcome", job.query));
+    serde_json::from_str(line).unwrap()
 }
 
-fn row_line(r: &Row) -> String {
-    format!(
-        "| {} | {:.2} | {:.0} | {:.0} | {} | {} |",
-        r.query, r.seconds, r.events_per_s, r.peak_rss_mib, r.view_rows, r.checked
-    )
+fn input_name(input: &Input) -> &'static str {
+    match input {
+        Input::Generator => "generator",
+        Input::File(_) => "file",
+        Input::Kafka(_) => "kafka",
+    }
 }
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let o = options();
-    if o.child {
-        for (name, query, share) in QUERIES
-            .iter()
-            .filter(|q| o.queries.iter().any(|n| n == q.0))
-        {
-            println!("{}", row_line(&run(name, query, *share, o.events).await));
-        }
+    if let Some(job) = &o.child {
+        let job: Job = serde_json::from_str(job).unwrap();
+        let query = QUERIES.iter().find(|q| q.name == job.query).unwrap();
+        let outcome = run::run(query, &job).await;
+        println!("OUTCOME {}", serde_json::to_string(&outcome).unwrap());
         return;
     }
-    let mut table = format!(
-        "Nexmark views over the built-in generator, {} events, {} cores.\n\n\
-         | query | seconds | events/s | peak RSS (MiB) | view rows | check |\n\
-         |---|---:|---:|---:|---:|---|\n",
-        o.events,
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    );
-    for (name, _, _) in QUERIES
+    let started = Instant::now();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let queries: Vec<&str> = QUERIES
         .iter()
-        .filter(|q| o.queries.iter().any(|n| n == q.0))
-    {
-        eprintln!("{name}: {} events", o.events);
-        let line = run_in_child(name, o.events);
-        eprintln!("{line}");
-        let _ = writeln!(table, "{line}");
+        .map(|q| q.name)
+        .filter(|n| o.queries.iter().any(|q| q == n))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    eprintln!(
+        "writing {} events as NDJSON and Parquet to {}",
+        o.events,
+        dir.path().display()
+    );
+    data::write_files(dir.path(), o.events, BASE_TIME_MS);
+    let mut report = Report::new(o.events, cores);
+
+    let mut inputs = Vec::new();
+    for name in &o.inputs {
+        match name.as_str() {
+            "generator" => inputs.push(Input::Generator),
+            "file" => inputs.push(Input::File(dir.path().display().to_string())),
+            "kafka" => {}
+            other => panic!("unknown input {other} (generator, file, kafka)"),
+        }
     }
-    println!("{table}");
+    // Kafka: a broker on memory:// (raw throughput only), the topics, the raw ceiling.
+    let broker = o.inputs.iter().any(|i| i == "kafka").then(|| {
+        let broker = harness::Broker::start_with_storage("memory://");
+        eprintln!("producing the events to Kafka");
+        let messages = data::produce_topics(&broker, dir.path());
+        let topics: Vec<(&str, u64)> = queries::RELATIONS
+            .iter()
+            .map(|(r, _)| (*r, data::parts(r)))
+            .collect();
+        let rate = references::raw_consume(&broker.bootstrap(), &topics, messages);
+        eprintln!("  raw rdkafka consume: {rate:.0} msg/s");
+        report.raw_consume = Some(rate);
+        inputs.push(Input::Kafka(broker.bootstrap()));
+        broker
+    });
+
+    for input in &inputs {
+        for name in &queries {
+            eprintln!(
+                "weir {name} over the {}: {} events",
+                input_name(input),
+                o.events
+            );
+            let job = Job {
+                query: name.to_string(),
+                events: o.events,
+                base_time_ms: BASE_TIME_MS,
+                input: input.clone(),
+                latency_rate: None,
+                latency_secs: o.latency_secs,
+                check: matches!(input, Input::Generator) && o.events <= CHECKED_UP_TO,
+            };
+            let outcome = in_child(&job);
+            match &outcome.error {
+                Some(e) => eprintln!("  not supported: {e}"),
+                None => eprintln!(
+                    "  {:.2} s, {:.0} events/s, peak RSS {:.0} MiB, {} rows",
+                    outcome.seconds,
+                    o.events as f64 / outcome.seconds,
+                    outcome.peak_rss_mib,
+                    outcome.view_rows
+                ),
+            }
+            report.weir.push(WeirRow {
+                query: name.to_string(),
+                input: input_name(input),
+                outcome,
+            });
+        }
+    }
+    drop(broker);
+
+    // Latency at half the generator's maximum rate.
+    for name in &queries {
+        let Some(max) = report.events_per_s(name, "generator") else {
+            continue;
+        };
+        let rate = max / 2.0;
+        eprintln!(
+            "weir {name} at {rate:.0} events/s: latency over {} s",
+            o.latency_secs
+        );
+        let job = Job {
+            query: name.to_string(),
+            events: o.events,
+            base_time_ms: BASE_TIME_MS,
+            input: Input::Generator,
+            latency_rate: Some(rate),
+            latency_secs: o.latency_secs,
+            check: false,
+        };
+        let outcome = in_child(&job);
+        if let Some((p50, p99, n)) = outcome.latency_ms {
+            eprintln!("  p50 {p50:.0} ms, p99 {p99:.0} ms over {n} changes");
+        }
+        report
+            .latency
+            .insert(name.to_string(), (rate, outcome.latency_ms));
+    }
+
+    eprintln!("references: DataFusion batch");
+    report.datafusion = references::datafusion(dir.path(), &queries, cores).await;
+    eprintln!("references: DuckDB batch");
+    report.duckdb = references::duckdb(dir.path(), &queries, cores);
+    report.checked = o.events <= CHECKED_UP_TO;
+    report.seconds = started.elapsed().as_secs_f64();
+
+    let markdown = report.markdown();
+    println!("{markdown}");
+    let mismatches = report.mismatches();
+    assert!(
+        mismatches.is_empty(),
+        "views differ from DataFusion: {mismatches:?}"
+    );
     if let Some(path) = o.out {
-        std::fs::write(&path, &table).unwrap();
-        eprintln!("wrote {path}");
+        let svg_path = std::path::Path::new(&path).with_extension("svg");
+        std::fs::write(&svg_path, report.svg()).unwrap();
+        let svg_name = svg_path.file_name().unwrap().to_string_lossy();
+        std::fs::write(
+            &path,
+            format!("{markdown}\n![events per second]({svg_name})\n"),
+        )
+        .unwrap();
+        eprintln!("wrote {path} and {}", svg_path.display());
     }
 }

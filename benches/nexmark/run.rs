@@ -1,0 +1,219 @@
+//! One query maintained by weir, in a child process of the benchmark (so that its peak RSS
+//! is its own): over the generator, the NDJSON files or the Kafka topics, or at a fixed rate
+//! with the latency of its changes measured through SUBSCRIBE.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::harness::{TestServer, await_view_equals, sorted_rows};
+use crate::queries::{Query, RELATIONS, column_list};
+
+/// Where a run reads its events.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Input {
+    /// The built-in generator, in-process.
+    Generator,
+    /// The NDJSON files in this directory, through the `file` source.
+    File(String),
+    /// The topics on this Kafka bootstrap server.
+    Kafka(String),
+}
+
+/// What the parent asks a child to do.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Job {
+    pub query: String,
+    pub events: u64,
+    pub base_time_ms: u64,
+    pub input: Input,
+    /// Events per second to pace the generator to, for a latency run.
+    pub latency_rate: Option<f64>,
+    /// Seconds a latency run listens.
+    pub latency_secs: u64,
+    /// Compare the view with the same query run as a batch by weir.
+    pub check: bool,
+}
+
+/// Latency percentiles in ms (p50, p99) and the number of changes they are over.
+pub type Latency = (f64, f64, u64);
+
+/// A child's answer.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Outcome {
+    /// Why the query did not run (e.g. refused by the planner).
+    pub error: Option<String>,
+    pub seconds: f64,
+    pub peak_rss_mib: f64,
+    pub view_rows: u64,
+    /// Equal to weir's batch answer (only when asked to check).
+    pub checked: bool,
+    pub latency_ms: Option<Latency>,
+}
+
+/// Peak resident memory of this process in KiB since the last reset.
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn reset_peak_rss() {
+    // "5" resets VmHWM to the current RSS (Linux).
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// CREATE SOURCE for each Nexmark relation, reading from `job.input`.
+fn source_ddl(job: &Job) -> Vec<String> {
+    let watermark = "WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND";
+    RELATIONS
+        .iter()
+        .map(|(relation, columns)| {
+            let columns = column_list(columns);
+            let with = match &job.input {
+                Input::Generator => {
+                    let amount = match job.latency_rate {
+                        Some(rate) => format!("nexmark.min.event.gap.in.ns = '{}'", (1e9 / rate) as u64),
+                        None => format!("nexmark.event.num = '{}'", job.events),
+                    };
+                    format!(
+                        "WITH (connector = 'nexmark', nexmark.table.type = '{relation}', {amount}, \
+                         nexmark.base.time = '{}')",
+                        job.base_time_ms
+                    )
+                }
+                Input::File(dir) => format!(
+                    "WITH (connector = 'file', path = '{dir}/{relation}-*.ndjson') FORMAT PLAIN ENCODE JSON"
+                ),
+                Input::Kafka(bootstrap) => format!(
+                    "WITH (connector = 'kafka', topic = '{relation}', properties.bootstrap.server = '{bootstrap}') \
+                     FORMAT PLAIN ENCODE JSON"
+                ),
+            };
+            format!("CREATE SOURCE {relation} ({columns}, {watermark}) {with}")
+        })
+        .collect()
+}
+
+pub async fn run(query: &Query, job: &Job) -> Outcome {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    for ddl in source_ddl(job) {
+        client.batch_execute(&ddl).await.unwrap();
+    }
+    reset_peak_rss();
+    let start = Instant::now();
+    if let Err(e) = client
+        .batch_execute(&format!("CREATE MATERIALIZED VIEW v AS {}", query.sql))
+        .await
+    {
+        let why = e
+            .as_db_error()
+            .map_or(e.to_string(), |d| d.message().to_string());
+        return Outcome {
+            error: Some(why),
+            ..Outcome::default()
+        };
+    }
+    if job.latency_rate.is_some() {
+        let latency = latency(&client, job.latency_secs).await;
+        return Outcome {
+            latency_ms: latency,
+            ..Outcome::default()
+        };
+    }
+    let expected = job.events / 50 * query.share + (job.events % 50).min(query.share);
+    let mut last_report = Instant::now();
+    loop {
+        let delivered: i64 = client
+            .query_one(
+                "SELECT CAST(coalesce(sum(rows), 0) AS BIGINT) FROM weir_catalog.source_progress",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if delivered as u64 >= expected {
+            break;
+        }
+        if last_report.elapsed() > Duration::from_secs(2) {
+            eprintln!(
+                "    {}: {delivered} / {expected} rows in ({:.0} rows/s)",
+                query.name,
+                delivered as f64 / start.elapsed().as_secs_f64()
+            );
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    client.batch_execute("FLUSH").await.unwrap();
+    let seconds = start.elapsed().as_secs_f64();
+    let peak = peak_rss_kib();
+    let view_rows = sorted_rows(&client, "SELECT count(*) FROM v")
+        .await
+        .join("");
+    if job.check {
+        await_view_equals(&client, "v", query.sql, Duration::from_secs(120)).await;
+    }
+    Outcome {
+        error: None,
+        seconds,
+        peak_rss_mib: peak as f64 / 1024.0,
+        view_rows: view_rows.parse().unwrap_or(0),
+        checked: job.check,
+        latency_ms: None,
+    }
+}
+
+/// Listens to the view's changes for `secs` seconds (after a second of warm-up) and returns
+/// the p50 and p99 of (arrival at the client − the commit's `weir_ts`), and their count.
+/// `weir_ts` is the wall time at which the epoch's barrier entered the sources, so this is
+/// the time from an epoch's last input to its changes reaching a client.
+async fn latency(client: &tokio_postgres::Client, secs: u64) -> Option<Latency> {
+    let stream = client
+        .copy_out("COPY (SUBSCRIBE TO v WITH (snapshot = false)) TO STDOUT")
+        .await
+        .unwrap();
+    let mut stream = std::pin::pin!(stream);
+    let start = Instant::now();
+    let warm_up = Duration::from_secs(1);
+    let until = warm_up + Duration::from_secs(secs);
+    let mut samples = Vec::new();
+    let mut pending = Vec::new();
+    while start.elapsed() < until {
+        let Ok(Some(chunk)) = tokio::time::timeout(until - start.elapsed(), stream.next()).await
+        else {
+            break;
+        };
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+            * 1000.0;
+        pending.extend_from_slice(&chunk.unwrap());
+        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            let ts = String::from_utf8_lossy(&line)
+                .split('\t')
+                .next()
+                .and_then(|t| t.parse::<f64>().ok());
+            if let Some(ts) = ts
+                && start.elapsed() > warm_up
+            {
+                samples.push(now_ms - ts);
+            }
+        }
+    }
+    if samples.is_empty() {
+        return None;
+    }
+    samples.sort_by(f64::total_cmp);
+    let at = |p: f64| samples[((samples.len() - 1) as f64 * p).round() as usize];
+    Some((at(0.5), at(0.99), samples.len() as u64))
+}
