@@ -206,8 +206,8 @@ async fn main() {
             check: false,
         };
         let outcome = in_child(&job);
-        if let Some((p50, p99, n)) = outcome.latency_ms {
-            eprintln!("  p50 {p50:.0} ms, p99 {p99:.0} ms over {n} changes");
+        if let Some((p50, p99, n, stopped)) = &outcome.latency_ms {
+            eprintln!("  p50 {p50:.0} ms, p99 {p99:.0} ms over {n} changes {stopped:?}");
         }
         report
             .latency

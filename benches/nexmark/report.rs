@@ -239,15 +239,25 @@ impl Report {
              generator rate for the query; a client SUBSCRIBEs to the view and measures, per \
              change, arrival − `weir_ts` (the wall time at which the epoch's barrier entered the \
              sources, every 100 ms). An input row waits up to one barrier interval before that.\n\n\
-             | query | rate (events/s) | p50 (ms) | p99 (ms) | changes |\n|---|---:|---:|---:|---:|"
+             | query | rate (events/s) | p50 (ms) | p99 (ms) | changes | note |\n|---|---:|---:|---:|---:|---|"
         );
         for q in self.queries() {
             if let Some((rate, lat)) = self.latency.get(&q) {
-                let (p50, p99, n) = lat
-                    .map_or(("-".into(), "-".into(), "0".into()), |(a, b, n)| {
-                        (format!("{a:.0}"), format!("{b:.0}"), n.to_string())
-                    });
-                let _ = writeln!(s, "| {q} | {rate:.0} | {p50} | {p99} | {n} |");
+                let (p50, p99, n, note) = lat.as_ref().map_or(
+                    (
+                        "-".into(),
+                        "-".into(),
+                        "0".into(),
+                        "no change in the window".into(),
+                    ),
+                    |(a, b, n, why)| {
+                        let note = why
+                            .as_ref()
+                            .map_or(String::new(), |w| format!("stopped: {w}"));
+                        (format!("{a:.0}"), format!("{b:.0}"), n.to_string(), note)
+                    },
+                );
+                let _ = writeln!(s, "| {q} | {rate:.0} | {p50} | {p99} | {n} | {note} |");
             }
         }
         s.push_str(&self.targets());
@@ -299,7 +309,7 @@ impl Report {
             );
         }
         for q in self.queries() {
-            if let Some((_, Some((_, p99, _)))) = self.latency.get(&q) {
+            if let Some((_, Some((_, p99, _, _)))) = self.latency.get(&q) {
                 row(
                     format!("{q} p99 latency < 100 ms"),
                     format!("{p99:.0} ms"),

@@ -36,8 +36,9 @@ pub struct Job {
     pub check: bool,
 }
 
-/// Latency percentiles in ms (p50, p99) and the number of changes they are over.
-pub type Latency = (f64, f64, u64);
+/// Latency percentiles in ms (p50, p99), the number of changes they are over, and why
+/// listening stopped early (e.g. the server dropped a client that fell behind).
+pub type Latency = (f64, f64, u64, Option<String>);
 
 /// A child's answer.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -174,7 +175,8 @@ pub async fn run(query: &Query, job: &Job) -> Outcome {
 /// Listens to the view's changes for `secs` seconds (after a second of warm-up) and returns
 /// the p50 and p99 of (arrival at the client − the commit's `weir_ts`), and their count.
 /// `weir_ts` is the wall time at which the epoch's barrier entered the sources, so this is
-/// the time from an epoch's last input to its changes reaching a client.
+/// the time from an epoch's last input to its changes reaching a client. A client that
+/// cannot keep up is disconnected by the server: then the samples up to that point.
 async fn latency(client: &tokio_postgres::Client, secs: u64) -> Option<Latency> {
     let stream = client
         .copy_out("COPY (SUBSCRIBE TO v WITH (snapshot = false)) TO STDOUT")
@@ -186,17 +188,25 @@ async fn latency(client: &tokio_postgres::Client, secs: u64) -> Option<Latency> 
     let until = warm_up + Duration::from_secs(secs);
     let mut samples = Vec::new();
     let mut pending = Vec::new();
+    let mut stopped = None;
     while start.elapsed() < until {
-        let Ok(Some(chunk)) = tokio::time::timeout(until - start.elapsed(), stream.next()).await
-        else {
-            break;
+        let chunk = match tokio::time::timeout(until - start.elapsed(), stream.next()).await {
+            Ok(Some(Ok(chunk))) => chunk,
+            Ok(Some(Err(e))) => {
+                let why = e
+                    .as_db_error()
+                    .map_or(e.to_string(), |d| d.message().to_string());
+                stopped = Some(why);
+                break;
+            }
+            _ => break,
         };
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs_f64()
             * 1000.0;
-        pending.extend_from_slice(&chunk.unwrap());
+        pending.extend_from_slice(&chunk);
         while let Some(end) = pending.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = pending.drain(..=end).collect();
             let ts = String::from_utf8_lossy(&line)
@@ -215,5 +225,5 @@ async fn latency(client: &tokio_postgres::Client, secs: u64) -> Option<Latency> 
     }
     samples.sort_by(f64::total_cmp);
     let at = |p: f64| samples[((samples.len() - 1) as f64 * p).round() as usize];
-    Some((at(0.5), at(0.99), samples.len() as u64))
+    Some((at(0.5), at(0.99), samples.len() as u64, stopped))
 }

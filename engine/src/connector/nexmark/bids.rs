@@ -89,7 +89,7 @@ pub(super) fn bid_event_number(index: u64) -> usize {
 /// Event time (ms) of event `n`: one event every 100 µs from `base_time`, computed in f32
 /// as the reference does (its rounding included).
 pub(super) fn event_time_ms(base_time: u64, n: usize) -> u64 {
-    let delay = 1_000_000usize as f32 / 10_000usize as f32;
+    let delay = 1_000_000_f32 / 10_000_f32;
     base_time + ((n as f32 * delay) / 1000.0).round() as u64
 }
 
@@ -107,10 +107,9 @@ fn last_auction_id(n: usize) -> usize {
     epoch * AUCTION_PROPORTION + offset
 }
 
+/// One person per 50 events, the first: the last person id is the epoch.
 fn last_person_id(n: usize) -> usize {
-    let epoch = n / PROPORTION_DENOMINATOR;
-    let offset = (n % PROPORTION_DENOMINATOR).min(PERSON_PROPORTION - 1);
-    epoch * PERSON_PROPORTION + offset
+    n / PROPORTION_DENOMINATOR * PERSON_PROPORTION
 }
 
 /// The bid columns under construction.
