@@ -1,7 +1,6 @@
 //! `ChangeBatch`: a batch of rows, each with a signed weight (+n inserts, -n retracts) in a
 //! trailing `__weight` Int64 column: the Z-set delta every dataflow edge carries (DBSP).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, UInt32Array};
@@ -9,7 +8,7 @@ use arrow::compute::take;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 
-use crate::{EngineError, Result, WEIGHT_COLUMN};
+use crate::{EngineError, HashMap, Result, WEIGHT_COLUMN};
 
 /// Rows with multiplicities. An update is a (-1 old, +1 new) pair.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,7 +95,8 @@ impl ChangeBatch {
             .collect();
         let rows = RowConverter::new(fields)?.convert_columns(data.columns())?;
         let weights = self.weights();
-        let mut sums: HashMap<&[u8], (u32, i64)> = HashMap::with_capacity(rows.num_rows());
+        let mut sums: HashMap<&[u8], (u32, i64)> =
+            HashMap::with_capacity_and_hasher(rows.num_rows(), Default::default());
         let mut order = Vec::new();
         for i in 0..rows.num_rows() {
             let entry = sums.entry(rows.row(i).data()).or_insert_with(|| {

@@ -6,7 +6,7 @@
 //! aggregate (no GROUP BY) always has its one row. Windowed groups close at the watermark:
 //! their state is freed, and under EMIT ON WINDOW CLOSE their final row is emitted then.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, Int8Array, Int64Array, RecordBatch, UInt32Array};
@@ -20,7 +20,7 @@ use datafusion_physical_expr::expressions::Column;
 
 use crate::message::{Barrier, Watermark};
 use crate::operator::{Emitter, Operator};
-use crate::{ChangeBatch, EngineError, Result};
+use crate::{ChangeBatch, EngineError, HashMap, Result};
 
 /// Aggregates whose sliding accumulators retract in any order (sums and counts of moments).
 const RETRACTABLE: &[&str] = &[
@@ -104,10 +104,12 @@ pub struct HashAggregate {
     /// Output data columns: group keys, then aggregates.
     schema: SchemaRef,
     keys: RowConverter,
-    groups: HashMap<OwnedRow, Group>,
+    /// Groups by their key's row encoding (looked up by the encoded bytes: no allocation
+    /// per input row).
+    groups: HashMap<Box<[u8]>, Group>,
     close: Option<WindowClose>,
     /// Open groups by the event time at which they close.
-    closing: BTreeMap<i64, Vec<OwnedRow>>,
+    closing: BTreeMap<i64, Vec<Box<[u8]>>>,
 }
 
 impl HashAggregate {
@@ -153,7 +155,7 @@ impl HashAggregate {
             aggregates: aggs,
             schema,
             keys: RowConverter::new(key_fields)?,
-            groups: HashMap::new(),
+            groups: HashMap::default(),
             close: None,
             closing: BTreeMap::new(),
         })
@@ -189,7 +191,7 @@ impl HashAggregate {
         self.close.is_some_and(|c| c.emit_on_close)
     }
 
-    fn new_group(&mut self, k: &OwnedRow, key: Vec<ScalarValue>) -> Result<()> {
+    fn new_group(&mut self, k: &[u8], key: Vec<ScalarValue>) -> Result<()> {
         let states = self
             .aggregates
             .iter()
@@ -220,10 +222,10 @@ impl HashAggregate {
             self.closing
                 .entry(t.saturating_add(c.offset_ns))
                 .or_default()
-                .push(k.clone());
+                .push(k.into());
         }
         self.groups.insert(
-            k.clone(),
+            k.into(),
             Group {
                 key,
                 states,
@@ -254,15 +256,25 @@ impl HashAggregate {
 
     /// The group's output row now (None once it holds no rows, unless global).
     fn evaluate(&self, g: &mut Group) -> Result<Option<Vec<ScalarValue>>> {
-        if g.rows <= 0 && !self.is_global() {
-            return Ok(None);
-        }
-        let mut row = g.key.clone();
-        for (a, state) in self.aggregates.iter().zip(g.states.iter_mut()) {
-            row.push(evaluate_state(a, state)?);
-        }
-        Ok(Some(row))
+        evaluate_group(&self.aggregates, self.is_global(), g)
     }
+}
+
+/// A group's output row now (None once it holds no rows, unless the aggregate is global).
+fn evaluate_group(
+    aggregates: &[Aggregate],
+    global: bool,
+    g: &mut Group,
+) -> Result<Option<Vec<ScalarValue>>> {
+    if g.rows <= 0 && !global {
+        return Ok(None);
+    }
+    let mut row = Vec::with_capacity(g.key.len() + aggregates.len());
+    row.extend(g.key.iter().cloned());
+    for (a, state) in aggregates.iter().zip(g.states.iter_mut()) {
+        row.push(evaluate_state(a, state)?);
+    }
+    Ok(Some(row))
 }
 
 fn evaluate_state(a: &Aggregate, state: &mut State) -> Result<ScalarValue> {
@@ -432,26 +444,25 @@ impl Operator for HashAggregate {
                 a.args = Some(RowConverter::new(fields)?);
             }
         }
-        // Rows of this batch by group, in first-seen order.
-        let mut order: Vec<OwnedRow> = Vec::new();
-        let mut by_group: HashMap<OwnedRow, Vec<u32>> = HashMap::new();
+        // Rows of this batch by group (by the key's encoded bytes), in first-seen order.
+        let mut by_group: HashMap<&[u8], usize> = HashMap::default();
+        let mut batch_groups: Vec<(&[u8], Vec<u32>)> = Vec::new();
         for i in 0..data.num_rows() {
-            let k = key_rows.row(i).owned();
-            by_group
-                .entry(k.clone())
-                .or_insert_with(|| {
-                    order.push(k);
-                    Vec::new()
-                })
-                .push(i as u32);
+            let k = key_rows.row(i).data();
+            let at = *by_group.entry(k).or_insert_with(|| {
+                batch_groups.push((k, Vec::new()));
+                batch_groups.len() - 1
+            });
+            batch_groups[at].1.push(i as u32);
         }
         let weights = batch.weights();
+        let global = self.is_global();
+        let emit_on_close = self.emit_on_close();
         let mut changes = Vec::new();
-        for k in order {
-            let indices = &by_group[&k];
-            if !self.groups.contains_key(&k) {
+        for (k, indices) in batch_groups {
+            if !self.groups.contains_key(k) {
                 let first = indices[0] as usize;
-                let key = if self.is_global() {
+                let key = if global {
                     Vec::new()
                 } else {
                     key_arrays
@@ -459,18 +470,18 @@ impl Operator for HashAggregate {
                         .map(|a| ScalarValue::try_from_array(a, first).map_err(EngineError::from))
                         .collect::<Result<_>>()?
                 };
-                self.new_group(&k, key)?;
+                self.new_group(k, key)?;
             }
-            let mut g = self.groups.remove(&k).expect("invariant: inserted above");
+            let g = self.groups.get_mut(k).expect("invariant: inserted above");
             for ((a, state), args) in self.aggregates.iter().zip(&mut g.states).zip(&args) {
-                update_state(a, state, args, indices, weights)?;
+                update_state(a, state, args, &indices, weights)?;
             }
             g.rows += indices
                 .iter()
                 .map(|&i| weights.value(i as usize))
                 .sum::<i64>();
-            if !self.emit_on_close() {
-                let new = self.evaluate(&mut g)?;
+            if !emit_on_close {
+                let new = evaluate_group(&self.aggregates, global, g)?;
                 if new != g.emitted {
                     if let Some(old) = g.emitted.take() {
                         changes.push((old, -1));
@@ -481,8 +492,8 @@ impl Operator for HashAggregate {
                     g.emitted = new;
                 }
             }
-            if g.rows != 0 || self.is_global() {
-                self.groups.insert(k, g);
+            if g.rows == 0 && !global {
+                self.groups.remove(k);
             }
         }
         out.emit(self.output(changes)?);
@@ -515,7 +526,7 @@ impl Operator for HashAggregate {
             let k = self
                 .keys
                 .convert_columns(&[Arc::new(Int8Array::from(vec![0])) as ArrayRef])?;
-            let k = k.row(0).owned();
+            let k: Box<[u8]> = k.row(0).data().into();
             self.new_group(&k, Vec::new())?;
             let mut g = self.groups.remove(&k).expect("invariant: inserted above");
             let row = self.evaluate(&mut g)?;

@@ -6,7 +6,7 @@
 //! keys (`with_condition`), a match is a pair of equal keys that also satisfies it, and each
 //! stored row counts its matches, so outer, semi and anti joins flip row by row.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -19,7 +19,7 @@ use datafusion_physical_expr::PhysicalExpr;
 use crate::message::{Barrier, Watermark};
 use crate::operator::time_window::EventClock;
 use crate::operator::{Emitter, Operator, timestamps_ns};
-use crate::{ChangeBatch, EngineError, Result, row_converter};
+use crate::{ChangeBatch, EngineError, HashMap, Result, row_converter};
 
 /// What a join emits. Sides are 0 (left) and 1 (right).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,7 +156,7 @@ impl HashJoin {
             ],
             widths: [inputs[0].fields().len(), inputs[1].fields().len()],
             schema,
-            state: [HashMap::new(), HashMap::new()],
+            state: [HashMap::default(), HashMap::default()],
             nulls_equal,
             condition: None,
             lookup: false,

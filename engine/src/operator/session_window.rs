@@ -3,7 +3,7 @@
 //! splits a key's sessions, the rows of its old sessions are retracted and re-emitted with
 //! the new bounds. Sessions the watermark has passed are final: their rows are freed.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
@@ -14,7 +14,7 @@ use arrow::row::{OwnedRow, RowConverter, SortField};
 use crate::message::Watermark;
 use crate::operator::time_window::{EventClock, ns_to};
 use crate::operator::{Emitter, Operator, timestamps_ns};
-use crate::{ChangeBatch, EngineError, Result, row_converter};
+use crate::{ChangeBatch, EngineError, HashMap, Result, row_converter};
 
 /// One key's open rows, by event time, and the sessions they form (sorted, disjoint).
 #[derive(Default)]
@@ -71,7 +71,7 @@ impl SessionWindow {
             time_column,
             gap,
             schema: Arc::new(Schema::new(fields)),
-            state: HashMap::new(),
+            state: HashMap::default(),
             closing: BTreeMap::new(),
             clock: EventClock::default(),
             late_rows: Arc::new(AtomicU64::new(0)),
@@ -206,7 +206,7 @@ impl Operator for SessionWindow {
         };
         let keys = self.keys.convert_columns(&key_columns)?;
         let rows = self.rows.convert_columns(data.columns())?;
-        let mut deltas: HashMap<OwnedRow, Vec<(i64, OwnedRow, i64)>> = HashMap::new();
+        let mut deltas: HashMap<OwnedRow, Vec<(i64, OwnedRow, i64)>> = HashMap::default();
         for (i, t) in self.clock.on_time(&times, &self.late_rows) {
             deltas.entry(keys.row(i).owned()).or_default().push((
                 t,

@@ -4,7 +4,7 @@
 //! group's old and new top rows. Over insert-only input rows that fall out of the top
 //! can never come back, so only the top is kept.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Int8Array, RecordBatch, UInt64Array};
@@ -14,7 +14,7 @@ use arrow::row::{OwnedRow, RowConverter, SortField};
 use datafusion_physical_expr::PhysicalExpr;
 
 use crate::operator::{Emitter, Operator};
-use crate::{ChangeBatch, EngineError, Result, row_converter};
+use crate::{ChangeBatch, EngineError, HashMap, Result, row_converter};
 
 /// One sort key: an expression and its direction.
 pub struct SortKey {
@@ -92,7 +92,7 @@ impl TopN {
             keys,
             sort,
             rows,
-            groups: HashMap::new(),
+            groups: HashMap::default(),
             append_only: false,
             bytes: 0,
         })
@@ -341,7 +341,7 @@ mod tests {
                 by_group.entry(r.0).or_default().push(*r);
             }
         }
-        let mut out = HashMap::new();
+        let mut out = HashMap::default();
         for (_, mut group) in by_group {
             group.sort_by_key(|r| (Reverse(r.1), *r));
             for (i, r) in group
@@ -398,8 +398,8 @@ mod tests {
         steps: Vec<Vec<(Row, i64)>>,
     ) -> std::result::Result<(), TestCaseError> {
         let mut op = top_n(limit, rank, append_only);
-        let mut rows: HashMap<Row, i64> = HashMap::new();
-        let mut output = HashMap::new();
+        let mut rows: HashMap<Row, i64> = HashMap::default();
+        let mut output = HashMap::default();
         let mut out = Emitter::default();
         for step in steps {
             op.on_batch(0, batch(&step), &mut out).unwrap();
