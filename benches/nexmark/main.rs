@@ -27,6 +27,10 @@ use queries::QUERIES;
 use report::{Report, WeirRow};
 use run::{Input, Job, Outcome};
 
+// As the `weir` binary: the benchmark measures what users run.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Largest event count at which views are checked (against weir's batch answer over the
 /// generator, and against DataFusion's row counts over the files and topics).
 const CHECKED_UP_TO: u64 = 200_000;

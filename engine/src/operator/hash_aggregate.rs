@@ -236,31 +236,65 @@ impl HashAggregate {
         Ok(())
     }
 
+    /// Output rows from whole rows of scalars (group key, then aggregate values).
     fn output(&self, changes: Vec<(Vec<ScalarValue>, i64)>) -> Result<ChangeBatch> {
-        let n_cols = self.schema.fields().len();
-        let mut columns: Vec<ArrayRef> = Vec::with_capacity(n_cols + 1);
-        for c in 0..n_cols {
-            let values = changes.iter().map(|(row, _)| row[c].clone());
-            let array = if changes.is_empty() {
-                arrow::array::new_empty_array(self.schema.field(c).data_type())
-            } else {
-                ScalarValue::iter_to_array(values).map_err(EngineError::from)?
-            };
+        let n_keys = self.group_by.len();
+        let keys = (0..n_keys)
+            .map(|c| self.column_of(c, changes.iter().map(|(row, _)| &row[c])))
+            .collect::<Result<Vec<_>>>()?;
+        let values: Vec<(&[ScalarValue], i64)> = changes
+            .iter()
+            .map(|(row, w)| (&row[n_keys..], *w))
+            .collect();
+        self.output_keyed(keys, &values)
+    }
+
+    /// Output rows whose key columns are arrays (taken from the input batch) and whose
+    /// aggregate values are scalars.
+    fn output_keyed(
+        &self,
+        keys: Vec<ArrayRef>,
+        values: &[(&[ScalarValue], i64)],
+    ) -> Result<ChangeBatch> {
+        let n_keys = self.group_by.len();
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len() + 1);
+        for (c, key) in keys.into_iter().enumerate() {
             columns.push(arrow::compute::cast(
-                &array,
+                &key,
                 self.schema.field(c).data_type(),
             )?);
         }
-        ChangeBatch::from_columns(&self.schema, columns, changes.iter().map(|(_, w)| *w))
+        for a in 0..self.aggregates.len() {
+            columns.push(self.column_of(n_keys + a, values.iter().map(|(v, _)| &v[a]))?);
+        }
+        ChangeBatch::from_columns(&self.schema, columns, values.iter().map(|(_, w)| *w))
     }
 
-    /// The group's output row now (None once it holds no rows, unless global).
+    /// Output column `c` from scalars.
+    fn column_of<'s>(
+        &self,
+        c: usize,
+        values: impl ExactSizeIterator<Item = &'s ScalarValue>,
+    ) -> Result<ArrayRef> {
+        let ty = self.schema.field(c).data_type();
+        let array = if values.len() == 0 {
+            arrow::array::new_empty_array(ty)
+        } else {
+            ScalarValue::iter_to_array(values.cloned()).map_err(EngineError::from)?
+        };
+        Ok(arrow::compute::cast(&array, ty)?)
+    }
+
+    /// The group's output row now, key then aggregates (None once it holds no rows,
+    /// unless global).
     fn evaluate(&self, g: &mut Group) -> Result<Option<Vec<ScalarValue>>> {
-        evaluate_group(&self.aggregates, self.is_global(), g)
+        Ok(evaluate_group(&self.aggregates, self.is_global(), g)?
+            .map(|values| [g.key.as_slice(), &values].concat()))
     }
 }
 
-/// A group's output row now (None once it holds no rows, unless the aggregate is global).
+/// A group's aggregate values now (None once it holds no rows, unless the aggregate is
+/// global).
 fn evaluate_group(
     aggregates: &[Aggregate],
     global: bool,
@@ -269,12 +303,12 @@ fn evaluate_group(
     if g.rows <= 0 && !global {
         return Ok(None);
     }
-    let mut row = Vec::with_capacity(g.key.len() + aggregates.len());
-    row.extend(g.key.iter().cloned());
-    for (a, state) in aggregates.iter().zip(g.states.iter_mut()) {
-        row.push(evaluate_state(a, state)?);
-    }
-    Ok(Some(row))
+    aggregates
+        .iter()
+        .zip(g.states.iter_mut())
+        .map(|(a, state)| evaluate_state(a, state))
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
 }
 
 fn evaluate_state(a: &Aggregate, state: &mut State) -> Result<ScalarValue> {
@@ -323,27 +357,34 @@ fn evaluate(expr: &dyn PhysicalExpr, data: &RecordBatch) -> Result<ArrayRef> {
 }
 
 /// Row indexes repeated by their weights' magnitudes: (for inserts, for retractions).
-fn expand(indices: &[u32], weights: &Int64Array) -> (UInt32Array, UInt32Array) {
+fn expand(weights: &Int64Array) -> (UInt32Array, UInt32Array) {
     let (mut ins, mut del) = (Vec::new(), Vec::new());
-    for &i in indices {
-        let w = weights.value(i as usize);
+    for (i, &w) in weights.values().iter().enumerate() {
         let target = if w > 0 { &mut ins } else { &mut del };
-        target.extend(std::iter::repeat_n(i, w.unsigned_abs() as usize));
+        target.extend(std::iter::repeat_n(i as u32, w.unsigned_abs() as usize));
     }
     (UInt32Array::from(ins), UInt32Array::from(del))
 }
 
-/// Applies rows `indices` (with their weights) of `args` to one aggregate's state.
+/// Applies one group's rows (`args`, the aggregate's argument columns, and `weights`: this
+/// group's slice of the batch) to one aggregate's state.
 fn update_state(
     a: &Aggregate,
     state: &mut State,
     args: &[ArrayRef],
-    indices: &[u32],
     weights: &Int64Array,
 ) -> Result<()> {
     match state {
         State::Sliding(acc) => {
-            let (ins, del) = expand(indices, weights);
+            let w = weights.values();
+            // The common cases need no copy: all inserts, or all retractions, once each.
+            if w.iter().all(|&w| w == 1) {
+                return acc.update_batch(args).map_err(EngineError::from);
+            }
+            if w.iter().all(|&w| w == -1) {
+                return acc.retract_batch(args).map_err(EngineError::from);
+            }
+            let (ins, del) = expand(weights);
             if !ins.is_empty() {
                 let values = args
                     .iter()
@@ -364,18 +405,12 @@ fn update_state(
                 .args
                 .as_ref()
                 .expect("invariant: multiset kinds have args");
-            let idx = UInt32Array::from(indices.to_vec());
-            let taken = args
-                .iter()
-                .map(|c| take(c, &idx, None))
-                .collect::<Result<Vec<_>, _>>()?;
-            let rows = converter.convert_columns(&taken)?;
-            for (j, &i) in indices.iter().enumerate() {
+            let rows = converter.convert_columns(args)?;
+            for (j, &w) in weights.values().iter().enumerate() {
                 // Aggregates skip NULL inputs.
-                if taken.first().is_some_and(|c| c.is_null(j)) {
+                if args.first().is_some_and(|c| c.is_null(j)) {
                     continue;
                 }
-                let w = weights.value(i as usize);
                 let e = values.entry(rows.row(j).owned()).or_insert(0);
                 *e += w;
                 if *e == 0 {
@@ -455,11 +490,33 @@ impl Operator for HashAggregate {
             });
             batch_groups[at].1.push(i as u32);
         }
-        let weights = batch.weights();
+        // The batch's rows ordered by group (one take per column); each group is then a
+        // zero-copy slice.
+        let order = UInt32Array::from_iter_values(
+            batch_groups
+                .iter()
+                .flat_map(|(_, rows)| rows.iter().copied()),
+        );
+        let args = args
+            .iter()
+            .map(|cols| {
+                cols.iter()
+                    .map(|c| take(c, &order, None))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let weights = take(batch.weights(), &order, None)?;
+        let weights = weights
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .expect("invariant: weights are Int64");
         let global = self.is_global();
         let emit_on_close = self.emit_on_close();
         let mut changes = Vec::new();
+        let mut offset = 0;
         for (k, indices) in batch_groups {
+            let (start, len) = (offset, indices.len());
+            offset += len;
             if !self.groups.contains_key(k) {
                 let first = indices[0] as usize;
                 let key = if global {
@@ -473,21 +530,21 @@ impl Operator for HashAggregate {
                 self.new_group(k, key)?;
             }
             let g = self.groups.get_mut(k).expect("invariant: inserted above");
+            let group_weights = weights.slice(start, len);
             for ((a, state), args) in self.aggregates.iter().zip(&mut g.states).zip(&args) {
-                update_state(a, state, args, &indices, weights)?;
+                let group_args: Vec<ArrayRef> = args.iter().map(|c| c.slice(start, len)).collect();
+                update_state(a, state, &group_args, &group_weights)?;
             }
-            g.rows += indices
-                .iter()
-                .map(|&i| weights.value(i as usize))
-                .sum::<i64>();
+            g.rows += group_weights.values().iter().sum::<i64>();
             if !emit_on_close {
                 let new = evaluate_group(&self.aggregates, global, g)?;
                 if new != g.emitted {
+                    // The key comes from the group's first row in this batch.
                     if let Some(old) = g.emitted.take() {
-                        changes.push((old, -1));
+                        changes.push((indices[0], old, -1));
                     }
                     if let Some(new) = &new {
-                        changes.push((new.clone(), 1));
+                        changes.push((indices[0], new.clone(), 1));
                     }
                     g.emitted = new;
                 }
@@ -496,7 +553,18 @@ impl Operator for HashAggregate {
                 self.groups.remove(k);
             }
         }
-        out.emit(self.output(changes)?);
+        let at = UInt32Array::from_iter_values(changes.iter().map(|c| c.0));
+        let keys = if global {
+            Vec::new()
+        } else {
+            key_arrays
+                .iter()
+                .map(|k| take(k, &at, None))
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        let values: Vec<(&[ScalarValue], i64)> =
+            changes.iter().map(|(_, v, w)| (v.as_slice(), *w)).collect();
+        out.emit(self.output_keyed(keys, &values)?);
         Ok(())
     }
 
@@ -533,6 +601,7 @@ impl Operator for HashAggregate {
             if let Some(row) = &row {
                 out.emit(self.output(vec![(row.clone(), 1)])?);
             }
+            // A global group's key is empty: its row is its aggregate values.
             g.emitted = row;
             self.groups.insert(k, g);
         }

@@ -123,6 +123,44 @@ impl<'a> Lowering<'a> {
         Ok(node)
     }
 
+    /// Replaces the nullable columns of `schema` a window scan does not read (`read`, and
+    /// its time column) with NULLs, so that a window operator, which copies each row once
+    /// per window it falls in, does not copy them (HOP: five copies of every bid's URL).
+    fn null_unread(
+        &mut self,
+        input: NodeId,
+        schema: &Schema,
+        read: &[usize],
+        time_column: usize,
+    ) -> Result<NodeId> {
+        let unread = |i: usize, f: &datafusion::arrow::datatypes::Field| {
+            f.is_nullable() && i != time_column && !read.contains(&i)
+        };
+        if !schema
+            .fields()
+            .iter()
+            .enumerate()
+            .any(|(i, f)| unread(i, f))
+        {
+            return Ok(input);
+        }
+        let exprs = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| -> Result<Arc<dyn PhysicalExpr>> {
+                Ok(if unread(i, f) {
+                    let null = datafusion::common::ScalarValue::try_from(f.data_type())?;
+                    Arc::new(datafusion::physical_expr::expressions::Literal::new(null))
+                } else {
+                    column(f.name(), i)
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let op = FilterProject::new(None, exprs, Arc::new(schema.clone()));
+        self.add(Box::new(op), &[input])
+    }
+
     fn lower(&mut self, plan: &LogicalPlan) -> Result<Lowered> {
         match plan {
             LogicalPlan::TableScan(scan) => {
@@ -133,7 +171,7 @@ impl<'a> Lowering<'a> {
                 let any: &dyn std::any::Any = provider.as_ref();
                 let mut current = match any.downcast_ref::<WindowTable>() {
                     Some(w) => {
-                        let input = self.input(&w.relation, Arc::clone(&w.input))?;
+                        let mut input = self.input(&w.relation, Arc::clone(&w.input))?;
                         let schema = w.input.schema();
                         let mut windows = vec![None; schema.fields().len()];
                         // Groups by window_end close when the watermark reaches it; by
@@ -141,6 +179,10 @@ impl<'a> Lowering<'a> {
                         let (op, late, append_only): (Box<dyn Operator>, _, _) = match &w.windowing
                         {
                             Windowing::Fixed(kind) => {
+                                if let Some(read) = &scan.projection {
+                                    input =
+                                        self.null_unread(input, &schema, read, w.time_column)?;
+                                }
                                 let op = TimeWindow::try_new(&schema, w.time_column, *kind)?;
                                 windows.push(Some(kind.size()));
                                 let late = op.late_rows();
