@@ -2,7 +2,9 @@
 //! and files decoded into batches of the declared schema: NDJSON with malformed lines
 //! skipped and counted, CSV and Parquet (a file that cannot be read is skipped and counted).
 
-use std::path::PathBuf;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch, new_null_array};
@@ -31,60 +33,148 @@ pub enum FileFormat {
     Parquet,
 }
 
-/// Reads one file of `format` into batches of `schema`; `emit` gets each batch and returns
-/// false to stop early. A CSV or Parquet file that fails to read is counted as one error
-/// (the rows before the failure are kept).
-pub fn read_file(
-    path: &std::path::Path,
-    format: FileFormat,
+/// Batches read from one file as they are needed (a file is never held in memory whole):
+/// NDJSON a chunk of lines at a time with malformed lines skipped and counted, CSV and
+/// Parquet through arrow's readers (a file that fails to read counts as one error, and the
+/// rows before the failure are kept).
+pub struct FileCursor {
+    name: String,
     schema: SchemaRef,
-    max_batch: usize,
-    mut emit: impl FnMut(RecordBatch) -> bool,
-) -> Result<DecodeStats> {
-    let batches: Box<
-        dyn Iterator<Item = std::result::Result<RecordBatch, arrow::error::ArrowError>>,
-    > = match format {
-        FileFormat::Json => return read_ndjson(path, schema, max_batch, emit),
-        FileFormat::Csv { header, delimiter } => Box::new(
-            arrow::csv::ReaderBuilder::new(Arc::clone(&schema))
-                .with_header(header)
-                .with_delimiter(delimiter)
-                .with_batch_size(max_batch.max(1))
-                .build(std::fs::File::open(path)?)?,
-        ),
-        FileFormat::Parquet => Box::new(
-            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-                std::fs::File::open(path)?,
-            )
-            .map_err(|e| EngineError::Config(format!("{}: {e}", path.display())))?
-            .with_batch_size(max_batch.max(1))
-            .build()
-            .map_err(|e| EngineError::Config(format!("{}: {e}", path.display())))?,
-        ),
-    };
-    let mut stats = DecodeStats {
-        bytes: std::fs::metadata(path).map_or(0, |m| m.len()),
-        ..DecodeStats::default()
-    };
-    for batch in batches {
-        let batch = batch.and_then(|b| conform(&b, &schema));
-        match batch {
-            Ok(b) => {
-                stats.rows += b.num_rows() as u64;
-                if !emit(b) {
-                    break;
-                }
-            }
-            Err(e) => {
-                stats.errors += 1;
-                let error = format!("{}: {e}", path.display());
-                stats.first_error.get_or_insert_with(|| error.clone());
-                stats.last_error = Some(error);
-                break;
-            }
+    source: CursorSource,
+    stats: DecodeStats,
+    done: bool,
+}
+
+type Batches =
+    Box<dyn Iterator<Item = std::result::Result<RecordBatch, arrow::error::ArrowError>> + Send>;
+
+enum CursorSource {
+    Json {
+        reader: BufReader<File>,
+        decoder: JsonDecoder,
+        line_no: usize,
+        max_batch: usize,
+    },
+    Batches(Batches),
+}
+
+impl FileCursor {
+    pub fn open(
+        path: &Path,
+        format: FileFormat,
+        schema: SchemaRef,
+        max_batch: usize,
+    ) -> Result<Self> {
+        let max_batch = max_batch.max(1);
+        let file = File::open(path)?;
+        let bytes = file.metadata().map_or(0, |m| m.len());
+        let source = match format {
+            FileFormat::Json => CursorSource::Json {
+                reader: BufReader::with_capacity(1 << 20, file),
+                decoder: JsonDecoder::new(Arc::clone(&schema)),
+                line_no: 0,
+                max_batch,
+            },
+            FileFormat::Csv { header, delimiter } => CursorSource::Batches(Box::new(
+                arrow::csv::ReaderBuilder::new(Arc::clone(&schema))
+                    .with_header(header)
+                    .with_delimiter(delimiter)
+                    .with_batch_size(max_batch)
+                    .build(file)?,
+            )),
+            FileFormat::Parquet => CursorSource::Batches(Box::new(
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                    .map_err(|e| EngineError::Config(format!("{}: {e}", path.display())))?
+                    .with_batch_size(max_batch)
+                    .build()
+                    .map_err(|e| EngineError::Config(format!("{}: {e}", path.display())))?,
+            )),
+        };
+        let stats = match source {
+            // The JSON decoder counts the bytes of the lines it sees.
+            CursorSource::Json { .. } => DecodeStats::default(),
+            CursorSource::Batches(_) => DecodeStats {
+                bytes,
+                ..DecodeStats::default()
+            },
+        };
+        Ok(Self {
+            name: path.display().to_string(),
+            schema,
+            source,
+            stats,
+            done: false,
+        })
+    }
+
+    /// What was read and skipped so far.
+    pub fn stats(&self) -> DecodeStats {
+        match &self.source {
+            CursorSource::Json { decoder, .. } => decoder.stats().clone(),
+            CursorSource::Batches(_) => self.stats.clone(),
         }
     }
-    Ok(stats)
+
+    /// The next batch; None at the end of the file (or after a read error).
+    pub fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
+        if self.done {
+            return Ok(None);
+        }
+        match &mut self.source {
+            CursorSource::Json {
+                reader,
+                decoder,
+                line_no,
+                max_batch,
+            } => loop {
+                // Up to max_batch non-blank lines, in one buffer.
+                let (mut buf, mut ends, mut numbers) = (Vec::new(), Vec::new(), Vec::new());
+                while ends.len() < *max_batch {
+                    let start = buf.len();
+                    if reader.read_until(b'\n', &mut buf)? == 0 {
+                        break;
+                    }
+                    *line_no += 1;
+                    if buf[start..].iter().all(u8::is_ascii_whitespace) {
+                        buf.truncate(start);
+                        continue;
+                    }
+                    ends.push((start, buf.len()));
+                    numbers.push(*line_no);
+                }
+                if ends.is_empty() {
+                    self.done = true;
+                    return Ok(None);
+                }
+                let lines: Vec<&[u8]> = ends.iter().map(|&(a, b)| &buf[a..b]).collect();
+                let name = &self.name;
+                let (batch, _) = decoder.decode(&lines, |i| format!("{name}:{}", numbers[i]))?;
+                if batch.num_rows() > 0 {
+                    return Ok(Some(batch));
+                }
+            },
+            CursorSource::Batches(batches) => match batches.next() {
+                None => {
+                    self.done = true;
+                    Ok(None)
+                }
+                Some(batch) => match batch.and_then(|b| conform(&b, &self.schema)) {
+                    Ok(b) => {
+                        self.stats.rows += b.num_rows() as u64;
+                        Ok(Some(b))
+                    }
+                    Err(e) => {
+                        self.done = true;
+                        self.stats.errors += 1;
+                        let error = format!("{}: {e}", self.name);
+                        self.stats.first_error.get_or_insert_with(|| error.clone());
+                        self.stats.last_error = Some(error);
+                        Ok(None)
+                    }
+                },
+            },
+        }
+    }
 }
 
 /// `batch`'s columns by name, cast to `schema`'s types (missing ones NULL).
@@ -103,28 +193,18 @@ fn conform(batch: &RecordBatch, schema: &SchemaRef) -> arrow::error::Result<Reco
 
 /// Reads one NDJSON file; `emit` gets each batch and returns false to stop early.
 pub fn read_ndjson(
-    path: &std::path::Path,
+    path: &Path,
     schema: SchemaRef,
     max_batch: usize,
     mut emit: impl FnMut(RecordBatch) -> bool,
 ) -> Result<DecodeStats> {
-    let data = std::fs::read(path)?;
-    let mut decoder = JsonDecoder::new(schema);
-    let name = path.display().to_string();
-    let lines: Vec<(usize, &[u8])> = data
-        .split(|b| *b == b'\n')
-        .enumerate()
-        .filter(|(_, l)| l.iter().any(|b| !b.is_ascii_whitespace()))
-        .map(|(i, l)| (i + 1, l))
-        .collect();
-    for chunk in lines.chunks(max_batch.max(1)) {
-        let lines: Vec<&[u8]> = chunk.iter().map(|(_, l)| *l).collect();
-        let (batch, _) = decoder.decode(&lines, |i| format!("{name}:{}", chunk[i].0))?;
+    let mut cursor = FileCursor::open(path, FileFormat::Json, schema, max_batch)?;
+    while let Some(batch) = cursor.next_batch()? {
         if !emit(batch) {
             break;
         }
     }
-    Ok(decoder.stats().clone())
+    Ok(cursor.stats())
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! files (new files picked up as they appear) and a table's changelog.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::Duration;
@@ -11,7 +11,7 @@ use arrow::datatypes::SchemaRef;
 use parking_lot::Mutex;
 
 use crate::connector::datagen::DatagenOptions;
-use crate::connector::file::{FileFormat, list_files, read_file};
+use crate::connector::file::{FileCursor, FileFormat, list_files};
 use crate::connector::nexmark::NexmarkReader;
 use crate::runtime::{ReadResult, SplitProgress, SplitReader};
 use crate::{ChangeBatch, Result};
@@ -64,30 +64,61 @@ impl SplitReader for DatagenSplit {
     }
 }
 
-/// NDJSON files matching a pattern, in name order; files that appear later are read when
-/// they are seen (each file once).
+/// Which of a file source's splits reads each file: files are dealt round-robin in the
+/// order they are first seen, and a file keeps its split (one that later sorts before known
+/// files does not move, so no file is read twice or skipped).
+#[derive(Default)]
+pub struct FileAssignment {
+    owners: crate::HashMap<PathBuf, usize>,
+    next: usize,
+}
+
+impl FileAssignment {
+    fn owner(&mut self, file: &Path, splits: usize) -> usize {
+        if let Some(&owner) = self.owners.get(file) {
+            return owner;
+        }
+        let owner = self.next % splits.max(1);
+        self.next += 1;
+        self.owners.insert(file.to_path_buf(), owner);
+        owner
+    }
+}
+
+/// One split of a file source: the files matching a pattern that are dealt to it, in name
+/// order, each read a batch at a time; files that appear later are read when seen (each
+/// file once).
 pub struct FileSplit {
     pattern: String,
     format: FileFormat,
     schema: SchemaRef,
+    split: usize,
+    splits: usize,
+    assignment: Arc<Mutex<FileAssignment>>,
     done: BTreeSet<PathBuf>,
-    queue: Vec<arrow::array::RecordBatch>,
+    current: Option<(PathBuf, FileCursor)>,
     progress: Arc<Mutex<SplitProgress>>,
 }
 
 impl FileSplit {
+    /// Split `split` of `splits`, sharing `assignment` with the others.
     pub fn new(
         pattern: String,
         format: FileFormat,
         schema: SchemaRef,
+        (split, splits): (usize, usize),
+        assignment: Arc<Mutex<FileAssignment>>,
         progress: Arc<Mutex<SplitProgress>>,
     ) -> Self {
         Self {
             pattern,
             format,
             schema,
+            split,
+            splits,
+            assignment,
             done: BTreeSet::new(),
-            queue: Vec::new(),
+            current: None,
             progress,
         }
     }
@@ -95,39 +126,38 @@ impl FileSplit {
 
 impl SplitReader for FileSplit {
     fn read(&mut self, max_rows: usize) -> Result<ReadResult> {
-        if self.queue.is_empty() {
-            let next = list_files(&self.pattern)?
-                .into_iter()
-                .find(|f| !self.done.contains(f));
+        loop {
+            if let Some((path, cursor)) = &mut self.current {
+                if let Some(batch) = cursor.next_batch()? {
+                    return Ok(ReadResult::Rows(batch));
+                }
+                let stats = cursor.stats();
+                let mut p = self.progress.lock();
+                p.next_offset += 1;
+                p.high_watermark = p.next_offset;
+                p.bytes += stats.bytes;
+                p.parse_errors += stats.errors;
+                if stats.last_error.is_some() {
+                    p.last_error = stats.last_error;
+                }
+                drop(p);
+                self.done.insert(path.clone());
+                self.current = None;
+            }
+            let files = list_files(&self.pattern)?;
+            let next = {
+                let mut assignment = self.assignment.lock();
+                files.into_iter().find(|f| {
+                    !self.done.contains(f) && assignment.owner(f, self.splits) == self.split
+                })
+            };
             let Some(file) = next else {
                 std::thread::sleep(IDLE_WAIT * 4);
                 return Ok(ReadResult::Idle);
             };
-            let mut batches = Vec::new();
-            let stats = read_file(
-                &file,
-                self.format,
-                Arc::clone(&self.schema),
-                max_rows,
-                |b| {
-                    batches.push(b);
-                    true
-                },
-            )?;
-            let mut p = self.progress.lock();
-            p.next_offset += 1;
-            p.high_watermark = p.next_offset;
-            p.bytes += stats.bytes;
-            p.parse_errors += stats.errors;
-            if stats.last_error.is_some() {
-                p.last_error = stats.last_error;
-            }
-            drop(p);
-            self.done.insert(file);
-            batches.reverse();
-            self.queue = batches;
+            let cursor = FileCursor::open(&file, self.format, Arc::clone(&self.schema), max_rows)?;
+            self.current = Some((file, cursor));
         }
-        Ok(self.queue.pop().map_or(ReadResult::Idle, ReadResult::Rows))
     }
 }
 
@@ -190,5 +220,65 @@ impl SplitReader for ChangelogSplit {
             Ok(c) => Ok(Some(self.got(c))),
             Err(TryRecvError::Empty | TryRecvError::Disconnected) => Ok(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Array, Int64Array};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    /// Rows (`x` values) split `s` of `n` reads until it has nothing left.
+    fn drain(split: &mut FileSplit) -> Vec<i64> {
+        let mut xs = Vec::new();
+        while let ReadResult::Rows(b) = split.read(2).unwrap() {
+            let col = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+            xs.extend((0..col.len()).map(|i| col.value(i)));
+        }
+        xs
+    }
+
+    #[test]
+    fn file_splits_read_every_file_once_even_as_files_appear() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, xs: &[i64]| {
+            let lines: String = xs.iter().map(|x| format!("{{\"x\": {x}}}\n")).collect();
+            std::fs::write(dir.path().join(name), lines).unwrap();
+        };
+        write("b.ndjson", &[1, 2, 3]);
+        write("c.ndjson", &[4, 5]);
+        write("d.ndjson", &[6]);
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)]));
+        let assignment = Arc::new(Mutex::new(FileAssignment::default()));
+        let pattern = format!("{}/*.ndjson", dir.path().display());
+        let mut splits: Vec<FileSplit> = (0..2)
+            .map(|s| {
+                FileSplit::new(
+                    pattern.clone(),
+                    FileFormat::Json,
+                    Arc::clone(&schema),
+                    (s, 2),
+                    Arc::clone(&assignment),
+                    Arc::new(Mutex::new(SplitProgress::default())),
+                )
+            })
+            .collect();
+        let mut seen: Vec<Vec<i64>> = splits.iter_mut().map(drain).collect();
+        assert!(
+            seen.iter().all(|xs| !xs.is_empty()),
+            "both splits read: {seen:?}"
+        );
+        // A file that sorts first appears later: read once, by one split.
+        write("a.ndjson", &[7, 8]);
+        for (s, split) in splits.iter_mut().enumerate() {
+            seen[s].extend(drain(split));
+        }
+        let mut all: Vec<i64> = seen.concat();
+        all.sort_unstable();
+        assert_eq!(all, (1..=8).collect::<Vec<_>>());
+        let files: i64 = splits.iter().map(|s| s.progress.lock().next_offset).sum();
+        assert_eq!(files, 4);
     }
 }

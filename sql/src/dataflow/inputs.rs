@@ -11,7 +11,9 @@ use tokio::sync::mpsc;
 use weir_engine::connector::file::FileFormat;
 use weir_engine::connector::kafka::{KafkaSplit, StartupMode};
 use weir_engine::connector::nexmark::NexmarkReader;
-use weir_engine::connector::splits::{ChangelogSplit, DatagenSplit, FileSplit, GeneratedSplit};
+use weir_engine::connector::splits::{
+    ChangelogSplit, DatagenSplit, FileAssignment, FileSplit, GeneratedSplit,
+};
 use weir_engine::connector::upsert::UpsertSplit;
 use weir_engine::runtime::{
     Barriers, CHANNEL_CAPACITY, Paced, SplitProgress, SplitReader, WatermarkSpec, channel_stream,
@@ -181,15 +183,23 @@ impl StreamInput for FileSource {
             FileEncoding::Csv { header, delimiter } => FileFormat::Csv { header, delimiter },
             FileEncoding::Parquet => FileFormat::Parquet,
         };
-        let stream = cx.spawn(0, |progress| {
-            Ok(Box::new(FileSplit::new(
-                pattern.to_string(),
-                format,
-                Arc::clone(schema),
-                progress,
-            )))
-        })?;
-        Ok(vec![stream])
+        // Files are dealt to one reader per core: each decodes its own.
+        let splits = cx.parallelism.max(1);
+        let assignment = Arc::new(Mutex::new(FileAssignment::default()));
+        (0..splits)
+            .map(|s| {
+                cx.spawn(s as i32, |progress| {
+                    Ok(Box::new(FileSplit::new(
+                        pattern.to_string(),
+                        format,
+                        Arc::clone(schema),
+                        (s, splits),
+                        Arc::clone(&assignment),
+                        progress,
+                    )))
+                })
+            })
+            .collect()
     }
 }
 
