@@ -65,16 +65,20 @@ pub fn write_files(dir: &Path, events: u64, base_time_ms: u64) {
     }
 }
 
+/// A topic partition and the messages it holds.
+pub type PartitionCount = (&'static str, i32, u64);
+
 /// Produces each NDJSON line of the relations' files as one message to the topic of its
-/// relation (one partition per part); returns the messages produced.
-pub fn produce_topics(broker: &Broker, dir: &Path) -> u64 {
+/// relation (one partition per part); returns each partition's message count.
+pub fn produce_topics(broker: &Broker, dir: &Path) -> Vec<PartitionCount> {
     let start = Instant::now();
-    let mut total = 0;
+    let mut produced = Vec::new();
     for (relation, _) in RELATIONS {
         let n = parts(relation);
         broker.create_topic(relation, n as u32);
         let mut count = 0u64;
         for part in 0..n {
+            let before = count;
             let lines = BufReader::new(File::open(ndjson(dir, relation, part)).unwrap()).lines();
             broker.produce_all(
                 relation,
@@ -82,12 +86,12 @@ pub fn produce_topics(broker: &Broker, dir: &Path) -> u64 {
                     .map(|l| (part as i32, None, l.unwrap().into_bytes()))
                     .inspect(|_| count += 1),
             );
+            produced.push((relation, part as i32, count - before));
         }
         eprintln!(
             "  produced {count} {relation} messages ({:.0} msg/s)",
             count as f64 / start.elapsed().as_secs_f64()
         );
-        total += count;
     }
-    total
+    produced
 }

@@ -142,12 +142,8 @@ async fn main() {
     let broker = o.inputs.iter().any(|i| i == "kafka").then(|| {
         let broker = harness::Broker::start_with_storage("memory://");
         eprintln!("producing the events to Kafka");
-        let messages = data::produce_topics(&broker, dir.path());
-        let topics: Vec<(&str, u64)> = queries::RELATIONS
-            .iter()
-            .map(|(r, _)| (*r, data::parts(r)))
-            .collect();
-        let rate = references::raw_consume(&broker.bootstrap(), &topics, messages);
+        let partitions = data::produce_topics(&broker, dir.path());
+        let rate = references::raw_consume(&broker.bootstrap(), &partitions);
         eprintln!("  raw rdkafka consume: {rate:.0} msg/s");
         report.raw_consume = Some(rate);
         inputs.push(Input::Kafka(broker.bootstrap()));

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::prelude::{JsonReadOptions, ParquetReadOptions, SessionConfig, SessionContext};
 
+use crate::data::PartitionCount;
 use crate::queries::{Dialect, QUERIES, RELATIONS};
 
 /// A reference's time for one query over one format, and its result's row count.
@@ -133,34 +134,44 @@ pub fn duckdb(dir: &Path, queries: &[&str], cores: usize) -> Measurements {
     out
 }
 
-/// Messages per second one rdkafka consumer reads from `topics` (all partitions, from the
-/// start, no decoding): the ingestion ceiling the broker sets.
-pub fn raw_consume(bootstrap: &str, topics: &[(&str, u64)], expected: u64) -> f64 {
+/// Messages per second rdkafka reads from the topics with one consumer per partition (as
+/// weir's Kafka source does), each from the start and without decoding: the ingestion
+/// ceiling the broker sets.
+pub fn raw_consume(bootstrap: &str, partitions: &[PartitionCount]) -> f64 {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", format!("raw-{}", std::process::id()))
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut assignment = TopicPartitionList::new();
-    for (topic, partitions) in topics {
-        for p in 0..*partitions {
-            assignment
-                .add_partition_offset(topic, p as i32, Offset::Beginning)
-                .unwrap();
-        }
-    }
-    consumer.assign(&assignment).unwrap();
     let start = Instant::now();
-    let mut seen = 0u64;
-    while seen < expected {
-        match consumer.poll(Duration::from_secs(10)) {
-            Some(Ok(_)) => seen += 1,
-            Some(Err(e)) => panic!("raw consume: {e}"),
-            None => panic!("raw consume: no message for 10 s after {seen} of {expected}"),
-        }
-    }
-    seen as f64 / start.elapsed().as_secs_f64()
+    let threads: Vec<_> = partitions
+        .iter()
+        .map(|&(topic, partition, expected)| {
+            let bootstrap = bootstrap.to_string();
+            std::thread::spawn(move || {
+                let consumer: BaseConsumer = ClientConfig::new()
+                    .set("bootstrap.servers", &bootstrap)
+                    .set(
+                        "group.id",
+                        format!("raw-{}-{topic}-{partition}", std::process::id()),
+                    )
+                    .set("enable.auto.commit", "false")
+                    .create()
+                    .unwrap();
+                let mut assignment = TopicPartitionList::new();
+                assignment
+                    .add_partition_offset(topic, partition, Offset::Beginning)
+                    .unwrap();
+                consumer.assign(&assignment).unwrap();
+                let mut seen = 0u64;
+                while seen < expected {
+                    match consumer.poll(Duration::from_secs(10)) {
+                        Some(Ok(_)) => seen += 1,
+                        Some(Err(e)) => panic!("raw consume: {e}"),
+                        None => panic!("raw consume: nothing for 10 s after {seen} of {expected}"),
+                    }
+                }
+                seen
+            })
+        })
+        .collect();
+    let total: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    total as f64 / start.elapsed().as_secs_f64()
 }
