@@ -1,5 +1,6 @@
 //! The Nexmark benchmark (issue 5), one command:
-//! `cargo bench --bench nexmark -- [--events N] [--queries q0,q5] [--inputs generator,file,kafka] [--out BENCHMARKS.md]`.
+//! `cargo bench --bench nexmark -- [--events N] [--queries q0,q5] [--inputs generator,file,kafka]
+//! [--no-references] [--out BENCHMARKS.md]`.
 //!
 //! Writes N Nexmark events (default 10M; 20k when `cargo test` runs it as a smoke test) as
 //! NDJSON and Parquet files and produces them to Kafka topics (Tansu, `memory://`). Then for
@@ -44,6 +45,8 @@ struct Options {
     inputs: Vec<String>,
     out: Option<String>,
     latency_secs: u64,
+    /// Run DataFusion and DuckDB over the same events (`--no-references` skips them).
+    references: bool,
     /// A child: run this job (JSON) and print its outcome.
     child: Option<String>,
 }
@@ -75,6 +78,7 @@ fn options() -> Options {
         ),
         out: value("--out"),
         latency_secs: if bench { 10 } else { 2 },
+        references: !args.iter().any(|a| a == "--no-references"),
         child: value("--child"),
     }
 }
@@ -121,12 +125,16 @@ async fn main() {
         .filter(|n| o.queries.iter().any(|q| q == n))
         .collect();
     let dir = tempfile::tempdir().unwrap();
-    eprintln!(
-        "writing {} events as NDJSON and Parquet to {}",
-        o.events,
-        dir.path().display()
-    );
-    data::write_files(dir.path(), o.events, BASE_TIME_MS);
+    // Files feed the file and Kafka inputs and the references (a generator-only run without
+    // references, e.g. for memory at 100M events, needs none).
+    if o.references || o.inputs.iter().any(|i| i != "generator") {
+        eprintln!(
+            "writing {} events as NDJSON and Parquet to {}",
+            o.events,
+            dir.path().display()
+        );
+        data::write_files(dir.path(), o.events, BASE_TIME_MS);
+    }
     let mut report = Report::new(o.events, cores);
 
     let mut inputs = Vec::new();
@@ -143,9 +151,12 @@ async fn main() {
         let broker = harness::Broker::start_with_storage("memory://");
         eprintln!("producing the events to Kafka");
         let partitions = data::produce_topics(&broker, dir.path());
-        let rate = references::raw_consume(&broker.bootstrap(), &partitions);
+        let raw = references::raw_consume(&broker.bootstrap(), &partitions);
+        let messages: u64 = partitions.iter().map(|p| p.2).sum();
+        let rate = messages as f64 / raw.iter().map(|r| r.1).fold(0.0, f64::max);
         eprintln!("  raw rdkafka consume: {rate:.0} msg/s");
         report.raw_consume = Some(rate);
+        report.raw_partitions = raw;
         inputs.push(Input::Kafka(broker.bootstrap()));
         broker
     });
@@ -214,10 +225,12 @@ async fn main() {
             .insert(name.to_string(), (rate, outcome.latency_ms));
     }
 
-    eprintln!("references: DataFusion batch");
-    report.datafusion = references::datafusion(dir.path(), &queries, cores).await;
-    eprintln!("references: DuckDB batch");
-    report.duckdb = references::duckdb(dir.path(), &queries, cores);
+    if o.references {
+        eprintln!("references: DataFusion batch");
+        report.datafusion = references::datafusion(dir.path(), &queries, cores).await;
+        eprintln!("references: DuckDB batch");
+        report.duckdb = references::duckdb(dir.path(), &queries, cores);
+    }
     report.checked = o.events <= CHECKED_UP_TO;
     report.seconds = started.elapsed().as_secs_f64();
 

@@ -9,6 +9,17 @@ pub struct Query {
     pub share: u64,
 }
 
+impl Query {
+    /// The relations (and so the topics) the query reads.
+    pub fn reads(&self) -> &'static [&'static str] {
+        match self.share {
+            4 => &["person", "auction"],
+            49 => &["auction", "bid"],
+            _ => &["bid"],
+        }
+    }
+}
+
 pub const QUERIES: &[Query] = &[
     Query {
         name: "q0",

@@ -134,10 +134,10 @@ pub fn duckdb(dir: &Path, queries: &[&str], cores: usize) -> Measurements {
     out
 }
 
-/// Messages per second rdkafka reads from the topics with one consumer per partition (as
-/// weir's Kafka source does), each from the start and without decoding: the ingestion
-/// ceiling the broker sets.
-pub fn raw_consume(bootstrap: &str, partitions: &[PartitionCount]) -> f64 {
+/// Seconds rdkafka takes to read each topic partition when all are read at once with one
+/// consumer per partition (as weir's Kafka source reads), from the start and without
+/// decoding: the ingestion ceiling the broker sets. Returns (topic, seconds) per partition.
+pub fn raw_consume(bootstrap: &str, partitions: &[PartitionCount]) -> Vec<(&'static str, f64)> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::{ClientConfig, Offset, TopicPartitionList};
     let start = Instant::now();
@@ -168,10 +168,9 @@ pub fn raw_consume(bootstrap: &str, partitions: &[PartitionCount]) -> f64 {
                         None => panic!("raw consume: nothing for 10 s after {seen} of {expected}"),
                     }
                 }
-                seen
+                (topic, start.elapsed().as_secs_f64())
             })
         })
         .collect();
-    let total: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
-    total as f64 / start.elapsed().as_secs_f64()
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
 }

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
+use crate::queries::QUERIES;
 use crate::references::Measurements;
 use crate::run::{Latency, Outcome};
 
@@ -30,8 +31,10 @@ pub struct Report {
     pub latency: HashMap<String, (f64, Option<Latency>)>,
     pub datafusion: Measurements,
     pub duckdb: Measurements,
-    /// Raw rdkafka consume rate of the topics, messages/s.
+    /// Raw rdkafka consume rate of all topics, messages/s.
     pub raw_consume: Option<f64>,
+    /// Seconds the raw consumers took per partition (topic, seconds).
+    pub raw_partitions: Vec<(&'static str, f64)>,
     /// Whether row counts are compared with DataFusion's (small runs).
     pub checked: bool,
 }
@@ -80,6 +83,7 @@ impl Report {
             datafusion: HashMap::new(),
             duckdb: HashMap::new(),
             raw_consume: None,
+            raw_partitions: Vec::new(),
             checked: false,
         }
     }
@@ -96,6 +100,19 @@ impl Report {
     pub fn events_per_s(&self, query: &str, input: &str) -> Option<f64> {
         self.run(query, input)
             .map(|o| self.events as f64 / o.seconds)
+    }
+
+    /// The raw consumers' rate over the topics `query` reads, in events/s: all events over
+    /// the time the slowest of those partitions took (weir reads the same messages).
+    fn raw_for(&self, query: &str) -> Option<f64> {
+        let reads = QUERIES.iter().find(|q| q.name == query)?.reads();
+        let secs = self
+            .raw_partitions
+            .iter()
+            .filter(|(t, _)| reads.contains(t))
+            .map(|(_, s)| *s)
+            .fold(0.0, f64::max);
+        (secs > 0.0).then(|| self.events as f64 / secs)
     }
 
     fn reference(&self, of: &Measurements, query: &str, format: &str) -> Option<f64> {
@@ -192,13 +209,16 @@ impl Report {
                     self.events_per_s(&q, "file"),
                     self.reference(&self.duckdb, &q, "ndjson")
                 ),
-                ratio(self.events_per_s(&q, "kafka"), self.raw_consume),
+                ratio(self.events_per_s(&q, "kafka"), self.raw_for(&q)),
             );
         }
         if let Some(raw) = self.raw_consume {
             let _ = writeln!(
                 s,
-                "\nRaw rdkafka consume rate of the topics (one consumer, no decoding): {:.2}M messages/s.",
+                "\nRaw rdkafka consume of all topics at once, one consumer per partition, no \
+                 decoding: {:.2}M messages/s. The last column compares weir with the raw \
+                 consumers' time for the topics the query reads (q3 and q8 read only person \
+                 and auction, one partition each).",
                 raw / 1e6
             );
         }
@@ -287,8 +307,8 @@ impl Report {
             let w = self.events_per_s(&q, "kafka");
             row(
                 format!("{q} from Kafka ≥ 80% of raw consume"),
-                ratio(w, self.raw_consume),
-                w.zip(self.raw_consume).map(|(w, r)| w >= 0.8 * r),
+                ratio(w, self.raw_for(&q)),
+                w.zip(self.raw_for(&q)).map(|(w, r)| w >= 0.8 * r),
             );
         }
         for (q, goal) in [
@@ -319,7 +339,7 @@ impl Report {
         }
         row(
             "q7 peak RSS at 100M events within 10% of 10M".into(),
-            "run `-- --events 100000000 --queries q7 --inputs generator` beside a 10M run".into(),
+            "`-- --events 100000000 --queries q7 --inputs generator --no-references` beside a 10M run".into(),
             None,
         );
         s

@@ -207,18 +207,23 @@ async fn latency(client: &tokio_postgres::Client, secs: u64) -> Option<Latency> 
             .as_secs_f64()
             * 1000.0;
         pending.extend_from_slice(&chunk);
-        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=end).collect();
-            let ts = String::from_utf8_lossy(&line)
-                .split('\t')
-                .next()
-                .and_then(|t| t.parse::<f64>().ok());
+        let warm = start.elapsed() > warm_up;
+        let mut line_start = 0;
+        while let Some(len) = pending[line_start..].iter().position(|&b| b == b'\n') {
+            let line = &pending[line_start..line_start + len];
+            line_start += len + 1;
+            let ts = line.split(|&b| b == b'\t').next().and_then(|t| {
+                std::str::from_utf8(t)
+                    .ok()
+                    .and_then(|t| t.parse::<f64>().ok())
+            });
             if let Some(ts) = ts
-                && start.elapsed() > warm_up
+                && warm
             {
                 samples.push(now_ms - ts);
             }
         }
+        pending.drain(..line_start);
     }
     if samples.is_empty() {
         return None;
