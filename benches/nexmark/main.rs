@@ -47,6 +47,9 @@ struct Options {
     latency_secs: u64,
     /// Run DataFusion and DuckDB over the same events (`--no-references` skips them).
     references: bool,
+    /// Tansu's storage: `memory://` for throughput (the benchmark), `sqlite://` where
+    /// results are checked (the smoke run): memory:// misreports high watermarks (SPEC §8).
+    kafka_storage: String,
     /// A child: run this job (JSON) and print its outcome.
     child: Option<String>,
 }
@@ -79,6 +82,14 @@ fn options() -> Options {
         out: value("--out"),
         latency_secs: if bench { 10 } else { 2 },
         references: !args.iter().any(|a| a == "--no-references"),
+        kafka_storage: value("--kafka-storage").unwrap_or_else(|| {
+            if bench {
+                "memory://"
+            } else {
+                "sqlite://tansu.db"
+            }
+            .to_string()
+        }),
         child: value("--child"),
     }
 }
@@ -148,7 +159,7 @@ async fn main() {
     }
     // Kafka: a broker on memory:// (raw throughput only), the topics, the raw ceiling.
     let broker = o.inputs.iter().any(|i| i == "kafka").then(|| {
-        let broker = harness::Broker::start_with_storage("memory://");
+        let broker = harness::Broker::start_with_storage(&o.kafka_storage);
         eprintln!("producing the events to Kafka");
         let partitions = data::produce_topics(&broker, dir.path());
         let raw = references::raw_consume(&broker.bootstrap(), &partitions);
