@@ -388,3 +388,47 @@ fn tansu() -> PathBuf {
         _ => PathBuf::from("tansu"),
     }
 }
+
+/// Each Nexmark relation and its columns (name, SQL type), as RisingWave declares them.
+pub(crate) const NEXMARK_RELATIONS: [(&str, &[(&str, &str)]); 3] = [
+    (
+        "person",
+        &[
+            ("id", "BIGINT"),
+            ("name", "VARCHAR"),
+            ("email_address", "VARCHAR"),
+            ("credit_card", "VARCHAR"),
+            ("city", "VARCHAR"),
+            ("state", "VARCHAR"),
+            ("date_time", "TIMESTAMP"),
+            ("extra", "VARCHAR"),
+        ],
+    ),
+    (
+        "auction",
+        &[
+            ("id", "BIGINT"),
+            ("item_name", "VARCHAR"),
+            ("description", "VARCHAR"),
+            ("initial_bid", "BIGINT"),
+            ("reserve", "BIGINT"),
+            ("date_time", "TIMESTAMP"),
+            ("expires", "TIMESTAMP"),
+            ("seller", "BIGINT"),
+            ("category", "BIGINT"),
+            ("extra", "VARCHAR"),
+        ],
+    ),
+    (
+        "bid",
+        &[
+            ("auction", "BIGINT"),
+            ("bidder", "BIGINT"),
+            ("price", "BIGINT"),
+            ("channel", "VARCHAR"),
+            ("url", "VARCHAR"),
+            ("date_time", "TIMESTAMP"),
+            ("extra", "VARCHAR"),
+        ],
+    ),
+];

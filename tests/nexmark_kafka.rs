@@ -7,51 +7,9 @@ use std::time::Duration;
 
 use tokio_postgres::SimpleQueryMessage;
 
-use crate::harness::{Broker, KafkaMessage, TestServer, await_view_equals};
-
-/// Each Nexmark relation's columns (name, type).
-const RELATIONS: [(&str, &[(&str, &str)]); 3] = [
-    (
-        "person",
-        &[
-            ("id", "BIGINT"),
-            ("name", "VARCHAR"),
-            ("email_address", "VARCHAR"),
-            ("credit_card", "VARCHAR"),
-            ("city", "VARCHAR"),
-            ("state", "VARCHAR"),
-            ("date_time", "TIMESTAMP"),
-            ("extra", "VARCHAR"),
-        ],
-    ),
-    (
-        "auction",
-        &[
-            ("id", "BIGINT"),
-            ("item_name", "VARCHAR"),
-            ("description", "VARCHAR"),
-            ("initial_bid", "BIGINT"),
-            ("reserve", "BIGINT"),
-            ("date_time", "TIMESTAMP"),
-            ("expires", "TIMESTAMP"),
-            ("seller", "BIGINT"),
-            ("category", "BIGINT"),
-            ("extra", "VARCHAR"),
-        ],
-    ),
-    (
-        "bid",
-        &[
-            ("auction", "BIGINT"),
-            ("bidder", "BIGINT"),
-            ("price", "BIGINT"),
-            ("channel", "VARCHAR"),
-            ("url", "VARCHAR"),
-            ("date_time", "TIMESTAMP"),
-            ("extra", "VARCHAR"),
-        ],
-    ),
-];
+use crate::harness::{
+    Broker, KafkaMessage, NEXMARK_RELATIONS as RELATIONS, TestServer, await_view_equals,
+};
 
 /// A text value from the server as a JSON value of the column's type.
 fn json(value: Option<&str>, ty: &str) -> serde_json::Value {

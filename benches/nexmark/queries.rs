@@ -77,49 +77,7 @@ pub const QUERIES: &[Query] = &[
     },
 ];
 
-/// The Nexmark relations and their columns (name, SQL type), as RisingWave declares them.
-pub const RELATIONS: [(&str, &[(&str, &str)]); 3] = [
-    (
-        "person",
-        &[
-            ("id", "BIGINT"),
-            ("name", "VARCHAR"),
-            ("email_address", "VARCHAR"),
-            ("credit_card", "VARCHAR"),
-            ("city", "VARCHAR"),
-            ("state", "VARCHAR"),
-            ("date_time", "TIMESTAMP"),
-            ("extra", "VARCHAR"),
-        ],
-    ),
-    (
-        "auction",
-        &[
-            ("id", "BIGINT"),
-            ("item_name", "VARCHAR"),
-            ("description", "VARCHAR"),
-            ("initial_bid", "BIGINT"),
-            ("reserve", "BIGINT"),
-            ("date_time", "TIMESTAMP"),
-            ("expires", "TIMESTAMP"),
-            ("seller", "BIGINT"),
-            ("category", "BIGINT"),
-            ("extra", "VARCHAR"),
-        ],
-    ),
-    (
-        "bid",
-        &[
-            ("auction", "BIGINT"),
-            ("bidder", "BIGINT"),
-            ("price", "BIGINT"),
-            ("channel", "VARCHAR"),
-            ("url", "VARCHAR"),
-            ("date_time", "TIMESTAMP"),
-            ("extra", "VARCHAR"),
-        ],
-    ),
-];
+pub(crate) use crate::harness::NEXMARK_RELATIONS as RELATIONS;
 
 /// `name TYPE, ...` for a relation's columns.
 pub fn column_list(columns: &[(&str, &str)]) -> String {

@@ -662,6 +662,30 @@ mod tests {
         out
     }
 
+    /// Feeds `steps` to `op` and, after each, compares its accumulated output with the join
+    /// of both sides recomputed from scratch under `cond`.
+    fn run_against_recomputation(
+        mut op: HashJoin,
+        kind: JoinKind,
+        steps: Vec<(usize, Vec<(Row, i64)>)>,
+        cond: impl Fn(&Row, &Row) -> bool + Copy,
+    ) -> Result<(), TestCaseError> {
+        let mut sides: [HashMap<Row, i64>; 2] = [HashMap::new(), HashMap::new()];
+        let mut output = HashMap::new();
+        let mut out = Emitter::default();
+        for (side, rows) in steps {
+            let prefix = if side == 0 { "l" } else { "r" };
+            op.on_batch(side, batch(prefix, &rows), &mut out).unwrap();
+            for (row, w) in rows {
+                *sides[side].entry(row).or_insert(0) += w;
+            }
+            sides[side].retain(|_, w| *w != 0);
+            collect(&mut output, out.drain());
+            prop_assert_eq!(&output, &recompute_with(kind, &sides, cond));
+        }
+        Ok(())
+    }
+
     fn recompute(kind: JoinKind, sides: &[HashMap<Row, i64>; 2]) -> HashMap<Joined, i64> {
         recompute_with(kind, sides, |_, _| true)
     }
@@ -812,38 +836,15 @@ mod tests {
                 Op::Lt,
                 Arc::new(Column::new("rv", 3)),
             ));
-            let mut op = join(kind).with_condition(less, pairs);
-            let mut sides: [HashMap<Row, i64>; 2] = [HashMap::new(), HashMap::new()];
-            let mut output = HashMap::new();
-            let mut out = Emitter::default();
-            for (side, rows) in steps {
-                op.on_batch(side, batch(if side == 0 { "l" } else { "r" }, &rows), &mut out).unwrap();
-                for (row, w) in rows {
-                    *sides[side].entry(row).or_insert(0) += w;
-                }
-                sides[side].retain(|_, w| *w != 0);
-                collect(&mut output, out.drain());
-                prop_assert_eq!(&output, &recompute_with(kind, &sides, |l, r| l.1 < r.1));
-            }
+            let op = join(kind).with_condition(less, pairs);
+            run_against_recomputation(op, kind, steps, |l, r| l.1 < r.1)?;
         }
 
         /// After every batch the join's accumulated output equals the join recomputed
         /// from scratch over both sides (weights -1..=2, NULL and duplicate keys).
         #[test]
         fn equals_recomputation(kind in kind(), steps in proptest::collection::vec(step(), 1..25)) {
-            let mut op = join(kind);
-            let mut sides: [HashMap<Row, i64>; 2] = [HashMap::new(), HashMap::new()];
-            let mut output = HashMap::new();
-            let mut out = Emitter::default();
-            for (side, rows) in steps {
-                op.on_batch(side, batch(if side == 0 { "l" } else { "r" }, &rows), &mut out).unwrap();
-                for (row, w) in rows {
-                    *sides[side].entry(row).or_insert(0) += w;
-                }
-                sides[side].retain(|_, w| *w != 0);
-                collect(&mut output, out.drain());
-                prop_assert_eq!(&output, &recompute(kind, &sides));
-            }
+            run_against_recomputation(join(kind), kind, steps, |_, _| true)?;
         }
     }
 }
