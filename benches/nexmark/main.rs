@@ -48,7 +48,7 @@ struct Options {
     /// Run DataFusion and DuckDB over the same events (`--no-references` skips them).
     references: bool,
     /// Tansu's storage: `memory://` for throughput (the benchmark), `sqlite://` where
-    /// results are checked (the smoke run): memory:// misreports high watermarks (SPEC §8).
+    /// results are checked (the smoke run), as SPEC §8 advises.
     kafka_storage: String,
     /// A child: run this job (JSON) and print its outcome.
     child: Option<String>,
