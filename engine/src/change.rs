@@ -87,13 +87,7 @@ impl ChangeBatch {
     /// (up to row order).
     pub fn consolidate(&self) -> Result<Self> {
         let data = self.data();
-        let fields = data
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| SortField::new(f.data_type().clone()))
-            .collect();
-        let rows = RowConverter::new(fields)?.convert_columns(data.columns())?;
+        let rows = row_converter(data.schema().fields())?.convert_columns(data.columns())?;
         let weights = self.weights();
         let mut sums: HashMap<&[u8], (u32, i64)> =
             HashMap::with_capacity_and_hasher(rows.num_rows(), Default::default());
