@@ -41,13 +41,13 @@ pub struct FileCursor {
     name: String,
     schema: SchemaRef,
     source: CursorSource,
-    stats: DecodeStats,
     done: bool,
 }
 
 type Batches =
     Box<dyn Iterator<Item = std::result::Result<RecordBatch, arrow::error::ArrowError>> + Send>;
 
+/// Where a cursor's batches come from, each with its counts (the JSON decoder keeps its own).
 enum CursorSource {
     Json {
         reader: BufReader<File>,
@@ -55,7 +55,10 @@ enum CursorSource {
         line_no: usize,
         max_batch: usize,
     },
-    Batches(Batches),
+    Batches {
+        batches: Batches,
+        stats: DecodeStats,
+    },
 }
 
 impl FileCursor {
@@ -75,34 +78,37 @@ impl FileCursor {
                 line_no: 0,
                 max_batch,
             },
-            FileFormat::Csv { header, delimiter } => CursorSource::Batches(Box::new(
-                arrow::csv::ReaderBuilder::new(Arc::clone(&schema))
-                    .with_header(header)
-                    .with_delimiter(delimiter)
-                    .with_batch_size(max_batch)
-                    .build(file)?,
-            )),
-            FileFormat::Parquet => CursorSource::Batches(Box::new(
-                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-                    .map_err(|e| EngineError::Config(format!("{}: {e}", path.display())))?
-                    .with_batch_size(max_batch)
-                    .build()
-                    .map_err(|e| EngineError::Config(format!("{}: {e}", path.display())))?,
-            )),
-        };
-        let stats = match source {
-            // The JSON decoder counts the bytes of the lines it sees.
-            CursorSource::Json { .. } => DecodeStats::default(),
-            CursorSource::Batches(_) => DecodeStats {
-                bytes,
-                ..DecodeStats::default()
+            FileFormat::Csv { header, delimiter } => CursorSource::Batches {
+                batches: Box::new(
+                    arrow::csv::ReaderBuilder::new(Arc::clone(&schema))
+                        .with_header(header)
+                        .with_delimiter(delimiter)
+                        .with_batch_size(max_batch)
+                        .build(file)?,
+                ),
+                stats: DecodeStats {
+                    bytes,
+                    ..DecodeStats::default()
+                },
+            },
+            FileFormat::Parquet => CursorSource::Batches {
+                batches: Box::new(
+                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                        .map_err(|e| EngineError::Config(format!("{}: {e}", path.display())))?
+                        .with_batch_size(max_batch)
+                        .build()
+                        .map_err(|e| EngineError::Config(format!("{}: {e}", path.display())))?,
+                ),
+                stats: DecodeStats {
+                    bytes,
+                    ..DecodeStats::default()
+                },
             },
         };
         Ok(Self {
             name: path.display().to_string(),
             schema,
             source,
-            stats,
             done: false,
         })
     }
@@ -111,7 +117,7 @@ impl FileCursor {
     pub fn stats(&self) -> DecodeStats {
         match &self.source {
             CursorSource::Json { decoder, .. } => decoder.stats().clone(),
-            CursorSource::Batches(_) => self.stats.clone(),
+            CursorSource::Batches { stats, .. } => stats.clone(),
         }
     }
 
@@ -153,22 +159,22 @@ impl FileCursor {
                     return Ok(Some(batch));
                 }
             },
-            CursorSource::Batches(batches) => match batches.next() {
+            CursorSource::Batches { batches, stats } => match batches.next() {
                 None => {
                     self.done = true;
                     Ok(None)
                 }
                 Some(batch) => match batch.and_then(|b| conform(&b, &self.schema)) {
                     Ok(b) => {
-                        self.stats.rows += b.num_rows() as u64;
+                        stats.rows += b.num_rows() as u64;
                         Ok(Some(b))
                     }
                     Err(e) => {
                         self.done = true;
-                        self.stats.errors += 1;
+                        stats.errors += 1;
                         let error = format!("{}: {e}", self.name);
-                        self.stats.first_error.get_or_insert_with(|| error.clone());
-                        self.stats.last_error = Some(error);
+                        stats.first_error.get_or_insert_with(|| error.clone());
+                        stats.last_error = Some(error);
                         Ok(None)
                     }
                 },
