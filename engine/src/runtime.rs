@@ -1,12 +1,18 @@
 //! The streaming runtime: source splits read on their own threads, a dataflow's operator
-//! graph driven by one task that aligns barriers and combines watermarks over its inputs.
+//! graph cut into stages at its exchanges, each stage instance driven by one task that
+//! aligns barriers and combines watermarks over its inputs.
 
+mod alignment;
 mod barrier;
+mod dataflow;
+mod exchange;
 mod graph;
 mod paced;
 mod split;
 
 pub use barrier::Barriers;
+pub use dataflow::Dataflow;
+pub use exchange::{Partitioning, Router};
 pub use graph::{DataflowStats, Graph, InputId, NodeId};
 pub use paced::Paced;
 pub use split::{ReadResult, SplitProgress, SplitReader, WatermarkSpec, spawn_split};

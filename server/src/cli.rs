@@ -118,7 +118,7 @@ async fn demo_setup(handle: &ServerHandle) -> anyhow::Result<()> {
         let done = match stmt.statement {
             weir_sql::Statement::CreateView { .. } => handle
                 .database
-                .execute_create_view(&stmt)
+                .execute_create_view(&stmt, 0)
                 .await
                 .map(|(out, _)| out),
             _ => handle.database.execute_catalog(&stmt),

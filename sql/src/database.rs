@@ -170,6 +170,11 @@ impl Database {
                 stored.sql.clone(),
                 false,
                 *emit_on_close,
+                stored
+                    .resolved
+                    .get(views::PARALLELISM_KEY)
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
             )?;
             // As after CREATE: serve the view once it committed its first epoch.
             futures::executor::block_on(self.next_epoch_of(&view));

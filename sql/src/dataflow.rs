@@ -26,9 +26,10 @@ use weir_engine::runtime::DataflowStats;
 pub(crate) use inputs::{InputContext, ProgressRegistry, stream_input};
 pub(crate) use lower::Lowering;
 
-/// A dataflow's task and what it reports; dropping it stops the dataflow.
+/// A dataflow's tasks (one per stage instance) and what it reports; dropping it stops
+/// the dataflow.
 pub(crate) struct RunningDataflow {
-    pub(crate) task: JoinHandle<()>,
+    pub(crate) tasks: Vec<JoinHandle<()>>,
     pub(crate) stats: watch::Receiver<DataflowStats>,
     pub(crate) late_rows: Vec<Arc<AtomicU64>>,
     /// Warnings from planning it, for the client that creates it.
@@ -37,8 +38,10 @@ pub(crate) struct RunningDataflow {
 
 impl Drop for RunningDataflow {
     fn drop(&mut self) {
-        // Its input streams drop with the task; reader threads end on their next send.
-        self.task.abort();
+        // Its input streams drop with the tasks; reader threads end on their next send.
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 

@@ -1,11 +1,11 @@
-//! `Graph`: a dataflow's operators wired in topological order and driven by one task. It
-//! aligns epoch barriers over its input channels and keeps each node's watermark the
-//! minimum over that node's inputs (idle inputs excluded).
+//! `Graph`: operators wired in topological order and driven by one task (a whole dataflow,
+//! or one instance of one of its stages). It aligns epoch barriers over its input channels
+//! and keeps each node's watermark the minimum over that node's inputs (idle excluded).
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Instant;
 
@@ -13,15 +13,17 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio::sync::watch;
 
+use super::alignment::Alignment;
+use super::exchange::{Partitioning, Router};
 use crate::message::{Barrier, Epoch, Message, Watermark};
 use crate::operator::{Emitter, Operator};
 use crate::{ChangeBatch, EngineError, Result};
 
-/// How far (event time) one relation may run ahead of another under watermark alignment.
-const ALIGNMENT_NS: i64 = 1_000_000_000;
-
 pub type NodeId = usize;
 pub type InputId = usize;
+
+/// Where a stage's output leaves its graph (through the `Router`), in a node's outputs.
+const EXIT: NodeId = usize::MAX;
 
 /// A watermark input's state.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -32,7 +34,7 @@ enum Slot {
     At(i64),
 }
 
-struct Node {
+pub(super) struct Node {
     op: Box<dyn Operator>,
     /// Downstream (node, port, slot).
     outputs: Vec<(NodeId, usize, usize)>,
@@ -44,6 +46,20 @@ struct Node {
     forwarded: Option<Watermark>,
 }
 
+impl Node {
+    /// The nodes it feeds within its graph.
+    pub(super) fn targets(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.outputs.iter().map(|o| o.0).filter(|&t| t != EXIT)
+    }
+
+    /// Renumbers its outputs when its graph is cut into stages (`local[old] = new`).
+    pub(super) fn remap_outputs(&mut self, local: &[NodeId]) {
+        for o in &mut self.outputs {
+            o.0 = local[o.0];
+        }
+    }
+}
+
 /// What `weir_catalog.dataflows` shows for a running dataflow.
 #[derive(Debug, Default, Clone)]
 pub struct DataflowStats {
@@ -53,24 +69,36 @@ pub struct DataflowStats {
     pub error: Option<String>,
 }
 
+/// An edge whose rows are repartitioned between stages (see `Dataflow`).
+pub(super) struct ExchangeEdge {
+    pub(super) from: NodeId,
+    pub(super) to: NodeId,
+    pub(super) port: usize,
+    pub(super) partitioning: Partitioning,
+}
+
+/// Every stage instance's state size, summed into `DataflowStats::state_bytes`.
+#[derive(Debug)]
+pub(super) struct StateGauge(pub(super) Vec<AtomicUsize>);
+
 /// Operators and their edges. Nodes are added inputs-first.
 #[derive(Default)]
 pub struct Graph {
-    nodes: Vec<Node>,
+    pub(super) nodes: Vec<Node>,
     /// Each input channel's (node, port, slot).
     inputs: Vec<(NodeId, usize, usize)>,
     /// Watermark alignment across relations (see `align_watermarks`).
-    align: bool,
+    pub(super) align: bool,
     /// Each relation's (entry node's) read limit in event time, for its split readers.
-    limits: Vec<(NodeId, Arc<AtomicI64>)>,
-}
-
-/// The smaller of two optional times (None = no time).
-fn min_some(a: Option<i64>, b: Option<i64>) -> Option<i64> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
+    pub(super) limits: Vec<(NodeId, Arc<AtomicI64>)>,
+    pub(super) exchanges: Vec<ExchangeEdge>,
+    /// Set on stage instances: the shared alignment and each input's registration in it.
+    pub(super) alignment: Option<Arc<Alignment>>,
+    aligned: Vec<Option<usize>>,
+    /// A stage instance's exit: what its last node emits, sent on after each message.
+    pub(super) router: Option<Router>,
+    outbox: Vec<Message>,
+    pub(super) gauge: Option<(Arc<StateGauge>, usize)>,
 }
 
 impl Graph {
@@ -107,6 +135,47 @@ impl Graph {
         self.nodes.len() - 1
     }
 
+    /// Feeds `from`'s output into `to`'s input `port` across an exchange: when the
+    /// dataflow runs on several cores, `to` starts a new stage whose instances each get
+    /// the rows `partitioning` deals them (on one core it is a plain edge).
+    pub fn exchange(
+        &mut self,
+        from: NodeId,
+        to: NodeId,
+        port: usize,
+        partitioning: Partitioning,
+    ) -> Result<()> {
+        if from >= to || to >= self.nodes.len() {
+            return Err(EngineError::Config(format!(
+                "edge {from} -> {to} is not in topological order"
+            )));
+        }
+        self.exchanges.push(ExchangeEdge {
+            from,
+            to,
+            port,
+            partitioning,
+        });
+        Ok(())
+    }
+
+    /// Sends what `node` emits (rows, watermarks) and every barrier out through `router`.
+    pub(super) fn set_exit(&mut self, node: NodeId, router: Router) {
+        self.nodes[node].outputs.push((EXIT, 0, 0));
+        self.router = Some(router);
+    }
+
+    /// Reports input `input`'s event time to the dataflow's watermark alignment.
+    pub(super) fn align_input(
+        &mut self,
+        input: InputId,
+        alignment: &Arc<Alignment>,
+        relation: usize,
+    ) {
+        self.aligned[input] = Some(alignment.register(relation));
+        self.alignment = Some(Arc::clone(alignment));
+    }
+
     /// Feeds `from`'s output into `to`'s input `port`.
     pub fn connect(&mut self, from: NodeId, to: NodeId, port: usize) -> Result<()> {
         if from >= to || to >= self.nodes.len() {
@@ -123,6 +192,7 @@ impl Graph {
     pub fn input(&mut self, to: NodeId, port: usize) -> InputId {
         let slot = self.new_slot(to, port);
         self.inputs.push((to, port, slot));
+        self.aligned.push(None);
         self.inputs.len() - 1
     }
 
@@ -141,7 +211,17 @@ impl Graph {
             if inputs > 0 {
                 let _ = write!(line, " <- {inputs} input channel(s)");
             }
-            let outs: Vec<String> = node.outputs.iter().map(|(n, ..)| n.to_string()).collect();
+            let outs: Vec<String> = node
+                .outputs
+                .iter()
+                .map(|(n, ..)| n.to_string())
+                .chain(
+                    self.exchanges
+                        .iter()
+                        .filter(|e| e.from == id)
+                        .map(|e| format!("{} (exchange: {})", e.to, e.partitioning.describe())),
+                )
+                .collect();
             if !outs.is_empty() {
                 let _ = write!(line, " -> {}", outs.join(", "));
             }
@@ -164,9 +244,6 @@ impl Graph {
         let n = receivers.len();
         let mut blocked: Vec<Option<Barrier>> = vec![None; n];
         let mut closed = vec![false; n];
-        // Each input's last event-time watermark (None: idle or ended); an input that has
-        // sent none yet holds the others back as if at the start of time.
-        let mut input_time: Vec<Option<i64>> = vec![Some(i64::MIN); n];
         let mut start = 0;
         let mut sized = Instant::now();
         let mut state_bytes = 0;
@@ -189,13 +266,25 @@ impl Graph {
                 }
                 if sized.elapsed().as_millis() >= 1000 || state_bytes == 0 {
                     state_bytes = self.nodes.iter().map(|n| n.op.state_bytes()).sum();
+                    if let Some((gauge, slot)) = &self.gauge {
+                        gauge.0[*slot].store(state_bytes, Ordering::Relaxed);
+                        state_bytes = gauge.0.iter().map(|g| g.load(Ordering::Relaxed)).sum();
+                    }
                     sized = Instant::now();
                 }
-                committed.send_modify(|s| {
-                    s.epoch = barrier.epoch;
-                    s.last_commit_ms = barrier.ts_ms;
-                    s.state_bytes = state_bytes;
-                });
+                if self.router.is_some() {
+                    // A stage before the last: the view commits when the barrier reaches it.
+                    self.outbox.push(Message::Barrier(barrier));
+                    if !self.send_outbox().await? {
+                        return Ok(());
+                    }
+                } else {
+                    committed.send_modify(|s| {
+                        s.epoch = barrier.epoch;
+                        s.last_commit_ms = barrier.ts_ms;
+                        s.state_bytes = state_bytes;
+                    });
+                }
                 continue;
             }
             let (i, msg) = std::future::poll_fn(|cx| {
@@ -217,47 +306,41 @@ impl Graph {
             match msg {
                 None => {
                     closed[i] = true;
-                    input_time[i] = None;
-                    self.publish_limits(&input_time);
+                    self.report_time(i, None);
                     self.watermark(node, slot, Slot::Idle)?;
                 }
                 Some(Message::Barrier(b)) => blocked[i] = Some(b),
                 Some(Message::Data(batch)) => self.deliver(node, port, batch)?,
                 Some(Message::Watermark(w)) => {
                     // The end of a bounded input (+inf) holds nothing back either.
-                    input_time[i] = w.time().filter(|&t| t < i64::MAX);
-                    self.publish_limits(&input_time);
+                    self.report_time(i, w.time().filter(|&t| t < i64::MAX));
                     let s = w.time().map_or(Slot::Idle, Slot::At);
                     self.watermark(node, slot, s)?;
                 }
             }
+            if !self.send_outbox().await? {
+                return Ok(());
+            }
         }
     }
 
-    /// Watermark alignment (when enabled): each relation may read up to `ALIGNMENT_NS`
-    /// past the slowest *other* relation that still moves; its split readers see the
-    /// limit and wait (barriers still flow), so a join does not hold the leader's rows
-    /// while the other side catches up. Partitions of one relation never hold each other.
-    fn publish_limits(&self, input_time: &[Option<i64>]) {
-        if !self.align {
-            return;
-        }
-        // A relation's time: the minimum over its inputs that have one.
-        let mut relation: Vec<(NodeId, Option<i64>)> = Vec::new();
-        for (i, &(node, ..)) in self.inputs.iter().enumerate() {
-            let t = input_time[i];
-            match relation.iter_mut().find(|r| r.0 == node) {
-                Some(r) => r.1 = min_some(r.1, t),
-                None => relation.push((node, t)),
+    /// Sends what reached the exit on to the next stage; false once it is gone.
+    async fn send_outbox(&mut self) -> Result<bool> {
+        let Some(router) = &mut self.router else {
+            return Ok(true);
+        };
+        for msg in self.outbox.drain(..) {
+            if !router.send(msg).await? {
+                return Ok(false);
             }
         }
-        for (node, limit) in &self.limits {
-            let others = relation
-                .iter()
-                .filter(|r| r.0 != *node)
-                .fold(None, |m, r| min_some(m, r.1));
-            let value = others.map_or(i64::MAX, |t| t.saturating_add(ALIGNMENT_NS));
-            limit.store(value, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    /// Tells watermark alignment (when the dataflow uses it) where an input is.
+    fn report_time(&self, input: InputId, time: Option<i64>) {
+        if let (Some(alignment), Some(index)) = (&self.alignment, self.aligned[input]) {
+            alignment.update(index, time);
         }
     }
 
@@ -266,6 +349,10 @@ impl Graph {
         let mut queue = VecDeque::from([(node, port, batch)]);
         let mut out = Emitter::default();
         while let Some((id, port, batch)) = queue.pop_front() {
+            if id == EXIT {
+                self.outbox.push(Message::Data(batch));
+                continue;
+            }
             let node = &mut self.nodes[id];
             node.op.on_batch(port, batch, &mut out)?;
             Self::fan_out(&node.outputs, &mut out, &mut queue);
@@ -290,6 +377,14 @@ impl Graph {
     fn watermark(&mut self, node: NodeId, slot: usize, value: Slot) -> Result<()> {
         let mut pending = VecDeque::from([(node, slot, value)]);
         while let Some((id, slot, value)) = pending.pop_front() {
+            if id == EXIT {
+                let w = match value {
+                    Slot::At(t) => Watermark::EventTime(t),
+                    _ => Watermark::Idle,
+                };
+                self.outbox.push(Message::Watermark(w));
+                continue;
+            }
             let node = &mut self.nodes[id];
             node.slots[slot] = value;
             // The slot's port alone: operators that judge each input by its own progress.
@@ -374,8 +469,6 @@ mod tests {
 
     use arrow::array::{Int64Array, RecordBatch};
     use arrow::datatypes::{DataType, Field, Schema};
-    use std::time::Duration;
-
     use tokio::sync::mpsc;
 
     use super::*;
@@ -391,57 +484,6 @@ mod tests {
 
     fn barrier(epoch: Epoch) -> Message {
         Message::Barrier(Barrier { epoch, ts_ms: 0 })
-    }
-
-    #[tokio::test]
-    async fn each_relation_may_read_one_second_past_the_others() {
-        let mut g = Graph::new();
-        g.align_watermarks();
-        let a = g.add(Box::new(Union::new("a")));
-        let b = g.add(Box::new(Union::new("b")));
-        let (limit_a, limit_b) = (g.read_limit(a), g.read_limit(b));
-        // Two splits for a, one for b.
-        g.input(a, 0);
-        g.input(a, 0);
-        g.input(b, 0);
-        let (txs, rxs): (Vec<_>, Vec<_>) = (0..3).map(|_| mpsc::channel(4)).unzip();
-        let (stats_tx, _stats) = watch::channel(DataflowStats::default());
-        let streams = rxs.into_iter().map(channel_stream).collect();
-        let task = tokio::spawn(async move { g.run(streams, &stats_tx).await });
-        let s = 1_000_000_000;
-        let wm = |t: i64| Message::Watermark(Watermark::EventTime(t * s));
-        // The graph task publishes limits as it takes each watermark in: wait for it.
-        let until = |limit: &Arc<AtomicI64>, want: fn(i64) -> bool| {
-            let limit = Arc::clone(limit);
-            async move {
-                for _ in 0..1000 {
-                    if want(limit.load(Ordering::Relaxed)) {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                panic!("limit stayed at {}", limit.load(Ordering::Relaxed));
-            }
-        };
-        txs[0].send(wm(10)).await.unwrap();
-        // b has said nothing yet: a may not read on.
-        until(&limit_a, |l| l < 0).await;
-        txs[2].send(wm(4)).await.unwrap();
-        until(&limit_a, |l| l == 5_000_000_000).await;
-        // a's second split has no watermark yet, so a holds b back.
-        assert!(limit_b.load(Ordering::Relaxed) < 0);
-        txs[1].send(wm(7)).await.unwrap();
-        // a is at min(10, 7).
-        until(&limit_b, |l| l == 8_000_000_000).await;
-        assert_eq!(limit_a.load(Ordering::Relaxed), 5 * s);
-        // b goes idle: it holds nothing back.
-        txs[2]
-            .send(Message::Watermark(Watermark::Idle))
-            .await
-            .unwrap();
-        until(&limit_a, |l| l == i64::MAX).await;
-        drop(txs);
-        task.await.unwrap().unwrap();
     }
 
     #[tokio::test]

@@ -229,7 +229,11 @@ impl SessionHandler {
                 Ok(()) => Ok(Response::Execution(Tag::new("FLUSH"))),
                 Err(e) => Err(e),
             },
-            Statement::CreateView { .. } => match self.db.execute_create_view(parsed).await {
+            Statement::CreateView { .. } => match self
+                .db
+                .execute_create_view(parsed, settings::streaming_parallelism(client.metadata()))
+                .await
+            {
                 Ok((out, notices)) => {
                     for msg in notices {
                         client

@@ -194,6 +194,11 @@ pub(crate) fn canonical(name: &str) -> Option<&'static str> {
 }
 
 /// The current value of `name` in a session.
+/// `streaming_parallelism` as views created by this session use it (0 = all cores).
+pub(crate) fn streaming_parallelism(metadata: &HashMap<String, String>) -> usize {
+    get(metadata, "streaming_parallelism").map_or(0, |(_, v)| v.parse().unwrap_or(0))
+}
+
 pub(crate) fn get(
     metadata: &HashMap<String, String>,
     name: &str,
@@ -245,7 +250,17 @@ fn normalize(name: &str, value: &str) -> Result<String, SqlError> {
             )),
         };
     }
-    if name == "streaming_parallelism" || name == "extra_float_digits" {
+    if name == "streaming_parallelism" {
+        value.parse::<u16>().map_err(|_| {
+            SqlError::new(
+                "22023",
+                format!(
+                    "invalid value for parameter \"{name}\": \"{value}\" (a number of cores, 0 for all)"
+                ),
+            )
+        })?;
+    }
+    if name == "extra_float_digits" {
         value.parse::<i64>().map_err(|_| {
             SqlError::new(
                 "22023",

@@ -139,7 +139,7 @@ impl Database {
             }
             SubscribeTarget::Query(query) => {
                 let plan = self.plan_view_query(query).await?;
-                let (table, _) = self.start_dataflow("subscribe", &plan, false)?;
+                let (table, _) = self.start_dataflow("subscribe", &plan, false, 0)?;
                 self.next_epoch_of(&table).await;
                 (table.view(), Some(table))
             }

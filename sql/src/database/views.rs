@@ -15,8 +15,8 @@ use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext
 use datafusion::physical_expr::create_physical_expr;
 use futures::FutureExt;
 use tokio::sync::watch;
-use weir_engine::operator::Materialize;
-use weir_engine::runtime::{DataflowStats, WatermarkSpec};
+use weir_engine::operator::{Materialize, SharedView};
+use weir_engine::runtime::{Dataflow, DataflowStats, Partitioning, WatermarkSpec};
 
 use super::{Database, Output, command};
 use crate::catalog::{Entry, StoredEntry};
@@ -32,9 +32,12 @@ impl Database {
     /// it committed its first epoch (tables' current rows are in the view by then).
     /// Runs CREATE MATERIALIZED VIEW (or its EXPLAIN); returns the result and the notices
     /// for the client (such as a join whose state has no bound).
+    /// `parallelism` is the session's `streaming_parallelism`: instances of each keyed
+    /// operator (0 = one per core).
     pub async fn execute_create_view(
         &self,
         statement: &ParsedStatement,
+        parallelism: usize,
     ) -> Result<(Output, Vec<String>)> {
         let Statement::CreateView {
             name,
@@ -58,7 +61,14 @@ impl Database {
                 Err(SqlError::duplicate_table(name))
             };
         }
-        let table = self.create_view(name, &plan, statement.text.clone(), true, *emit_on_close)?;
+        let table = self.create_view(
+            name,
+            &plan,
+            statement.text.clone(),
+            true,
+            *emit_on_close,
+            parallelism,
+        )?;
         self.next_epoch_of(&table).await;
         Ok((tag, table.notices()))
     }
@@ -76,12 +86,7 @@ impl Database {
         emit_on_close: bool,
     ) -> Result<(Output, Vec<String>)> {
         let props = ExecutionProps::new();
-        let mut lowering = Lowering::new(&props, emit_on_close);
-        let out = lowering.lower_plan(plan)?;
-        let sink = lowering.graph.add(Box::new(Materialize::new(Arc::new(
-            plan.schema().as_arrow().clone(),
-        ))?));
-        lowering.graph.connect(out, sink, 0)?;
+        let (lowering, _) = lower_view(plan, &props, emit_on_close)?;
         let mut lines = lowering.graph.describe();
         for input in &lowering.inputs {
             lines.push(format!("input {}: {}", input.node, input.relation));
@@ -146,8 +151,9 @@ impl Database {
         sql: String,
         persist: bool,
         emit_on_close: bool,
+        parallelism: usize,
     ) -> Result<Arc<ViewTable>> {
-        let (table, depends_on) = self.start_dataflow(name, plan, emit_on_close)?;
+        let (table, depends_on) = self.start_dataflow(name, plan, emit_on_close, parallelism)?;
         self.ctx
             .register_table(name, Arc::clone(&table) as Arc<dyn TableProvider>)?;
         let create = CreateRelation {
@@ -166,7 +172,11 @@ impl Database {
             kind: ObjectKind::MaterializedView,
             name: name.to_string(),
             sql,
-            resolved: Default::default(),
+            // The session's parallelism stays the view's after a restart.
+            resolved: (parallelism != 0)
+                .then(|| (PARALLELISM_KEY.to_string(), parallelism.to_string()))
+                .into_iter()
+                .collect(),
             depends_on,
         };
         let entry = Entry {
@@ -191,18 +201,29 @@ impl Database {
         name: &str,
         plan: &LogicalPlan,
         emit_on_close: bool,
+        parallelism: usize,
     ) -> Result<(Arc<ViewTable>, Vec<String>)> {
+        let parallelism = match parallelism {
+            0 => self.parallelism.max(1),
+            n => n,
+        };
         let props = ExecutionProps::new();
-        let mut lowering = Lowering::new(&props, emit_on_close);
-        let out = lowering.lower_plan(plan)?;
         let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
-        let materialize = Materialize::new(Arc::clone(&schema))?;
-        let view = materialize.view();
-        let sink = lowering.graph.add(Box::new(materialize));
-        lowering.graph.connect(out, sink, 0)?;
-        let mut streams = Vec::new();
+        // The plan once per core: each copy's keyed operators own the keys that hash to it.
+        let (mut lowering, view) = lower_view(plan, &props, emit_on_close)?;
+        let mut graphs = Vec::with_capacity(parallelism);
+        let mut late_rows = std::mem::take(&mut lowering.late_rows);
+        for _ in 1..parallelism {
+            let (mut copy, _) = lower_view(plan, &props, emit_on_close)?;
+            late_rows.append(&mut copy.late_rows);
+            graphs.push(copy.graph);
+        }
+        let inputs = std::mem::take(&mut lowering.inputs);
+        let notices = std::mem::take(&mut lowering.notices);
+        graphs.insert(0, lowering.graph);
+        let mut dataflow = Dataflow::new(graphs)?;
         let mut depends_on: Vec<String> = Vec::new();
-        for input in &lowering.inputs {
+        for input in &inputs {
             let (watermark, is_source) = {
                 let cat = self.catalog.lock();
                 let entry = cat
@@ -223,46 +244,48 @@ impl Database {
                 relation: &input.relation,
                 barriers: &self.barriers,
                 watermark,
-                parallelism: self.parallelism,
+                parallelism,
                 progress: is_source.then_some(self.progress.as_ref()),
                 read_limit: &input.read_limit,
             };
-            for stream in source.open(&cx)? {
-                lowering.graph.input(input.node, 0);
-                streams.push(stream);
-            }
+            dataflow.input(input.node, source.open(&cx)?);
             if !depends_on.contains(&input.relation) {
                 depends_on.push(input.relation.clone());
             }
         }
         let (stats_tx, stats) = watch::channel(DataflowStats::default());
-        let graph = lowering.graph;
-        let view_name = name.to_string();
-        let task = self.cpu.spawn(async move {
-            let run = std::panic::AssertUnwindSafe(graph.run(streams, &stats_tx)).catch_unwind();
-            let result = run.await.unwrap_or_else(|panic| {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                Err(weir_engine::EngineError::Config(format!(
-                    "internal error: {what}"
-                )))
-            });
-            if let Err(e) = result {
-                tracing::error!(view = %view_name, error = %e, "dataflow failed");
-                stats_tx.send_modify(|s| {
-                    s.error = Some(e.to_string());
-                    s.epoch = u64::MAX;
+        let stats_tx = Arc::new(stats_tx);
+        let mut tasks = Vec::with_capacity(dataflow.tasks());
+        for run in dataflow.start(Arc::clone(&stats_tx))? {
+            let stats_tx = Arc::clone(&stats_tx);
+            let view_name = name.to_string();
+            tasks.push(self.cpu.spawn(async move {
+                let run = std::panic::AssertUnwindSafe(run).catch_unwind();
+                let result = run.await.unwrap_or_else(|panic| {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    Err(weir_engine::EngineError::Config(format!(
+                        "internal error: {what}"
+                    )))
                 });
-            }
-        })?;
+                if let Err(e) = result {
+                    // Any stage failing fails the view: reading it then reports the error.
+                    tracing::error!(view = %view_name, error = %e, "dataflow failed");
+                    stats_tx.send_modify(|s| {
+                        s.error = Some(e.to_string());
+                        s.epoch = u64::MAX;
+                    });
+                }
+            })?);
+        }
         let running = RunningDataflow {
-            task,
+            tasks,
             stats,
-            late_rows: lowering.late_rows,
-            notices: lowering.notices,
+            late_rows,
+            notices,
         };
         let table = Arc::new(ViewTable::new(schema, view, running));
         Ok((table, depends_on))
@@ -301,4 +324,25 @@ async fn wait_for_epoch(mut stats: watch::Receiver<DataflowStats>, epoch: u64) {
     let _ = stats
         .wait_for(|s| s.epoch >= epoch || s.error.is_some())
         .await;
+}
+
+/// Where a view's `streaming_parallelism` is kept in its catalog entry.
+pub(super) const PARALLELISM_KEY: &str = "streaming_parallelism";
+
+/// Lowers a view's plan and adds its `Materialize`, which gathers the rows into one
+/// instance; returns the lowering and the view's shared state.
+fn lower_view<'a>(
+    plan: &LogicalPlan,
+    props: &'a ExecutionProps,
+    emit_on_close: bool,
+) -> Result<(Lowering<'a>, SharedView)> {
+    let mut lowering = Lowering::new(props, emit_on_close);
+    let out = lowering.lower_plan(plan)?;
+    let materialize = Materialize::new(Arc::new(plan.schema().as_arrow().clone()))?;
+    let view = materialize.view();
+    let sink = lowering.graph.add(Box::new(materialize));
+    lowering
+        .graph
+        .exchange(out, sink, 0, Partitioning::Single)?;
+    Ok((lowering, view))
 }

@@ -24,7 +24,7 @@ use weir_engine::operator::{
     FilterProject, HashAggregate, Limit, Operator, SessionWindow, TimeWindow, Union, WindowClose,
     column,
 };
-use weir_engine::runtime::{Graph, NodeId};
+use weir_engine::runtime::{Graph, NodeId, Partitioning};
 
 use crate::error::{Result, SqlError};
 use crate::provider::{
@@ -103,6 +103,19 @@ impl<'a> Lowering<'a> {
         Ok(id)
     }
 
+    /// A keyed operator: its input crosses an exchange that deals rows by `keys` (all to
+    /// one instance when there are none), so each instance holds the state of its keys.
+    fn add_keyed(
+        &mut self,
+        op: Box<dyn Operator>,
+        input: NodeId,
+        keys: Vec<Arc<dyn PhysicalExpr>>,
+    ) -> Result<NodeId> {
+        let id = self.graph.add(op);
+        self.graph.exchange(input, id, 0, partitioning(keys))?;
+        Ok(id)
+    }
+
     fn physical(&self, expr: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>> {
         Ok(create_physical_expr(
             expr,
@@ -174,6 +187,8 @@ impl<'a> Lowering<'a> {
                         let mut input = self.input(&w.relation, Arc::clone(&w.input))?;
                         let schema = w.input.schema();
                         let mut windows = vec![None; schema.fields().len()];
+                        // Sessions are per key: their rows cross an exchange by it.
+                        let mut keys = None;
                         // Groups by window_end close when the watermark reaches it; by
                         // window_start, a window's size later (sessions: unknown).
                         let (op, late, append_only): (Box<dyn Operator>, _, _) = match &w.windowing
@@ -196,14 +211,23 @@ impl<'a> Lowering<'a> {
                                     *gap,
                                 )?;
                                 windows.push(None);
+                                keys = Some(
+                                    key.iter()
+                                        .map(|&i| column(schema.field(i).name(), i))
+                                        .collect(),
+                                );
                                 let late = op.late_rows();
                                 (Box::new(op), late, false)
                             }
                         };
                         windows.push(Some(0));
                         self.late_rows.push(late);
+                        let node = match keys {
+                            Some(keys) => self.add_keyed(op, input, keys)?,
+                            None => self.add(op, &[input])?,
+                        };
                         Lowered {
-                            node: self.add(op, &[input])?,
+                            node,
                             windows,
                             append_only,
                         }
@@ -307,7 +331,7 @@ impl<'a> Lowering<'a> {
                     .enumerate()
                     .find_map(|(i, w)| w.map(|offset| (i, offset)));
                 let mut op = HashAggregate::try_new(
-                    group_by,
+                    group_by.clone(),
                     aggregates,
                     Arc::new(a.schema.as_arrow().clone()),
                 )
@@ -333,7 +357,7 @@ impl<'a> Lowering<'a> {
                 let mut out_windows = windows;
                 out_windows.resize(a.schema.fields().len(), None);
                 Ok(Lowered {
-                    node: self.add(Box::new(op), &[input.node])?,
+                    node: self.add_keyed(Box::new(op), input.node, group_by)?,
                     windows: out_windows,
                     append_only: false,
                 })
@@ -393,6 +417,15 @@ impl<'a> Lowering<'a> {
             .collect();
         let op = FilterProject::new(Some(pred), columns, Arc::new(schema.clone()));
         self.add(Box::new(op), &[input])
+    }
+}
+
+/// How rows reach a keyed operator: by the hash of its keys, or all to one instance.
+fn partitioning(keys: Vec<Arc<dyn PhysicalExpr>>) -> Partitioning {
+    if keys.is_empty() {
+        Partitioning::Single
+    } else {
+        Partitioning::Hash(keys)
     }
 }
 

@@ -66,6 +66,10 @@ impl Lowering<'_> {
         };
         let left_keys = keys(&j.left, |p| &p.0)?;
         let right_keys = keys(&j.right, |p| &p.1)?;
+        let exchange = [
+            super::partitioning(left_keys.clone()),
+            super::partitioning(right_keys.clone()),
+        ];
         let schema = Arc::new(j.schema.as_arrow().clone());
         let op = HashJoin::try_new(
             kind,
@@ -108,9 +112,11 @@ impl Lowering<'_> {
             }
             op
         };
+        // Each side crosses an exchange by its keys: equal keys meet in one instance.
         let id = self.graph.add(Box::new(op));
-        self.graph.connect(left.node, id, 0)?;
-        self.graph.connect(right.node, id, 1)?;
+        let [l, r] = exchange;
+        self.graph.exchange(left.node, id, 0, l)?;
+        self.graph.exchange(right.node, id, 1, r)?;
         let mut node = id;
         if let Some(filter) = j.filter.as_ref().filter(|_| kind == JoinKind::Inner) {
             let pred = self.physical(filter, &j.schema)?;

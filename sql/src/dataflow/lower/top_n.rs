@@ -47,7 +47,7 @@ impl Lowering<'_> {
             op = op.with_append_only_input();
         }
         Ok(Lowered {
-            node: self.add(Box::new(op), &[input.node])?,
+            node: self.add_keyed(Box::new(op), input.node, Vec::new())?,
             windows: input.windows,
             append_only: false,
         })
@@ -86,14 +86,21 @@ impl Lowering<'_> {
             offset: 0,
             limit: n,
         };
-        let mut op = TopN::try_new(partition_by, order_by, limit, &in_schema, out_schema, true)?;
+        let mut op = TopN::try_new(
+            partition_by.clone(),
+            order_by,
+            limit,
+            &in_schema,
+            out_schema,
+            true,
+        )?;
         if input.append_only {
             op = op.with_append_only_input();
         }
         let mut windows = input.windows;
         windows.push(None);
         Ok(Some(Lowered {
-            node: self.add(Box::new(op), &[input.node])?,
+            node: self.add_keyed(Box::new(op), input.node, partition_by)?,
             windows,
             append_only: false,
         }))

@@ -1,0 +1,236 @@
+//! `Dataflow`: a view's graph, lowered once per core, cut at its exchange edges into stages.
+//! Each stage instance runs as its own task; `Router` channels join them, hash-partitioned.
+//!
+//! Sources are dealt by split to the instances of the stage that reads them; a keyed
+//! operator (join, grouped aggregate, TopN, session window) starts a stage whose instance
+//! `i` owns the keys that hash to `i`; the view's `Materialize` is a stage of one. Barriers
+//! and watermarks cross every exchange to every instance, and each instance aligns them
+//! over its inputs as a whole dataflow does, so epochs stay consistent across stages.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
+use tokio::sync::{mpsc, watch};
+
+use super::alignment::Alignment;
+use super::exchange::{Partitioning, Router};
+use super::graph::{DataflowStats, Graph, Node, NodeId, StateGauge};
+use super::{CHANNEL_CAPACITY, channel_stream};
+use crate::{EngineError, Message, Result};
+
+/// A connected part of the graph between exchanges, run as `width` instances.
+struct Stage {
+    /// Its nodes, ascending (so topological).
+    nodes: Vec<NodeId>,
+    width: usize,
+    /// The exchange its output leaves by (none for the last stage).
+    exit: Option<usize>,
+    /// The exchanges it reads.
+    entries: Vec<usize>,
+}
+
+/// A dataflow ready to start: one graph per core, and the streams of its relations.
+pub struct Dataflow {
+    instances: Vec<Graph>,
+    stages: Vec<Stage>,
+    stage_of: Vec<usize>,
+    streams: Vec<(NodeId, Vec<BoxStream<'static, Message>>)>,
+}
+
+impl Dataflow {
+    /// `instances` are the same plan lowered once per core (identical shapes, fresh state).
+    /// With one instance, exchanges become plain edges and the dataflow runs as one task.
+    pub fn new(mut instances: Vec<Graph>) -> Result<Self> {
+        if instances.is_empty() {
+            return Err(EngineError::Config("a dataflow needs a graph".into()));
+        }
+        if instances.len() == 1 {
+            instances[0].inline_exchanges()?;
+        }
+        let first = &instances[0];
+        let n = first.nodes.len();
+        // Stages: components of the graph without its exchange edges.
+        let mut root: Vec<NodeId> = (0..n).collect();
+        fn find(root: &mut [NodeId], mut x: NodeId) -> NodeId {
+            while root[x] != x {
+                root[x] = root[root[x]];
+                x = root[x];
+            }
+            x
+        }
+        for (from, to) in first.edges() {
+            let (a, b) = (find(&mut root, from), find(&mut root, to));
+            root[a.max(b)] = a.min(b);
+        }
+        let mut stages: Vec<Stage> = Vec::new();
+        let mut of_root = vec![usize::MAX; n];
+        let stage_of: Vec<usize> = (0..n)
+            .map(|node| {
+                let r = find(&mut root, node);
+                if of_root[r] == usize::MAX {
+                    of_root[r] = stages.len();
+                    stages.push(Stage {
+                        nodes: Vec::new(),
+                        width: instances.len(),
+                        exit: None,
+                        entries: Vec::new(),
+                    });
+                }
+                stages[of_root[r]].nodes.push(node);
+                of_root[r]
+            })
+            .collect();
+        for (i, e) in first.exchanges.iter().enumerate() {
+            let from = &mut stages[stage_of[e.from]];
+            if from.exit.replace(i).is_some() {
+                return Err(EngineError::Config(format!(
+                    "node {} feeds two exchanges",
+                    e.from
+                )));
+            }
+            let to = &mut stages[stage_of[e.to]];
+            to.entries.push(i);
+            if matches!(e.partitioning, Partitioning::Single) {
+                to.width = 1;
+            }
+        }
+        Ok(Self {
+            instances,
+            stages,
+            stage_of,
+            streams: Vec::new(),
+        })
+    }
+
+    /// The streams of the relation entering at `node` (one per split); `start` deals them
+    /// to the instances of the stage that reads it.
+    pub fn input(&mut self, node: NodeId, streams: Vec<BoxStream<'static, Message>>) {
+        self.streams.push((node, streams));
+    }
+
+    /// How many tasks the dataflow runs as.
+    pub fn tasks(&self) -> usize {
+        self.stages.iter().map(|s| s.width).sum()
+    }
+
+    /// One future per stage instance; the last stage's commits are published on
+    /// `committed`. Every future must be spawned for the dataflow to make progress.
+    pub fn start(
+        mut self,
+        committed: Arc<watch::Sender<DataflowStats>>,
+    ) -> Result<Vec<BoxFuture<'static, Result<()>>>> {
+        let first = &self.instances[0];
+        let alignment = first
+            .align
+            .then(|| Arc::new(Alignment::new(first.limits.clone())));
+        // Per exchange, the senders of each upstream instance and the receivers of each
+        // downstream one.
+        let exchanges = first.exchanges.len();
+        let mut senders: Vec<Vec<Vec<mpsc::Sender<Message>>>> = Vec::with_capacity(exchanges);
+        let mut receivers: Vec<Vec<Vec<mpsc::Receiver<Message>>>> = Vec::with_capacity(exchanges);
+        for e in &first.exchanges {
+            let up = self.stages[self.stage_of[e.from]].width;
+            let down = self.stages[self.stage_of[e.to]].width;
+            let mut tx = vec![Vec::with_capacity(down); up];
+            let mut rx: Vec<Vec<_>> = (0..down).map(|_| Vec::with_capacity(up)).collect();
+            for sender in tx.iter_mut() {
+                for receiver in rx.iter_mut() {
+                    let (t, r) = mpsc::channel(CHANNEL_CAPACITY);
+                    sender.push(t);
+                    receiver.push(r);
+                }
+            }
+            senders.push(tx);
+            receivers.push(rx);
+        }
+        let gauge = Arc::new(StateGauge(
+            (0..self.tasks()).map(|_| AtomicUsize::new(0)).collect(),
+        ));
+        let mut tasks = Vec::new();
+        let mut instances: Vec<Vec<Option<Node>>> = self
+            .instances
+            .iter_mut()
+            .map(|g| std::mem::take(&mut g.nodes).into_iter().map(Some).collect())
+            .collect();
+        for (s, stage) in self.stages.iter().enumerate() {
+            for i in 0..stage.width {
+                let mut g = Graph::new();
+                let mut local = vec![usize::MAX; instances[i].len()];
+                for (new, &old) in stage.nodes.iter().enumerate() {
+                    local[old] = new;
+                }
+                for &old in &stage.nodes {
+                    let mut node = instances[i][old]
+                        .take()
+                        .expect("invariant: a node belongs to one stage");
+                    node.remap_outputs(&local);
+                    g.nodes.push(node);
+                }
+                let mut streams = Vec::new();
+                if let Some(e) = stage.exit {
+                    let edge = &self.instances[i].exchanges[e];
+                    let router = Router::new(
+                        edge.partitioning.clone(),
+                        std::mem::take(&mut senders[e][i]),
+                    );
+                    g.set_exit(local[edge.from], router);
+                }
+                for &e in &stage.entries {
+                    let edge = &self.instances[i].exchanges[e];
+                    for rx in std::mem::take(&mut receivers[e][i]) {
+                        g.input(local[edge.to], edge.port);
+                        streams.push(channel_stream(rx));
+                    }
+                }
+                for (node, relation) in self.streams.iter_mut() {
+                    if self.stage_of[*node] != s {
+                        continue;
+                    }
+                    let mut mine: Vec<_> = relation
+                        .iter_mut()
+                        .enumerate()
+                        .filter(|(k, _)| k % stage.width == i)
+                        .map(|(_, st)| std::mem::replace(st, futures::stream::empty().boxed()))
+                        .collect();
+                    if mine.is_empty() {
+                        // No split for this instance: an input that ends at once is idle.
+                        mine.push(futures::stream::empty().boxed());
+                    }
+                    for st in mine {
+                        let id = g.input(local[*node], 0);
+                        if let Some(a) = &alignment {
+                            g.align_input(id, a, *node);
+                        }
+                        streams.push(st);
+                    }
+                }
+                g.gauge = Some((Arc::clone(&gauge), tasks.len()));
+                let committed = Arc::clone(&committed);
+                tasks.push(async move { g.run(streams, &committed).await }.boxed());
+            }
+        }
+        Ok(tasks)
+    }
+}
+
+impl Graph {
+    /// Edges within the graph, as (from, to).
+    fn edges(&self) -> Vec<(NodeId, NodeId)> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .flat_map(|(from, n)| n.targets().map(move |to| (from, to)))
+            .collect()
+    }
+
+    /// Turns every exchange into a plain edge (a dataflow on one core).
+    fn inline_exchanges(&mut self) -> Result<()> {
+        for e in std::mem::take(&mut self.exchanges) {
+            self.connect(e.from, e.to, e.port)?;
+        }
+        Ok(())
+    }
+}
