@@ -64,6 +64,12 @@ pub trait Operator: Send + 'static {
     /// before `on_watermark` gets the minimum over all inputs.
     fn on_input_watermark(&mut self, _port: usize, _watermark: Watermark) {}
 
+    /// Whether the watermarks it forwards wait for the next barrier: true for an operator
+    /// that emits its changes at barriers, so they reach downstream ahead of the watermark.
+    fn holds_watermarks(&self) -> bool {
+        false
+    }
+
     /// Called once all inputs have delivered `barrier` (the runtime aligns them).
     fn on_barrier(&mut self, _barrier: Barrier, _out: &mut Emitter) -> Result<()> {
         Ok(())

@@ -84,7 +84,10 @@ struct Group {
     key: Vec<ScalarValue>,
     states: Vec<State>,
     rows: i64,
+    /// The row the view holds for it (key, then aggregate values).
     emitted: Option<Vec<ScalarValue>>,
+    /// Changed since the last flush (listed in `HashAggregate::dirty`).
+    dirty: bool,
 }
 
 /// When groups close: group-key column `column` (a timestamp) plus `offset_ns` (e.g. the
@@ -110,6 +113,8 @@ pub struct HashAggregate {
     close: Option<WindowClose>,
     /// Open groups by the event time at which they close.
     closing: BTreeMap<i64, Vec<Box<[u8]>>>,
+    /// Groups changed since the last flush: their change goes out once per epoch.
+    dirty: Vec<Box<[u8]>>,
 }
 
 impl HashAggregate {
@@ -158,6 +163,7 @@ impl HashAggregate {
             groups: HashMap::default(),
             close: None,
             closing: BTreeMap::new(),
+            dirty: Vec::new(),
         })
     }
 
@@ -231,8 +237,42 @@ impl HashAggregate {
                 states,
                 rows: 0,
                 emitted: None,
+                dirty: false,
             },
         );
+        Ok(())
+    }
+
+    /// Emits the change of every group touched since the last flush: one retraction of
+    /// its old row and one insert of its new row, however many batches touched it in the
+    /// epoch. Groups left with no rows go.
+    fn flush(&mut self, out: &mut Emitter) -> Result<()> {
+        if self.dirty.is_empty() {
+            return Ok(());
+        }
+        let global = self.is_global();
+        let mut changes = Vec::new();
+        for k in std::mem::take(&mut self.dirty) {
+            let Some(g) = self.groups.get_mut(&k) else {
+                continue;
+            };
+            g.dirty = false;
+            let new = evaluate_group(&self.aggregates, global, g)?
+                .map(|values| [g.key.as_slice(), &values].concat());
+            if new != g.emitted {
+                if let Some(old) = g.emitted.take() {
+                    changes.push((old, -1));
+                }
+                if let Some(new) = &new {
+                    changes.push((new.clone(), 1));
+                }
+                g.emitted = new;
+            }
+            if g.rows == 0 && !global {
+                self.groups.remove(&k);
+            }
+        }
+        out.emit(self.output(changes)?);
         Ok(())
     }
 
@@ -448,7 +488,7 @@ impl Operator for HashAggregate {
         s
     }
 
-    fn on_batch(&mut self, _input: usize, batch: ChangeBatch, out: &mut Emitter) -> Result<()> {
+    fn on_batch(&mut self, _input: usize, batch: ChangeBatch, _out: &mut Emitter) -> Result<()> {
         let data = batch.data();
         let key_arrays = if self.is_global() {
             vec![Arc::new(Int8Array::from(vec![0; data.num_rows()])) as ArrayRef]
@@ -512,7 +552,6 @@ impl Operator for HashAggregate {
             .expect("invariant: weights are Int64");
         let global = self.is_global();
         let emit_on_close = self.emit_on_close();
-        let mut changes = Vec::new();
         let mut offset = 0;
         for (k, indices) in batch_groups {
             let (start, len) = (offset, indices.len());
@@ -536,35 +575,16 @@ impl Operator for HashAggregate {
                 update_state(a, state, &group_args, &group_weights)?;
             }
             g.rows += group_weights.values().iter().sum::<i64>();
-            if !emit_on_close {
-                let new = evaluate_group(&self.aggregates, global, g)?;
-                if new != g.emitted {
-                    // The key comes from the group's first row in this batch.
-                    if let Some(old) = g.emitted.take() {
-                        changes.push((indices[0], old, -1));
-                    }
-                    if let Some(new) = &new {
-                        changes.push((indices[0], new.clone(), 1));
-                    }
-                    g.emitted = new;
+            if emit_on_close {
+                if g.rows == 0 && !global {
+                    self.groups.remove(k);
                 }
-            }
-            if g.rows == 0 && !global {
-                self.groups.remove(k);
+            } else if !g.dirty {
+                // Its change goes out at the barrier (or when its window closes).
+                g.dirty = true;
+                self.dirty.push(k.into());
             }
         }
-        let at = UInt32Array::from_iter_values(changes.iter().map(|c| c.0));
-        let keys = if global {
-            Vec::new()
-        } else {
-            key_arrays
-                .iter()
-                .map(|k| take(k, &at, None))
-                .collect::<Result<Vec<_>, _>>()?
-        };
-        let values: Vec<(&[ScalarValue], i64)> =
-            changes.iter().map(|(_, v, w)| (v.as_slice(), *w)).collect();
-        out.emit(self.output_keyed(keys, &values)?);
         Ok(())
     }
 
@@ -575,6 +595,14 @@ impl Operator for HashAggregate {
         // Groups whose close time is <= t are complete.
         let open = self.closing.split_off(&t.saturating_add(1));
         let closed = std::mem::replace(&mut self.closing, open);
+        // A closing group's last change goes out before its state does.
+        if closed
+            .values()
+            .flatten()
+            .any(|k| self.groups.get(k).is_some_and(|g| g.dirty))
+        {
+            self.flush(out)?;
+        }
         let mut changes = Vec::new();
         for k in closed.into_values().flatten() {
             if let Some(mut g) = self.groups.remove(&k)
@@ -588,7 +616,14 @@ impl Operator for HashAggregate {
         Ok(watermark)
     }
 
+    fn holds_watermarks(&self) -> bool {
+        // Changes wait for the barrier; a watermark passed on before them could make
+        // them late downstream (a window join on the aggregate's windows).
+        !self.emit_on_close()
+    }
+
     fn on_barrier(&mut self, _barrier: Barrier, out: &mut Emitter) -> Result<()> {
+        self.flush(out)?;
         // A global aggregate has its row from the start, even over no input.
         if self.is_global() && self.groups.is_empty() {
             let k = self
@@ -740,12 +775,15 @@ mod tests {
                 .collect()
         };
         assert_eq!(min_of(&mut out), vec![(None, 1)], "one row over no input");
-        op.on_batch(0, input(&[("a", 3, 1), ("b", 1, 1), ("c", 1, 1)]), &mut out)
-            .unwrap();
+        let mut step = |rows: &[(&str, i64, i64)], out: &mut Emitter| {
+            op.on_batch(0, input(rows), out).unwrap();
+            op.on_barrier(b, out).unwrap();
+        };
+        step(&[("a", 3, 1), ("b", 1, 1), ("c", 1, 1)], &mut out);
         assert_eq!(min_of(&mut out), vec![(None, -1), (Some(1), 1)]);
-        op.on_batch(0, input(&[("b", 1, -1)]), &mut out).unwrap();
+        step(&[("b", 1, -1)], &mut out);
         assert!(min_of(&mut out).is_empty(), "another 1 remains");
-        op.on_batch(0, input(&[("c", 1, -1)]), &mut out).unwrap();
+        step(&[("c", 1, -1)], &mut out);
         assert_eq!(min_of(&mut out), vec![(Some(1), -1), (Some(3), 1)]);
     }
 
@@ -753,12 +791,15 @@ mod tests {
     fn groups_update_retract_and_disappear() {
         let mut op = op();
         let mut out = Emitter::default();
+        let b = Barrier { epoch: 1, ts_ms: 0 };
         op.on_batch(
             0,
             input(&[("a", 1, 1), ("b", 10, 1), ("a", 2, 2)]),
             &mut out,
         )
         .unwrap();
+        assert!(rows(&mut out).is_empty(), "changes wait for the barrier");
+        op.on_barrier(b, &mut out).unwrap();
         assert_eq!(
             rows(&mut out),
             vec![("a".into(), Some(5), 3, 1), ("b".into(), Some(10), 1, 1)],
@@ -766,17 +807,32 @@ mod tests {
         );
         // Retract one ("a", 2): the group's row is replaced.
         op.on_batch(0, input(&[("a", 2, -1)]), &mut out).unwrap();
+        op.on_barrier(b, &mut out).unwrap();
         assert_eq!(
             rows(&mut out),
             vec![("a".into(), Some(5), 3, -1), ("a".into(), Some(3), 2, 1)]
         );
         // Delete all of "b": its row is retracted and its state freed.
         op.on_batch(0, input(&[("b", 10, -1)]), &mut out).unwrap();
+        op.on_barrier(b, &mut out).unwrap();
         assert_eq!(rows(&mut out), vec![("b".into(), Some(10), 1, -1)]);
         assert_eq!(op.group_count(), 1);
         // An insert and its retraction in one batch change nothing.
         op.on_batch(0, input(&[("a", 7, 1), ("a", 7, -1)]), &mut out)
             .unwrap();
+        op.on_barrier(b, &mut out).unwrap();
         assert!(rows(&mut out).is_empty());
+        // Several batches in one epoch: one retraction and one insert for the group.
+        op.on_batch(0, input(&[("a", 4, 1)]), &mut out).unwrap();
+        op.on_batch(0, input(&[("a", 6, 1), ("c", 1, 1)]), &mut out)
+            .unwrap();
+        op.on_batch(0, input(&[("c", 1, -1)]), &mut out).unwrap();
+        op.on_barrier(b, &mut out).unwrap();
+        assert_eq!(
+            rows(&mut out),
+            vec![("a".into(), Some(3), 2, -1), ("a".into(), Some(13), 4, 1)],
+            "c came and went within the epoch"
+        );
+        assert_eq!(op.group_count(), 1);
     }
 }

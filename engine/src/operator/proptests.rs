@@ -13,7 +13,7 @@ use datafusion_functions_aggregate::sum::sum_udaf;
 use datafusion_physical_expr::aggregate::AggregateExprBuilder;
 use proptest::prelude::*;
 
-use crate::message::Watermark;
+use crate::message::{Barrier, Watermark};
 use crate::operator::{Emitter, HashAggregate, Operator, SessionWindow, column, timestamps_ns};
 use crate::{ChangeBatch, with_weight};
 
@@ -31,6 +31,11 @@ fn changes(max_weight: i64) -> impl Strategy<Value = Vec<Vec<Change>>> {
         1 => (0usize..50).prop_map(Change::Delete),
     ];
     proptest::collection::vec(proptest::collection::vec(change, 0..6), 1..25)
+}
+
+/// Whether a barrier follows each step (a step per batch, so epochs of random length).
+fn epoch_ends() -> impl Strategy<Value = Vec<bool>> {
+    proptest::collection::vec(proptest::bool::ANY, 25)
 }
 
 /// Applies a step's changes to the model multiset; returns the batch rows and weights.
@@ -155,32 +160,41 @@ fn accumulate(into: &mut HashMap<AggRow, i64>, batches: Vec<ChangeBatch>) {
 
 proptest! {
     /// Sums, counts, min/max (also when the extreme is deleted) and count(DISTINCT) per
-    /// group equal the model after every batch; groups vanish with their last row.
+    /// group equal the model at every barrier, with epochs of random numbers of batches;
+    /// groups vanish with their last row.
     #[test]
-    fn hash_aggregate_equals_recomputation(steps in changes(2)) {
+    fn hash_aggregate_equals_recomputation(steps in changes(2), ends in epoch_ends()) {
         let mut op = aggregate(false);
         let (mut live, mut output) = (BTreeMap::new(), HashMap::new());
         let mut out = Emitter::default();
-        for step in steps {
+        let last = steps.len() - 1;
+        for (i, step) in steps.into_iter().enumerate() {
             let rows = resolve(&mut live, &step);
             op.on_batch(0, kv_batch(&rows), &mut out).unwrap();
-            accumulate(&mut output, out.drain());
-            prop_assert_eq!(&output, &aggregate_model(&live));
+            if ends[i] || i == last {
+                op.on_barrier(Barrier { epoch: i as u64, ts_ms: 0 }, &mut out).unwrap();
+                accumulate(&mut output, out.drain());
+                prop_assert_eq!(&output, &aggregate_model(&live));
+            }
         }
     }
 
     /// Over insert-only input (plain accumulators, O(1) per group) the same holds.
     #[test]
-    fn hash_aggregate_over_inserts_equals_recomputation(steps in changes(2)) {
+    fn hash_aggregate_over_inserts_equals_recomputation(steps in changes(2), ends in epoch_ends()) {
         let mut op = aggregate(true);
         let (mut live, mut output) = (BTreeMap::new(), HashMap::new());
         let mut out = Emitter::default();
-        for step in steps {
+        let last = steps.len() - 1;
+        for (i, step) in steps.into_iter().enumerate() {
             let inserts: Vec<Change> = step.into_iter().filter(|c| matches!(c, Change::Insert(..))).collect();
             let rows = resolve(&mut live, &inserts);
             op.on_batch(0, kv_batch(&rows), &mut out).unwrap();
-            accumulate(&mut output, out.drain());
-            prop_assert_eq!(&output, &aggregate_model(&live));
+            if ends[i] || i == last {
+                op.on_barrier(Barrier { epoch: i as u64, ts_ms: 0 }, &mut out).unwrap();
+                accumulate(&mut output, out.drain());
+                prop_assert_eq!(&output, &aggregate_model(&live));
+            }
         }
     }
 }

@@ -44,6 +44,8 @@ pub(super) struct Node {
     /// Event time reached (monotone) and the last watermark sent on.
     time: Option<i64>,
     forwarded: Option<Watermark>,
+    /// A watermark waiting for the next barrier (`Operator::holds_watermarks`).
+    held: Option<Slot>,
 }
 
 impl Node {
@@ -131,6 +133,7 @@ impl Graph {
             slot_ports: Vec::new(),
             time: None,
             forwarded: None,
+            held: None,
         });
         self.nodes.len() - 1
     }
@@ -440,6 +443,10 @@ impl Graph {
             let node = &mut self.nodes[id];
             node.forwarded = Some(next);
             let s = forward.time().map_or(Slot::Idle, Slot::At);
+            if node.op.holds_watermarks() {
+                node.held = Some(s);
+                continue;
+            }
             for &(to, _, slot) in &node.outputs {
                 pending.push_back((to, slot, s));
             }
@@ -457,6 +464,12 @@ impl Graph {
             Self::fan_out(&self.nodes[id].outputs, &mut out, &mut queue);
             for (to, port, batch) in queue {
                 self.deliver(to, port, batch)?;
+            }
+            // What it emitted is downstream now: its held watermark may follow.
+            if let Some(s) = self.nodes[id].held.take() {
+                for (to, _, slot) in self.nodes[id].outputs.clone() {
+                    self.watermark(to, slot, s)?;
+                }
             }
         }
         Ok(())
