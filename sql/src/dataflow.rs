@@ -1,6 +1,7 @@
 //! Materialized views as running dataflows: the optimized DataFusion plan lowered to an
-//! engine `Graph` (`lower`), fed by its relations (`inputs`), run as one task on the query
-//! runtime, and read through `ViewTable` from the last committed epoch.
+//! engine `Graph` once per instance (`lower`), fed by its relations (`inputs`), run as a
+//! task per stage instance on the query runtime, and read through `ViewTable` from the
+//! last committed epoch.
 
 mod inputs;
 mod join_bounds;
