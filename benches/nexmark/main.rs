@@ -1,6 +1,7 @@
 //! The Nexmark benchmark (issue 5), one command:
 //! `cargo bench --bench nexmark -- [--events N] [--queries q0,q5] [--inputs generator,file,kafka]
-//! [--no-references] [--out BENCHMARKS.md]`.
+//! [--no-references] [--parallelism N] [--out BENCHMARKS.md]` (`--parallelism`: the views'
+//! `streaming_parallelism`, default one instance per core).
 //!
 //! Writes N Nexmark events (default 10M; 20k when `cargo test` runs it as a smoke test) as
 //! NDJSON and Parquet files and produces them to Kafka topics (Tansu, `memory://`). Then for
@@ -52,6 +53,8 @@ struct Options {
     kafka_storage: String,
     /// A child: run this job (JSON) and print its outcome.
     child: Option<String>,
+    /// Instances per keyed operator (`streaming_parallelism`; 0: one per core).
+    parallelism: usize,
 }
 
 fn options() -> Options {
@@ -91,6 +94,9 @@ fn options() -> Options {
             .to_string()
         }),
         child: value("--child"),
+        parallelism: value("--parallelism")
+            .map(|v| v.parse().expect("--parallelism takes a number"))
+            .unwrap_or(0),
     }
 }
 
@@ -187,6 +193,7 @@ async fn main() {
                 latency_rate: None,
                 latency_secs: o.latency_secs,
                 check: matches!(input, Input::Generator) && o.events <= CHECKED_UP_TO,
+                parallelism: o.parallelism,
             };
             let outcome = in_child(&job);
             match &outcome.error {
@@ -226,6 +233,7 @@ async fn main() {
             latency_rate: Some(rate),
             latency_secs: o.latency_secs,
             check: false,
+            parallelism: o.parallelism,
         };
         let outcome = in_child(&job);
         if let Some((p50, p99, n, stopped)) = &outcome.latency_ms {

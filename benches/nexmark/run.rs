@@ -34,6 +34,8 @@ pub struct Job {
     pub latency_secs: u64,
     /// Compare the view with the same query run as a batch by weir.
     pub check: bool,
+    /// The view's `streaming_parallelism` (0: one instance per core).
+    pub parallelism: usize,
 }
 
 /// Latency percentiles in ms (p50, p99), the number of changes they are over, and why
@@ -108,6 +110,10 @@ pub async fn run(query: &Query, job: &Job) -> Outcome {
     for ddl in source_ddl(job) {
         client.batch_execute(&ddl).await.unwrap();
     }
+    client
+        .batch_execute(&format!("SET streaming_parallelism TO {}", job.parallelism))
+        .await
+        .unwrap();
     reset_peak_rss();
     let start = Instant::now();
     if let Err(e) = client

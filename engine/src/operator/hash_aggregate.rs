@@ -90,6 +90,10 @@ struct Group {
     dirty: bool,
 }
 
+/// Changed groups that make an epoch's changes go out before its barrier: the burst at
+/// the barrier (on the path of every commit) stays bounded.
+const FLUSH_GROUPS: usize = 4096;
+
 /// When groups close: group-key column `column` (a timestamp) plus `offset_ns` (e.g. the
 /// window size for `window_start`) reaching the watermark.
 #[derive(Debug, Clone, Copy)]
@@ -488,7 +492,7 @@ impl Operator for HashAggregate {
         s
     }
 
-    fn on_batch(&mut self, _input: usize, batch: ChangeBatch, _out: &mut Emitter) -> Result<()> {
+    fn on_batch(&mut self, _input: usize, batch: ChangeBatch, out: &mut Emitter) -> Result<()> {
         let data = batch.data();
         let key_arrays = if self.is_global() {
             vec![Arc::new(Int8Array::from(vec![0; data.num_rows()])) as ArrayRef]
@@ -584,6 +588,9 @@ impl Operator for HashAggregate {
                 g.dirty = true;
                 self.dirty.push(k.into());
             }
+        }
+        if self.dirty.len() >= FLUSH_GROUPS {
+            self.flush(out)?;
         }
         Ok(())
     }
