@@ -338,7 +338,8 @@ async fn kafka_tumble_with_shuffled_and_late_events_equals_the_batch_result() {
                FROM SESSION(clicks, ts, INTERVAL '1' SECOND) GROUP BY user_id, window_start, window_end;
              CREATE MATERIALIZED VIEW follow_ups AS SELECT a.user_id, count(*) AS pairs, sum(b.n) AS s \
                FROM clicks a JOIN clicks b ON a.user_id = b.user_id \
-               AND b.ts BETWEEN a.ts AND a.ts + INTERVAL '1' SECOND GROUP BY a.user_id;",
+               AND b.ts BETWEEN a.ts AND a.ts + INTERVAL '1' SECOND GROUP BY a.user_id;
+             CREATE MATERIALIZED VIEW share AS SELECT u.user_id, u.window_start, u.c, w.c AS all_clicks                FROM (SELECT user_id, window_start, count(*) AS c FROM TUMBLE(clicks, ts, INTERVAL '5' SECOND)                      GROUP BY user_id, window_start) u                JOIN (SELECT window_start, count(*) AS c FROM TUMBLE(clicks, ts, INTERVAL '5' SECOND)                      GROUP BY window_start) w ON u.window_start = w.window_start;",
             broker.bootstrap()
         ))
         .await
@@ -371,14 +372,23 @@ async fn kafka_tumble_with_shuffled_and_late_events_equals_the_batch_result() {
         Duration::from_secs(60),
     )
     .await;
-    // The join reads the topic twice: each late click is dropped on both sides.
+    // A window join of two aggregates over the same windows, whose changes go out at
+    // barriers (and at a window's close, before the watermark that closes it).
+    await_view_equals(
+        &client,
+        "share",
+        "SELECT u.user_id, u.window_start, u.c, w.c FROM          (SELECT user_id, window_start, count(*) AS c FROM TUMBLE(clicks, ts, INTERVAL '5' SECOND)           WHERE user_id <> 'late' GROUP BY user_id, window_start) u          JOIN (SELECT window_start, count(*) AS c FROM TUMBLE(clicks, ts, INTERVAL '5' SECOND)           WHERE user_id <> 'late' GROUP BY window_start) w ON u.window_start = w.window_start",
+        Duration::from_secs(60),
+    )
+    .await;
+    // The joins read the topic twice: each late click is dropped on both sides.
     assert_eq!(
         sorted_rows(
             &client,
             "SELECT name, late_rows FROM weir_catalog.dataflows"
         )
         .await,
-        vec!["follow_ups|60", "per_user|30", "visits|30"]
+        vec!["follow_ups|60", "per_user|30", "share|60", "visits|30"]
     );
     assert_eq!(
         sorted_rows(

@@ -320,5 +320,20 @@ mod tests {
                 .code,
             "22023"
         );
+        // Views' instances per keyed operator: a count of cores, 0 for all.
+        assert_eq!(streaming_parallelism(&m), 0);
+        set(&mut m, "streaming_parallelism", Some("3")).unwrap();
+        assert_eq!(streaming_parallelism(&m), 3);
+        assert_eq!(
+            set(&mut m, "streaming_parallelism", Some("-1"))
+                .unwrap_err()
+                .code,
+            "22023"
+        );
+        assert_eq!(
+            streaming_parallelism(&m),
+            3,
+            "a refused value changes nothing"
+        );
     }
 }
