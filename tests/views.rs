@@ -14,7 +14,9 @@ async fn view_equals_its_query_after_every_change() {
             "SET implicit_flush = on;
              CREATE TABLE people (id BIGINT PRIMARY KEY, city VARCHAR, age BIGINT);
              INSERT INTO people VALUES (1, 'oslo', 30), (2, 'oslo', 12), (3, 'rome', 40);
+             SET streaming_parallelism TO 3;
              CREATE MATERIALIZED VIEW adults AS {VIEW_QUERY};
+             RESET streaming_parallelism;
              CREATE MATERIALIZED VIEW names AS SELECT id, upper(city) AS c FROM people WHERE age > 20;"
         ))
         .await
@@ -52,10 +54,16 @@ async fn view_equals_its_query_after_every_change() {
         vec!["adults", "names"]
     );
 
-    // Views survive a restart: re-created and backfilled from the table.
+    // Views survive a restart: re-created and backfilled from the table, each with the
+    // parallelism it was created with (one instance per core by default).
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let parallelism = vec!["adults|3".to_string(), format!("names|{cores}")];
+    let query = "SELECT name, parallelism FROM weir_catalog.dataflows";
+    assert_eq!(rows(&client, query).await, parallelism);
     drop(client);
     server.restart().await;
     let client = server.client().await;
+    assert_eq!(rows(&client, query).await, parallelism);
     assert_eq!(
         rows(&client, "SELECT * FROM adults").await,
         rows(&client, VIEW_QUERY).await

@@ -35,6 +35,8 @@ pub(crate) struct RunningDataflow {
     pub(crate) late_rows: Vec<Arc<AtomicU64>>,
     /// Warnings from planning it, for the client that creates it.
     pub(crate) notices: Vec<String>,
+    /// Instances of each keyed operator.
+    pub(crate) parallelism: usize,
 }
 
 impl Drop for RunningDataflow {
@@ -68,6 +70,8 @@ pub(crate) struct ViewStatus {
     pub(crate) last_commit_ms: i64,
     pub(crate) late_rows: u64,
     pub(crate) error: Option<String>,
+    /// Instances of each keyed operator (0 once stopped).
+    pub(crate) parallelism: usize,
 }
 
 impl ViewTable {
@@ -119,6 +123,7 @@ impl ViewTable {
                 r.late_rows.iter().map(|l| l.load(Ordering::Relaxed)).sum()
             }),
             error: stats.and_then(|s| s.error),
+            parallelism: running.as_ref().map_or(0, |r| r.parallelism),
         }
     }
 }

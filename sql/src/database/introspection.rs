@@ -129,6 +129,7 @@ fn dataflows() -> (SchemaRef, Rows) {
         ),
         Field::new("late_rows", DataType::Int64, false),
         Field::new("error", DataType::Utf8, true),
+        Field::new("parallelism", DataType::Int64, false),
     ]));
     let rows: Rows = Box::new(|db| {
         let views: Vec<_> = db
@@ -163,6 +164,9 @@ fn dataflows() -> (SchemaRef, Rows) {
             )),
             Arc::new(StringArray::from_iter(
                 views.iter().map(|v| v.1.error.clone()),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                views.iter().map(|v| v.1.parallelism as i64),
             )),
         ])
     });

@@ -286,6 +286,7 @@ impl Database {
             stats,
             late_rows,
             notices,
+            parallelism,
         };
         let table = Arc::new(ViewTable::new(schema, view, running));
         Ok((table, depends_on))
