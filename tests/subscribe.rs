@@ -95,8 +95,13 @@ async fn copy_subscribe_streams_snapshot_then_each_commit() {
         .collect();
     last.sort();
     assert_eq!(last, vec![(-1, "bob\t20".into()), (1, "\\N\t99".into())]);
-    // A subscription to a query runs its own dataflow and skips the snapshot on request.
+    // A subscription to a query runs its own dataflow (with the session's parallelism) and
+    // skips the snapshot on request.
     let other = server.client().await;
+    other
+        .batch_execute("SET streaming_parallelism TO 3")
+        .await
+        .unwrap();
     let q = other
         .copy_out(
             "COPY (SUBSCRIBE (SELECT count(*) AS n FROM acct) WITH (snapshot = false)) TO STDOUT",

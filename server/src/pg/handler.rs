@@ -179,7 +179,15 @@ impl SessionHandler {
                 target,
                 snapshot,
                 cursor: None,
-            } => match self.db.subscribe(target, *snapshot).await {
+            } => match self
+                .db
+                .subscribe(
+                    target,
+                    *snapshot,
+                    settings::streaming_parallelism(client.metadata()),
+                )
+                .await
+            {
                 Ok(sub) => return subscribe::copy_out(client, sub).await,
                 Err(e) => Err(e),
             },
@@ -194,7 +202,15 @@ impl SessionHandler {
                         "DECLARE CURSOR can only be used in transaction blocks",
                     ))
                 } else {
-                    match self.db.subscribe(target, *snapshot).await {
+                    match self
+                        .db
+                        .subscribe(
+                            target,
+                            *snapshot,
+                            settings::streaming_parallelism(client.metadata()),
+                        )
+                        .await
+                    {
                         Ok(sub) => subscribe::cursors(client)
                             .open(name, sub)
                             .await

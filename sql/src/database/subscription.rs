@@ -114,11 +114,13 @@ fn change_rows(schema: &SchemaRef, changes: &ChangeBatch, ts_ms: i64) -> Result<
 }
 
 impl Database {
-    /// Starts a SUBSCRIBE to a view, or to a query maintained just for it.
+    /// Starts a SUBSCRIBE to a view, or to a query maintained just for it (with
+    /// `parallelism` instances per keyed operator, 0 = one per core).
     pub async fn subscribe(
         &self,
         target: &SubscribeTarget,
         snapshot: bool,
+        parallelism: usize,
     ) -> Result<Subscription> {
         let (table, own) = match target {
             SubscribeTarget::View(name) => {
@@ -139,7 +141,7 @@ impl Database {
             }
             SubscribeTarget::Query(query) => {
                 let plan = self.plan_view_query(query).await?;
-                let (table, _) = self.start_dataflow("subscribe", &plan, false, 0)?;
+                let (table, _) = self.start_dataflow("subscribe", &plan, false, parallelism)?;
                 self.next_epoch_of(&table).await;
                 (table.view(), Some(table))
             }
