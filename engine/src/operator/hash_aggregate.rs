@@ -282,36 +282,10 @@ impl HashAggregate {
 
     /// Output rows from whole rows of scalars (group key, then aggregate values).
     fn output(&self, changes: Vec<(Vec<ScalarValue>, i64)>) -> Result<ChangeBatch> {
-        let n_keys = self.group_by.len();
-        let keys = (0..n_keys)
+        let columns = (0..self.schema.fields().len())
             .map(|c| self.column_of(c, changes.iter().map(|(row, _)| &row[c])))
             .collect::<Result<Vec<_>>>()?;
-        let values: Vec<(&[ScalarValue], i64)> = changes
-            .iter()
-            .map(|(row, w)| (&row[n_keys..], *w))
-            .collect();
-        self.output_keyed(keys, &values)
-    }
-
-    /// Output rows whose key columns are arrays (taken from the input batch) and whose
-    /// aggregate values are scalars.
-    fn output_keyed(
-        &self,
-        keys: Vec<ArrayRef>,
-        values: &[(&[ScalarValue], i64)],
-    ) -> Result<ChangeBatch> {
-        let n_keys = self.group_by.len();
-        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len() + 1);
-        for (c, key) in keys.into_iter().enumerate() {
-            columns.push(arrow::compute::cast(
-                &key,
-                self.schema.field(c).data_type(),
-            )?);
-        }
-        for a in 0..self.aggregates.len() {
-            columns.push(self.column_of(n_keys + a, values.iter().map(|(v, _)| &v[a]))?);
-        }
-        ChangeBatch::from_columns(&self.schema, columns, values.iter().map(|(_, w)| *w))
+        ChangeBatch::from_columns(&self.schema, columns, changes.iter().map(|(_, w)| *w))
     }
 
     /// Output column `c` from scalars.
