@@ -261,8 +261,7 @@ impl HashAggregate {
                 continue;
             };
             g.dirty = false;
-            let new = evaluate_group(&self.aggregates, global, g)?
-                .map(|values| [g.key.as_slice(), &values].concat());
+            let new = evaluate_group(&self.aggregates, global, g)?;
             if new != g.emitted {
                 if let Some(old) = g.emitted.take() {
                     changes.push((old, -1));
@@ -302,17 +301,10 @@ impl HashAggregate {
         };
         Ok(arrow::compute::cast(&array, ty)?)
     }
-
-    /// The group's output row now, key then aggregates (None once it holds no rows,
-    /// unless global).
-    fn evaluate(&self, g: &mut Group) -> Result<Option<Vec<ScalarValue>>> {
-        Ok(evaluate_group(&self.aggregates, self.is_global(), g)?
-            .map(|values| [g.key.as_slice(), &values].concat()))
-    }
 }
 
-/// A group's aggregate values now (None once it holds no rows, unless the aggregate is
-/// global).
+/// A group's output row now, key then aggregate values (None once it holds no rows,
+/// unless the aggregate is global).
 fn evaluate_group(
     aggregates: &[Aggregate],
     global: bool,
@@ -321,12 +313,11 @@ fn evaluate_group(
     if g.rows <= 0 && !global {
         return Ok(None);
     }
-    aggregates
-        .iter()
-        .zip(g.states.iter_mut())
-        .map(|(a, state)| evaluate_state(a, state))
-        .collect::<Result<Vec<_>>>()
-        .map(Some)
+    let mut row = g.key.clone();
+    for (a, state) in aggregates.iter().zip(g.states.iter_mut()) {
+        row.push(evaluate_state(a, state)?);
+    }
+    Ok(Some(row))
 }
 
 fn evaluate_state(a: &Aggregate, state: &mut State) -> Result<ScalarValue> {
@@ -588,7 +579,7 @@ impl Operator for HashAggregate {
         for k in closed.into_values().flatten() {
             if let Some(mut g) = self.groups.remove(&k)
                 && self.emit_on_close()
-                && let Some(row) = self.evaluate(&mut g)?
+                && let Some(row) = evaluate_group(&self.aggregates, self.is_global(), &mut g)?
             {
                 changes.push((row, 1));
             }
@@ -599,7 +590,8 @@ impl Operator for HashAggregate {
 
     fn holds_watermarks(&self) -> bool {
         // Changes wait for the barrier; a watermark passed on before them could make
-        // them late downstream (a window join on the aggregate's windows).
+        // them late downstream (an interval join that drops late rows by the aggregate's
+        // time columns). A closing window's change already goes out before its watermark.
         !self.emit_on_close()
     }
 
@@ -613,7 +605,7 @@ impl Operator for HashAggregate {
             let k: Box<[u8]> = k.row(0).data().into();
             self.new_group(&k, Vec::new())?;
             let mut g = self.groups.remove(&k).expect("invariant: inserted above");
-            let row = self.evaluate(&mut g)?;
+            let row = evaluate_group(&self.aggregates, self.is_global(), &mut g)?;
             if let Some(row) = &row {
                 out.emit(self.output(vec![(row.clone(), 1)])?);
             }
