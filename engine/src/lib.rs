@@ -11,11 +11,13 @@ mod wal;
 pub mod connector;
 pub mod operator;
 pub mod runtime;
+pub mod state;
 
 pub use change::{ChangeBatch, row_converter, with_weight};
 pub use error::{EngineError, Result};
 pub use json::{DecodeStats, JsonDecoder};
 pub use message::{Barrier, Epoch, Message, Watermark};
+pub use state::StateSnapshot;
 pub use table_store::{Subscriber, TableStore, WEIGHT_COLUMN};
 
 /// The hash map operators keep their state in: foldhash, seeded per process, instead of

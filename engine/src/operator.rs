@@ -22,6 +22,7 @@ pub use top_n::{Limit, SortKey, TopN};
 pub use union::Union;
 
 use crate::message::{Barrier, Watermark};
+use crate::state::StateSnapshot;
 use crate::{ChangeBatch, Result};
 
 /// Collects what an operator emits while handling one message.
@@ -78,5 +79,17 @@ pub trait Operator: Send + 'static {
     /// Approximate bytes of state held (`weir_catalog.dataflows.state_bytes`).
     fn state_bytes(&self) -> usize {
         0
+    }
+
+    /// Its state after a barrier (when the epoch's changes have all gone out), as Arrow
+    /// tables. An operator built from the same plan and given it by `restore` carries on
+    /// exactly as this one would: what checkpoints store per epoch. None when stateless.
+    fn snapshot(&mut self) -> Result<StateSnapshot> {
+        Ok(StateSnapshot::default())
+    }
+
+    /// Rebuilds the state `snapshot` holds, before the operator sees any input.
+    fn restore(&mut self, _snapshot: &StateSnapshot) -> Result<()> {
+        Ok(())
     }
 }

@@ -18,8 +18,11 @@ use datafusion_physical_expr::PhysicalExpr;
 use datafusion_physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion_physical_expr::expressions::Column;
 
+mod snapshot;
+
 use crate::message::{Barrier, Watermark};
 use crate::operator::{Emitter, Operator};
+use crate::state::StateSnapshot;
 use crate::{ChangeBatch, EngineError, HashMap, Result};
 
 /// Aggregates whose sliding accumulators retract in any order (sums and counts of moments).
@@ -71,6 +74,18 @@ struct Aggregate {
     kind: Kind,
     /// Row encoding of the arguments, for multiset kinds (made from the first batch).
     args: Option<RowConverter>,
+}
+
+impl Aggregate {
+    /// A new accumulator for the sliding and plain kinds.
+    fn fresh_accumulator(&self) -> Result<Box<dyn datafusion_expr::Accumulator>> {
+        let acc = if self.kind == Kind::Sliding {
+            self.expr.create_sliding_accumulator()
+        } else {
+            self.expr.create_accumulator()
+        };
+        acc.map_err(EngineError::from)
+    }
 }
 
 /// One aggregate's state in one group.
@@ -206,16 +221,7 @@ impl HashAggregate {
             .aggregates
             .iter()
             .map(|a| match a.kind {
-                Kind::Sliding => a
-                    .expr
-                    .create_sliding_accumulator()
-                    .map(State::Sliding)
-                    .map_err(EngineError::from),
-                Kind::Plain => a
-                    .expr
-                    .create_accumulator()
-                    .map(State::Sliding)
-                    .map_err(EngineError::from),
+                Kind::Sliding | Kind::Plain => a.fresh_accumulator().map(State::Sliding),
                 _ => Ok(State::Multiset(BTreeMap::new())),
             })
             .collect::<Result<_>>()?;
@@ -614,6 +620,14 @@ impl Operator for HashAggregate {
             self.groups.insert(k, g);
         }
         Ok(())
+    }
+
+    fn snapshot(&mut self) -> Result<StateSnapshot> {
+        self.snapshot_state()
+    }
+
+    fn restore(&mut self, snapshot: &StateSnapshot) -> Result<()> {
+        self.restore_state(snapshot)
     }
 
     fn state_bytes(&self) -> usize {

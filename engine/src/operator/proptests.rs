@@ -1,6 +1,7 @@
 //! Model-based property tests for the stateful operators whose files hold only example
 //! tests: random change batches go through the operator, and after every step its
 //! accumulated output must equal the answer recomputed from scratch by a plain model.
+//! At random barriers the operator is replaced by one restored from its snapshot.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use proptest::prelude::*;
 
 use crate::message::{Barrier, Watermark};
 use crate::operator::{Emitter, HashAggregate, Operator, SessionWindow, column, timestamps_ns};
+use crate::state::StateSnapshot;
 use crate::{ChangeBatch, with_weight};
 
 /// One change: insert a row `weight` times, or delete one copy of the n-th live row.
@@ -31,6 +33,16 @@ fn changes(max_weight: i64) -> impl Strategy<Value = Vec<Vec<Change>>> {
         1 => (0usize..50).prop_map(Change::Delete),
     ];
     proptest::collection::vec(proptest::collection::vec(change, 0..6), 1..25)
+}
+
+/// What a checkpoint gives back: `op`'s snapshot after a barrier, through its Arrow IPC
+/// bytes, restored into `fresh` (an operator built from the same plan).
+pub(super) fn restored<O: Operator>(op: &mut O, mut fresh: O) -> O {
+    let bytes = op.snapshot().unwrap().to_bytes().unwrap();
+    fresh
+        .restore(&StateSnapshot::from_bytes(&bytes).unwrap())
+        .unwrap();
+    fresh
 }
 
 /// Whether a barrier follows each step (a step per batch, so epochs of random length).
@@ -160,10 +172,10 @@ fn accumulate(into: &mut HashMap<AggRow, i64>, batches: Vec<ChangeBatch>) {
 
 proptest! {
     /// Sums, counts, min/max (also when the extreme is deleted) and count(DISTINCT) per
-    /// group equal the model at every barrier, with epochs of random numbers of batches;
-    /// groups vanish with their last row.
+    /// group equal the model at every barrier, with epochs of random numbers of batches
+    /// and restores from snapshots at random barriers; groups vanish with their last row.
     #[test]
-    fn hash_aggregate_equals_recomputation(steps in changes(2), ends in epoch_ends()) {
+    fn hash_aggregate_equals_recomputation(steps in changes(2), ends in epoch_ends(), restores in epoch_ends()) {
         let mut op = aggregate(false);
         let (mut live, mut output) = (BTreeMap::new(), HashMap::new());
         let mut out = Emitter::default();
@@ -175,13 +187,16 @@ proptest! {
                 op.on_barrier(Barrier { epoch: i as u64, ts_ms: 0 }, &mut out).unwrap();
                 accumulate(&mut output, out.drain());
                 prop_assert_eq!(&output, &aggregate_model(&live));
+                if restores[i] {
+                    op = restored(&mut op, aggregate(false));
+                }
             }
         }
     }
 
     /// Over insert-only input (plain accumulators, O(1) per group) the same holds.
     #[test]
-    fn hash_aggregate_over_inserts_equals_recomputation(steps in changes(2), ends in epoch_ends()) {
+    fn hash_aggregate_over_inserts_equals_recomputation(steps in changes(2), ends in epoch_ends(), restores in epoch_ends()) {
         let mut op = aggregate(true);
         let (mut live, mut output) = (BTreeMap::new(), HashMap::new());
         let mut out = Emitter::default();
@@ -194,6 +209,9 @@ proptest! {
                 op.on_barrier(Barrier { epoch: i as u64, ts_ms: 0 }, &mut out).unwrap();
                 accumulate(&mut output, out.drain());
                 prop_assert_eq!(&output, &aggregate_model(&live));
+                if restores[i] {
+                    op = restored(&mut op, aggregate(true));
+                }
             }
         }
     }
