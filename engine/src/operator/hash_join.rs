@@ -16,9 +16,12 @@ use arrow::datatypes::{DataType, SchemaRef};
 use arrow::row::{OwnedRow, RowConverter, SortField};
 use datafusion_physical_expr::PhysicalExpr;
 
+mod snapshot;
+
 use crate::message::{Barrier, Watermark};
 use crate::operator::time_window::EventClock;
 use crate::operator::{Emitter, Operator, timestamps_ns};
+use crate::state::StateSnapshot;
 use crate::{ChangeBatch, EngineError, HashMap, Result, row_converter};
 
 /// What a join emits. Sides are 0 (left) and 1 (right).
@@ -559,6 +562,14 @@ impl Operator for HashJoin {
     fn state_bytes(&self) -> usize {
         self.bytes
     }
+
+    fn snapshot(&mut self) -> Result<StateSnapshot> {
+        self.snapshot_state()
+    }
+
+    fn restore(&mut self, snapshot: &StateSnapshot) -> Result<()> {
+        self.restore_state(snapshot)
+    }
 }
 
 #[cfg(test)]
@@ -572,6 +583,7 @@ mod tests {
     use super::*;
     use arrow::array::Int64Array;
 
+    use crate::operator::proptests::restored;
     use crate::with_weight;
 
     type Row = (Option<i64>, i64);
@@ -662,24 +674,33 @@ mod tests {
         out
     }
 
-    /// Feeds `steps` to `op` and, after each, compares its accumulated output with the join
-    /// of both sides recomputed from scratch under `cond`.
+    /// Feeds `steps` to a join `make` builds and, after each, compares its accumulated
+    /// output with the join of both sides recomputed from scratch under `cond`. After step
+    /// i, if `restores[i]`, a barrier passes and the join is replaced by one restored from
+    /// its snapshot.
     fn run_against_recomputation(
-        mut op: HashJoin,
+        make: impl Fn() -> HashJoin,
         kind: JoinKind,
         steps: Vec<(usize, Vec<(Row, i64)>)>,
+        restores: Vec<bool>,
         cond: impl Fn(&Row, &Row) -> bool + Copy,
     ) -> Result<(), TestCaseError> {
+        let mut op = make();
         let mut sides: [HashMap<Row, i64>; 2] = [HashMap::new(), HashMap::new()];
         let mut output = HashMap::new();
         let mut out = Emitter::default();
-        for (side, rows) in steps {
+        for ((side, rows), restore) in steps.into_iter().zip(restores) {
             let prefix = if side == 0 { "l" } else { "r" };
             op.on_batch(side, batch(prefix, &rows), &mut out).unwrap();
             for (row, w) in rows {
                 *sides[side].entry(row).or_insert(0) += w;
             }
             sides[side].retain(|_, w| *w != 0);
+            if restore {
+                op.on_barrier(Barrier { epoch: 1, ts_ms: 0 }, &mut out)
+                    .unwrap();
+                op = restored(&mut op, make());
+            }
             collect(&mut output, out.drain());
             prop_assert_eq!(&output, &recompute_with(kind, &sides, cond));
         }
@@ -709,6 +730,11 @@ mod tests {
         let key = prop_oneof![1 => Just(None), 6 => (0i64..3).prop_map(Some)];
         let row = ((key, 0i64..3), -1i64..=2);
         (0usize..2, proptest::collection::vec(row, 0..6))
+    }
+
+    /// Whether the join is restored from a snapshot after each step.
+    fn restores() -> impl Strategy<Value = Vec<bool>> {
+        proptest::collection::vec(prop::bool::weighted(0.2), 40)
     }
 
     fn kind() -> impl Strategy<Value = JoinKind> {
@@ -747,6 +773,8 @@ mod tests {
         let change = [((Some(1), 10), -1), ((Some(1), 11), 1), ((Some(2), 20), 1)];
         op.on_batch(1, batch("r", &change), &mut out).unwrap();
         assert!(out.drain().is_empty(), "table changes emit nothing");
+        // A restored join carries on with the table as it is now.
+        let mut op = restored(&mut op, join(JoinKind::Left).with_lookup());
         op.on_batch(0, batch("l", &[((Some(1), 5), 1)]), &mut out)
             .unwrap();
         output.clear();
@@ -777,17 +805,18 @@ mod tests {
     proptest! {
         /// An interval join (`r.v - l.v` in [-3, 2], v a time in ns) that frees rows at the
         /// watermark and drops late ones gives, after every step, exactly the pairs of the
-        /// rows it accepted.
+        /// rows it accepted, also when restored from a snapshot at random steps.
         #[test]
-        fn interval_join_frees_only_rows_that_cannot_match(steps in proptest::collection::vec(interval_step(), 1..40)) {
+        fn interval_join_frees_only_rows_that_cannot_match(steps in proptest::collection::vec(interval_step(), 1..40), restores in restores()) {
             let (lo, hi) = (-3, 2);
             let expiry = |offset_ns| Some(Expiry { column: 1, offset_ns });
-            let mut op = join(JoinKind::Inner).with_expiry([expiry(hi), expiry(-lo)], true);
+            let make = || join(JoinKind::Inner).with_expiry([expiry(hi), expiry(-lo)], true);
+            let mut op = make();
             let mut sides: [HashMap<Row, i64>; 2] = [HashMap::new(), HashMap::new()];
             let (mut wm, mut late) = (i64::MIN, 0);
             let mut output = HashMap::new();
             let mut out = Emitter::default();
-            for step in steps {
+            for (step, restore) in steps.into_iter().zip(restores) {
                 match step {
                     Step::Advance(by) => {
                         wm = if wm == i64::MIN { by } else { wm + by };
@@ -808,6 +837,12 @@ mod tests {
                         }
                     }
                 }
+                if restore {
+                    // Late counts are metrics, not state: the new join counts afresh.
+                    op.on_barrier(Barrier { epoch: 1, ts_ms: 0 }, &mut out).unwrap();
+                    late -= op.late_rows().load(Ordering::Relaxed);
+                    op = restored(&mut op, make());
+                }
                 collect(&mut output, out.drain());
                 let within = |j: &Joined| (lo..=hi).contains(&(j.3.unwrap() - j.1.unwrap()));
                 let got: HashMap<Joined, i64> = output.iter().filter(|(j, _)| within(j)).map(|(j, w)| (*j, *w)).collect();
@@ -825,7 +860,7 @@ mod tests {
         /// recomputation: outer rows are padded, semi rows kept and anti rows dropped by
         /// whether they have a pair that meets it.
         #[test]
-        fn with_a_condition_equals_recomputation(kind in kind(), steps in proptest::collection::vec(step(), 1..25)) {
+        fn with_a_condition_equals_recomputation(kind in kind(), steps in proptest::collection::vec(step(), 1..25), restores in restores()) {
             use datafusion_expr::Operator as Op;
             use datafusion_physical_expr::expressions::BinaryExpr;
             let pairs = Arc::new(Schema::new(
@@ -836,15 +871,15 @@ mod tests {
                 Op::Lt,
                 Arc::new(Column::new("rv", 3)),
             ));
-            let op = join(kind).with_condition(less, pairs);
-            run_against_recomputation(op, kind, steps, |l, r| l.1 < r.1)?;
+            let make = || join(kind).with_condition(Arc::clone(&less), Arc::clone(&pairs));
+            run_against_recomputation(make, kind, steps, restores, |l, r| l.1 < r.1)?;
         }
 
         /// After every batch the join's accumulated output equals the join recomputed
         /// from scratch over both sides (weights -1..=2, NULL and duplicate keys).
         #[test]
-        fn equals_recomputation(kind in kind(), steps in proptest::collection::vec(step(), 1..25)) {
-            run_against_recomputation(join(kind), kind, steps, |_, _| true)?;
+        fn equals_recomputation(kind in kind(), steps in proptest::collection::vec(step(), 1..25), restores in restores()) {
+            run_against_recomputation(|| join(kind), kind, steps, restores, |_, _| true)?;
         }
     }
 }

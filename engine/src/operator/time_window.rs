@@ -10,6 +10,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use crate::message::Watermark;
 use crate::operator::{Emitter, Operator};
+use crate::state::StateSnapshot;
 use crate::{ChangeBatch, EngineError, Result, with_weight};
 
 /// Which windows a row belongs to; sizes in ns, aligned to the Unix epoch.
@@ -89,7 +90,7 @@ impl TimeWindow {
 /// makes late: TimeWindow, SessionWindow and interval joins drop and count those.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct EventClock {
-    watermark: Option<i64>,
+    pub(crate) watermark: Option<i64>,
 }
 
 impl EventClock {
@@ -183,7 +184,21 @@ impl Operator for TimeWindow {
         self.clock.advance(watermark);
         Ok(watermark)
     }
+
+    fn snapshot(&mut self) -> Result<StateSnapshot> {
+        let mut snapshot = StateSnapshot::default();
+        snapshot.put_values(CLOCK, &[("watermark", self.clock.watermark)])?;
+        Ok(snapshot)
+    }
+
+    fn restore(&mut self, snapshot: &StateSnapshot) -> Result<()> {
+        self.clock.watermark = snapshot.value(CLOCK, "watermark")?;
+        Ok(())
+    }
 }
+
+/// The state table of the watermark an operator has seen (what makes rows late).
+pub(crate) const CLOCK: &str = "clock";
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,93 @@
+//! `HashJoin`'s state as Arrow tables: each side's stored rows with their counts (and, with
+//! a condition, how many matches each has), and the watermarks that free rows and make
+//! them late. Keys and expiry times are recomputed from the rows on restore.
+
+use arrow::array::{Array, RecordBatch};
+use arrow::datatypes::Schema;
+use std::sync::Arc;
+
+use super::HashJoin;
+use crate::operator::time_window::CLOCK;
+use crate::operator::timestamps_ns;
+use crate::state::{StateSnapshot, counter, rows_table, table_rows};
+use crate::{EngineError, Result};
+
+const SIDES: [&str; 2] = ["left", "right"];
+const WATERMARKS: [&str; 3] = ["both", "left", "right"];
+
+impl HashJoin {
+    pub(super) fn snapshot_state(&self) -> Result<StateSnapshot> {
+        if self.held.as_ref().is_some_and(|h| !h.is_empty()) {
+            return Err(EngineError::Config(
+                "a lookup join's state is taken only after its first barrier".into(),
+            ));
+        }
+        let mut snapshot = StateSnapshot::default();
+        for (side, name) in SIDES.iter().enumerate() {
+            let (mut rows, mut counts, mut hits) = (Vec::new(), Vec::new(), Vec::new());
+            for stored in self.state[side].values() {
+                for (row, &n) in &stored.rows {
+                    rows.push(row.row());
+                    counts.push(n);
+                    hits.push(stored.hits.get(row).copied().unwrap_or(0));
+                }
+            }
+            if !rows.is_empty() {
+                let counters = [("__count", counts), ("__hits", hits)];
+                snapshot.put(*name, rows_table(&self.rows[side], rows, &counters)?);
+            }
+        }
+        let clocks = [self.clock, self.side_clocks[0], self.side_clocks[1]];
+        let values: Vec<(&str, Option<i64>)> = WATERMARKS
+            .iter()
+            .zip(clocks)
+            .map(|(n, c)| (*n, c.watermark))
+            .collect();
+        snapshot.put_values(CLOCK, &values)?;
+        Ok(snapshot)
+    }
+
+    pub(super) fn restore_state(&mut self, snapshot: &StateSnapshot) -> Result<()> {
+        // A snapshot follows a barrier: a lookup join's stream side no longer waits.
+        self.held = None;
+        let [both, left, right] = WATERMARKS.map(|name| snapshot.value(CLOCK, name));
+        self.clock.watermark = both?;
+        self.side_clocks[0].watermark = left?;
+        self.side_clocks[1].watermark = right?;
+        for (side, name) in SIDES.iter().enumerate() {
+            let Some(table) = snapshot.table(name) else {
+                continue;
+            };
+            let width = self.widths[side];
+            let (columns, rows) = table_rows(&self.rows[side], table, width)?;
+            let schema = Schema::new(table.schema().fields()[..width].to_vec());
+            let data = RecordBatch::try_new(Arc::new(schema), columns)?;
+            let keys = self.key_columns(side, &data)?;
+            let keys = self.key_rows.convert_columns(&keys)?;
+            let (counts, hits) = (counter(table, "__count")?, counter(table, "__hits")?);
+            let times = match self.expiry[side] {
+                Some(e) => Some((e.offset_ns, timestamps_ns(data.column(e.column))?)),
+                None => None,
+            };
+            for i in 0..table.num_rows() {
+                let (row, key) = (rows.row(i).owned(), keys.row(i).owned());
+                self.bytes += row.as_ref().len() + key.as_ref().len() + 48;
+                if let Some((offset, times)) = &times
+                    && times.is_valid(i)
+                {
+                    self.expiring[side]
+                        .entry(times.value(i).saturating_add(*offset))
+                        .or_default()
+                        .push((key.clone(), row.clone()));
+                }
+                let stored = self.state[side].entry(key).or_default();
+                stored.total += counts.value(i);
+                if self.condition.is_some() {
+                    stored.hits.insert(row.clone(), hits.value(i));
+                }
+                stored.rows.insert(row, counts.value(i));
+            }
+        }
+        Ok(())
+    }
+}
