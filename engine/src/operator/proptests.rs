@@ -273,14 +273,22 @@ fn session_model(live: &BTreeMap<(i64, i64, i64), i64>) -> HashMap<SessionRow, i
 proptest! {
     /// Per-user sessions under inserts, retractions (weights -1..=2) and watermarks: the
     /// accumulated output equals every accepted row with its session now, late rows are
-    /// dropped and counted, and closed sessions are freed without changing the result.
+    /// dropped and counted, and closed sessions are freed without changing the result,
+    /// also across restores from snapshots.
     #[test]
-    fn session_window_equals_recomputation(steps in session_steps()) {
-        let mut op = SessionWindow::try_new(&session_schema(), vec![0], 1, GAP * S).unwrap();
+    fn session_window_equals_recomputation(steps in session_steps(), restores in epoch_ends()) {
+        let make = || SessionWindow::try_new(&session_schema(), vec![0], 1, GAP * S).unwrap();
+        let mut op = make();
         let mut live: BTreeMap<(i64, i64, i64), i64> = BTreeMap::new();
         let (mut output, mut wm, mut late) = (HashMap::new(), None::<i64>, 0u64);
         let mut out = Emitter::default();
-        for step in steps {
+        for (step, restore) in steps.into_iter().zip(restores.into_iter().chain(std::iter::repeat(false))) {
+            if restore {
+                // Late counts are metrics, not state: the new operator counts afresh.
+                late -= op.late_rows().load(std::sync::atomic::Ordering::Relaxed);
+                op.on_barrier(Barrier { epoch: 1, ts_ms: 0 }, &mut out).unwrap();
+                op = restored(&mut op, make());
+            }
             match step {
                 SessionStep::Advance(by) => {
                     let next = wm.map_or(by, |w| w + by);
@@ -323,5 +331,8 @@ proptest! {
             prop_assert_eq!(&output, &session_model(&live));
             prop_assert_eq!(op.late_rows().load(std::sync::atomic::Ordering::Relaxed), late);
         }
+        // Once the watermark passes every session, no key is left.
+        op.on_watermark(Watermark::EventTime(1000 * S), &mut out).unwrap();
+        prop_assert_eq!(op.open_keys(), 0);
     }
 }

@@ -12,8 +12,9 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::row::{OwnedRow, RowConverter, SortField};
 
 use crate::message::Watermark;
-use crate::operator::time_window::{EventClock, ns_to};
+use crate::operator::time_window::{CLOCK, EventClock, ns_to};
 use crate::operator::{Emitter, Operator, timestamps_ns};
+use crate::state::{StateSnapshot, counter, rows_table, table_rows};
 use crate::{ChangeBatch, EngineError, HashMap, Result, row_converter};
 
 /// One key's open rows, by event time, and the sessions they form (sorted, disjoint).
@@ -146,6 +147,21 @@ impl SessionWindow {
         }
     }
 
+    /// Keys with open rows (for tests).
+    #[cfg(test)]
+    pub(crate) fn open_keys(&self) -> usize {
+        self.state.len()
+    }
+
+    /// The session key's columns of `n` input rows (one constant column without a key).
+    fn key_columns(&self, columns: &[ArrayRef], n: usize) -> Vec<ArrayRef> {
+        if self.key.is_empty() {
+            vec![Arc::new(arrow::array::Int8Array::from(vec![0; n]))]
+        } else {
+            self.key.iter().map(|&i| Arc::clone(&columns[i])).collect()
+        }
+    }
+
     fn output(&self, out: Vec<Out>) -> Result<ChangeBatch> {
         let mut columns = self
             .rows
@@ -193,18 +209,9 @@ impl Operator for SessionWindow {
         let data = batch.data();
         let weights = batch.weights();
         let times = timestamps_ns(data.column(self.time_column))?;
-        let key_columns: Vec<ArrayRef> = if self.key.is_empty() {
-            vec![Arc::new(arrow::array::Int8Array::from(vec![
-                0;
-                data.num_rows()
-            ]))]
-        } else {
-            self.key
-                .iter()
-                .map(|&i| Arc::clone(data.column(i)))
-                .collect()
-        };
-        let keys = self.keys.convert_columns(&key_columns)?;
+        let keys = self
+            .keys
+            .convert_columns(&self.key_columns(data.columns(), data.num_rows()))?;
         let rows = self.rows.convert_columns(data.columns())?;
         let mut deltas: HashMap<OwnedRow, Vec<(i64, OwnedRow, i64)>> = HashMap::default();
         for (i, t) in self.clock.on_time(&times, &self.late_rows) {
@@ -258,7 +265,58 @@ impl Operator for SessionWindow {
     fn state_bytes(&self) -> usize {
         self.bytes
     }
+
+    /// The open rows with their counts, and the watermark; keys, times and sessions are
+    /// recomputed from the rows on restore.
+    fn snapshot(&mut self) -> Result<StateSnapshot> {
+        let mut snapshot = StateSnapshot::default();
+        snapshot.put_values(CLOCK, &[("watermark", self.clock.watermark)])?;
+        let stored = self
+            .state
+            .values()
+            .flat_map(|st| st.rows.values().flatten());
+        let (rows, counts): (Vec<_>, Vec<i64>) = stored.map(|(r, n)| (r.row(), *n)).unzip();
+        if !rows.is_empty() {
+            snapshot.put(ROWS, rows_table(&self.rows, rows, &[("__count", counts)])?);
+        }
+        Ok(snapshot)
+    }
+
+    fn restore(&mut self, snapshot: &StateSnapshot) -> Result<()> {
+        self.clock.watermark = snapshot.value(CLOCK, "watermark")?;
+        let Some(table) = snapshot.table(ROWS) else {
+            return Ok(());
+        };
+        let width = table.num_columns() - 1;
+        let (columns, rows) = table_rows(&self.rows, table, width)?;
+        let keys = self
+            .keys
+            .convert_columns(&self.key_columns(&columns, table.num_rows()))?;
+        let times = timestamps_ns(&columns[self.time_column])?;
+        let counts = counter(table, "__count")?;
+        for i in 0..table.num_rows() {
+            let (row, n) = (rows.row(i).owned(), counts.value(i));
+            self.bytes += (row.as_ref().len() + 24) * n.unsigned_abs() as usize;
+            let st = self.state.entry(keys.row(i).owned()).or_default();
+            st.rows.entry(times.value(i)).or_default().push((row, n));
+        }
+        for (key, st) in &mut self.state {
+            for &t in st.rows.keys() {
+                match st.sessions.last_mut() {
+                    Some((_, end)) if t < *end => *end = t.saturating_add(self.gap),
+                    _ => st.sessions.push((t, t.saturating_add(self.gap))),
+                }
+            }
+            for s in &st.sessions {
+                self.closing.entry(s.1).or_default().push(key.clone());
+            }
+        }
+        Ok(())
+    }
 }
+
+/// The state table of the open rows.
+const ROWS: &str = "rows";
 
 #[cfg(test)]
 mod tests {

@@ -10,10 +10,11 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Int8Array, RecordBatch, UInt64Array};
 use arrow::compute::{SortOptions, cast};
 use arrow::datatypes::{DataType, SchemaRef};
-use arrow::row::{OwnedRow, RowConverter, SortField};
+use arrow::row::{OwnedRow, RowConverter, Rows, SortField};
 use datafusion_physical_expr::PhysicalExpr;
 
 use crate::operator::{Emitter, Operator};
+use crate::state::{StateSnapshot, counter, rows_table, table_rows};
 use crate::{ChangeBatch, EngineError, HashMap, Result, row_converter};
 
 /// One sort key: an expression and its direction.
@@ -118,6 +119,18 @@ impl TopN {
             .collect()
     }
 
+    /// The group key and sort key of each row of `data`.
+    fn keys_and_sorts(&self, data: &RecordBatch) -> Result<(Rows, Rows)> {
+        let key_columns = if self.partition_by.is_empty() {
+            vec![Arc::new(Int8Array::from(vec![0; data.num_rows()])) as ArrayRef]
+        } else {
+            self.evaluate(&mut self.partition_by.iter(), data)?
+        };
+        let keys = self.keys.convert_columns(&key_columns)?;
+        let sort_columns = self.evaluate(&mut self.order_by.iter().map(|k| &k.expr), data)?;
+        Ok((keys, self.sort.convert_columns(&sort_columns)?))
+    }
+
     /// The group's top rows now, with their ranks (1-based over the whole group).
     fn top(&self, group: &Group) -> Vec<(OwnedRow, u64)> {
         let end = self.limit.offset + self.limit.limit;
@@ -171,14 +184,7 @@ impl Operator for TopN {
     fn on_batch(&mut self, _input: usize, batch: ChangeBatch, out: &mut Emitter) -> Result<()> {
         let data = batch.data();
         let weights = batch.weights();
-        let key_columns = if self.partition_by.is_empty() {
-            vec![Arc::new(Int8Array::from(vec![0; data.num_rows()])) as ArrayRef]
-        } else {
-            self.evaluate(&mut self.partition_by.iter(), &data)?
-        };
-        let keys = self.keys.convert_columns(&key_columns)?;
-        let sort_columns = self.evaluate(&mut self.order_by.iter().map(|k| &k.expr), &data)?;
-        let sorts = self.sort.convert_columns(&sort_columns)?;
+        let (keys, sorts) = self.keys_and_sorts(&data)?;
         let rows = self.rows.convert_columns(data.columns())?;
         for i in 0..data.num_rows() {
             let group = self.groups.entry(keys.row(i).owned()).or_default();
@@ -260,7 +266,51 @@ impl Operator for TopN {
     fn state_bytes(&self) -> usize {
         self.bytes
     }
+
+    fn snapshot(&mut self) -> Result<StateSnapshot> {
+        let mut snapshot = StateSnapshot::default();
+        let stored = self.groups.values().flat_map(|g| &g.rows);
+        let (rows, counts): (Vec<_>, Vec<i64>) = stored.map(|((_, r), &n)| (r.row(), n)).unzip();
+        if !rows.is_empty() {
+            snapshot.put(ROWS, rows_table(&self.rows, rows, &[("__count", counts)])?);
+        }
+        Ok(snapshot)
+    }
+
+    /// Groups and sort keys are recomputed from the rows; what a group emitted is its top.
+    fn restore(&mut self, snapshot: &StateSnapshot) -> Result<()> {
+        let Some(table) = snapshot.table(ROWS) else {
+            return Ok(());
+        };
+        let width = table.num_columns() - 1;
+        let (columns, rows) = table_rows(&self.rows, table, width)?;
+        let schema = arrow::datatypes::Schema::new(table.schema().fields()[..width].to_vec());
+        let data = RecordBatch::try_new(Arc::new(schema), columns)?;
+        let (keys, sorts) = self.keys_and_sorts(&data)?;
+        let counts = counter(table, "__count")?;
+        for i in 0..data.num_rows() {
+            let entry = (sorts.row(i).owned(), rows.row(i).owned());
+            self.bytes += entry.0.as_ref().len() + entry.1.as_ref().len() + 48;
+            let group = self.groups.entry(keys.row(i).owned()).or_default();
+            group.rows.insert(entry, counts.value(i));
+        }
+        let tops: Vec<(OwnedRow, Vec<(OwnedRow, u64)>)> = self
+            .groups
+            .iter()
+            .map(|(k, g)| (k.clone(), self.top(g)))
+            .collect();
+        for (k, top) in tops {
+            self.groups
+                .get_mut(&k)
+                .expect("invariant: listed above")
+                .emitted = top;
+        }
+        Ok(())
+    }
 }
+
+/// The state table of a TopN's rows.
+const ROWS: &str = "rows";
 
 #[cfg(test)]
 mod tests {
@@ -272,6 +322,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::operator::proptests::restored;
     use arrow::array::Int64Array;
 
     use crate::with_weight;
@@ -391,17 +442,26 @@ mod tests {
         proptest::collection::vec(proptest::collection::vec(row, 0..6), 1..25)
     }
 
+    /// Whether the operator is restored from a snapshot before each step.
+    fn restores() -> impl Strategy<Value = Vec<bool>> {
+        proptest::collection::vec(prop::bool::weighted(0.2), 40)
+    }
+
     fn run(
         limit: Limit,
         rank: bool,
         append_only: bool,
         steps: Vec<Vec<(Row, i64)>>,
+        restores: Vec<bool>,
     ) -> std::result::Result<(), TestCaseError> {
         let mut op = top_n(limit, rank, append_only);
         let mut rows: HashMap<Row, i64> = HashMap::default();
         let mut output = HashMap::default();
         let mut out = Emitter::default();
-        for step in steps {
+        for (step, restore) in steps.into_iter().zip(restores) {
+            if restore {
+                op = restored(&mut op, top_n(limit, rank, append_only));
+            }
             op.on_batch(0, batch(&step), &mut out).unwrap();
             for (r, w) in step {
                 *rows.entry(r).or_insert(0) += w;
@@ -416,14 +476,14 @@ mod tests {
         /// After every batch the emitted rows equal each group's top rows recomputed from
         /// scratch (weights -1..=2, ties, ranks shifting as rows enter and leave).
         #[test]
-        fn equals_recomputation(offset in 0usize..2, limit in 1usize..4, rank: bool, steps in steps(-1)) {
-            run(Limit { offset, limit }, rank, false, steps)?;
+        fn equals_recomputation(offset in 0usize..2, limit in 1usize..4, rank: bool, steps in steps(-1), restores in restores()) {
+            run(Limit { offset, limit }, rank, false, steps, restores)?;
         }
 
         /// Over insert-only input only the top is kept, and the result is the same.
         #[test]
-        fn insert_only_keeps_only_the_top(limit in 1usize..4, rank: bool, steps in steps(1)) {
-            run(Limit { offset: 0, limit }, rank, true, steps)?;
+        fn insert_only_keeps_only_the_top(limit in 1usize..4, rank: bool, steps in steps(1), restores in restores()) {
+            run(Limit { offset: 0, limit }, rank, true, steps, restores)?;
         }
     }
 }
