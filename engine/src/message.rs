@@ -22,6 +22,8 @@ pub struct Barrier {
     /// Wall-clock time the epoch was started, in ms since the Unix epoch: every change the
     /// epoch commits carries it (SUBSCRIBE's `weir_ts`).
     pub ts_ms: i64,
+    /// Operators' state is snapshotted once they have handled it (`Graph::checkpoint_to`).
+    pub checkpoint: bool,
 }
 
 impl Watermark {

@@ -372,6 +372,7 @@ mod tests {
         Barrier {
             epoch,
             ts_ms: epoch as i64 * 1000,
+            checkpoint: false,
         }
     }
 

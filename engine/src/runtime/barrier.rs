@@ -29,6 +29,7 @@ impl Barriers {
         let (tx, _) = watch::channel(Barrier {
             epoch: 0,
             ts_ms: now_ms(),
+            checkpoint: false,
         });
         let barriers = Arc::new(Self {
             tx,
@@ -58,6 +59,7 @@ impl Barriers {
         let barrier = Barrier {
             epoch: *next,
             ts_ms: now_ms(),
+            checkpoint: false,
         };
         *next += 1;
         self.tx.send_replace(barrier);

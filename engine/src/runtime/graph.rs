@@ -11,12 +11,13 @@ use std::time::Instant;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::alignment::Alignment;
 use super::exchange::{Partitioning, Router};
 use crate::message::{Barrier, Epoch, Message, Watermark};
 use crate::operator::{Emitter, Operator};
+use crate::state::StateSnapshot;
 use crate::{ChangeBatch, EngineError, Result};
 
 pub type NodeId = usize;
@@ -101,6 +102,15 @@ pub struct Graph {
     pub(super) router: Option<Router>,
     outbox: Vec<Message>,
     pub(super) gauge: Option<(Arc<StateGauge>, usize)>,
+    /// Where the snapshots taken at checkpoint barriers go.
+    checkpoints: Option<mpsc::UnboundedSender<GraphSnapshot>>,
+}
+
+/// Every operator's state of a graph after a checkpoint barrier (by node id).
+#[derive(Debug, Clone)]
+pub struct GraphSnapshot {
+    pub epoch: Epoch,
+    pub nodes: Vec<StateSnapshot>,
 }
 
 impl Graph {
@@ -262,6 +272,15 @@ impl Graph {
                     .min_by_key(|b| b.epoch)
                     .expect("invariant: live inputs are all blocked");
                 self.barrier(barrier)?;
+                if barrier.checkpoint && self.checkpoints.is_some() {
+                    let nodes = self.snapshot()?;
+                    let to = self.checkpoints.as_ref().expect("invariant: checked above");
+                    // A closed receiver has stopped taking checkpoints.
+                    let _ = to.send(GraphSnapshot {
+                        epoch: barrier.epoch,
+                        nodes,
+                    });
+                }
                 for b in blocked.iter_mut() {
                     if b.is_some_and(|b| b.epoch == barrier.epoch) {
                         *b = None;
@@ -454,6 +473,34 @@ impl Graph {
         Ok(())
     }
 
+    /// Sends a snapshot of every operator's state to `to` after each barrier marked
+    /// `checkpoint`, once every operator has handled it.
+    pub fn checkpoint_to(&mut self, to: mpsc::UnboundedSender<GraphSnapshot>) {
+        self.checkpoints = Some(to);
+    }
+
+    /// Every node's state (by node id) after the last barrier: what a checkpoint stores
+    /// for this graph (a view, or one stage instance of it).
+    pub fn snapshot(&mut self) -> Result<Vec<StateSnapshot>> {
+        self.nodes.iter_mut().map(|n| n.op.snapshot()).collect()
+    }
+
+    /// Gives each node the state `snapshots` holds for it, before the graph runs; the
+    /// snapshots come from a graph built from the same plan.
+    pub fn restore(&mut self, snapshots: &[StateSnapshot]) -> Result<()> {
+        if snapshots.len() != self.nodes.len() {
+            return Err(EngineError::Config(format!(
+                "a snapshot of {} operators does not fit a dataflow of {}",
+                snapshots.len(),
+                self.nodes.len()
+            )));
+        }
+        for (node, snapshot) in self.nodes.iter_mut().zip(snapshots) {
+            node.op.restore(snapshot)?;
+        }
+        Ok(())
+    }
+
     /// Commits an epoch: every node in topological order, so what a node emits at its
     /// barrier reaches its consumers before theirs.
     fn barrier(&mut self, barrier: Barrier) -> Result<()> {
@@ -484,8 +531,13 @@ mod tests {
     use arrow::datatypes::{DataType, Field, Schema};
     use tokio::sync::mpsc;
 
+    use arrow::array::{Array, ArrayRef, TimestampNanosecondArray};
+    use arrow::datatypes::TimeUnit;
+
     use super::*;
-    use crate::operator::{Materialize, Union};
+    use crate::operator::{
+        HashAggregate, Materialize, SharedView, TimeWindow, Union, WindowClose, WindowKind, column,
+    };
     use crate::runtime::channel_stream;
 
     fn rows(v: &[i64]) -> Message {
@@ -496,7 +548,176 @@ mod tests {
     }
 
     fn barrier(epoch: Epoch) -> Message {
-        Message::Barrier(Barrier { epoch, ts_ms: 0 })
+        Message::Barrier(Barrier {
+            epoch,
+            ts_ms: 0,
+            checkpoint: false,
+        })
+    }
+
+    /// TUMBLE(ts, 10 s) -> sum(v), count(v) per (window_start, k), freed at the watermark
+    /// -> Materialize; checkpoints go to `to`.
+    fn windowed_sums(to: mpsc::UnboundedSender<GraphSnapshot>) -> (Graph, SharedView) {
+        use datafusion_functions_aggregate::{count::count_udaf, sum::sum_udaf};
+        use datafusion_physical_expr::aggregate::AggregateExprBuilder;
+        let window = TimeWindow::try_new(&kvt(), 2, WindowKind::Tumble { size: 10 * S }).unwrap();
+        let input = window.schema();
+        let agg = |f, name: &str| {
+            Arc::new(
+                AggregateExprBuilder::new(f, vec![column("v", 1)])
+                    .schema(Arc::clone(&input))
+                    .alias(name)
+                    .build()
+                    .unwrap(),
+            )
+        };
+        let ts = DataType::Timestamp(TimeUnit::Nanosecond, None);
+        let out = Arc::new(Schema::new(vec![
+            Field::new("window_start", ts, true),
+            Field::new("k", DataType::Int64, true),
+            Field::new("s", DataType::Int64, true),
+            Field::new("c", DataType::Int64, true),
+        ]));
+        let keys = vec![column("window_start", 3), column("k", 0)];
+        let aggs = vec![agg(sum_udaf(), "s"), agg(count_udaf(), "c")];
+        let close = WindowClose {
+            column: 0,
+            offset_ns: 10 * S,
+            emit_on_close: false,
+        };
+        let aggregate = HashAggregate::try_new(keys, aggs, Arc::clone(&out))
+            .unwrap()
+            .with_window_close(close);
+        let m = Materialize::new(out).unwrap();
+        let view = m.view();
+        let mut g = Graph::new();
+        let w = g.add(Box::new(window));
+        let a = g.add(Box::new(aggregate));
+        let v = g.add(Box::new(m));
+        g.connect(w, a, 0).unwrap();
+        g.connect(a, v, 0).unwrap();
+        g.input(w, 0);
+        g.checkpoint_to(to);
+        (g, view)
+    }
+
+    const S: i64 = 1_000_000_000;
+
+    fn kvt() -> Schema {
+        Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("v", DataType::Int64, true),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Nanosecond, None), true),
+        ])
+    }
+
+    /// Rows (k, v, ts in s) out of order within 5 s, retractions of earlier rows, a
+    /// watermark 5 s behind every third step, and a barrier every second step; the one
+    /// after step `checkpoint` is a checkpoint barrier.
+    fn messages(checkpoint: usize) -> Vec<Message> {
+        let rows = |i: i64| -> Vec<(i64, i64, i64)> {
+            (0..5)
+                .map(|j| ((i * 7 + j) % 3, (i * 13 + j * 5) % 10, i * 2 + (j * 3) % 5))
+                .collect()
+        };
+        let batch = |rows: &[(i64, i64, i64)], w: i64| {
+            let columns: Vec<ArrayRef> = vec![
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+                Arc::new(TimestampNanosecondArray::from_iter_values(
+                    rows.iter().map(|r| r.2 * S),
+                )),
+            ];
+            let data = RecordBatch::try_new(Arc::new(kvt()), columns).unwrap();
+            Message::Data(ChangeBatch::from_data(&data, w).unwrap())
+        };
+        let mut out = Vec::new();
+        for i in 0..40 {
+            out.push(batch(&rows(i), 1));
+            if i % 4 == 3 {
+                out.push(batch(&rows(i - 1)[..2], -1));
+            }
+            if i % 3 == 2 {
+                out.push(Message::Watermark(Watermark::EventTime((i * 2 - 5) * S)));
+            }
+            if i % 2 == 1 || i as usize == checkpoint {
+                let (epoch, checkpoint) = (i as u64 + 1, i as usize == checkpoint);
+                out.push(Message::Barrier(Barrier {
+                    epoch,
+                    ts_ms: 0,
+                    checkpoint,
+                }));
+            }
+        }
+        out
+    }
+
+    async fn run(g: Graph, messages: Vec<Message>) {
+        let (tx, rx) = mpsc::channel(messages.len() + 1);
+        for m in messages {
+            tx.send(m).await.unwrap();
+        }
+        drop(tx);
+        let (stats, _) = watch::channel(DataflowStats::default());
+        g.run(vec![channel_stream(rx)], &stats).await.unwrap();
+    }
+
+    fn sorted(view: &SharedView) -> Vec<Vec<Option<i64>>> {
+        let rows = view.lock().rows().unwrap();
+        let mut out: Vec<Vec<Option<i64>>> = (0..rows.num_rows())
+            .map(|i| {
+                (0..rows.num_columns())
+                    .map(|c| {
+                        let ns = timestamps_or_ints(rows.column(c));
+                        ns.is_valid(i).then(|| ns.value(i))
+                    })
+                    .collect()
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn timestamps_or_ints(c: &ArrayRef) -> Int64Array {
+        arrow::compute::cast(c, &DataType::Int64)
+            .unwrap()
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap()
+            .clone()
+    }
+
+    /// A graph restored from the checkpoint taken mid-stream, fed what came after it, ends
+    /// with the view the uninterrupted graph ends with.
+    #[tokio::test]
+    async fn a_graph_restored_from_a_checkpoint_ends_as_the_uninterrupted_one() {
+        let checkpoint = 20;
+        let all = messages(checkpoint);
+        let (to, mut taken) = mpsc::unbounded_channel();
+        let (g, whole) = windowed_sums(to);
+        run(g, all.clone()).await;
+        let snapshot = taken.recv().await.expect("a checkpoint was taken");
+        assert_eq!(snapshot.epoch, checkpoint as u64 + 1);
+        assert!(
+            taken.try_recv().is_err(),
+            "one checkpoint barrier, one snapshot"
+        );
+        assert!(
+            snapshot.nodes[1].table("groups").is_some(),
+            "open windows at the checkpoint"
+        );
+        let after = all
+            .iter()
+            .position(|m| matches!(m, Message::Barrier(b) if b.checkpoint))
+            .unwrap();
+        let (to, _taken) = mpsc::unbounded_channel();
+        let (mut g, resumed) = windowed_sums(to);
+        g.restore(&snapshot.nodes).unwrap();
+        assert_eq!(resumed.lock().epoch(), snapshot.epoch);
+        run(g, all[after + 1..].to_vec()).await;
+        let expected = sorted(&whole);
+        assert!(expected.len() > 10, "windows closed and open: {expected:?}");
+        assert_eq!(sorted(&resumed), expected);
     }
 
     #[tokio::test]
