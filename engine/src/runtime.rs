@@ -13,7 +13,7 @@ mod split;
 pub use barrier::Barriers;
 pub use dataflow::Dataflow;
 pub use exchange::{Partitioning, Router};
-pub use graph::{DataflowStats, Graph, InputId, NodeId};
+pub use graph::{DataflowStats, Graph, GraphSnapshot, InputId, NodeId};
 pub use paced::Paced;
 pub use split::{ReadResult, SplitProgress, SplitReader, WatermarkSpec, spawn_split};
 

@@ -17,8 +17,9 @@ use tokio::sync::{mpsc, watch};
 
 use super::alignment::Alignment;
 use super::exchange::{Partitioning, Router};
-use super::graph::{DataflowStats, Graph, Node, NodeId, StateGauge};
+use super::graph::{DataflowStats, Graph, GraphSnapshot, Node, NodeId, StateGauge};
 use super::{CHANNEL_CAPACITY, channel_stream};
+use crate::state::StateSnapshot;
 use crate::{EngineError, Message, Result};
 
 /// A connected part of the graph between exchanges, run as `width` instances.
@@ -38,6 +39,9 @@ pub struct Dataflow {
     stages: Vec<Stage>,
     stage_of: Vec<usize>,
     streams: Vec<(NodeId, Vec<BoxStream<'static, Message>>)>,
+    checkpoints: Option<mpsc::UnboundedSender<GraphSnapshot>>,
+    /// Per task, the state it starts from.
+    restored: Vec<Option<Vec<StateSnapshot>>>,
 }
 
 impl Dataflow {
@@ -102,7 +106,42 @@ impl Dataflow {
             stages,
             stage_of,
             streams: Vec::new(),
+            checkpoints: None,
+            restored: Vec::new(),
         })
+    }
+
+    /// Every task sends its operators' snapshot to `to` at each checkpoint barrier; a
+    /// checkpoint of the dataflow is one snapshot from each of its `tasks()` that still
+    /// runs (an instance given no split ends at once, with nothing to keep).
+    pub fn checkpoint_to(&mut self, to: mpsc::UnboundedSender<GraphSnapshot>) {
+        self.checkpoints = Some(to);
+    }
+
+    /// Starts each task from its snapshot in `checkpoint`: snapshots taken at one barrier
+    /// of a dataflow built from the same plan and parallelism.
+    pub fn restore(&mut self, checkpoint: Vec<GraphSnapshot>) -> Result<()> {
+        let tasks = self.tasks();
+        let epochs: std::collections::BTreeSet<_> = checkpoint.iter().map(|s| s.epoch).collect();
+        if epochs.len() > 1 {
+            return Err(EngineError::Config(format!(
+                "a checkpoint's task snapshots are from {} epochs",
+                epochs.len()
+            )));
+        }
+        self.restored = vec![None; tasks];
+        for s in checkpoint {
+            match self.restored.get_mut(s.task) {
+                Some(slot @ None) => *slot = Some(s.nodes),
+                _ => {
+                    return Err(EngineError::Config(format!(
+                        "task {} of a checkpoint does not fit a dataflow of {tasks} tasks",
+                        s.task
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The streams of the relation entering at `node` (one per split); `start` deals them
@@ -208,6 +247,13 @@ impl Dataflow {
                     }
                 }
                 g.gauge = Some((Arc::clone(&gauge), tasks.len()));
+                g.task = tasks.len();
+                if let Some(to) = &self.checkpoints {
+                    g.checkpoint_to(to.clone());
+                }
+                if let Some(nodes) = self.restored.get_mut(g.task).and_then(Option::take) {
+                    g.restore(&nodes)?;
+                }
                 let committed = Arc::clone(&committed);
                 tasks.push(async move { g.run(streams, &committed).await }.boxed());
             }
@@ -232,5 +278,75 @@ impl Graph {
             self.connect(e.from, e.to, e.port)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::graph::tests::{messages, sorted, windowed_sums};
+
+    /// Runs the windowed sums on `width` instances over `input` (one split), restored from
+    /// `checkpoint` if given; returns the view's rows and the checkpoints taken.
+    async fn run(
+        width: usize,
+        input: Vec<Message>,
+        checkpoint: Option<Vec<GraphSnapshot>>,
+    ) -> (Vec<Vec<Option<i64>>>, Vec<GraphSnapshot>) {
+        let mut graphs = Vec::new();
+        let mut view = None;
+        for _ in 0..width {
+            let (g, v) = windowed_sums(true);
+            view.get_or_insert(v);
+            graphs.push(g);
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        for m in input {
+            tx.send(m).unwrap();
+        }
+        drop(tx);
+        let mut dataflow = Dataflow::new(graphs).unwrap();
+        dataflow.input(0, vec![super::super::unbounded_stream(rx)]);
+        let (to, mut taken) = mpsc::unbounded_channel();
+        dataflow.checkpoint_to(to);
+        if let Some(c) = checkpoint {
+            dataflow.restore(c).unwrap();
+        }
+        let (stats, _) = watch::channel(DataflowStats::default());
+        let tasks = dataflow.start(Arc::new(stats)).unwrap();
+        let handles: Vec<_> = tasks.into_iter().map(tokio::spawn).collect();
+        for h in handles {
+            h.await.unwrap().unwrap();
+        }
+        let mut snapshots = Vec::new();
+        while let Ok(s) = taken.try_recv() {
+            snapshots.push(s);
+        }
+        (sorted(view.as_ref().unwrap()), snapshots)
+    }
+
+    /// A dataflow across two instances and three stages, restored from one checkpoint
+    /// (a snapshot per task, taken at the same barrier) and fed what followed it, ends
+    /// with the uninterrupted run's view.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_parallel_dataflow_resumes_from_a_checkpoint() {
+        let all = messages(20);
+        let (whole, checkpoint) = run(2, all.clone(), None).await;
+        // Two window tasks (one has no split and ends at once), two aggregate tasks and
+        // the view's.
+        assert_eq!(checkpoint.len(), 4);
+        let after = all
+            .iter()
+            .position(|m| matches!(m, Message::Barrier(b) if b.checkpoint))
+            .unwrap();
+        let (resumed, _) = run(2, all[after + 1..].to_vec(), Some(checkpoint.clone())).await;
+        assert!(whole.len() > 10);
+        assert_eq!(resumed, whole);
+        let (one, _) = run(1, all, None).await;
+        assert_eq!(one, whole, "the same view on one instance");
+        let mut twice = checkpoint.clone();
+        twice.push(checkpoint[0].clone());
+        let (graphs, _): (Vec<_>, Vec<_>) = (0..2).map(|_| windowed_sums(true)).unzip();
+        assert!(Dataflow::new(graphs).unwrap().restore(twice).is_err());
     }
 }

@@ -103,13 +103,17 @@ pub struct Graph {
     outbox: Vec<Message>,
     pub(super) gauge: Option<(Arc<StateGauge>, usize)>,
     /// Where the snapshots taken at checkpoint barriers go.
-    checkpoints: Option<mpsc::UnboundedSender<GraphSnapshot>>,
+    pub(super) checkpoints: Option<mpsc::UnboundedSender<GraphSnapshot>>,
+    /// Which task of its dataflow it is (stage instances in order; 0 for a lone graph).
+    pub(super) task: usize,
 }
 
 /// Every operator's state of a graph after a checkpoint barrier (by node id).
 #[derive(Debug, Clone)]
 pub struct GraphSnapshot {
     pub epoch: Epoch,
+    /// The task of its dataflow it was taken of (`Dataflow::restore` gives it back there).
+    pub task: usize,
     pub nodes: Vec<StateSnapshot>,
 }
 
@@ -278,6 +282,7 @@ impl Graph {
                     // A closed receiver has stopped taking checkpoints.
                     let _ = to.send(GraphSnapshot {
                         epoch: barrier.epoch,
+                        task: self.task,
                         nodes,
                     });
                 }
@@ -524,7 +529,7 @@ impl Graph {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::sync::Arc;
 
     use arrow::array::{Int64Array, RecordBatch};
@@ -556,8 +561,9 @@ mod tests {
     }
 
     /// TUMBLE(ts, 10 s) -> sum(v), count(v) per (window_start, k), freed at the watermark
-    /// -> Materialize; checkpoints go to `to`.
-    fn windowed_sums(to: mpsc::UnboundedSender<GraphSnapshot>) -> (Graph, SharedView) {
+    /// -> Materialize (behind exchanges by the group key, and to one instance, when
+    /// `exchanges`).
+    pub(in crate::runtime) fn windowed_sums(exchanges: bool) -> (Graph, SharedView) {
         use datafusion_functions_aggregate::{count::count_udaf, sum::sum_udaf};
         use datafusion_physical_expr::aggregate::AggregateExprBuilder;
         let window = TimeWindow::try_new(&kvt(), 2, WindowKind::Tumble { size: 10 * S }).unwrap();
@@ -594,10 +600,15 @@ mod tests {
         let w = g.add(Box::new(window));
         let a = g.add(Box::new(aggregate));
         let v = g.add(Box::new(m));
-        g.connect(w, a, 0).unwrap();
-        g.connect(a, v, 0).unwrap();
-        g.input(w, 0);
-        g.checkpoint_to(to);
+        if exchanges {
+            let key = vec![column("window_start", 3), column("k", 0)];
+            g.exchange(w, a, 0, Partitioning::Hash(key)).unwrap();
+            g.exchange(a, v, 0, Partitioning::Single).unwrap();
+        } else {
+            g.connect(w, a, 0).unwrap();
+            g.connect(a, v, 0).unwrap();
+            g.input(w, 0);
+        }
         (g, view)
     }
 
@@ -614,7 +625,7 @@ mod tests {
     /// Rows (k, v, ts in s) out of order within 5 s, retractions of earlier rows, a
     /// watermark 5 s behind every third step, and a barrier every second step; the one
     /// after step `checkpoint` is a checkpoint barrier.
-    fn messages(checkpoint: usize) -> Vec<Message> {
+    pub(in crate::runtime) fn messages(checkpoint: usize) -> Vec<Message> {
         let rows = |i: i64| -> Vec<(i64, i64, i64)> {
             (0..5)
                 .map(|j| ((i * 7 + j) % 3, (i * 13 + j * 5) % 10, i * 2 + (j * 3) % 5))
@@ -662,7 +673,7 @@ mod tests {
         g.run(vec![channel_stream(rx)], &stats).await.unwrap();
     }
 
-    fn sorted(view: &SharedView) -> Vec<Vec<Option<i64>>> {
+    pub(in crate::runtime) fn sorted(view: &SharedView) -> Vec<Vec<Option<i64>>> {
         let rows = view.lock().rows().unwrap();
         let mut out: Vec<Vec<Option<i64>>> = (0..rows.num_rows())
             .map(|i| {
@@ -694,7 +705,8 @@ mod tests {
         let checkpoint = 20;
         let all = messages(checkpoint);
         let (to, mut taken) = mpsc::unbounded_channel();
-        let (g, whole) = windowed_sums(to);
+        let (mut g, whole) = windowed_sums(false);
+        g.checkpoint_to(to);
         run(g, all.clone()).await;
         let snapshot = taken.recv().await.expect("a checkpoint was taken");
         assert_eq!(snapshot.epoch, checkpoint as u64 + 1);
@@ -710,8 +722,7 @@ mod tests {
             .iter()
             .position(|m| matches!(m, Message::Barrier(b) if b.checkpoint))
             .unwrap();
-        let (to, _taken) = mpsc::unbounded_channel();
-        let (mut g, resumed) = windowed_sums(to);
+        let (mut g, resumed) = windowed_sums(false);
         g.restore(&snapshot.nodes).unwrap();
         assert_eq!(resumed.lock().epoch(), snapshot.epoch);
         run(g, all[after + 1..].to_vec()).await;
