@@ -408,3 +408,100 @@ async fn kafka_tumble_with_shuffled_and_late_events_equals_the_batch_result() {
         .unwrap_err();
     assert_eq!(sqlstate(&err), "0A000");
 }
+
+/// Reader threads of source `name` running in this process (thread names are cut to 15
+/// bytes: `weir-split-` and a short source name fit).
+fn split_threads(name: &str) -> usize {
+    let prefix = format!("weir-split-{name}-");
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.starts_with(&prefix))
+        .count()
+}
+
+/// SPEC §2: a source is read once however many views use it, and its progress counts
+/// each message once. Views created while the source's readers are mid-way read what the
+/// readers read before on their own (a backfill), then along with the others.
+#[tokio::test(flavor = "multi_thread")]
+async fn views_of_a_source_share_its_readers() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    client
+        .batch_execute(
+            "SET streaming_parallelism TO 2;
+             CREATE SOURCE tk (id BIGINT, k BIGINT) WITH (connector = 'datagen',
+               fields.id.kind = 'sequence', fields.id.start = '1', fields.id.end = '60000',
+               fields.k.min = '0', fields.k.max = '9', datagen.rows.per.second = '20000')
+             FORMAT PLAIN ENCODE JSON;
+             CREATE MATERIALIZED VIEW first_counts AS SELECT k, count(*) AS n, sum(id) AS s FROM tk GROUP BY k",
+        )
+        .await
+        .unwrap();
+    let read = "SELECT sum(rows) FROM weir_catalog.source_progress WHERE source_name = 'tk'";
+    let started = Instant::now();
+    let rows = loop {
+        let r = client.query_one(read, &[]).await.unwrap();
+        let rows: Option<i64> = r.get(0);
+        if rows.is_some_and(|n| n >= 10_000) {
+            break rows.unwrap();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the readers make no progress"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        rows < 60_000,
+        "the paced readers are still mid-way ({rows} rows)"
+    );
+    client
+        .batch_execute(
+            "CREATE MATERIALIZED VIEW later AS SELECT k, max(id) AS hi, count(*) AS n FROM tk GROUP BY k;
+             CREATE MATERIALIZED VIEW later_total AS SELECT count(*) AS n, sum(id) AS s FROM tk",
+        )
+        .await
+        .unwrap();
+    let views = [
+        (
+            "first_counts",
+            "SELECT k, count(*), sum(id) FROM tk GROUP BY k",
+        ),
+        ("later", "SELECT k, max(id), count(*) FROM tk GROUP BY k"),
+        ("later_total", "SELECT count(*), sum(id) FROM tk"),
+    ];
+    for (view, oracle) in views {
+        await_view_equals(&client, view, oracle, Duration::from_secs(60)).await;
+    }
+    assert_eq!(
+        sorted_rows(&client, "SELECT * FROM later_total").await,
+        vec!["60000|1800030000"]
+    );
+    // The backfills are done: the three views read the source's two shards together.
+    assert_eq!(split_threads("tk"), 2);
+    let progress = sorted_rows(
+        &client,
+        "SELECT count(*), sum(rows), bool_and(next_offset = rows) \
+         FROM weir_catalog.source_progress WHERE source_name = 'tk'",
+    )
+    .await;
+    assert_eq!(
+        progress,
+        vec!["2|60000|t"],
+        "one row per shard, each message once"
+    );
+    // Dropping every view stops the readers.
+    client
+        .batch_execute("DROP MATERIALIZED VIEW first_counts; DROP MATERIALIZED VIEW later; DROP MATERIALIZED VIEW later_total")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    while split_threads("tk") > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "readers outlive their views"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -8,6 +8,7 @@ mod dataflow;
 mod exchange;
 mod graph;
 mod paced;
+mod shared;
 mod split;
 
 pub use barrier::Barriers;
@@ -15,7 +16,8 @@ pub use dataflow::Dataflow;
 pub use exchange::{Partitioning, Router};
 pub use graph::{DataflowStats, Graph, GraphSnapshot, InputId, NodeId};
 pub use paced::Paced;
-pub use split::{ReadResult, SplitProgress, SplitReader, WatermarkSpec, spawn_split};
+pub use shared::{Handover, Joined, SplitShare};
+pub use split::{ReadResult, SplitOutput, SplitProgress, SplitReader, WatermarkSpec, spawn_split};
 
 /// Bounded capacity of a split's channel, in messages (batches): backpressure to readers.
 pub const CHANNEL_CAPACITY: usize = 16;

@@ -6,6 +6,7 @@
 mod inputs;
 mod join_bounds;
 mod lower;
+pub(crate) mod shared_readers;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -232,6 +232,8 @@ pub struct KafkaSplit {
     out_schema: SchemaRef,
     progress: Arc<Mutex<SplitProgress>>,
     high_checked: Option<Instant>,
+    /// The offset the split ends before (a backfill's), if any.
+    until: Option<i64>,
 }
 
 impl KafkaSplit {
@@ -254,7 +256,14 @@ impl KafkaSplit {
             includes,
             progress,
             high_checked: None,
+            until: None,
         }
+    }
+
+    /// Ends the split before offset `end` (a late subscriber's backfill of a shared split).
+    pub fn until(mut self, end: i64) -> Self {
+        self.until = Some(end);
+        self
     }
 
     fn connect(&mut self) -> Result<()> {
@@ -296,6 +305,7 @@ impl KafkaSplit {
                 // Keep what was consumed; the error surfaces on the next read.
                 Some(Err(_)) if count > 0 => break,
                 Some(Err(e)) => return Err(e.into()),
+                Some(Ok(msg)) if self.until.is_some_and(|end| msg.offset() >= end) => break,
                 Some(Ok(msg)) => {
                     count += 1;
                     bytes += msg.payload_len() as u64;
@@ -353,6 +363,9 @@ impl KafkaSplit {
 
 impl SplitReader for KafkaSplit {
     fn read(&mut self, max_rows: usize) -> Result<ReadResult> {
+        if self.until.is_some_and(|end| self.next >= end) {
+            return Ok(ReadResult::End);
+        }
         let with_key = self.includes.iter().any(|(m, _)| *m == KafkaMeta::Key);
         let mut pending = Pending::default();
         if self

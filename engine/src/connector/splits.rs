@@ -29,14 +29,20 @@ impl SplitReader for NexmarkReader {
 }
 
 /// Shard `split` of `splits` of a datagen source: chunks `split, split + splits, ...` of
-/// row indexes, so shards together produce every row exactly once.
+/// `CHUNK` row indexes, so shards together produce every row exactly once (and a shard's
+/// rows do not depend on how many each read asks for).
 pub struct DatagenSplit {
     options: DatagenOptions,
     split: u64,
     splits: u64,
     chunk: u64,
+    /// Rows of the current chunk already made.
+    within: u64,
     total: Option<u64>,
 }
+
+/// Rows per chunk of a datagen shard.
+const CHUNK: u64 = 8192;
 
 impl DatagenSplit {
     pub fn new(options: DatagenOptions, split: u64, splits: u64) -> Self {
@@ -46,6 +52,7 @@ impl DatagenSplit {
             split,
             splits: splits.max(1),
             chunk: 0,
+            within: 0,
             total,
         }
     }
@@ -53,14 +60,19 @@ impl DatagenSplit {
 
 impl SplitReader for DatagenSplit {
     fn read(&mut self, max_rows: usize) -> Result<ReadResult> {
-        let first = (self.chunk * self.splits + self.split) * max_rows as u64;
+        let first = (self.chunk * self.splits + self.split) * CHUNK + self.within;
+        let n = (CHUNK - self.within).min(max_rows as u64);
         let n = match self.total {
             Some(t) if first >= t => return Ok(ReadResult::End),
-            Some(t) => ((t - first) as usize).min(max_rows),
-            None => max_rows,
+            Some(t) => (t - first).min(n),
+            None => n,
         };
-        self.chunk += 1;
-        Ok(ReadResult::Rows(self.options.rows(first, n)?))
+        self.within += n;
+        if self.within == CHUNK {
+            self.chunk += 1;
+            self.within = 0;
+        }
+        Ok(ReadResult::Rows(self.options.rows(first, n as usize)?))
     }
 }
 
@@ -166,16 +178,38 @@ impl SplitReader for FileSplit {
 pub struct GeneratedSplit {
     inner: Box<dyn SplitReader>,
     progress: Arc<Mutex<SplitProgress>>,
+    /// The row the split ends before (a backfill's), if any.
+    until: Option<i64>,
 }
 
 impl GeneratedSplit {
     pub fn new(inner: Box<dyn SplitReader>, progress: Arc<Mutex<SplitProgress>>) -> Self {
-        Self { inner, progress }
+        Self {
+            inner,
+            progress,
+            until: None,
+        }
+    }
+
+    /// Ends the split before row `end` (a late subscriber's backfill of a shared split).
+    pub fn until(mut self, end: i64) -> Self {
+        self.until = Some(end);
+        self
     }
 }
 
 impl SplitReader for GeneratedSplit {
     fn read(&mut self, max_rows: usize) -> Result<ReadResult> {
+        let max_rows = match self.until {
+            Some(end) => {
+                let left = end - self.progress.lock().next_offset;
+                if left <= 0 {
+                    return Ok(ReadResult::End);
+                }
+                max_rows.min(left as usize)
+            }
+            None => max_rows,
+        };
         let result = self.inner.read(max_rows)?;
         if let ReadResult::Rows(rows) = &result {
             let mut p = self.progress.lock();

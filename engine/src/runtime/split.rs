@@ -15,6 +15,7 @@ use datafusion_physical_expr::expressions::{BinaryExpr, Column, Literal};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 
+use super::shared::{self, SplitShare, Subscriber};
 use crate::message::{Barrier, Message, Watermark};
 use crate::{ChangeBatch, EngineError, Result};
 
@@ -145,28 +146,90 @@ fn cut_points(
 /// Rows per read.
 const BATCH_ROWS: usize = 8192;
 
+/// Where a split's messages go.
+pub enum SplitOutput {
+    /// One dataflow input; `read_limit` is the event time the split may read up to
+    /// (watermark alignment; i64::MAX: no limit).
+    Channel {
+        tx: mpsc::Sender<Message>,
+        read_limit: Arc<AtomicI64>,
+    },
+    /// A late subscriber's backfill of a shared split: as `Channel`, but the reader's
+    /// end is only where the subscriber joined, so the channel just closes there.
+    Backfill {
+        tx: mpsc::Sender<Message>,
+        read_limit: Arc<AtomicI64>,
+    },
+    /// Every subscriber of a shared split.
+    Shared(Arc<SplitShare>),
+}
+
+/// `SplitOutput` as the thread holds it: a shared split's subscribers as of the last read.
+enum Out {
+    Channel {
+        tx: mpsc::Sender<Message>,
+        read_limit: Arc<AtomicI64>,
+        backfill: bool,
+    },
+    Shared {
+        share: Arc<SplitShare>,
+        current: Vec<Subscriber>,
+    },
+}
+
 /// The state of one split's reading thread.
 struct SplitLoop {
     name: String,
     watermark: Option<WatermarkSpec>,
-    tx: mpsc::Sender<Message>,
+    out: Out,
     progress: Arc<Mutex<SplitProgress>>,
     max_wm: Option<i64>,
     last_rows: Instant,
     idle_sent: bool,
-    /// Event time this split may read up to (watermark alignment; i64::MAX: no limit).
-    read_limit: Arc<AtomicI64>,
 }
 
 /// Whether the thread goes on (false: the dataflow is gone).
 type Go = bool;
 
 impl SplitLoop {
-    fn send(&self, m: Message) -> Go {
-        self.tx.blocking_send(m).is_ok()
+    fn send(&mut self, m: Message) -> Go {
+        match &mut self.out {
+            Out::Channel { tx, .. } => tx.blocking_send(m).is_ok(),
+            Out::Shared { share, current } => {
+                if let Message::Watermark(w) = &m {
+                    share.sent_watermark(*w);
+                }
+                current.retain(|s| s.tx.blocking_send(m.clone()).is_ok());
+                !current.is_empty() || !share.close_if_unused()
+            }
+        }
+    }
+
+    /// Between reads: who a shared split's next messages go to.
+    fn sync(&mut self) {
+        if let Out::Shared { share, current } = &mut self.out {
+            *current = share.sync(self.progress.lock().next_offset);
+        }
+    }
+
+    /// Whether anyone still reads the split.
+    fn is_open(&self) -> Go {
+        match &self.out {
+            Out::Channel { tx, .. } => !tx.is_closed(),
+            Out::Shared { share, .. } => !share.close_if_unused(),
+        }
+    }
+
+    /// The event time the split may read up to.
+    fn read_limit(&self) -> i64 {
+        match &self.out {
+            Out::Channel { read_limit, .. } => read_limit.load(Ordering::Relaxed),
+            Out::Shared { current, .. } => shared::read_limit(current),
+        }
     }
 
     fn handle(&mut self, read: ReadResult, barriers: &mut watch::Receiver<Barrier>) -> Go {
+        self.sync();
         let (change, rows) = match read {
             ReadResult::Rows(rows) => match ChangeBatch::from_data(&rows, 1) {
                 Ok(c) => (c, rows),
@@ -187,7 +250,10 @@ impl SplitLoop {
                     self.idle_sent = true;
                     return self.send(Message::Watermark(Watermark::Idle));
                 }
-                return !self.tx.is_closed();
+                return self.is_open();
+            }
+            ReadResult::End if matches!(self.out, Out::Channel { backfill: true, .. }) => {
+                return false;
             }
             ReadResult::End => {
                 // A finished split holds no one back; then it only forwards barriers.
@@ -201,6 +267,7 @@ impl SplitLoop {
                 }
                 while futures::executor::block_on(barriers.changed()).is_ok() {
                     let b = *barriers.borrow_and_update();
+                    self.sync();
                     if !self.send(Message::Barrier(b)) {
                         return false;
                     }
@@ -252,16 +319,31 @@ impl SplitLoop {
     }
 }
 
-/// Reads `reader` on a new thread until the dataflow drops its end of `tx`.
+/// Reads `reader` on a new thread until no dataflow reads `output` any more.
 pub fn spawn_split(
     name: String,
     mut reader: Box<dyn SplitReader>,
     watermark: Option<WatermarkSpec>,
     mut barriers: watch::Receiver<Barrier>,
-    tx: mpsc::Sender<Message>,
+    output: SplitOutput,
     progress: Arc<Mutex<SplitProgress>>,
-    read_limit: Arc<AtomicI64>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let out = match output {
+        SplitOutput::Channel { tx, read_limit } => Out::Channel {
+            tx,
+            read_limit,
+            backfill: false,
+        },
+        SplitOutput::Backfill { tx, read_limit } => Out::Channel {
+            tx,
+            read_limit,
+            backfill: true,
+        },
+        SplitOutput::Shared(share) => Out::Shared {
+            share,
+            current: Vec::new(),
+        },
+    };
     std::thread::Builder::new()
         .name(format!("weir-split-{name}"))
         .spawn(move || {
@@ -269,13 +351,13 @@ pub fn spawn_split(
             let mut split = SplitLoop {
                 name,
                 watermark,
-                tx,
+                out,
                 progress,
                 max_wm: None,
                 last_rows: Instant::now(),
                 idle_sent: false,
-                read_limit,
             };
+            split.sync();
             if split.watermark.is_none() && !split.send(Message::Watermark(Watermark::Idle)) {
                 return;
             }
@@ -298,14 +380,12 @@ pub fn spawn_split(
                         }
                     }
                     let b = *barriers.borrow_and_update();
+                    split.sync();
                     if !split.send(Message::Barrier(b)) {
                         return;
                     }
                 }
-                if split
-                    .max_wm
-                    .is_some_and(|w| w > split.read_limit.load(Ordering::Relaxed))
-                {
+                if split.max_wm.is_some_and(|w| w > split.read_limit()) {
                     // Ahead of another relation of the dataflow: wait, barriers still flow.
                     std::thread::sleep(Duration::from_millis(2));
                     split.last_rows = Instant::now();

@@ -9,19 +9,20 @@ use futures::stream::BoxStream;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use weir_engine::connector::file::FileFormat;
-use weir_engine::connector::kafka::{KafkaSplit, StartupMode};
+use weir_engine::connector::kafka::{KafkaSplit, PartitionRange, StartupMode};
 use weir_engine::connector::nexmark::NexmarkReader;
 use weir_engine::connector::splits::{
     ChangelogSplit, DatagenSplit, FileAssignment, FileSplit, GeneratedSplit,
 };
 use weir_engine::connector::upsert::UpsertSplit;
 use weir_engine::runtime::{
-    Barriers, CHANNEL_CAPACITY, Paced, SplitProgress, SplitReader, WatermarkSpec, channel_stream,
-    spawn_split, unbounded_stream,
+    Barriers, CHANNEL_CAPACITY, Paced, SplitOutput, SplitProgress, SplitReader, WatermarkSpec,
+    channel_stream, spawn_split, unbounded_stream,
 };
 use weir_engine::{ChangeBatch, Message, Watermark};
 
 use crate::dataflow::ViewTable;
+use crate::dataflow::shared_readers::MakeReader;
 use crate::error::{Result, SqlError};
 use crate::provider::{
     DmlTable, FileEncoding, FileSource, Generator, GeneratorSource, KafkaSource, UpsertTable,
@@ -73,27 +74,47 @@ pub(crate) struct InputContext<'a> {
 }
 
 impl InputContext<'_> {
-    /// Starts a reader thread for one split and returns its message stream.
+    /// Where a reader of `partition` reports its progress (`source_progress` for sources).
+    pub(crate) fn progress(&self, partition: i32) -> Arc<Mutex<SplitProgress>> {
+        match self.progress {
+            Some(registry) => registry.register(self.relation, partition),
+            None => Arc::new(Mutex::new(SplitProgress::default())),
+        }
+    }
+
+    /// Starts a reader thread for one split that sends to `output`.
+    pub(crate) fn spawn_reader(
+        &self,
+        partition: i32,
+        reader: Box<dyn SplitReader>,
+        output: SplitOutput,
+        progress: Arc<Mutex<SplitProgress>>,
+    ) -> Result<()> {
+        spawn_split(
+            format!("{}-{partition}", self.relation),
+            reader,
+            self.watermark.clone(),
+            self.barriers.subscribe(),
+            output,
+            progress,
+        )
+        .map_err(|e| SqlError::new("53000", format!("cannot start a reader thread: {e}")))?;
+        Ok(())
+    }
+
+    /// Starts a reader thread for one split of this dataflow alone; returns its stream.
     fn spawn(
         &self,
         partition: i32,
         reader: impl FnOnce(Arc<Mutex<SplitProgress>>) -> Result<Box<dyn SplitReader>>,
     ) -> Result<BoxStream<'static, Message>> {
-        let progress = match self.progress {
-            Some(registry) => registry.register(self.relation, partition),
-            None => Arc::new(Mutex::new(SplitProgress::default())),
-        };
+        let progress = self.progress(partition);
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-        spawn_split(
-            format!("{}-{partition}", self.relation),
-            reader(Arc::clone(&progress))?,
-            self.watermark.clone(),
-            self.barriers.subscribe(),
+        let output = SplitOutput::Channel {
             tx,
-            progress,
-            Arc::clone(self.read_limit),
-        )
-        .map_err(|e| SqlError::new("53000", format!("cannot start a reader thread: {e}")))?;
+            read_limit: Arc::clone(self.read_limit),
+        };
+        self.spawn_reader(partition, reader(Arc::clone(&progress))?, output, progress)?;
         Ok(channel_stream(rx))
     }
 }
@@ -134,44 +155,54 @@ pub(crate) fn stream_input(provider: &dyn TableProvider) -> Option<&dyn StreamIn
 }
 
 impl StreamInput for GeneratorSource {
+    /// Shards of the source, as many as the cores of the dataflow that starts them;
+    /// offsets are rows made. A backfill is not paced.
     fn open(&self, cx: &InputContext<'_>) -> Result<Vec<BoxStream<'static, Message>>> {
-        let splits = cx.parallelism.max(1) as u64;
-        (0..splits)
-            .map(|s| {
-                cx.spawn(s as i32, |progress| {
-                    let reader: Box<dyn SplitReader> = match self.generator() {
-                        Generator::Nexmark(o) => Box::new(NexmarkReader::new(o, s, splits)),
-                        Generator::Datagen(o) => Box::new(DatagenSplit::new(o.clone(), s, splits)),
-                    };
-                    let reader = Box::new(GeneratedSplit::new(reader, progress));
-                    Ok(match self.rate() {
-                        Some(r) => Box::new(Paced::new(reader, r / splits as f64)),
-                        None => reader,
-                    })
-                })
+        let splits = self.shard_count(cx.parallelism.max(1) as u64);
+        let reader: MakeReader<'_> = &|s, _start, until, progress| {
+            let s = s as u64;
+            let reader: Box<dyn SplitReader> = match self.generator() {
+                Generator::Nexmark(o) => Box::new(NexmarkReader::new(o, s, splits)),
+                Generator::Datagen(o) => Box::new(DatagenSplit::new(o.clone(), s, splits)),
+            };
+            let reader = GeneratedSplit::new(reader, progress);
+            Ok(match (until, self.rate()) {
+                (Some(end), _) => Box::new(reader.until(end)),
+                (None, Some(r)) => Box::new(Paced::new(Box::new(reader), r / splits as f64)),
+                (None, None) => Box::new(reader),
             })
-            .collect()
+        };
+        let shards = || Ok((0..splits as i32).map(|s| (s, 0)).collect());
+        self.shared_readers().open(cx, shards, reader)
     }
 }
 
 impl StreamInput for KafkaSource {
     fn open(&self, cx: &InputContext<'_>) -> Result<Vec<BoxStream<'static, Message>>> {
         let (config, value_schema, includes) = self.parts();
-        let ranges = config.partition_ranges()?;
-        ranges
-            .into_iter()
-            .map(|range| {
-                cx.spawn(range.partition, |progress| {
-                    Ok(Box::new(KafkaSplit::new(
-                        config.clone(),
-                        range,
-                        Arc::clone(value_schema),
-                        includes.to_vec(),
-                        progress,
-                    )))
-                })
-            })
-            .collect()
+        let reader: MakeReader<'_> = &|partition, start, until, progress| {
+            let range = PartitionRange {
+                partition,
+                start,
+                end: until.unwrap_or(start),
+            };
+            let split = KafkaSplit::new(
+                config.clone(),
+                range,
+                Arc::clone(value_schema),
+                includes.to_vec(),
+                progress,
+            );
+            Ok(Box::new(match until {
+                Some(end) => split.until(end),
+                None => split,
+            }))
+        };
+        let partitions = || {
+            let ranges = config.partition_ranges()?;
+            Ok(ranges.iter().map(|r| (r.partition, r.start)).collect())
+        };
+        self.shared_readers().open(cx, partitions, reader)
     }
 }
 

@@ -17,7 +17,9 @@ use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use weir_engine::connector::datagen::DatagenOptions;
 use weir_engine::connector::nexmark::{NexmarkOptions, NexmarkReader};
 
+use crate::dataflow::shared_readers::SharedReaders;
 use crate::error::SqlError;
+use parking_lot::Mutex;
 
 const BATCH_ROWS: usize = 8192;
 
@@ -50,8 +52,12 @@ pub(crate) struct GeneratorSource {
     name: String,
     generator: Generator,
     schema: SchemaRef,
-    /// Rows per second a dataflow reads (all splits together); None = as fast as possible.
+    /// Rows per second the source is read at (all splits together); None = as fast as
+    /// possible.
     rate: Option<f64>,
+    shared: SharedReaders,
+    /// How many shards its readers make (fixed by the first dataflow that reads it).
+    shards: Mutex<Option<u64>>,
 }
 
 impl GeneratorSource {
@@ -75,7 +81,20 @@ impl GeneratorSource {
             schema: generator.schema(),
             generator,
             rate: None,
+            shared: SharedReaders::default(),
+            shards: Mutex::new(None),
         }
+    }
+
+    /// The shards' readers every view of the source shares.
+    pub(crate) fn shared_readers(&self) -> &SharedReaders {
+        &self.shared
+    }
+
+    /// How many shards the source is read as: `wanted` (the first reader's cores), then
+    /// the same for every later reader, whose backfills must make the same rows.
+    pub(crate) fn shard_count(&self, wanted: u64) -> u64 {
+        *self.shards.lock().get_or_insert(wanted)
     }
 }
 

@@ -14,6 +14,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use weir_engine::connector::kafka::{KafkaConfig, KafkaMeta, PartitionRange, output_schema};
 
+use crate::dataflow::shared_readers::SharedReaders;
 use crate::error::SqlError;
 use crate::provider::blocking_scan;
 
@@ -26,6 +27,7 @@ pub(crate) struct KafkaSource {
     value_schema: SchemaRef,
     includes: Vec<(KafkaMeta, String)>,
     schema: SchemaRef,
+    shared: SharedReaders,
 }
 
 impl KafkaSource {
@@ -40,6 +42,7 @@ impl KafkaSource {
             value_schema,
             includes,
             schema,
+            shared: SharedReaders::default(),
         }
     }
 }
@@ -48,6 +51,11 @@ impl KafkaSource {
     /// The topic, the value columns, and the metadata columns appended to them.
     pub(crate) fn parts(&self) -> (&KafkaConfig, &SchemaRef, &[(KafkaMeta, String)]) {
         (&self.config, &self.value_schema, &self.includes)
+    }
+
+    /// The partitions' readers every view of the source shares.
+    pub(crate) fn shared_readers(&self) -> &SharedReaders {
+        &self.shared
     }
 }
 
