@@ -26,6 +26,17 @@ pub struct Barrier {
     pub checkpoint: bool,
 }
 
+impl Barrier {
+    /// An epoch's barrier that takes no checkpoint.
+    pub fn new(epoch: Epoch, ts_ms: i64) -> Self {
+        Self {
+            epoch,
+            ts_ms,
+            checkpoint: false,
+        }
+    }
+}
+
 impl Watermark {
     /// The event time, if this watermark holds anything back.
     pub fn time(self) -> Option<i64> {

@@ -743,11 +743,7 @@ mod tests {
         let schema = Arc::new(Schema::new(vec![Field::new("m", DataType::Int64, true)]));
         let mut op = HashAggregate::try_new(vec![], vec![Arc::new(min)], schema).unwrap();
         let mut out = Emitter::default();
-        let b = Barrier {
-            epoch: 1,
-            ts_ms: 0,
-            checkpoint: false,
-        };
+        let b = Barrier::new(1, 0);
         op.on_barrier(b, &mut out).unwrap();
         let min_of = |out: &mut Emitter| -> Vec<(Option<i64>, i64)> {
             out.drain()
@@ -782,11 +778,7 @@ mod tests {
     fn groups_update_retract_and_disappear() {
         let mut op = op();
         let mut out = Emitter::default();
-        let b = Barrier {
-            epoch: 1,
-            ts_ms: 0,
-            checkpoint: false,
-        };
+        let b = Barrier::new(1, 0);
         op.on_batch(
             0,
             input(&[("a", 1, 1), ("b", 10, 1), ("a", 2, 2)]),

@@ -697,15 +697,7 @@ mod tests {
             }
             sides[side].retain(|_, w| *w != 0);
             if restore {
-                op.on_barrier(
-                    Barrier {
-                        epoch: 1,
-                        ts_ms: 0,
-                        checkpoint: false,
-                    },
-                    &mut out,
-                )
-                .unwrap();
+                op.on_barrier(Barrier::new(1, 0), &mut out).unwrap();
                 op = restored(&mut op, make());
             }
             collect(&mut output, out.drain());
@@ -766,15 +758,7 @@ mod tests {
         op.on_batch(1, batch("r", &[((Some(1), 10), 1)]), &mut out)
             .unwrap();
         assert!(out.drain().is_empty());
-        op.on_barrier(
-            Barrier {
-                epoch: 1,
-                ts_ms: 0,
-                checkpoint: false,
-            },
-            &mut out,
-        )
-        .unwrap();
+        op.on_barrier(Barrier::new(1, 0), &mut out).unwrap();
         collect(&mut output, out.drain());
         let joined: HashMap<Joined, i64> = [
             ((Some(1), Some(0), Some(1), Some(10)), 1),
@@ -853,7 +837,7 @@ mod tests {
                 }
                 if restore {
                     // Late counts are metrics, not state: the new join counts afresh.
-                    op.on_barrier(Barrier { epoch: 1, ts_ms: 0, checkpoint: false }, &mut out).unwrap();
+                    op.on_barrier(Barrier::new(1, 0), &mut out).unwrap();
                     late -= op.late_rows().load(Ordering::Relaxed);
                     op = restored(&mut op, make());
                 }

@@ -369,11 +369,7 @@ mod tests {
     }
 
     fn barrier(epoch: Epoch) -> Barrier {
-        Barrier {
-            epoch,
-            ts_ms: epoch as i64 * 1000,
-            checkpoint: false,
-        }
+        Barrier::new(epoch, epoch as i64 * 1000)
     }
 
     #[test]

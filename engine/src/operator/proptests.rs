@@ -184,7 +184,7 @@ proptest! {
             let rows = resolve(&mut live, &step);
             op.on_batch(0, kv_batch(&rows), &mut out).unwrap();
             if ends[i] || i == last {
-                op.on_barrier(Barrier { epoch: i as u64, ts_ms: 0, checkpoint: false }, &mut out).unwrap();
+                op.on_barrier(Barrier::new(i as u64, 0), &mut out).unwrap();
                 accumulate(&mut output, out.drain());
                 prop_assert_eq!(&output, &aggregate_model(&live));
                 if restores[i] {
@@ -206,7 +206,7 @@ proptest! {
             let rows = resolve(&mut live, &inserts);
             op.on_batch(0, kv_batch(&rows), &mut out).unwrap();
             if ends[i] || i == last {
-                op.on_barrier(Barrier { epoch: i as u64, ts_ms: 0, checkpoint: false }, &mut out).unwrap();
+                op.on_barrier(Barrier::new(i as u64, 0), &mut out).unwrap();
                 accumulate(&mut output, out.drain());
                 prop_assert_eq!(&output, &aggregate_model(&live));
                 if restores[i] {
@@ -286,7 +286,7 @@ proptest! {
             if restore {
                 // Late counts are metrics, not state: the new operator counts afresh.
                 late -= op.late_rows().load(std::sync::atomic::Ordering::Relaxed);
-                op.on_barrier(Barrier { epoch: 1, ts_ms: 0, checkpoint: false }, &mut out).unwrap();
+                op.on_barrier(Barrier::new(1, 0), &mut out).unwrap();
                 op = restored(&mut op, make());
             }
             match step {

@@ -26,11 +26,7 @@ fn now_ms() -> i64 {
 impl Barriers {
     /// Starts the coordinator, with a new epoch every `interval`.
     pub fn start(interval: Duration) -> Arc<Self> {
-        let (tx, _) = watch::channel(Barrier {
-            epoch: 0,
-            ts_ms: now_ms(),
-            checkpoint: false,
-        });
+        let (tx, _) = watch::channel(Barrier::new(0, now_ms()));
         let barriers = Arc::new(Self {
             tx,
             next: Mutex::new(1),
@@ -56,11 +52,7 @@ impl Barriers {
     /// Starts a new epoch now and returns it.
     pub fn inject(&self) -> Barrier {
         let mut next = self.next.lock();
-        let barrier = Barrier {
-            epoch: *next,
-            ts_ms: now_ms(),
-            checkpoint: false,
-        };
+        let barrier = Barrier::new(*next, now_ms());
         *next += 1;
         self.tx.send_replace(barrier);
         barrier

@@ -147,11 +147,7 @@ mod tests {
         for chunk in input.chunks(50) {
             assert!(router.send(Message::Data(batch(chunk))).await.unwrap());
         }
-        let barrier = Message::Barrier(crate::Barrier {
-            epoch: 1,
-            ts_ms: 0,
-            checkpoint: false,
-        });
+        let barrier = Message::Barrier(crate::Barrier::new(1, 0));
         assert!(router.send(barrier.clone()).await.unwrap());
         drop(router);
         let mut owner = std::collections::HashMap::new();

@@ -553,11 +553,7 @@ pub(super) mod tests {
     }
 
     fn barrier(epoch: Epoch) -> Message {
-        Message::Barrier(Barrier {
-            epoch,
-            ts_ms: 0,
-            checkpoint: false,
-        })
+        Message::Barrier(Barrier::new(epoch, 0))
     }
 
     /// TUMBLE(ts, 10 s) -> sum(v), count(v) per (window_start, k), freed at the watermark

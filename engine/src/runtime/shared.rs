@@ -201,11 +201,7 @@ mod tests {
     use crate::message::Barrier;
 
     fn barrier(epoch: Epoch) -> Message {
-        Message::Barrier(Barrier {
-            epoch,
-            ts_ms: 0,
-            checkpoint: false,
-        })
+        Message::Barrier(Barrier::new(epoch, 0))
     }
 
     fn wm(t: i64) -> Message {
