@@ -106,13 +106,7 @@ impl SessionWindow {
                 times.insert(*t);
             }
         }
-        let mut new = Vec::new();
-        for t in times {
-            match new.last_mut() {
-                Some((_, end)) if t < *end => *end = t.saturating_add(gap),
-                _ => new.push((t, t.saturating_add(gap))),
-            }
-        }
+        let new = sessions(times, gap);
         let old = std::mem::take(&mut st.sessions);
         for s in old.iter().filter(|s| new.binary_search(s).is_err()) {
             for (row, w) in st.rows.range(s.0..s.1).flat_map(|(_, rows)| rows) {
@@ -171,6 +165,19 @@ impl SessionWindow {
         columns.push(ns_to(out.iter().map(|(_, s, _)| s.1).collect(), ty)?);
         ChangeBatch::from_columns(&self.schema, columns, out.iter().map(|o| o.2))
     }
+}
+
+/// The sessions ascending event times form: runs of times less than `gap` apart, each
+/// `[first, last + gap)`.
+fn sessions(times: impl IntoIterator<Item = i64>, gap: i64) -> Vec<(i64, i64)> {
+    let mut out: Vec<(i64, i64)> = Vec::new();
+    for t in times {
+        match out.last_mut() {
+            Some((_, end)) if t < *end => *end = t.saturating_add(gap),
+            _ => out.push((t, t.saturating_add(gap))),
+        }
+    }
+    out
 }
 
 /// Adds `w` copies of `row` to a small multiset, dropping it at zero.
@@ -301,12 +308,7 @@ impl Operator for SessionWindow {
             st.rows.entry(times.value(i)).or_default().push((row, n));
         }
         for (key, st) in &mut self.state {
-            for &t in st.rows.keys() {
-                match st.sessions.last_mut() {
-                    Some((_, end)) if t < *end => *end = t.saturating_add(self.gap),
-                    _ => st.sessions.push((t, t.saturating_add(self.gap))),
-                }
-            }
+            st.sessions = sessions(st.rows.keys().copied(), self.gap);
             for s in &st.sessions {
                 self.closing.entry(s.1).or_default().push(key.clone());
             }
