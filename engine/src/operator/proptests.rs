@@ -176,45 +176,45 @@ proptest! {
     /// and restores from snapshots at random barriers; groups vanish with their last row.
     #[test]
     fn hash_aggregate_equals_recomputation(steps in changes(2), ends in epoch_ends(), restores in epoch_ends()) {
-        let mut op = aggregate(false);
-        let (mut live, mut output) = (BTreeMap::new(), HashMap::new());
-        let mut out = Emitter::default();
-        let last = steps.len() - 1;
-        for (i, step) in steps.into_iter().enumerate() {
-            let rows = resolve(&mut live, &step);
-            op.on_batch(0, kv_batch(&rows), &mut out).unwrap();
-            if ends[i] || i == last {
-                op.on_barrier(Barrier::new(i as u64, 0), &mut out).unwrap();
-                accumulate(&mut output, out.drain());
-                prop_assert_eq!(&output, &aggregate_model(&live));
-                if restores[i] {
-                    op = restored(&mut op, aggregate(false));
-                }
-            }
-        }
+        run_aggregate(false, steps, &ends, &restores)?;
     }
 
     /// Over insert-only input (plain accumulators, O(1) per group) the same holds.
     #[test]
     fn hash_aggregate_over_inserts_equals_recomputation(steps in changes(2), ends in epoch_ends(), restores in epoch_ends()) {
-        let mut op = aggregate(true);
-        let (mut live, mut output) = (BTreeMap::new(), HashMap::new());
-        let mut out = Emitter::default();
-        let last = steps.len() - 1;
-        for (i, step) in steps.into_iter().enumerate() {
-            let inserts: Vec<Change> = step.into_iter().filter(|c| matches!(c, Change::Insert(..))).collect();
-            let rows = resolve(&mut live, &inserts);
-            op.on_batch(0, kv_batch(&rows), &mut out).unwrap();
-            if ends[i] || i == last {
-                op.on_barrier(Barrier::new(i as u64, 0), &mut out).unwrap();
-                accumulate(&mut output, out.drain());
-                prop_assert_eq!(&output, &aggregate_model(&live));
-                if restores[i] {
-                    op = restored(&mut op, aggregate(true));
-                }
+        run_aggregate(true, steps, &ends, &restores)?;
+    }
+}
+
+/// Feeds `steps` to the aggregate (only their inserts when `append_only`), with a barrier
+/// after step i when `ends[i]` (and after the last), comparing with the model at each
+/// barrier and restoring the operator from its snapshot there when `restores[i]`.
+fn run_aggregate(
+    append_only: bool,
+    steps: Vec<Vec<Change>>,
+    ends: &[bool],
+    restores: &[bool],
+) -> Result<(), TestCaseError> {
+    let mut op = aggregate(append_only);
+    let (mut live, mut output) = (BTreeMap::new(), HashMap::new());
+    let mut out = Emitter::default();
+    let last = steps.len() - 1;
+    for (i, mut step) in steps.into_iter().enumerate() {
+        if append_only {
+            step.retain(|c| matches!(c, Change::Insert(..)));
+        }
+        let rows = resolve(&mut live, &step);
+        op.on_batch(0, kv_batch(&rows), &mut out).unwrap();
+        if ends[i] || i == last {
+            op.on_barrier(Barrier::new(i as u64, 0), &mut out).unwrap();
+            accumulate(&mut output, out.drain());
+            prop_assert_eq!(&output, &aggregate_model(&live));
+            if restores[i] {
+                op = restored(&mut op, aggregate(append_only));
             }
         }
     }
+    Ok(())
 }
 
 /// A session-window step: rows (user, time s, payload) with weights, or a watermark move.
