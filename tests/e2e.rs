@@ -15,6 +15,7 @@ mod kafka;
 mod nexmark_kafka;
 mod pg_wire;
 mod restart;
+mod robustness;
 mod slt;
 mod streaming;
 mod subscribe;

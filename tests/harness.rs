@@ -64,6 +64,7 @@ async fn start_in(dir: &Path) -> ServerHandle {
         data_dir: Some(dir.to_path_buf()),
         checkpoint_interval: Duration::from_secs(10),
         metrics_listen: None,
+        statement_timeout: None,
     })
     .await
     .unwrap()

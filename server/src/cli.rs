@@ -42,6 +42,9 @@ struct ServeArgs {
     /// Prometheus /metrics and /healthz endpoint.
     #[arg(long, env = "WEIR_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
     metrics_listen: SocketAddr,
+    /// Every session's `statement_timeout` until it sets its own (e.g. 30s; 0 = none).
+    #[arg(long, env = "WEIR_STATEMENT_TIMEOUT", default_value = "0", value_parser = parse_duration)]
+    statement_timeout: Duration,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -63,6 +66,8 @@ impl ServeArgs {
             data_dir: Some(self.data_dir.clone()),
             checkpoint_interval: self.checkpoint_interval,
             metrics_listen: Some(self.metrics_listen),
+            statement_timeout: (!self.statement_timeout.is_zero())
+                .then_some(self.statement_timeout),
         }
     }
 }
@@ -92,9 +97,10 @@ pub fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_stack_size(CONNECTION_STACK_BYTES)
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => {
                 let handle = Server::start(args.config()).await?;
@@ -106,13 +112,23 @@ pub fn main() -> anyhow::Result<()> {
                 wait_for_signal(handle).await
             }
         }
-    })
+    });
+    // Connection tasks still running (a client mid-statement) are dropped, not awaited.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
 }
+
+/// Connection threads do no deep recursion (statements are parsed and planned on the
+/// query threads), but a margin over tokio's 2 MiB costs only address space.
+const CONNECTION_STACK_BYTES: usize = 16 << 20;
+
+/// How long SIGTERM may take: the process exits by then whatever is still running.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_millis(9500);
 
 async fn demo_setup(handle: &ServerHandle) -> anyhow::Result<()> {
     for stmt in handle
         .database
-        .parse(DEMO_SQL)
+        .parse(DEMO_SQL, &weir_sql::Interrupt::default())
         .map_err(|e| anyhow::anyhow!("{e}"))?
     {
         let done = match stmt.statement {
@@ -149,6 +165,16 @@ async fn wait_for_signal(handle: ServerHandle) -> anyhow::Result<()> {
         _ = term.recv() => {}
     }
     tracing::info!("shutting down");
+    // Whatever hangs below (a session's statement, a checkpoint), the process still ends
+    // in time: SIGTERM exits 0 within 10 s.
+    std::thread::Builder::new()
+        .name("weir-shutdown-deadline".into())
+        .spawn(|| {
+            std::thread::sleep(SHUTDOWN_DEADLINE);
+            tracing::warn!("shutdown did not finish in time; exiting");
+            std::process::exit(0);
+        })?;
     handle.shutdown().await;
+    tracing::info!("stopped");
     Ok(())
 }

@@ -7,9 +7,9 @@ mod handler;
 mod settings;
 mod subscribe;
 
-use std::sync::Arc;
-
 use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::Sink;
@@ -36,10 +36,12 @@ pub(crate) struct Startup {
     connections: Arc<ConnectionManager>,
     pids: RandomPidSecretKeyGenerator,
     parameters: DefaultServerParameterProvider,
+    /// The server's `statement_timeout`, each session's until it sets its own.
+    statement_timeout: Option<Duration>,
 }
 
 impl Startup {
-    fn new(connections: Arc<ConnectionManager>) -> Self {
+    fn new(connections: Arc<ConnectionManager>, statement_timeout: Option<Duration>) -> Self {
         let mut parameters = DefaultServerParameterProvider::default();
         parameters.server_version = weir_sql::SERVER_VERSION.to_string();
         parameters.time_zone = "UTC".to_string();
@@ -47,6 +49,7 @@ impl Startup {
             connections,
             pids: RandomPidSecretKeyGenerator::default(),
             parameters,
+            statement_timeout,
         }
     }
 }
@@ -68,6 +71,11 @@ impl StartupHandler for Startup {
         };
         protocol_negotiation(client, startup).await?;
         save_startup_parameters_to_metadata(client, startup);
+        if let Some(t) = self.statement_timeout {
+            let ms = t.as_millis().to_string();
+            settings::set(client.metadata_mut(), "statement_timeout", Some(&ms))
+                .map_err(|e| error::to_pgwire(&e))?;
+        }
         let (pid, secret_key) = self.pids.generate(client);
         client.set_pid_and_secret_key(pid, secret_key.clone());
         let (handle, guard) = self.connections.register(pid, secret_key);
@@ -90,12 +98,12 @@ pub(crate) struct HandlerFactory {
 }
 
 impl HandlerFactory {
-    pub(crate) fn new(database: Arc<Database>) -> Self {
+    pub(crate) fn new(database: Arc<Database>, statement_timeout: Option<Duration>) -> Self {
         let connections = Arc::new(ConnectionManager::new());
         Self {
             session: Arc::new(SessionHandler::new(database)),
             cancel: Arc::new(DefaultCancelHandler::new(Arc::clone(&connections))),
-            startup: Arc::new(Startup::new(connections)),
+            startup: Arc::new(Startup::new(connections, statement_timeout)),
         }
     }
 }

@@ -20,6 +20,8 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     pub checkpoint_interval: Duration,
     pub metrics_listen: Option<SocketAddr>,
+    /// Sessions' `statement_timeout` until they set their own (None: off).
+    pub statement_timeout: Option<Duration>,
 }
 
 impl Default for Config {
@@ -29,6 +31,7 @@ impl Default for Config {
             data_dir: Some(PathBuf::from("./weir-data")),
             checkpoint_interval: Duration::from_secs(10),
             metrics_listen: None,
+            statement_timeout: None,
         }
     }
 }
@@ -65,7 +68,10 @@ impl Server {
         let listener = TcpListener::bind(config.pg_listen).await?;
         let pg_addr = listener.local_addr()?;
         let (shutdown, mut stop) = watch::channel(false);
-        let factory = Arc::new(HandlerFactory::new(Arc::clone(&database)));
+        let factory = Arc::new(HandlerFactory::new(
+            Arc::clone(&database),
+            config.statement_timeout,
+        ));
         let task = tokio::spawn(async move {
             loop {
                 tokio::select! {

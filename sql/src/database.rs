@@ -20,6 +20,7 @@ use crate::catalog::{Catalog, Entry, StoredEntry, io_error};
 use crate::cpu_runtime::CpuRuntime;
 use crate::dataflow::{ProgressRegistry, ViewTable};
 use crate::error::{Result, SqlError};
+use crate::interrupt::Interrupt;
 use crate::provider::ScanReport;
 use crate::provider::{Lookup, SessionKeys, TemporalFunction, WindowFunction};
 use crate::relation::{build, resolve_defaults};
@@ -59,7 +60,7 @@ pub struct QueryResult {
 /// The catalog and the engine behind one server.
 pub struct Database {
     ctx: SessionContext,
-    parser: StatementParser,
+    parser: Arc<StatementParser>,
     catalog: Mutex<Catalog>,
     data_dir: Option<PathBuf>,
     cpu: CpuRuntime,
@@ -123,7 +124,7 @@ impl Database {
             ctx.add_optimizer_rule(Arc::new(SessionKeys));
             Self {
                 ctx,
-                parser: StatementParser::default(),
+                parser: Arc::new(StatementParser::default()),
                 catalog: Mutex::new(catalog),
                 data_dir,
                 cpu,
@@ -146,8 +147,21 @@ impl Database {
         &self.ctx
     }
 
-    pub fn parse(&self, sql: &str) -> Result<Vec<ParsedStatement>> {
-        self.parser.parse(sql)
+    /// Splits and parses query text; stops (57014) when `interrupt` fires.
+    pub fn parse(&self, sql: &str, interrupt: &Interrupt) -> Result<Vec<ParsedStatement>> {
+        self.parser.parse(sql, interrupt)
+    }
+
+    /// `parse` on the statement threads.
+    pub async fn parse_on_query_threads(
+        &self,
+        sql: String,
+        interrupt: Interrupt,
+    ) -> Result<Vec<ParsedStatement>> {
+        let parser = Arc::clone(&self.parser);
+        self.cpu
+            .run_sync(move || parser.parse(&sql, &interrupt))
+            .await
     }
 
     fn tables_dir(&self) -> Option<PathBuf> {
@@ -155,7 +169,7 @@ impl Database {
     }
 
     fn replay(&self, stored: &StoredEntry) -> Result<()> {
-        let parsed = self.parser.parse(&stored.sql)?;
+        let parsed = self.parser.parse(&stored.sql, &Interrupt::default())?;
         if let Some(Statement::CreateView {
             query,
             emit_on_close,
@@ -222,13 +236,25 @@ impl Database {
         persisted
     }
 
-    /// Plans a statement DataFusion understands.
+    /// Runs synchronous work of a statement (parsing, catalog changes) on the statement
+    /// threads, whose stacks are large, apart from the connections and from queries that
+    /// hold the query threads; a panic in it becomes XX000.
+    pub async fn on_query_threads<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce() -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.cpu.run_sync(f).await
+    }
+
+    /// Plans a statement DataFusion understands (on the statement threads).
     pub async fn plan(&self, statement: &ast::Statement) -> Result<LogicalPlan> {
+        let state = self.ctx.state();
+        let statement = DFStatement::Statement(Box::new(statement.clone()));
         let plan = self
-            .ctx
-            .state()
-            .statement_to_plan(DFStatement::Statement(Box::new(statement.clone())))
-            .await?;
+            .cpu
+            .plan(async move { state.statement_to_plan(statement).await })
+            .await??;
         match &plan {
             LogicalPlan::Ddl(ddl) => Err(SqlError::unsupported(format!(
                 "{} is not supported",
@@ -426,7 +452,7 @@ impl Database {
         drop(cat);
         self.ctx.deregister_table(name)?;
         if let (ObjectKind::Table, Some(dir)) = (kind, self.tables_dir()) {
-            let wal = dir.join(format!("{name}.wal"));
+            let wal = dir.join(crate::relation::table_file_name(name, "wal"));
             if wal.exists() {
                 std::fs::remove_file(wal).map_err(io_error)?;
             }

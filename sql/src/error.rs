@@ -161,6 +161,8 @@ pub fn classify(e: &DataFusionError) -> SqlError {
                 SqlError::new("22012", "division by zero")
             } else if m.contains("Overflow") || m.contains("overflow") {
                 SqlError::new("22003", m.clone())
+            } else if m.starts_with("Placeholder") && m.contains("was not provided a value") {
+                SqlError::new("42P02", m.clone())
             } else {
                 SqlError::new("XX000", m.clone())
             }

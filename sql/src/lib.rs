@@ -7,13 +7,18 @@ mod database;
 mod dataflow;
 mod error;
 mod functions;
+mod interrupt;
 mod provider;
 mod relation;
 mod statement;
 mod types;
 
+pub use cpu_runtime::panic_message;
 pub use database::{DATABASE_NAME, Database, Output, QueryResult, SERVER_VERSION, Subscription};
 pub use error::{Result, SqlError, classify};
+pub use interrupt::{CancelOnDrop, Interrupt};
 pub use provider::ScanReport;
-pub use statement::{ObjectKind, ParsedStatement, Statement, SubscribeTarget, TransactionKind};
+pub use statement::{
+    MAX_QUERY_BYTES, ObjectKind, ParsedStatement, Statement, SubscribeTarget, TransactionKind,
+};
 pub use types::sql_type_name;

@@ -451,7 +451,7 @@ fn build_dml_table(c: &CreateRelation, tables_dir: Option<&Path>, fresh: bool) -
     }
     let schema = declared_schema(c)?;
     let key_columns = key_indexes(c, &schema)?;
-    let wal = tables_dir.map(|d| d.join(format!("{}.wal", c.name)));
+    let wal = tables_dir.map(|d| d.join(table_file_name(&c.name, "wal")));
     if let (Some(path), true) = (&wal, fresh)
         && path.exists()
     {
@@ -472,4 +472,37 @@ fn build_dml_table(c: &CreateRelation, tables_dir: Option<&Path>, fresh: bool) -
         schema,
         provider: Arc::new(DmlTable::new(store, constraints, c.append_only)),
     })
+}
+
+/// A file name for a table's data: the name itself when it is plain (letters, digits,
+/// `_`), else with every other byte as `%XX`, so a quoted name (`"../x"`) cannot leave the
+/// data directory or collide with a plain one.
+pub(crate) fn table_file_name(name: &str, extension: &str) -> String {
+    let mut out = String::with_capacity(name.len() + extension.len() + 1);
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out.push('.');
+    out.push_str(extension);
+    out
+}
+
+#[cfg(test)]
+mod file_name_tests {
+    use super::table_file_name;
+
+    #[test]
+    fn table_files_stay_in_their_directory() {
+        assert_eq!(table_file_name("orders_2", "wal"), "orders_2.wal");
+        assert_eq!(table_file_name("../x", "wal"), "%2E%2E%2Fx.wal");
+        assert_eq!(table_file_name("a b", "wal"), "a%20b.wal");
+        assert_ne!(
+            table_file_name("a%20b", "wal"),
+            table_file_name("a b", "wal")
+        );
+    }
 }

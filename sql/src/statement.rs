@@ -3,20 +3,23 @@
 
 mod create;
 mod dialect;
+mod guarded;
 mod session;
 mod subscribe;
 
 use std::collections::BTreeMap;
 
 use datafusion::sql::sqlparser::ast;
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::dialect::{Dialect, PostgreSqlDialect};
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 
 use crate::error::{Result, SqlError};
+use crate::interrupt::Interrupt;
 
 use self::create::parse_create;
+use self::guarded::{BudgetedPostgres, MAX_NESTING, WeirDialect, limit_depth, with_budget};
 use self::session::{parse_reset, parse_set, parse_show_variable};
 pub use self::subscribe::SubscribeTarget;
 pub(crate) use self::subscribe::parse_duration;
@@ -164,14 +167,27 @@ impl std::fmt::Debug for StatementParser {
     }
 }
 
+/// The longest query text accepted (Postgres takes up to 1 GB; a statement this long is
+/// a bulk load, which belongs in a source).
+pub const MAX_QUERY_BYTES: usize = 16 << 20;
+
 impl StatementParser {
-    /// Parses every statement of `sql`; errors carry positions within `sql`.
-    pub(crate) fn parse(&self, sql: &str) -> Result<Vec<ParsedStatement>> {
+    /// Parses every statement of `sql`; errors carry positions within `sql`. Each statement
+    /// is parsed within a work budget, and stops when `interrupt` fires.
+    pub(crate) fn parse(&self, sql: &str, interrupt: &Interrupt) -> Result<Vec<ParsedStatement>> {
+        if sql.len() > MAX_QUERY_BYTES {
+            return Err(SqlError::new(
+                "54000",
+                format!(
+                    "query text of {} bytes is longer than the limit of {MAX_QUERY_BYTES}",
+                    sql.len()
+                ),
+            ));
+        }
         let mut out = Vec::new();
-        for (offset, text) in split_statements(sql)? {
+        for (offset, text, tokens) in split_statements(sql)? {
             let text = dialect::rewrite(&text).into_owned();
-            let statement = self
-                .parse_one(&text)
+            let statement = with_budget(tokens, interrupt, || self.parse_one(&text))
                 .map_err(|e| e.offset_position(offset))?;
             out.push(ParsedStatement {
                 text,
@@ -254,13 +270,7 @@ impl StatementParser {
             ["CLOSE", ..] => parse_close(text),
             ["DISCARD", ..] => Ok(Statement::Discard),
             _ => {
-                let mut stmts = self.compat.parse(text).map_err(|e| {
-                    // The compatibility parser drops locations; the plain parser has them.
-                    let located = Parser::parse_sql(&PostgreSqlDialect {}, text)
-                        .err()
-                        .unwrap_or(e);
-                    parser_error(located, text)
-                })?;
+                let mut stmts = self.parse_query(text)?;
                 match stmts.len() {
                     1 => Ok(Statement::Query(Box::new(stmts.remove(0)))),
                     n => Err(SqlError::syntax(
@@ -273,8 +283,70 @@ impl StatementParser {
     }
 }
 
-/// Converts a sqlparser error into 42601 with the character position it names.
+impl StatementParser {
+    /// A materialized view's query (the text after `AS`), for DataFusion to plan.
+    pub(crate) fn parse_view_query(&self, query: &str) -> Result<ast::Statement> {
+        let tokens = tokenize(query)?.len();
+        let mut statements =
+            with_budget(tokens, &Interrupt::default(), || self.parse_query(query))?;
+        match statements.len() {
+            1 => Ok(statements.remove(0)),
+            n => Err(SqlError::syntax(
+                format!("a view's query must be one statement, found {n}"),
+                None,
+            )),
+        }
+    }
+
+    /// A statement DataFusion plans. Catalog queries of psql, pgcli and Grafana (they name
+    /// `pg_*` relations) go through the compatibility parser, which replaces some whole
+    /// queries; it parses as PostgreSQL's dialect does, so the budgeted copy of that
+    /// dialect parses first and stops what would backtrack too long. Everything else is
+    /// parsed once with weir's dialect and gets the compatibility parser's rewrites.
+    fn parse_query(&self, text: &str) -> Result<Vec<ast::Statement>> {
+        let catalog_query = tokenize(text)?.iter().any(|t| {
+            matches!(&t.token, Token::Word(w)
+                if w.value.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("pg_")))
+        });
+        let mut statements = if !catalog_query {
+            parser_for(&WeirDialect, text)
+                .and_then(|mut p| p.parse_statements())
+                .map_err(|e| parser_error(e, text))?
+        } else {
+            let located =
+                parser_for(&BudgetedPostgres, text).and_then(|mut p| p.parse_statements());
+            match located {
+                Err(e @ ParserError::RecursionLimitExceeded) => Err(parser_error(e, text)),
+                // The compatibility parser drops locations; the budgeted parse has them.
+                located => self
+                    .compat
+                    .parse(text)
+                    .map_err(|e| parser_error(located.err().unwrap_or(e), text)),
+            }?
+        };
+        for statement in &mut statements {
+            limit_depth(statement)?;
+        }
+        Ok(if catalog_query {
+            statements
+        } else {
+            statements
+                .into_iter()
+                .map(|s| self.compat.rewrite(s))
+                .collect()
+        })
+    }
+}
+
+/// Converts a sqlparser error into 42601 with the character position it names (54001 for
+/// input nested deeper than the parser follows).
 fn parser_error(e: ParserError, text: &str) -> SqlError {
+    if matches!(e, ParserError::RecursionLimitExceeded) {
+        return SqlError::new(
+            "54001",
+            format!("statement is nested too deeply (more than {MAX_NESTING} levels)"),
+        );
+    }
     let msg = e.to_string();
     let position = msg.rfind(" at Line: ").and_then(|i| {
         let rest = &msg[i + " at Line: ".len()..];
@@ -303,8 +375,8 @@ fn tokenize(sql: &str) -> Result<Vec<TokenWithSpan>> {
         .map_err(|e| SqlError::syntax(e.message.clone(), None))
 }
 
-/// Splits `sql` at top-level semicolons: (characters before, statement text).
-fn split_statements(sql: &str) -> Result<Vec<(usize, String)>> {
+/// Splits `sql` at top-level semicolons: (characters before, statement text, tokens).
+fn split_statements(sql: &str) -> Result<Vec<(usize, String, usize)>> {
     let tokens = tokenize(sql)?;
     let line_starts: Vec<usize> = std::iter::once(0)
         .chain(sql.split('\n').scan(0, |acc, l| {
@@ -324,12 +396,14 @@ fn split_statements(sql: &str) -> Result<Vec<(usize, String)>> {
     let mut out = Vec::new();
     let mut start: Option<usize> = None;
     let mut last_end = 0;
+    let mut count = 0;
     for t in &tokens {
         match &t.token {
             Token::Whitespace(_) => {}
             Token::SemiColon => {
                 if let Some(s) = start.take() {
-                    out.push((s, chars[s..last_end].iter().collect()));
+                    out.push((s, chars[s..last_end].iter().collect(), count));
+                    count = 0;
                 }
             }
             _ => {
@@ -337,6 +411,7 @@ fn split_statements(sql: &str) -> Result<Vec<(usize, String)>> {
                     start = Some(pos(t, false));
                 }
                 last_end = pos(t, true).min(chars.len());
+                count += 1;
             }
         }
     }
@@ -348,6 +423,7 @@ fn split_statements(sql: &str) -> Result<Vec<(usize, String)>> {
                 .collect::<String>()
                 .trim_end()
                 .to_string(),
+            count,
         ));
     }
     Ok(out)
@@ -426,8 +502,15 @@ fn strip_emit_on_window_close(query: &mut String) -> bool {
     true
 }
 
+/// A parser of weir's statements (the dialect's budget applies to it).
 fn parser(text: &str) -> Result<Parser<'static>, ParserError> {
-    Parser::new(&PostgreSqlDialect {}).try_with_sql(text)
+    parser_for(&WeirDialect, text)
+}
+
+fn parser_for<'a>(dialect: &'a dyn Dialect, text: &str) -> Result<Parser<'a>, ParserError> {
+    Parser::new(dialect)
+        .with_recursion_limit(MAX_NESTING)
+        .try_with_sql(text)
 }
 
 fn peek_word(p: &Parser<'_>) -> Option<String> {
@@ -477,11 +560,21 @@ fn object_name(p: &mut Parser<'_>) -> Result<String, ParserError> {
             }
         })
         .collect();
+    if let Some(long) = parts.iter().find(|p| p.len() > MAX_IDENTIFIER_BYTES) {
+        let shown: String = long.chars().take(20).collect();
+        return Err(ParserError::ParserError(format!(
+            "identifier \"{shown}...\" is {} bytes long (at most {MAX_IDENTIFIER_BYTES})",
+            long.len()
+        )));
+    }
     Ok(match parts.as_slice() {
         [schema, table] if schema == "public" => table.clone(),
         _ => parts.join("."),
     })
 }
+
+/// Postgres's NAMEDATALEN - 1: longer names of catalog objects are refused.
+const MAX_IDENTIFIER_BYTES: usize = 63;
 
 fn ident(p: &mut Parser<'_>) -> Result<String, ParserError> {
     let i = p.parse_identifier()?;
@@ -554,7 +647,9 @@ mod tests {
     use super::*;
 
     fn parse(sql: &str) -> Vec<ParsedStatement> {
-        StatementParser::default().parse(sql).unwrap()
+        StatementParser::default()
+            .parse(sql, &Interrupt::default())
+            .unwrap()
     }
 
     #[test]
@@ -596,7 +691,7 @@ mod tests {
     #[test]
     fn syntax_error_has_position_in_whole_query() {
         let e = StatementParser::default()
-            .parse("SELECT 1; SELEC 2")
+            .parse("SELECT 1; SELEC 2", &Interrupt::default())
             .unwrap_err();
         assert_eq!(e.code, "42601", "{e:?}");
         assert_eq!(e.position, Some(11));

@@ -2,6 +2,7 @@
 //! Statements DataFusion plans carry their plan from Parse to Execute; the rest run directly.
 
 use std::fmt::Debug;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use arrow_pg::datatypes::df::deserialize_parameters;
@@ -10,7 +11,7 @@ use async_trait::async_trait;
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::logical_expr::LogicalPlan;
-use futures::{Sink, SinkExt};
+use futures::{FutureExt, Sink, SinkExt};
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{FieldInfo, Response, Tag};
@@ -22,7 +23,10 @@ use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::response::TransactionStatus;
 use pgwire::messages::startup::ParameterStatus;
 use pgwire::types::format::FormatOptions;
-use weir_sql::{Database, Output, ParsedStatement, SqlError, Statement, TransactionKind};
+use weir_sql::{
+    CancelOnDrop, Database, Interrupt, Output, ParsedStatement, SqlError, Statement,
+    TransactionKind,
+};
 
 use super::encode::{output_response, rows_response};
 use super::error::{error_info, notice, to_pgwire};
@@ -59,7 +63,9 @@ impl SessionHandler {
         }
     }
 
-    /// Runs one statement. The outer error is the connection's; the inner one the statement's.
+    /// Runs one statement within the session's `statement_timeout` (a streaming COPY
+    /// (SUBSCRIBE) only while it starts); a panic becomes the statement's XX000. The outer
+    /// error is the connection's; the inner one the statement's.
     async fn run<C>(
         &self,
         client: &mut C,
@@ -73,6 +79,40 @@ impl SessionHandler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         crate::metrics::STATEMENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let streams = matches!(parsed.statement, Statement::Subscribe { cursor: None, .. });
+        let timeout = settings::statement_timeout(client.metadata()).filter(|_| !streams);
+        let body =
+            AssertUnwindSafe(self.run_statement(client, parsed, plan, format)).catch_unwind();
+        let outcome = match timeout {
+            Some(t) => match tokio::time::timeout(t, body).await {
+                Ok(outcome) => outcome,
+                // Dropping the statement's future aborts the work it started.
+                Err(_) => return Ok(Err(Interrupt::timed_out())),
+            },
+            None => body.await,
+        };
+        outcome.unwrap_or_else(|panic| {
+            let message = weir_sql::panic_message(panic.as_ref());
+            tracing::error!(%message, statement = %parsed.text, "a statement panicked");
+            Ok(Err(SqlError::new(
+                "XX000",
+                format!("internal error: {message}"),
+            )))
+        })
+    }
+
+    async fn run_statement<C>(
+        &self,
+        client: &mut C,
+        parsed: &ParsedStatement,
+        plan: Option<LogicalPlan>,
+        format: &Format,
+    ) -> PgWireResult<Result<Response, SqlError>>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
         let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
         let aborted = client.transaction_status() == TransactionStatus::Error;
         if aborted
@@ -94,11 +134,7 @@ impl SessionHandler {
             Statement::Query(q) => {
                 let plan = match plan {
                     Some(p) => Ok(p),
-                    None => self
-                        .db
-                        .plan(q)
-                        .await
-                        .map_err(|e| e.offset_position(parsed.offset)),
+                    None => plan_query(&self.db, client, parsed, q).await,
                 };
                 let result = match plan {
                     Ok(plan) => self.db.execute_plan(plan).await,
@@ -260,13 +296,51 @@ impl SessionHandler {
                 }
                 Err(e) => Err(e.offset_position(parsed.offset)),
             },
-            _ => match self.db.execute_catalog(parsed) {
-                Ok(out) => Ok(output_response(out, format, options)?),
-                Err(e) => Err(e.offset_position(parsed.offset)),
-            },
+            _ => {
+                // Catalog changes may wait on a broker (a Kafka source's partitions).
+                let db = Arc::clone(&self.db);
+                let statement = parsed.clone();
+                let done = self
+                    .db
+                    .on_query_threads(move || db.execute_catalog(&statement))
+                    .await;
+                match done {
+                    Ok(out) => Ok(output_response(out, format, options)?),
+                    Err(e) => Err(e.offset_position(parsed.offset)),
+                }
+            }
         };
         Ok(result)
     }
+}
+
+/// Parses query text on the statement threads, within the session's `statement_timeout`; a
+/// cancel request (which drops this future) stops the parse too.
+async fn parse_text<C: ClientInfo>(
+    db: &Database,
+    client: &C,
+    sql: &str,
+) -> Result<Vec<ParsedStatement>, SqlError> {
+    let interrupt = Interrupt::new(settings::statement_timeout(client.metadata()));
+    let _cancel = CancelOnDrop(interrupt.clone());
+    db.parse_on_query_threads(sql.to_string(), interrupt).await
+}
+
+/// Plans a query on the statement threads, within the session's `statement_timeout`.
+async fn plan_query<C: ClientInfo>(
+    db: &Database,
+    client: &C,
+    parsed: &ParsedStatement,
+    query: &datafusion::sql::sqlparser::ast::Statement,
+) -> Result<LogicalPlan, SqlError> {
+    let plan = db.plan(query);
+    let plan = match settings::statement_timeout(client.metadata()) {
+        Some(t) => tokio::time::timeout(t, plan)
+            .await
+            .unwrap_or_else(|_| Err(Interrupt::timed_out())),
+        None => plan.await,
+    };
+    plan.map_err(|e| e.offset_position(parsed.offset))
 }
 
 /// The columns of `SHOW name`: the parameter's canonical name, or (name, setting) for ALL.
@@ -310,7 +384,7 @@ impl SimpleQueryHandler for SessionHandler {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let statements = match self.db.parse(query) {
+        let statements = match parse_text(&self.db, client, query).await {
             Ok(s) => s,
             Err(e) => return Ok(vec![Response::Error(Box::new(error_info(&e)))]),
         };
@@ -445,7 +519,9 @@ impl QueryParser for PreparedParser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let mut statements = self.db.parse(sql).map_err(|e| to_pgwire(&e))?;
+        let mut statements = parse_text(&self.db, client, sql)
+            .await
+            .map_err(|e| to_pgwire(&e))?;
         let parsed = match statements.len() {
             0 => return Ok(None),
             1 => statements.remove(0),
@@ -458,10 +534,9 @@ impl QueryParser for PreparedParser {
         };
         let plan = match &parsed.statement {
             Statement::Query(q) => Some(
-                self.db
-                    .plan(q)
+                plan_query(&self.db, client, &parsed, q)
                     .await
-                    .map_err(|e| to_pgwire(&e.offset_position(parsed.offset)))?,
+                    .map_err(|e| to_pgwire(&e))?,
             ),
             _ => None,
         };

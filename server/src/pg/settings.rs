@@ -2,6 +2,7 @@
 //! Values live in the connection's metadata; unknown names are rejected with 42704 as in Postgres.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use weir_sql::SqlError;
 
@@ -199,6 +200,51 @@ pub(crate) fn streaming_parallelism(metadata: &HashMap<String, String>) -> usize
     get(metadata, "streaming_parallelism").map_or(0, |(_, v)| v.parse().unwrap_or(0))
 }
 
+/// The session's `statement_timeout` (None: off).
+pub(crate) fn statement_timeout(metadata: &HashMap<String, String>) -> Option<Duration> {
+    let (_, value) = get(metadata, "statement_timeout").ok()?;
+    parse_timeout(&value).filter(|d| !d.is_zero())
+}
+
+/// A Postgres time setting: a number of milliseconds, or a number with a unit.
+pub(crate) fn parse_timeout(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let ms = match unit.trim() {
+        "" | "ms" => n,
+        "s" => n.checked_mul(1000)?,
+        "min" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        "d" => n.checked_mul(86_400_000)?,
+        _ => return None,
+    };
+    Some(Duration::from_millis(ms))
+}
+
+/// As Postgres shows a time setting: in the largest unit that divides it (`5s`, `1500ms`).
+fn format_timeout(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0".into();
+    }
+    [
+        (86_400_000, "d"),
+        (3_600_000, "h"),
+        (60_000, "min"),
+        (1000, "s"),
+    ]
+    .iter()
+    .find(|(unit, _)| ms.is_multiple_of(*unit))
+    .map_or_else(
+        || format!("{ms}ms"),
+        |(unit, name)| format!("{}{name}", ms / unit),
+    )
+}
+
 pub(crate) fn get(
     metadata: &HashMap<String, String>,
     name: &str,
@@ -235,7 +281,19 @@ pub(crate) fn set(
     Ok(p.reported.then(|| (p.name.to_string(), value)))
 }
 
+/// The longest value a parameter takes (reported ones go to the client in one message).
+const MAX_VALUE_BYTES: usize = 4096;
+
 fn normalize(name: &str, value: &str) -> Result<String, SqlError> {
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(SqlError::new(
+            "22023",
+            format!(
+                "value for parameter \"{name}\" is {} bytes long (at most {MAX_VALUE_BYTES})",
+                value.len()
+            ),
+        ));
+    }
     let bool_param = matches!(
         name,
         "implicit_flush" | "standard_conforming_strings" | "transaction_read_only" | "jit"
@@ -259,6 +317,18 @@ fn normalize(name: &str, value: &str) -> Result<String, SqlError> {
                 ),
             )
         })?;
+    }
+    if name == "statement_timeout" {
+        return parse_timeout(value)
+            .map(format_timeout)
+            .ok_or_else(|| {
+                SqlError::new(
+                    "22023",
+                    format!(
+                        "invalid value for parameter \"{name}\": \"{value}\" (milliseconds, or a number with ms, s, min, h or d)"
+                    ),
+                )
+            });
     }
     if name == "extra_float_digits" {
         value.parse::<i64>().map_err(|_| {
@@ -335,5 +405,16 @@ mod tests {
             3,
             "a refused value changes nothing"
         );
+        // statement_timeout: milliseconds or a unit, shown as Postgres shows it; 0 is off.
+        assert_eq!(statement_timeout(&m), None);
+        set(&mut m, "statement_timeout", Some("1500")).unwrap();
+        assert_eq!(get(&m, "statement_timeout").unwrap().1, "1500ms");
+        assert_eq!(statement_timeout(&m), Some(Duration::from_millis(1500)));
+        set(&mut m, "statement_timeout", Some("2min")).unwrap();
+        assert_eq!(get(&m, "statement_timeout").unwrap().1, "2min");
+        set(&mut m, "statement_timeout", Some("0")).unwrap();
+        assert_eq!(statement_timeout(&m), None);
+        let e = set(&mut m, "statement_timeout", Some("soon")).unwrap_err();
+        assert_eq!(e.code, "22023");
     }
 }

@@ -13,6 +13,7 @@ use datafusion::execution::context::ExecutionProps;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::physical_expr::create_physical_expr;
+use datafusion::sql::parser::Statement as DFStatement;
 use futures::FutureExt;
 use tokio::sync::watch;
 use weir_engine::operator::{Materialize, SharedView};
@@ -20,6 +21,7 @@ use weir_engine::runtime::{Dataflow, DataflowStats, Partitioning, WatermarkSpec}
 
 use super::{Database, Output, command};
 use crate::catalog::{Entry, StoredEntry};
+use crate::cpu_runtime::panic_message;
 use crate::dataflow::{InputContext, Lowering, RunningDataflow, ViewTable, stream_input};
 use crate::error::{Result, SqlError};
 use crate::statement::{CreateRelation, ObjectKind, ParsedStatement, Statement, parse_duration};
@@ -74,9 +76,17 @@ impl Database {
     }
 
     pub(super) async fn plan_view_query(&self, query: &str) -> Result<LogicalPlan> {
+        // On the statement threads, whose stacks hold the deepest statement parsed.
+        let parser = Arc::clone(&self.parser);
+        let query = query.to_string();
         let state = self.ctx.state();
-        let plan = state.create_logical_plan(query).await?;
-        Ok(state.optimize(&plan)?)
+        self.cpu
+            .plan(async move {
+                let statement = DFStatement::Statement(Box::new(parser.parse_view_query(&query)?));
+                let plan = state.statement_to_plan(statement).await?;
+                Ok(state.optimize(&plan)?)
+            })
+            .await?
     }
 
     /// EXPLAIN CREATE MATERIALIZED VIEW: the dataflow's operators, one per line.
@@ -262,13 +272,9 @@ impl Database {
             tasks.push(self.cpu.spawn(async move {
                 let run = std::panic::AssertUnwindSafe(run).catch_unwind();
                 let result = run.await.unwrap_or_else(|panic| {
-                    let what = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_default();
                     Err(weir_engine::EngineError::Config(format!(
-                        "internal error: {what}"
+                        "internal error: {}",
+                        panic_message(panic.as_ref())
                     )))
                 });
                 if let Err(e) = result {

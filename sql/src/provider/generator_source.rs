@@ -14,6 +14,7 @@ use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
+use futures::StreamExt;
 use weir_engine::connector::datagen::DatagenOptions;
 use weir_engine::connector::nexmark::{NexmarkOptions, NexmarkReader};
 
@@ -204,9 +205,16 @@ impl PartitionStream for GeneratorSplit {
                 }))
             }
         };
+        // A generator never waits, so its task would only yield when tokio's budget of
+        // polls runs out (seconds of generating): a cancelled query's task, aborted at its
+        // next yield, then ran on and held the query threads. Yield before every batch.
+        let batches = futures::stream::unfold(futures::stream::iter(iter), |mut it| async move {
+            tokio::task::yield_now().await;
+            it.next().await.map(|batch| (batch, it))
+        });
         Box::pin(RecordBatchStreamAdapter::new(
             Arc::clone(&self.schema),
-            futures::stream::iter(iter),
+            batches,
         ))
     }
 }

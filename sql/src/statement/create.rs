@@ -91,7 +91,8 @@ fn parse_column_or_constraint(
         expect_word(p, "FOR")?;
         let column = ident(p)?;
         expect_word(p, "AS")?;
-        let expr = p.parse_expr()?;
+        let mut expr = p.parse_expr()?;
+        super::guarded::limit_depth(&mut expr).map_err(|e| ParserError::ParserError(e.message))?;
         c.watermark = Some((column, expr.to_string()));
         return Ok(());
     }

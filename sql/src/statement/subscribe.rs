@@ -54,8 +54,10 @@ impl<'a> Scan<'a> {
         self.skip_ws();
         let rest = self.rest();
         let n = word.len();
-        let matches = rest.len() >= n
-            && rest[..n].eq_ignore_ascii_case(word)
+        // `get` and not `[..n]`: the text may have a multi-byte character there.
+        let matches = rest
+            .get(..n)
+            .is_some_and(|head| head.eq_ignore_ascii_case(word))
             && !rest[n..].starts_with(|c: char| c.is_alphanumeric() || c == '_');
         if matches {
             self.pos += n;
