@@ -536,3 +536,165 @@ async fn timeouts_and_sigterm_stop_long_statements() {
     assert!(took < Duration::from_secs(10), "took {took:?}");
     assert!(long.await.unwrap().is_err(), "the statement was cut off");
 }
+
+/// A group's expected (count, sum of x) in the view.
+type Groups = std::collections::BTreeMap<String, (i64, i64)>;
+
+/// 10k+ Kafka messages, about half of them mutated: each valid one is added to `groups`
+/// (the oracle); returns the messages and how many are malformed.
+fn mutated_messages(
+    rng: &mut Lcg,
+    n: usize,
+    groups: &mut Groups,
+) -> (Vec<crate::harness::KafkaMessage>, u64) {
+    let mut out = Vec::with_capacity(n);
+    let mut malformed = 0;
+    for i in 0..n {
+        let partition = (i % 4) as i32;
+        let g = format!("g{}", rng.next(20));
+        let x = rng.next(1000) as i64;
+        let plain = format!(r#"{{"id": {i}, "g": "{g}", "x": {x}}}"#);
+        let (payload, valid): (Vec<u8>, Option<(String, Option<i64>)>) = match rng.next(20) {
+            0..=6 => (plain.into_bytes(), Some((g, Some(x)))),
+            // Valid spellings: numeric strings, a duplicate key (its last value counts), a
+            // missing column (NULL), unknown fields (a long string, shallow nesting), Unicode.
+            7 => (
+                format!(r#"{{"id": "{i}", "g": "{g}", "x": "{x}"}}"#).into_bytes(),
+                Some((g, Some(x))),
+            ),
+            8 => (
+                format!(r#"{{"id": {i}, "g": "nope", "x": -1, "g": "{g}", "x": {x}}}"#)
+                    .into_bytes(),
+                Some((g, Some(x))),
+            ),
+            9 => (
+                format!(r#"{{"id": {i}, "g": "{g}"}}"#).into_bytes(),
+                Some((g, None)),
+            ),
+            10 => {
+                let unknown = if i % 200 == 10 {
+                    format!("\"{}\"", "z".repeat(900_000))
+                } else {
+                    nest("{\"a\": [", "1", "]}", 60)
+                };
+                let payload = format!(r#"{{"id": {i}, "extra": {unknown}, "g": "{g}", "x": {x}}}"#);
+                (payload.into_bytes(), Some((g, Some(x))))
+            }
+            11 => {
+                let g = format!("{g}-é✓𝄞");
+                let payload = format!(r#"{{"id": {i}, "g": "{g}", "x": {x}}}"#);
+                (payload.into_bytes(), Some((g, Some(x))))
+            }
+            // Malformed: random bytes, invalid UTF-8, deep nesting, wrong types, integers
+            // out of range, truncation, not one object.
+            12 => {
+                let len = 1 + rng.next(200) as usize;
+                let mut bytes: Vec<u8> = (0..len).map(|_| rng.next(256) as u8).collect();
+                bytes[0] |= 0x80; // never the start of valid UTF-8 or JSON
+                (bytes, None)
+            }
+            13 => {
+                let mut bytes = format!(r#"{{"id": {i}, "g": "@@", "x": {x}}}"#).into_bytes();
+                let at = bytes.iter().position(|&b| b == b'@').unwrap();
+                bytes[at..at + 2].copy_from_slice(&[0xff, 0xfe]);
+                (bytes, None)
+            }
+            14 => (
+                format!(
+                    r#"{{"id": {i}, "g": "{g}", "x": {}}}"#,
+                    nest("[", "1", "]", 10_000)
+                )
+                .into_bytes(),
+                None,
+            ),
+            15 => (
+                format!(
+                    r#"{{"id": {i}, "u": {}, "g": "{g}"}}"#,
+                    nest("{\"a\":", "1", "}", 200)
+                )
+                .into_bytes(),
+                None,
+            ),
+            16 => {
+                let wrong = [
+                    r#""g": 5"#,
+                    r#""x": "abc""#,
+                    r#""x": {"a": 1}"#,
+                    r#""x": 99999999999999999999"#,
+                ][rng.next(4) as usize];
+                (format!(r#"{{"id": {i}, {wrong}}}"#).into_bytes(), None)
+            }
+            17 => {
+                let cut = 1 + rng.next(plain.len() as u64 - 2) as usize;
+                (plain.as_bytes()[..cut].to_vec(), None)
+            }
+            18 => {
+                let other = ["[1, 2]", "\"text\"", "null", "", "42", "  "][rng.next(6) as usize];
+                (other.as_bytes().to_vec(), None)
+            }
+            _ => (format!("{plain}{plain}").into_bytes(), None),
+        };
+        match valid {
+            Some((g, x)) => {
+                let e = groups.entry(g).or_default();
+                e.0 += 1;
+                e.1 += x.unwrap_or(0);
+            }
+            None => malformed += 1,
+        }
+        out.push((partition, None, payload));
+    }
+    (out, malformed)
+}
+
+/// At least 10k mutated Kafka messages into a source feeding a view: the view equals its
+/// oracle over the valid messages, `parse_errors` counts the rest, the server stays up.
+#[tokio::test(flavor = "multi_thread")]
+async fn ten_thousand_mutated_kafka_messages_into_a_view() {
+    let broker = crate::harness::Broker::start();
+    broker.create_topic("fuzz", 4);
+    let mut groups = Groups::new();
+    let (messages, malformed) = mutated_messages(&mut Lcg(99), 10_000, &mut groups);
+    broker.produce("fuzz", &messages);
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    client
+        .batch_execute(&format!(
+            "CREATE SOURCE fuzz (id BIGINT, g VARCHAR, x BIGINT)
+               WITH (connector = 'kafka', topic = 'fuzz', properties.bootstrap.server = '{}',
+                     scan.startup.mode = 'earliest') FORMAT PLAIN ENCODE JSON;
+             CREATE MATERIALIZED VIEW fuzz_groups AS
+               SELECT g, count(*) AS n, sum(x) AS s FROM fuzz GROUP BY g",
+            broker.bootstrap()
+        ))
+        .await
+        .unwrap();
+    let mut expected: Vec<String> = groups
+        .iter()
+        .map(|(g, (n, s))| format!("{g}|{n}|{s}"))
+        .collect();
+    expected.sort();
+    let started = Instant::now();
+    loop {
+        client.batch_execute("FLUSH").await.unwrap();
+        let progress = crate::harness::sorted_rows(
+            &client,
+            "SELECT sum(next_offset), sum(parse_errors) FROM weir_catalog.source_progress",
+        )
+        .await;
+        let view =
+            crate::harness::sorted_rows(&client, "SELECT g, n, coalesce(s, 0) FROM fuzz_groups")
+                .await;
+        if progress == vec![format!("{}|{malformed}", messages.len())] && view == expected {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "progress {progress:?} (want {} offsets, {malformed} errors); view {view:?}, want {expected:?}",
+            messages.len()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(malformed > 3000 && (messages.len() as u64 - malformed) > 5000);
+    answers_select_1(&client).await;
+}

@@ -39,10 +39,50 @@ impl DecodeStats {
     }
 }
 
+/// JSON nested deeper than this is malformed. arrow-json recurses once per level of a value
+/// it converts: a message holding a 10k-deep array in a BIGINT field overflowed a reader
+/// thread's stack and aborted the process. serde_json stops at the same depth.
+pub(crate) const MAX_JSON_DEPTH: usize = 128;
+
+/// Whether `json` opens more than `limit` arrays or objects inside each other (strings
+/// skipped). Linear; a message with fewer brackets than `limit` is not even scanned.
+fn nests_deeper_than(json: &[u8], limit: usize) -> bool {
+    if json.iter().filter(|&&b| b == b'[' || b == b'{').count() <= limit {
+        return false;
+    }
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in json {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 /// Decodes JSON objects (one per message) into batches of `schema`.
 ///
-/// Fields map by name; missing fields are NULL, unknown fields are ignored, and
-/// a string holding a valid literal of the column's type is accepted.
+/// Fields map by name; missing fields are NULL, unknown fields are ignored, a key given
+/// twice takes its last value (as in Postgres's jsonb), and a string holding a valid
+/// literal of the column's type is accepted. Invalid UTF-8, values of another type (a
+/// number for a VARCHAR, an object for a BIGINT), integers out of range and nesting
+/// deeper than `MAX_JSON_DEPTH` make a message malformed.
 pub struct JsonDecoder {
     schema: SchemaRef,
     stats: DecodeStats,
@@ -69,7 +109,11 @@ impl JsonDecoder {
         label: impl Fn(usize) -> String,
     ) -> Result<(RecordBatch, Vec<usize>)> {
         self.stats.bytes += messages.iter().map(|m| m.len() as u64).sum::<u64>();
-        if let Ok(batch) = self.decode_all(messages.len(), messages.iter().copied())
+        let too_deep = messages
+            .iter()
+            .any(|m| nests_deeper_than(m, MAX_JSON_DEPTH));
+        if !too_deep
+            && let Ok(batch) = self.decode_all(messages.len(), messages.iter().copied())
             && batch.num_rows() == messages.len()
         {
             self.stats.rows += batch.num_rows() as u64;
@@ -78,6 +122,11 @@ impl JsonDecoder {
         // Slow path: find the bad messages one by one, then decode the rest.
         let mut good = Vec::with_capacity(messages.len());
         for (i, msg) in messages.iter().enumerate() {
+            if too_deep && nests_deeper_than(msg, MAX_JSON_DEPTH) {
+                let error = format!("JSON nested deeper than {MAX_JSON_DEPTH} levels");
+                self.record_error(|| label(i), &error);
+                continue;
+            }
             match self.decode_all(1, std::iter::once(*msg)) {
                 Ok(b) if b.num_rows() == 1 => good.push(i),
                 Ok(b) => self.record_error(
@@ -177,6 +226,34 @@ mod tests {
         assert_eq!(d.stats().errors, 3);
         assert_eq!(d.stats().rows, 2);
         assert!(d.stats().first_error.as_deref().unwrap().starts_with("1: "));
+    }
+
+    #[test]
+    fn deep_nesting_is_malformed_not_a_stack_overflow() {
+        let mut d = JsonDecoder::new(schema());
+        let deep = |open: &str, close: &str, n: usize| {
+            format!("{{\"id\": {}1{}}}", open.repeat(n), close.repeat(n)).into_bytes()
+        };
+        let in_string = format!("{{\"id\": 3, \"name\": \"{}\"}}", "[".repeat(10_000));
+        let msgs: Vec<Vec<u8>> = vec![
+            deep("[", "]", 10_000),
+            deep("{\"a\":", "}", 10_000),
+            br#"{"id": 1, "name": "a", "name": "b"}"#.to_vec(),
+            in_string.into_bytes(),
+            deep("[", "]", MAX_JSON_DEPTH + 1),
+        ];
+        let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
+        let (batch, idx) = d.decode(&refs, |i| i.to_string()).unwrap();
+        assert_eq!(idx, vec![2, 3], "brackets inside a string do not nest");
+        let names = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        assert_eq!(names.value(0), "b", "the last of a duplicate key");
+        assert_eq!(d.stats().errors, 3);
+        assert!(nests_deeper_than(b"[[[1]]]", 2));
+        assert!(!nests_deeper_than(br#"[["\"[[[["]]"#, 2));
     }
 
     #[test]

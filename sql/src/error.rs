@@ -161,6 +161,8 @@ pub fn classify(e: &DataFusionError) -> SqlError {
                 SqlError::new("22012", "division by zero")
             } else if m.contains("Overflow") || m.contains("overflow") {
                 SqlError::new("22003", m.clone())
+            } else if m.starts_with("Types don't match and no valid cast exists") {
+                SqlError::new("42804", m.clone())
             } else if m.starts_with("Placeholder") && m.contains("was not provided a value") {
                 SqlError::new("42P02", m.clone())
             } else {
