@@ -18,6 +18,9 @@ pub enum EngineError {
     NullKey { column: String },
     #[error("{0}")]
     Config(String),
+    /// A checkpoint that cannot be used (torn, from another plan, unreadable).
+    #[error("checkpoint is unusable: {0}")]
+    CorruptCheckpoint(String),
     #[error("write-ahead log {path} is corrupt: {reason}")]
     CorruptLog { path: String, reason: String },
     /// From a DataFusion expression or accumulator an operator evaluates.

@@ -8,6 +8,7 @@ mod message;
 mod table_store;
 mod wal;
 
+pub mod checkpoint;
 pub mod connector;
 pub mod operator;
 pub mod runtime;
@@ -16,7 +17,7 @@ pub mod state;
 pub use change::{ChangeBatch, row_converter, with_weight};
 pub use error::{EngineError, Result};
 pub use json::{DecodeStats, JsonDecoder};
-pub use message::{Barrier, Epoch, Message, Watermark};
+pub use message::{Barrier, Epoch, Message, SplitPosition, Watermark};
 pub use state::StateSnapshot;
 pub use table_store::{Subscriber, TableStore, WEIGHT_COLUMN};
 

@@ -22,8 +22,12 @@ pub struct Barrier {
     /// Wall-clock time the epoch was started, in ms since the Unix epoch: every change the
     /// epoch commits carries it (SUBSCRIBE's `weir_ts`).
     pub ts_ms: i64,
-    /// Operators' state is snapshotted once they have handled it (`Graph::checkpoint_to`).
-    pub checkpoint: bool,
+    /// The newest checkpoint started by the time this epoch was (0: none): checkpoints are
+    /// numbered by the epoch that started them. A graph snapshots its operators at the
+    /// first barrier it handles whose `checkpoint` is newer than its last snapshot's
+    /// (`Graph::checkpoint_to`), so an input that skipped the starting epoch still takes
+    /// part, at its next barrier.
+    pub checkpoint: Epoch,
 }
 
 impl Barrier {
@@ -32,9 +36,31 @@ impl Barrier {
         Self {
             epoch,
             ts_ms,
-            checkpoint: false,
+            checkpoint: 0,
         }
     }
+
+    /// The barrier that starts checkpoint `epoch`.
+    pub fn checkpoint(epoch: Epoch, ts_ms: i64) -> Self {
+        Self {
+            epoch,
+            ts_ms,
+            checkpoint: epoch,
+        }
+    }
+}
+
+/// Where a split's reader was when it sent the barrier that follows this position on the
+/// same stream: the offset it reads next (a Kafka offset, a generator shard's rows made, a
+/// changelog's changes, a view's epoch) and its watermark. A checkpoint stores it so that
+/// the split resumes exactly there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SplitPosition {
+    /// The split (Kafka partition, generator shard).
+    pub partition: i32,
+    pub offset: i64,
+    /// The split's watermark so far (event time in ns), restored with it.
+    pub watermark: Option<i64>,
 }
 
 impl Watermark {
@@ -53,4 +79,6 @@ pub enum Message {
     Data(ChangeBatch),
     Watermark(Watermark),
     Barrier(Barrier),
+    /// A source split's position, sent right before each of its barriers.
+    Position(SplitPosition),
 }

@@ -12,12 +12,14 @@ mod shared;
 mod split;
 
 pub use barrier::Barriers;
-pub use dataflow::Dataflow;
+pub use dataflow::{Dataflow, Started};
 pub use exchange::{Partitioning, Router};
 pub use graph::{DataflowStats, Graph, GraphSnapshot, InputId, NodeId};
 pub use paced::Paced;
 pub use shared::{Handover, Joined, SplitShare};
-pub use split::{ReadResult, SplitOutput, SplitProgress, SplitReader, WatermarkSpec, spawn_split};
+pub use split::{
+    ReadResult, SplitOutput, SplitProgress, SplitReader, SplitStart, WatermarkSpec, spawn_split,
+};
 
 /// Bounded capacity of a split's channel, in messages (batches): backpressure to readers.
 pub const CHANNEL_CAPACITY: usize = 16;

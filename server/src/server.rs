@@ -46,10 +46,11 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
-    /// Stops accepting connections and waits for the accept loop to end.
+    /// Stops accepting connections, takes a final checkpoint, and stops every dataflow.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
+        self.database.shutdown().await;
     }
 }
 
@@ -58,8 +59,11 @@ pub struct Server;
 
 impl Server {
     pub async fn start(config: Config) -> anyhow::Result<ServerHandle> {
-        let database =
-            Database::open(config.data_dir.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let database = Database::open_with(
+            config.data_dir.clone(),
+            Some(config.checkpoint_interval).filter(|i| !i.is_zero()),
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
         let metrics_addr = match config.metrics_listen {
             Some(addr) => Some(crate::metrics::serve(addr).await?),
             None => None,

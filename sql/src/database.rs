@@ -1,6 +1,7 @@
 //! `Database`: the catalog plus a DataFusion context that sees every relation in it.
 //! It runs weir's own statements and plans and executes everything DataFusion handles.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -14,9 +15,14 @@ use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast;
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use parking_lot::Mutex;
-use weir_engine::runtime::Barriers;
+use tokio::sync::watch;
+use weir_engine::SplitPosition;
+use weir_engine::checkpoint::{CheckpointStore, LocalStore};
+use weir_engine::runtime::{Barriers, GraphSnapshot};
 
 use crate::catalog::{Catalog, Entry, StoredEntry, io_error};
+use crate::checkpoint::Checkpointer;
+use crate::checkpoint::manifest::{Loaded, ViewMeta};
 use crate::cpu_runtime::CpuRuntime;
 use crate::dataflow::{ProgressRegistry, ViewTable};
 use crate::error::{Result, SqlError};
@@ -68,7 +74,25 @@ pub struct Database {
     progress: Arc<ProgressRegistry>,
     /// Splits per generator source in a dataflow.
     parallelism: usize,
+    /// The checkpoint coordinator (None without a data dir).
+    checkpointer: Option<Arc<Checkpointer>>,
+    /// What the last committed checkpoint holds of each view, taken as views are restored.
+    restoring: Mutex<BTreeMap<String, RestoredView>>,
+    /// Dataflows start once it opens: after the catalog is replayed.
+    gate: watch::Sender<bool>,
 }
+
+/// A view's part of a checkpoint: what its dataflow must match, and its task snapshots.
+#[derive(Debug)]
+pub(crate) struct RestoredView {
+    pub(crate) meta: ViewMeta,
+    pub(crate) snapshots: Vec<GraphSnapshot>,
+}
+
+/// How often a checkpoint is taken by default (`--checkpoint-interval`).
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a final checkpoint (SIGTERM) may take before the server stops without it.
+const FINAL_CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(6);
 
 /// How often an epoch ends by default: the bound on a view's staleness under load.
 pub(crate) const DEFAULT_BARRIER_INTERVAL: Duration = Duration::from_millis(100);
@@ -85,9 +109,72 @@ impl Database {
     /// Opens the database in `data_dir` (created if missing), re-creating every stored object.
     /// None keeps everything in memory.
     pub fn open(data_dir: Option<PathBuf>) -> Result<Arc<Self>> {
+        Self::open_with(data_dir, Some(DEFAULT_CHECKPOINT_INTERVAL))
+    }
+
+    /// As `open`, checkpointing every `checkpoint_interval` (None: only at shutdown). Views
+    /// are restored from the last committed checkpoint in the data dir.
+    pub fn open_with(
+        data_dir: Option<PathBuf>,
+        checkpoint_interval: Option<Duration>,
+    ) -> Result<Arc<Self>> {
         if let Some(dir) = &data_dir {
             std::fs::create_dir_all(dir.join("tables")).map_err(io_error)?;
         }
+        let store: Option<Arc<dyn CheckpointStore>> = match &data_dir {
+            Some(dir) => Some(LocalStore::open(dir.join("checkpoints"))?),
+            None => None,
+        };
+        let loaded = match &store {
+            Some(store) => load_checkpoint(Arc::clone(store))?,
+            None => None,
+        };
+        // Epochs go on after every epoch the checkpoint holds state of.
+        let last_epoch = loaded.as_ref().map_or(0, |l| {
+            l.snapshots
+                .iter()
+                .flatten()
+                .map(|s| s.epoch)
+                .chain([l.manifest.epoch])
+                .max()
+                .unwrap_or(0)
+        });
+        let barriers = Barriers::start_after(DEFAULT_BARRIER_INTERVAL, last_epoch);
+        let (source_positions, restoring, retained) = match loaded {
+            Some(l) => {
+                if let Some(dir) = &data_dir {
+                    tracing::info!(epoch = l.manifest.epoch, dir = %dir.display(), "restoring views from checkpoint");
+                }
+                let retained = vec![crate::checkpoint::info(&l.manifest)];
+                let positions = source_positions(&l);
+                let views = l
+                    .manifest
+                    .views
+                    .into_iter()
+                    .zip(l.snapshots)
+                    .map(|(v, snapshots)| {
+                        (
+                            v.name,
+                            RestoredView {
+                                meta: v.meta,
+                                snapshots,
+                            },
+                        )
+                    })
+                    .collect();
+                (positions, views, retained)
+            }
+            None => Default::default(),
+        };
+        let checkpointer = match store {
+            Some(store) => Some(Arc::new(Checkpointer::start(
+                store,
+                Arc::clone(&barriers),
+                checkpoint_interval,
+                retained,
+            )?)),
+            None => None,
+        };
         let config = SessionConfig::new()
             .with_default_catalog_and_schema(DATABASE_NAME, "public")
             .with_information_schema(true)
@@ -128,19 +215,77 @@ impl Database {
                 catalog: Mutex::new(catalog),
                 data_dir,
                 cpu,
-                barriers: Barriers::start(DEFAULT_BARRIER_INTERVAL),
+                barriers,
                 progress: Arc::new(ProgressRegistry::default()),
                 parallelism,
+                checkpointer,
+                restoring: Mutex::new(restoring),
+                gate: watch::channel(false).0,
             }
         });
         introspection::register(&db)?;
+        let mut fresh = Vec::new();
         for entry in stored {
-            if let Err(e) = db.replay(&entry) {
-                tracing::error!(name = %entry.name, error = %e, "could not re-create catalog object");
-                db.catalog.lock().keep_unrestored(entry);
+            match db.replay(&entry, &source_positions) {
+                Ok(Some(view)) if !view.restored() => fresh.push(view),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(name = %entry.name, error = %e, "could not re-create catalog object");
+                    db.catalog.lock().keep_unrestored(entry);
+                }
             }
         }
+        let unused: Vec<String> = std::mem::take(&mut *db.restoring.lock())
+            .into_keys()
+            .collect();
+        if !unused.is_empty() {
+            tracing::warn!(views = ?unused, "checkpointed views no longer in the catalog");
+        }
+        db.gate.send_replace(true);
+        // As after CREATE: a view derived again is served once it committed its first epoch.
+        for view in fresh {
+            futures::executor::block_on(db.next_epoch_of(&view));
+        }
+        if let Some(c) = &db.checkpointer {
+            c.resume();
+        }
         Ok(db)
+    }
+
+    /// Stops the database for a server shutdown: takes a final checkpoint (so a restart
+    /// resumes from now), then stops checkpoints and every dataflow.
+    pub async fn shutdown(&self) {
+        if let Some(c) = &self.checkpointer {
+            match c.checkpoint_now(FINAL_CHECKPOINT_TIMEOUT).await {
+                Ok(epoch) => tracing::info!(epoch, "final checkpoint committed"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no final checkpoint; a restart resumes from the last one")
+                }
+            }
+            c.stop();
+        }
+        for (_, provider) in self.catalog.lock().providers(ObjectKind::MaterializedView) {
+            let any: &dyn std::any::Any = provider.as_ref();
+            if let Some(view) = any.downcast_ref::<ViewTable>() {
+                view.drop_view();
+            }
+        }
+    }
+
+    /// The retained checkpoints, oldest first.
+    pub(crate) fn checkpoints(&self) -> Vec<crate::checkpoint::CheckpointInfo> {
+        self.checkpointer
+            .as_ref()
+            .map(|c| c.retained())
+            .unwrap_or_default()
+    }
+
+    /// Takes a checkpoint now and returns its epoch once it is committed.
+    pub async fn checkpoint(&self) -> Result<u64> {
+        match &self.checkpointer {
+            Some(c) => c.checkpoint_now(Duration::from_secs(60)).await,
+            None => Err(SqlError::new("0A000", "checkpoints need a data directory")),
+        }
     }
 
     pub fn context(&self) -> &SessionContext {
@@ -168,7 +313,13 @@ impl Database {
         self.data_dir.as_ref().map(|d| d.join("tables"))
     }
 
-    fn replay(&self, stored: &StoredEntry) -> Result<()> {
+    /// Re-creates a stored object; a view is returned (restored from the checkpoint, or
+    /// started afresh). A source's shared readers resume at `source_positions`.
+    fn replay(
+        &self,
+        stored: &StoredEntry,
+        source_positions: &SourcePositions,
+    ) -> Result<Option<Arc<ViewTable>>> {
         let parsed = self.parser.parse(&stored.sql, &Interrupt::default())?;
         if let Some(Statement::CreateView {
             query,
@@ -190,9 +341,7 @@ impl Database {
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(0),
             )?;
-            // As after CREATE: serve the view once it committed its first epoch.
-            futures::executor::block_on(self.next_epoch_of(&view));
-            return Ok(());
+            return Ok(Some(view));
         }
         let Some(Statement::Create(create)) = parsed.into_iter().next().map(|p| p.statement) else {
             return Err(SqlError::new(
@@ -202,14 +351,22 @@ impl Database {
         };
         let mut create = *create;
         create.options.extend(stored.resolved.clone());
-        self.create(create, stored.sql.clone(), stored.resolved.clone(), false)
+        let name = create.name.clone();
+        self.create(create, stored.sql.clone(), stored.resolved.clone(), false)?;
+        if let Some(positions) = source_positions.get(&name)
+            && let Some(entry) = self.catalog.lock().get(&name)
+            && let Some(readers) = crate::dataflow::shared_readers_of(entry.provider.as_ref())
+        {
+            readers.resume_at(positions.clone());
+        }
+        Ok(None)
     }
 
     fn create(
         &self,
         create: CreateRelation,
         sql: String,
-        resolved: std::collections::BTreeMap<String, String>,
+        resolved: BTreeMap<String, String>,
         fresh: bool,
     ) -> Result<()> {
         let built = build(&create, self.tables_dir().as_deref(), fresh)?;
@@ -447,6 +604,9 @@ impl Database {
             let any: &dyn std::any::Any = entry.provider.as_ref();
             if let Some(view) = any.downcast_ref::<ViewTable>() {
                 view.drop_view();
+                if let Some(c) = &self.checkpointer {
+                    c.unregister(name);
+                }
             }
         }
         drop(cat);
@@ -459,6 +619,41 @@ impl Database {
         }
         Ok(())
     }
+}
+
+/// Per source, per partition: the furthest position a checkpointed view reads it at.
+type SourcePositions = BTreeMap<String, BTreeMap<i32, SplitPosition>>;
+
+fn source_positions(loaded: &Loaded) -> SourcePositions {
+    let mut out = SourcePositions::new();
+    for (view, snapshots) in loaded.manifest.views.iter().zip(&loaded.snapshots) {
+        let relation: BTreeMap<usize, &String> =
+            view.meta.inputs.iter().map(|(n, r)| (*n, r)).collect();
+        for (node, p) in snapshots.iter().flat_map(|s| &s.positions) {
+            let Some(name) = relation.get(node) else {
+                continue;
+            };
+            let slot = out.entry((*name).clone()).or_default();
+            if slot.get(&p.partition).is_none_or(|q| q.offset < p.offset) {
+                slot.insert(p.partition, *p);
+            }
+        }
+    }
+    out
+}
+
+/// The last committed checkpoint in `store`, read on a thread of its own (the store is
+/// async and this runs inside the server's start-up).
+fn load_checkpoint(store: Arc<dyn CheckpointStore>) -> Result<Option<Loaded>> {
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| SqlError::new("XX000", format!("cannot read checkpoints: {e}")))?;
+        runtime.block_on(crate::checkpoint::manifest::load_latest(store.as_ref()))
+    })
+    .join()
+    .map_err(|_| SqlError::new("XX000", "reading the checkpoint panicked"))?
 }
 
 fn command(tag: String) -> Output {

@@ -25,8 +25,8 @@ use tokio::task::JoinHandle;
 use weir_engine::operator::SharedView;
 use weir_engine::runtime::DataflowStats;
 
-pub(crate) use inputs::{InputContext, ProgressRegistry, stream_input};
-pub(crate) use lower::Lowering;
+pub(crate) use inputs::{InputContext, ProgressRegistry, shared_readers_of, stream_input};
+pub(crate) use lower::{Input, Lowering};
 
 /// A dataflow's tasks (one per stage instance) and what it reports; dropping it stops
 /// the dataflow.
@@ -38,6 +38,10 @@ pub(crate) struct RunningDataflow {
     pub(crate) notices: Vec<String>,
     /// Instances of each keyed operator.
     pub(crate) parallelism: usize,
+    /// Started from a checkpoint (else derived from its inputs).
+    pub(crate) restored: bool,
+    /// Why a checkpoint of it was not used, if one was not.
+    pub(crate) restore_note: Option<String>,
 }
 
 impl Drop for RunningDataflow {
@@ -73,6 +77,8 @@ pub(crate) struct ViewStatus {
     pub(crate) error: Option<String>,
     /// Instances of each keyed operator (0 once stopped).
     pub(crate) parallelism: usize,
+    /// Why the dataflow's checkpoint was not used at the last start, if it was not.
+    pub(crate) restore_note: Option<String>,
 }
 
 impl ViewTable {
@@ -125,7 +131,13 @@ impl ViewTable {
             }),
             error: stats.and_then(|s| s.error),
             parallelism: running.as_ref().map_or(0, |r| r.parallelism),
+            restore_note: running.as_ref().and_then(|r| r.restore_note.clone()),
         }
+    }
+
+    /// Whether the dataflow started from a checkpoint (its rows are served at once).
+    pub(crate) fn restored(&self) -> bool {
+        self.running.lock().as_ref().is_some_and(|r| r.restored)
     }
 }
 

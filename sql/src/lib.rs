@@ -2,6 +2,7 @@
 //! The server hands it query text; it hands back rows, command tags, or errors with SQLSTATEs.
 
 mod catalog;
+mod checkpoint;
 mod cpu_runtime;
 mod database;
 mod dataflow;
@@ -14,7 +15,10 @@ mod statement;
 mod types;
 
 pub use cpu_runtime::panic_message;
-pub use database::{DATABASE_NAME, Database, Output, QueryResult, SERVER_VERSION, Subscription};
+pub use database::{
+    DATABASE_NAME, DEFAULT_CHECKPOINT_INTERVAL, Database, Output, QueryResult, SERVER_VERSION,
+    Subscription,
+};
 pub use error::{Result, SqlError, classify};
 pub use interrupt::{CancelOnDrop, Interrupt};
 pub use provider::ScanReport;

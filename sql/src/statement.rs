@@ -119,6 +119,8 @@ pub enum Statement {
     ShowVariable(String),
     Transaction(TransactionKind),
     Flush,
+    /// `CHECKPOINT`: take a checkpoint now; returns once it is committed.
+    Checkpoint,
     Discard,
     /// `COPY (SUBSCRIBE ...) TO STDOUT` (no cursor) or `DECLARE c CURSOR FOR SUBSCRIBE ...`.
     Subscribe {
@@ -264,6 +266,7 @@ impl StatementParser {
             ["SAVEPOINT", ..] => Ok(Statement::Transaction(TransactionKind::Savepoint)),
             ["RELEASE", ..] => Ok(Statement::Transaction(TransactionKind::ReleaseSavepoint)),
             ["FLUSH"] => Ok(Statement::Flush),
+            ["CHECKPOINT"] => Ok(Statement::Checkpoint),
             ["COPY", ..] if is_copy_subscribe(text) => parse_copy_subscribe(text),
             ["DECLARE", ..] => parse_declare(text),
             ["FETCH", ..] => parse_fetch(text),

@@ -127,21 +127,28 @@ pub struct NexmarkReader {
 
 impl NexmarkReader {
     pub fn new(options: &NexmarkOptions, split: u64, splits: u64) -> Self {
+        Self::resume(options, split, splits, 0)
+    }
+
+    /// Split `split` of `splits` after its first `done` rows (a checkpoint's position).
+    pub fn resume(options: &NexmarkOptions, split: u64, splits: u64, done: u64) -> Self {
         let config = NexmarkConfig {
             base_time: options.base_time_ms,
             ..NexmarkConfig::default()
         };
+        let step = splits.max(1);
+        let first = split + done * step;
         let generator = EventGenerator::new(config)
             .with_type_filter(options.table.event_type())
-            .with_offset(split)
-            .with_step(splits.max(1));
+            .with_offset(first)
+            .with_step(step);
         let remaining = options
             .row_count()
-            .map(|n| n.saturating_sub(split).div_ceil(splits.max(1)));
+            .map(|n| n.saturating_sub(split).div_ceil(step).saturating_sub(done));
         Self {
             table: options.table,
             generator,
-            next_bid: split,
+            next_bid: first,
             step: splits.max(1),
             base_time_ms: options.base_time_ms,
             schema: options.table.schema(),
@@ -334,6 +341,24 @@ mod tests {
             total += b.num_rows();
         }
         assert_eq!(total, 920);
+    }
+
+    #[test]
+    fn a_resumed_split_goes_on_with_the_rows_that_followed() {
+        for table in [
+            NexmarkTable::Bid,
+            NexmarkTable::Auction,
+            NexmarkTable::Person,
+        ] {
+            let o = opts(table, Some(20_000));
+            let mut whole = NexmarkReader::new(&o, 1, 3);
+            let first = whole.next_batch(123).unwrap();
+            let rest = whole.next_batch(10_000).unwrap();
+            let mut resumed = NexmarkReader::resume(&o, 1, 3, first.num_rows() as u64);
+            assert_eq!(resumed.next_batch(10_000).unwrap(), rest, "{table:?}");
+            assert_eq!(whole.next_batch(1), None);
+            assert_eq!(resumed.next_batch(1), None, "{table:?} ends where it did");
+        }
     }
 
     #[test]

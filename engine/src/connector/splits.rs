@@ -46,13 +46,18 @@ const CHUNK: u64 = 8192;
 
 impl DatagenSplit {
     pub fn new(options: DatagenOptions, split: u64, splits: u64) -> Self {
+        Self::resume(options, split, splits, 0)
+    }
+
+    /// Shard `split` of `splits` after its first `done` rows (a checkpoint's position).
+    pub fn resume(options: DatagenOptions, split: u64, splits: u64, done: u64) -> Self {
         let total = options.row_count();
         Self {
             options,
             split,
             splits: splits.max(1),
-            chunk: 0,
-            within: 0,
+            chunk: done / CHUNK,
+            within: done % CHUNK,
             total,
         }
     }
@@ -183,6 +188,7 @@ pub struct GeneratedSplit {
 }
 
 impl GeneratedSplit {
+    /// `inner` after its first `progress.next_offset` rows (0 unless resumed).
     pub fn new(inner: Box<dyn SplitReader>, progress: Arc<Mutex<SplitProgress>>) -> Self {
         Self {
             inner,

@@ -19,7 +19,6 @@ use super::alignment::Alignment;
 use super::exchange::{Partitioning, Router};
 use super::graph::{DataflowStats, Graph, GraphSnapshot, Node, NodeId, StateGauge};
 use super::{CHANNEL_CAPACITY, channel_stream};
-use crate::state::StateSnapshot;
 use crate::{EngineError, Message, Result};
 
 /// A connected part of the graph between exchanges, run as `width` instances.
@@ -41,7 +40,14 @@ pub struct Dataflow {
     streams: Vec<(NodeId, Vec<BoxStream<'static, Message>>)>,
     checkpoints: Option<mpsc::UnboundedSender<GraphSnapshot>>,
     /// Per task, the state it starts from.
-    restored: Vec<Option<Vec<StateSnapshot>>>,
+    restored: Vec<Option<GraphSnapshot>>,
+}
+
+/// A started dataflow: one future per stage instance, and how many of them take part in
+/// checkpoints (an instance given no split has nothing to read and ends at once).
+pub struct Started {
+    pub tasks: Vec<BoxFuture<'static, Result<()>>>,
+    pub checkpointing: usize,
 }
 
 impl Dataflow {
@@ -118,23 +124,23 @@ impl Dataflow {
         self.checkpoints = Some(to);
     }
 
-    /// Starts each task from its snapshot in `checkpoint`: snapshots taken at one barrier
-    /// of a dataflow built from the same plan and parallelism.
+    /// Starts each task from its snapshot in `checkpoint`: snapshots of one checkpoint of
+    /// a dataflow built from the same plan and parallelism.
     pub fn restore(&mut self, checkpoint: Vec<GraphSnapshot>) -> Result<()> {
         let tasks = self.tasks();
-        let epochs: std::collections::BTreeSet<_> = checkpoint.iter().map(|s| s.epoch).collect();
-        if epochs.len() > 1 {
-            return Err(EngineError::Config(format!(
-                "a checkpoint's task snapshots are from {} epochs",
-                epochs.len()
+        let ids: std::collections::BTreeSet<_> = checkpoint.iter().map(|s| s.checkpoint).collect();
+        if ids.len() > 1 {
+            return Err(EngineError::CorruptCheckpoint(format!(
+                "a dataflow's task snapshots are from {} checkpoints",
+                ids.len()
             )));
         }
         self.restored = vec![None; tasks];
         for s in checkpoint {
             match self.restored.get_mut(s.task) {
-                Some(slot @ None) => *slot = Some(s.nodes),
+                Some(slot @ None) => *slot = Some(s),
                 _ => {
-                    return Err(EngineError::Config(format!(
+                    return Err(EngineError::CorruptCheckpoint(format!(
                         "task {} of a checkpoint does not fit a dataflow of {tasks} tasks",
                         s.task
                     )));
@@ -157,10 +163,7 @@ impl Dataflow {
 
     /// One future per stage instance; the last stage's commits are published on
     /// `committed`. Every future must be spawned for the dataflow to make progress.
-    pub fn start(
-        mut self,
-        committed: Arc<watch::Sender<DataflowStats>>,
-    ) -> Result<Vec<BoxFuture<'static, Result<()>>>> {
+    pub fn start(mut self, committed: Arc<watch::Sender<DataflowStats>>) -> Result<Started> {
         let first = &self.instances[0];
         let alignment = first
             .align
@@ -189,6 +192,7 @@ impl Dataflow {
             (0..self.tasks()).map(|_| AtomicUsize::new(0)).collect(),
         ));
         let mut tasks = Vec::new();
+        let mut checkpointing = 0;
         let mut instances: Vec<Vec<Option<Node>>> = self
             .instances
             .iter_mut()
@@ -209,6 +213,7 @@ impl Dataflow {
                     g.nodes.push(node);
                 }
                 let mut streams = Vec::new();
+                let mut reads = !stage.entries.is_empty();
                 if let Some(e) = stage.exit {
                     let edge = &self.instances[i].exchanges[e];
                     let router = Router::new(
@@ -234,7 +239,9 @@ impl Dataflow {
                         .filter(|(k, _)| k % stage.width == i)
                         .map(|(_, st)| std::mem::replace(st, futures::stream::empty().boxed()))
                         .collect();
-                    if mine.is_empty() {
+                    reads |= !mine.is_empty();
+                    let placeholder = mine.is_empty();
+                    if placeholder {
                         // No split for this instance: an input that ends at once is idle.
                         mine.push(futures::stream::empty().boxed());
                     }
@@ -243,22 +250,29 @@ impl Dataflow {
                         if let Some(a) = &alignment {
                             g.align_input(id, a, *node);
                         }
+                        if !placeholder {
+                            g.label_input(id, *node);
+                        }
                         streams.push(st);
                     }
                 }
+                checkpointing += usize::from(reads);
                 g.gauge = Some((Arc::clone(&gauge), tasks.len()));
                 g.task = tasks.len();
                 if let Some(to) = &self.checkpoints {
                     g.checkpoint_to(to.clone());
                 }
-                if let Some(nodes) = self.restored.get_mut(g.task).and_then(Option::take) {
-                    g.restore(&nodes)?;
+                if let Some(snapshot) = self.restored.get_mut(g.task).and_then(Option::take) {
+                    g.restore(&snapshot)?;
                 }
                 let committed = Arc::clone(&committed);
                 tasks.push(async move { g.run(streams, &committed).await }.boxed());
             }
         }
-        Ok(tasks)
+        Ok(Started {
+            tasks,
+            checkpointing,
+        })
     }
 }
 
@@ -313,8 +327,11 @@ mod tests {
             dataflow.restore(c).unwrap();
         }
         let (stats, _) = watch::channel(DataflowStats::default());
-        let tasks = dataflow.start(Arc::new(stats)).unwrap();
-        let handles: Vec<_> = tasks.into_iter().map(tokio::spawn).collect();
+        let started = dataflow.start(Arc::new(stats)).unwrap();
+        // One split: the first window instance reads it, the others have nothing to read.
+        let expected = if width == 1 { 1 } else { width + 2 };
+        assert_eq!(started.checkpointing, expected);
+        let handles: Vec<_> = started.tasks.into_iter().map(tokio::spawn).collect();
         for h in handles {
             h.await.unwrap().unwrap();
         }
@@ -337,7 +354,7 @@ mod tests {
         assert_eq!(checkpoint.len(), 4);
         let after = all
             .iter()
-            .position(|m| matches!(m, Message::Barrier(b) if b.checkpoint))
+            .position(|m| matches!(m, Message::Barrier(b) if b.checkpoint > 0))
             .unwrap();
         let (resumed, _) = run(2, all[after + 1..].to_vec(), Some(checkpoint.clone())).await;
         assert!(whole.len() > 10);

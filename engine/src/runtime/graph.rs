@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::alignment::Alignment;
 use super::exchange::{Partitioning, Router};
-use crate::message::{Barrier, Epoch, Message, Watermark};
+use crate::message::{Barrier, Epoch, Message, SplitPosition, Watermark};
 use crate::operator::{Emitter, Operator};
 use crate::state::StateSnapshot;
 use crate::{ChangeBatch, EngineError, Result};
@@ -106,15 +106,27 @@ pub struct Graph {
     pub(super) checkpoints: Option<mpsc::UnboundedSender<GraphSnapshot>>,
     /// Which task of its dataflow it is (stage instances in order; 0 for a lone graph).
     pub(super) task: usize,
+    /// Per input, the relation (its entry node in the whole plan) whose split it reads,
+    /// and that split's last position.
+    relations: Vec<Option<NodeId>>,
+    positions: Vec<Option<SplitPosition>>,
+    /// The newest checkpoint its state was snapshotted (or restored) at.
+    last_checkpoint: Epoch,
 }
 
-/// Every operator's state of a graph after a checkpoint barrier (by node id).
-#[derive(Debug, Clone)]
+/// Every operator's state of a graph after a checkpoint barrier (by node id), and where
+/// each source split it reads was at that barrier.
+#[derive(Debug, Clone, PartialEq)]
 pub struct GraphSnapshot {
+    /// The checkpoint it belongs to (the epoch that started it).
+    pub checkpoint: Epoch,
+    /// The barrier it was taken at (the checkpoint's or a later one, see `Barrier`).
     pub epoch: Epoch,
     /// The task of its dataflow it was taken of (`Dataflow::restore` gives it back there).
     pub task: usize,
     pub nodes: Vec<StateSnapshot>,
+    /// (relation entry node, position) per source split the task reads.
+    pub positions: Vec<(NodeId, SplitPosition)>,
 }
 
 impl Graph {
@@ -210,7 +222,15 @@ impl Graph {
         let slot = self.new_slot(to, port);
         self.inputs.push((to, port, slot));
         self.aligned.push(None);
+        self.relations.push(None);
+        self.positions.push(None);
         self.inputs.len() - 1
+    }
+
+    /// Marks `input` as a split of the relation entering at `relation` (a node id of the
+    /// whole plan): its positions go into this graph's snapshots.
+    pub(super) fn label_input(&mut self, input: InputId, relation: NodeId) {
+        self.relations[input] = Some(relation);
     }
 
     fn new_slot(&mut self, node: NodeId, port: usize) -> usize {
@@ -276,14 +296,23 @@ impl Graph {
                     .min_by_key(|b| b.epoch)
                     .expect("invariant: live inputs are all blocked");
                 self.barrier(barrier)?;
-                if barrier.checkpoint && self.checkpoints.is_some() {
+                if barrier.checkpoint > self.last_checkpoint && self.checkpoints.is_some() {
+                    self.last_checkpoint = barrier.checkpoint;
                     let nodes = self.snapshot()?;
+                    let positions = self
+                        .relations
+                        .iter()
+                        .zip(&self.positions)
+                        .filter_map(|(r, p)| Some(((*r)?, (*p)?)))
+                        .collect();
                     let to = self.checkpoints.as_ref().expect("invariant: checked above");
                     // A closed receiver has stopped taking checkpoints.
                     let _ = to.send(GraphSnapshot {
+                        checkpoint: barrier.checkpoint,
                         epoch: barrier.epoch,
                         task: self.task,
                         nodes,
+                        positions,
                     });
                 }
                 for b in blocked.iter_mut() {
@@ -337,6 +366,7 @@ impl Graph {
                     self.watermark(node, slot, Slot::Idle)?;
                 }
                 Some(Message::Barrier(b)) => blocked[i] = Some(b),
+                Some(Message::Position(p)) => self.positions[i] = Some(p),
                 Some(Message::Data(batch)) => self.deliver(node, port, batch)?,
                 Some(Message::Watermark(w)) => {
                     // The end of a bounded input (+inf) holds nothing back either.
@@ -478,8 +508,8 @@ impl Graph {
         Ok(())
     }
 
-    /// Sends a snapshot of every operator's state to `to` after each barrier marked
-    /// `checkpoint`, once every operator has handled it.
+    /// Sends a snapshot of every operator's state to `to` at the first barrier of each new
+    /// checkpoint (see `Barrier::checkpoint`), once every operator has handled it.
     pub fn checkpoint_to(&mut self, to: mpsc::UnboundedSender<GraphSnapshot>) {
         self.checkpoints = Some(to);
     }
@@ -490,9 +520,15 @@ impl Graph {
         self.nodes.iter_mut().map(|n| n.op.snapshot()).collect()
     }
 
-    /// Gives each node the state `snapshots` holds for it, before the graph runs; the
-    /// snapshots come from a graph built from the same plan.
-    pub fn restore(&mut self, snapshots: &[StateSnapshot]) -> Result<()> {
+    /// Gives each node the state `snapshot` holds for it, before the graph runs; the
+    /// snapshot comes from a graph built from the same plan.
+    pub fn restore(&mut self, snapshot: &GraphSnapshot) -> Result<()> {
+        self.restore_nodes(&snapshot.nodes)?;
+        self.last_checkpoint = snapshot.checkpoint;
+        Ok(())
+    }
+
+    fn restore_nodes(&mut self, snapshots: &[StateSnapshot]) -> Result<()> {
         if snapshots.len() != self.nodes.len() {
             return Err(EngineError::Config(format!(
                 "a snapshot of {} operators does not fit a dataflow of {}",
@@ -648,11 +684,11 @@ pub(super) mod tests {
                 out.push(Message::Watermark(Watermark::EventTime((i * 2 - 5) * S)));
             }
             if i % 2 == 1 || i as usize == checkpoint {
-                let (epoch, checkpoint) = (i as u64 + 1, i as usize == checkpoint);
-                out.push(Message::Barrier(Barrier {
-                    epoch,
-                    ts_ms: 0,
-                    checkpoint,
+                let epoch = i as u64 + 1;
+                out.push(Message::Barrier(if i as usize == checkpoint {
+                    Barrier::checkpoint(epoch, 0)
+                } else {
+                    Barrier::new(epoch, 0)
                 }));
             }
         }
@@ -716,10 +752,10 @@ pub(super) mod tests {
         );
         let after = all
             .iter()
-            .position(|m| matches!(m, Message::Barrier(b) if b.checkpoint))
+            .position(|m| matches!(m, Message::Barrier(b) if b.checkpoint > 0))
             .unwrap();
         let (mut g, resumed) = windowed_sums(false);
-        g.restore(&snapshot.nodes).unwrap();
+        g.restore(&snapshot).unwrap();
         assert_eq!(resumed.lock().epoch(), snapshot.epoch);
         run(g, all[after + 1..].to_vec()).await;
         let expected = sorted(&whole);

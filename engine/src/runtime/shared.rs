@@ -81,6 +81,11 @@ impl SplitShare {
         })
     }
 
+    /// The split offset the reader's next messages start at.
+    pub fn position(&self) -> i64 {
+        self.state.lock().position
+    }
+
     pub fn is_closed(&self) -> bool {
         self.state.lock().closed
     }
@@ -135,6 +140,10 @@ pub struct Handover {
     kept: VecDeque<Message>,
     shared_ended: bool,
     last_epoch: Option<Epoch>,
+    /// A shared position, held until the barrier it goes with is known to be kept, and the
+    /// message to send after it.
+    position: Option<Message>,
+    after_position: Option<Message>,
 }
 
 impl Handover {
@@ -145,6 +154,8 @@ impl Handover {
             kept: VecDeque::new(),
             shared_ended: false,
             last_epoch: None,
+            position: None,
+            after_position: None,
         }
     }
 }
@@ -174,6 +185,9 @@ impl Stream for Handover {
                     Poll::Pending => return Poll::Pending,
                 }
             }
+            if let Some(m) = this.after_position.take() {
+                return Poll::Ready(Some(m));
+            }
             let m = match this.kept.pop_front() {
                 Some(m) => m,
                 None if this.shared_ended => return Poll::Ready(None),
@@ -183,12 +197,20 @@ impl Stream for Handover {
                     Poll::Pending => return Poll::Pending,
                 },
             };
-            if let Message::Barrier(b) = &m
-                && this.last_epoch.is_some_and(|last| b.epoch <= last)
-            {
-                continue;
+            match m {
+                Message::Position(_) => this.position = Some(m),
+                // The backfill passed it: the barrier and its position go.
+                Message::Barrier(b) if this.last_epoch.is_some_and(|last| b.epoch <= last) => {
+                    this.position = None;
+                }
+                m => match this.position.take() {
+                    Some(p) => {
+                        this.after_position = Some(m);
+                        return Poll::Ready(Some(p));
+                    }
+                    None => return Poll::Ready(Some(m)),
+                },
             }
-            return Poll::Ready(Some(m));
         }
     }
 }
@@ -202,6 +224,14 @@ mod tests {
 
     fn barrier(epoch: Epoch) -> Message {
         Message::Barrier(Barrier::new(epoch, 0))
+    }
+
+    fn position(offset: i64) -> Message {
+        Message::Position(crate::SplitPosition {
+            partition: 0,
+            offset,
+            watermark: None,
+        })
     }
 
     fn wm(t: i64) -> Message {
@@ -224,7 +254,9 @@ mod tests {
         let subscribers = share.sync(12);
         assert_eq!(read_limit(&subscribers), 7);
         for s in &subscribers {
+            s.tx.send(position(12)).await.unwrap();
             s.tx.send(barrier(3)).await.unwrap();
+            s.tx.send(position(13)).await.unwrap();
             s.tx.send(barrier(4)).await.unwrap();
         }
         drop(subscribers);
@@ -237,8 +269,8 @@ mod tests {
         }
         assert_eq!(
             got,
-            vec![wm(2), barrier(3), wm(5), wm(5), barrier(4)],
-            "backfill first; the shared barrier 3 it already passed is dropped"
+            vec![wm(2), barrier(3), wm(5), wm(5), position(13), barrier(4)],
+            "backfill first; the shared barrier 3 it already passed is dropped with its position"
         );
         drop(first);
         assert!(!share.close_if_unused(), "the second still reads");

@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 
 use super::shared::{self, SplitShare, Subscriber};
-use crate::message::{Barrier, Message, Watermark};
+use crate::message::{Barrier, Message, SplitPosition, Watermark};
 use crate::{ChangeBatch, EngineError, Result};
 
 /// What one read gave.
@@ -177,9 +177,17 @@ enum Out {
     },
 }
 
+/// Which split a reader thread reads, and the watermark it resumes with (a checkpoint's).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SplitStart {
+    pub partition: i32,
+    pub watermark: Option<i64>,
+}
+
 /// The state of one split's reading thread.
 struct SplitLoop {
     name: String,
+    partition: i32,
     watermark: Option<WatermarkSpec>,
     out: Out,
     progress: Arc<Mutex<SplitProgress>>,
@@ -203,6 +211,16 @@ impl SplitLoop {
                 !current.is_empty() || !share.close_if_unused()
             }
         }
+    }
+
+    /// The split's position, then the barrier: what a checkpoint taken at it resumes from.
+    fn send_barrier(&mut self, b: Barrier) -> Go {
+        let position = SplitPosition {
+            partition: self.partition,
+            offset: self.progress.lock().next_offset,
+            watermark: self.max_wm,
+        };
+        self.send(Message::Position(position)) && self.send(Message::Barrier(b))
     }
 
     /// Between reads: who a shared split's next messages go to.
@@ -268,7 +286,7 @@ impl SplitLoop {
                 while futures::executor::block_on(barriers.changed()).is_ok() {
                     let b = *barriers.borrow_and_update();
                     self.sync();
-                    if !self.send(Message::Barrier(b)) {
+                    if !self.send_barrier(b) {
                         return false;
                     }
                 }
@@ -322,6 +340,7 @@ impl SplitLoop {
 /// Reads `reader` on a new thread until no dataflow reads `output` any more.
 pub fn spawn_split(
     name: String,
+    start: SplitStart,
     mut reader: Box<dyn SplitReader>,
     watermark: Option<WatermarkSpec>,
     mut barriers: watch::Receiver<Barrier>,
@@ -350,15 +369,23 @@ pub fn spawn_split(
             barriers.mark_unchanged();
             let mut split = SplitLoop {
                 name,
+                partition: start.partition,
                 watermark,
                 out,
                 progress,
-                max_wm: None,
+                max_wm: start.watermark,
                 last_rows: Instant::now(),
                 idle_sent: false,
             };
             split.sync();
             if split.watermark.is_none() && !split.send(Message::Watermark(Watermark::Idle)) {
+                return;
+            }
+            // A resumed split goes on from its checkpointed watermark.
+            if let Some(w) = split.max_wm
+                && split.watermark.is_some()
+                && !split.send(Message::Watermark(Watermark::EventTime(w)))
+            {
                 return;
             }
             let mut backoff = Duration::from_millis(100);
@@ -381,7 +408,7 @@ pub fn spawn_split(
                     }
                     let b = *barriers.borrow_and_update();
                     split.sync();
-                    if !split.send(Message::Barrier(b)) {
+                    if !split.send_barrier(b) {
                         return;
                     }
                 }

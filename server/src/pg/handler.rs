@@ -281,6 +281,10 @@ impl SessionHandler {
                 Ok(()) => Ok(Response::Execution(Tag::new("FLUSH"))),
                 Err(e) => Err(e),
             },
+            Statement::Checkpoint => match self.db.checkpoint().await {
+                Ok(_) => Ok(Response::Execution(Tag::new("CHECKPOINT"))),
+                Err(e) => Err(e),
+            },
             Statement::CreateView { .. } => match self
                 .db
                 .execute_create_view(parsed, settings::streaming_parallelism(client.metadata()))

@@ -130,8 +130,10 @@ fn dataflows() -> (SchemaRef, Rows) {
         Field::new("late_rows", DataType::Int64, false),
         Field::new("error", DataType::Utf8, true),
         Field::new("parallelism", DataType::Int64, false),
+        Field::new("last_checkpoint", DataType::Int64, true),
     ]));
     let rows: Rows = Box::new(|db| {
+        let retained = db.checkpoints();
         let views: Vec<_> = db
             .catalog
             .lock()
@@ -163,10 +165,55 @@ fn dataflows() -> (SchemaRef, Rows) {
                 views.iter().map(|v| v.1.late_rows as i64),
             )),
             Arc::new(StringArray::from_iter(
-                views.iter().map(|v| v.1.error.clone()),
+                views
+                    .iter()
+                    .map(|v| v.1.error.clone().or_else(|| v.1.restore_note.clone())),
             )),
             Arc::new(Int64Array::from_iter_values(
                 views.iter().map(|v| v.1.parallelism as i64),
+            )),
+            Arc::new(Int64Array::from_iter(views.iter().map(|v| {
+                retained
+                    .iter()
+                    .rev()
+                    .find(|c| c.views.contains(&v.0))
+                    .map(|c| c.epoch as i64)
+            }))),
+        ])
+    });
+    (schema, rows)
+}
+
+/// One row per retained checkpoint (the last two committed), oldest first.
+fn checkpoints() -> (SchemaRef, Rows) {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("epoch", DataType::Int64, false),
+        Field::new(
+            "started_at",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("+00:00".into())),
+            false,
+        ),
+        Field::new("duration_ms", DataType::Int64, false),
+        Field::new("bytes", DataType::Int64, false),
+        Field::new("views", DataType::Utf8, false),
+    ]));
+    let rows: Rows = Box::new(|db| {
+        let retained = db.checkpoints();
+        let int = |f: &dyn Fn(&crate::checkpoint::CheckpointInfo) -> i64| -> ArrayRef {
+            Arc::new(Int64Array::from_iter_values(retained.iter().map(f)))
+        };
+        Ok(vec![
+            int(&|c| c.epoch as i64),
+            Arc::new(
+                TimestampMillisecondArray::from_iter_values(
+                    retained.iter().map(|c| c.started_at_ms),
+                )
+                .with_timezone("+00:00"),
+            ),
+            int(&|c| c.duration_ms as i64),
+            int(&|c| c.bytes as i64),
+            Arc::new(StringArray::from_iter_values(
+                retained.iter().map(|c| c.views.join(", ")),
             )),
         ])
     });
@@ -179,6 +226,7 @@ pub(super) fn register(db: &Arc<Database>) -> Result<()> {
     for (name, (columns, rows)) in [
         ("source_progress", source_progress()),
         ("dataflows", dataflows()),
+        ("checkpoints", checkpoints()),
     ] {
         let table = Arc::new(StatusTable {
             schema: columns,

@@ -141,7 +141,8 @@ impl Database {
             }
             SubscribeTarget::Query(query) => {
                 let plan = self.plan_view_query(query).await?;
-                let (table, _) = self.start_dataflow("subscribe", &plan, false, parallelism)?;
+                let (table, _) =
+                    self.start_dataflow("subscribe", &plan, false, parallelism, false, None)?;
                 self.next_epoch_of(&table).await;
                 (table.view(), Some(table))
             }

@@ -15,12 +15,16 @@ use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext
 use datafusion::physical_expr::create_physical_expr;
 use datafusion::sql::parser::Statement as DFStatement;
 use futures::FutureExt;
-use tokio::sync::watch;
+use std::collections::BTreeMap;
+
+use tokio::sync::{mpsc, watch};
+use weir_engine::SplitPosition;
 use weir_engine::operator::{Materialize, SharedView};
 use weir_engine::runtime::{Dataflow, DataflowStats, Partitioning, WatermarkSpec};
 
-use super::{Database, Output, command};
+use super::{Database, Output, RestoredView, command};
 use crate::catalog::{Entry, StoredEntry};
+use crate::checkpoint::manifest::ViewMeta;
 use crate::cpu_runtime::panic_message;
 use crate::dataflow::{InputContext, Lowering, RunningDataflow, ViewTable, stream_input};
 use crate::error::{Result, SqlError};
@@ -163,7 +167,10 @@ impl Database {
         emit_on_close: bool,
         parallelism: usize,
     ) -> Result<Arc<ViewTable>> {
-        let (table, depends_on) = self.start_dataflow(name, plan, emit_on_close, parallelism)?;
+        // After a restart, the view's part of the last checkpoint (taken once).
+        let restore = self.restoring.lock().remove(name);
+        let (table, depends_on) =
+            self.start_dataflow(name, plan, emit_on_close, parallelism, true, restore)?;
         self.ctx
             .register_table(name, Arc::clone(&table) as Arc<dyn TableProvider>)?;
         let create = CreateRelation {
@@ -205,13 +212,17 @@ impl Database {
     }
 
     /// Lowers `plan` and starts its dataflow; returns the view and the relations it reads.
-    /// `name` labels the dataflow in logs.
+    /// `name` labels the dataflow in logs. A `checkpointed` dataflow takes part in
+    /// checkpoints, and starts from `restore` (its part of the last one) when its plan
+    /// still matches it and every input can resume there; otherwise it starts afresh.
     pub(super) fn start_dataflow(
         &self,
         name: &str,
         plan: &LogicalPlan,
         emit_on_close: bool,
         parallelism: usize,
+        checkpointed: bool,
+        restore: Option<RestoredView>,
     ) -> Result<(Arc<ViewTable>, Vec<String>)> {
         let parallelism = match parallelism {
             0 => self.parallelism.max(1),
@@ -221,6 +232,15 @@ impl Database {
         let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
         // The plan once per core: each copy's keyed operators own the keys that hash to it.
         let (mut lowering, view) = lower_view(plan, &props, emit_on_close)?;
+        let meta = ViewMeta {
+            fingerprint: fingerprint(&lowering.graph.describe(), parallelism),
+            parallelism,
+            inputs: lowering
+                .inputs
+                .iter()
+                .map(|i| (i.node, i.relation.clone()))
+                .collect(),
+        };
         let mut graphs = Vec::with_capacity(parallelism);
         let mut late_rows = std::mem::take(&mut lowering.late_rows);
         for _ in 1..parallelism {
@@ -232,6 +252,26 @@ impl Database {
         let notices = std::mem::take(&mut lowering.notices);
         graphs.insert(0, lowering.graph);
         let mut dataflow = Dataflow::new(graphs)?;
+        // Per input node, the positions its splits resume at.
+        let mut restore_note = None;
+        let positions = match restore {
+            Some(r) => match self.restorable(&meta, &r, &inputs) {
+                Ok(positions) => {
+                    dataflow.restore(r.snapshots)?;
+                    Some(positions)
+                }
+                Err(why) => {
+                    tracing::warn!(view = %name, reason = %why, "checkpoint not used; the view is derived again from its inputs");
+                    restore_note = Some(format!(
+                        "checkpoint not used ({why}); derived again from its inputs"
+                    ));
+                    None
+                }
+            },
+            None => None,
+        };
+        let restored = positions.is_some();
+        let no_positions = BTreeMap::new();
         let mut depends_on: Vec<String> = Vec::new();
         for input in &inputs {
             let (watermark, is_source) = {
@@ -257,19 +297,36 @@ impl Database {
                 parallelism,
                 progress: is_source.then_some(self.progress.as_ref()),
                 read_limit: &input.read_limit,
+                resume: positions
+                    .as_ref()
+                    .map(|p| p.get(&input.node).unwrap_or(&no_positions)),
             };
             dataflow.input(input.node, source.open(&cx)?);
             if !depends_on.contains(&input.relation) {
                 depends_on.push(input.relation.clone());
             }
         }
+        let checkpointer = self.checkpointer.as_ref().filter(|_| checkpointed);
+        let (snapshots_tx, snapshots) = mpsc::unbounded_channel();
+        if checkpointer.is_some() {
+            dataflow.checkpoint_to(snapshots_tx);
+        }
         let (stats_tx, stats) = watch::channel(DataflowStats::default());
         let stats_tx = Arc::new(stats_tx);
-        let mut tasks = Vec::with_capacity(dataflow.tasks());
-        for run in dataflow.start(Arc::clone(&stats_tx))? {
+        let started = dataflow.start(Arc::clone(&stats_tx))?;
+        if let Some(c) = checkpointer {
+            c.register(name, snapshots, started.checkpointing, meta);
+        }
+        let mut tasks = Vec::with_capacity(started.tasks.len());
+        for run in started.tasks {
             let stats_tx = Arc::clone(&stats_tx);
             let view_name = name.to_string();
+            let checkpointer = checkpointer.map(Arc::clone);
+            // Dataflows wait while the catalog is replayed: a view restored at an epoch must
+            // see no commit of a view it reads before it subscribed.
+            let mut gate = self.gate.subscribe();
             tasks.push(self.cpu.spawn(async move {
+                let _ = gate.wait_for(|open| *open).await;
                 let run = std::panic::AssertUnwindSafe(run).catch_unwind();
                 let result = run.await.unwrap_or_else(|panic| {
                     Err(weir_engine::EngineError::Config(format!(
@@ -280,6 +337,9 @@ impl Database {
                 if let Err(e) = result {
                     // Any stage failing fails the view: reading it then reports the error.
                     tracing::error!(view = %view_name, error = %e, "dataflow failed");
+                    if let Some(c) = checkpointer {
+                        c.unregister(&view_name);
+                    }
                     stats_tx.send_modify(|s| {
                         s.error = Some(e.to_string());
                         s.epoch = u64::MAX;
@@ -293,9 +353,46 @@ impl Database {
             late_rows,
             notices,
             parallelism,
+            restored,
+            restore_note,
         };
         let table = Arc::new(ViewTable::new(schema, view, running));
         Ok((table, depends_on))
+    }
+
+    /// The positions (per input node, per split) a view's dataflow resumes at from its part
+    /// of a checkpoint, or why it cannot.
+    fn restorable(
+        &self,
+        meta: &ViewMeta,
+        restore: &RestoredView,
+        inputs: &[crate::dataflow::Input],
+    ) -> std::result::Result<BTreeMap<usize, BTreeMap<i32, SplitPosition>>, String> {
+        if restore.meta.fingerprint != meta.fingerprint
+            || restore.meta.parallelism != meta.parallelism
+        {
+            return Err(format!(
+                "its plan or parallelism changed since (checkpointed {} at parallelism {}, now {} at {})",
+                restore.meta.fingerprint,
+                restore.meta.parallelism,
+                meta.fingerprint,
+                meta.parallelism
+            ));
+        }
+        let mut positions: BTreeMap<usize, BTreeMap<i32, SplitPosition>> = BTreeMap::new();
+        for s in &restore.snapshots {
+            for (node, p) in &s.positions {
+                positions.entry(*node).or_default().insert(p.partition, *p);
+            }
+        }
+        for input in inputs {
+            let at = positions.entry(input.node).or_default();
+            let resumes = stream_input(input.provider.as_ref()).is_some_and(|s| s.can_resume(at));
+            if !resumes {
+                return Err(format!("{} cannot resume from it", input.relation));
+            }
+        }
+        Ok(positions)
     }
 
     /// Starts an epoch and waits until `table`'s dataflow committed it: a new view is served
@@ -352,4 +449,11 @@ fn lower_view<'a>(
         .graph
         .exchange(out, sink, 0, Partitioning::Single)?;
     Ok((lowering, view))
+}
+
+/// A hash of a dataflow's plan (its EXPLAIN lines) and parallelism: a checkpoint is restored
+/// only into the dataflow it was taken of.
+fn fingerprint(describe: &[String], parallelism: usize) -> String {
+    let text = format!("{}\nparallelism {parallelism}", describe.join("\n"));
+    format!("{:08x}", crc32fast::hash(text.as_bytes()))
 }

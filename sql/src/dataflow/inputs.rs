@@ -1,6 +1,7 @@
 //! How each kind of relation feeds a dataflow: sources start one reader thread per split,
 //! tables stream their changelog, views their committed changes (snapshot first).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, Weak};
 
@@ -16,13 +17,13 @@ use weir_engine::connector::splits::{
 };
 use weir_engine::connector::upsert::UpsertSplit;
 use weir_engine::runtime::{
-    Barriers, CHANNEL_CAPACITY, Paced, SplitOutput, SplitProgress, SplitReader, WatermarkSpec,
-    channel_stream, spawn_split, unbounded_stream,
+    Barriers, CHANNEL_CAPACITY, Paced, SplitOutput, SplitProgress, SplitReader, SplitStart,
+    WatermarkSpec, channel_stream, spawn_split, unbounded_stream,
 };
-use weir_engine::{ChangeBatch, Message, Watermark};
+use weir_engine::{ChangeBatch, Message, SplitPosition, Watermark};
 
 use crate::dataflow::ViewTable;
-use crate::dataflow::shared_readers::MakeReader;
+use crate::dataflow::shared_readers::{MakeReader, SharedReaders};
 use crate::error::{Result, SqlError};
 use crate::provider::{
     DmlTable, FileEncoding, FileSource, Generator, GeneratorSource, KafkaSource, UpsertTable,
@@ -71,6 +72,9 @@ pub(crate) struct InputContext<'a> {
     pub(crate) progress: Option<&'a ProgressRegistry>,
     /// The event time the relation's splits may read up to (watermark alignment).
     pub(crate) read_limit: &'a Arc<AtomicI64>,
+    /// Where each split (by partition) resumes, when the dataflow is restored from a
+    /// checkpoint (`StreamInput::can_resume` said it can).
+    pub(crate) resume: Option<&'a BTreeMap<i32, SplitPosition>>,
 }
 
 impl InputContext<'_> {
@@ -85,13 +89,14 @@ impl InputContext<'_> {
     /// Starts a reader thread for one split that sends to `output`.
     pub(crate) fn spawn_reader(
         &self,
-        partition: i32,
+        start: SplitStart,
         reader: Box<dyn SplitReader>,
         output: SplitOutput,
         progress: Arc<Mutex<SplitProgress>>,
     ) -> Result<()> {
         spawn_split(
-            format!("{}-{partition}", self.relation),
+            format!("{}-{}", self.relation, start.partition),
+            start,
             reader,
             self.watermark.clone(),
             self.barriers.subscribe(),
@@ -114,15 +119,36 @@ impl InputContext<'_> {
             tx,
             read_limit: Arc::clone(self.read_limit),
         };
-        self.spawn_reader(partition, reader(Arc::clone(&progress))?, output, progress)?;
+        let start = SplitStart {
+            partition,
+            watermark: None,
+        };
+        self.spawn_reader(start, reader(Arc::clone(&progress))?, output, progress)?;
         Ok(channel_stream(rx))
     }
 }
 
 /// A relation a dataflow can read continuously.
 pub(crate) trait StreamInput {
-    /// Starts reading: one stream per split, each with barriers and watermarks.
+    /// Starts reading: one stream per split, each with barriers and watermarks (and each
+    /// barrier preceded by the split's position), from `cx.resume` when given.
     fn open(&self, cx: &InputContext<'_>) -> Result<Vec<BoxStream<'static, Message>>>;
+
+    /// Whether `open` can resume its splits at `positions` (a checkpoint's), exactly.
+    fn can_resume(&self, _positions: &BTreeMap<i32, SplitPosition>) -> bool {
+        false
+    }
+}
+
+/// The shared readers of a source that has them (Kafka and generator sources).
+pub(crate) fn shared_readers_of(provider: &dyn TableProvider) -> Option<&SharedReaders> {
+    let any: &dyn std::any::Any = provider;
+    any.downcast_ref::<GeneratorSource>()
+        .map(GeneratorSource::shared_readers)
+        .or_else(|| {
+            any.downcast_ref::<KafkaSource>()
+                .map(KafkaSource::shared_readers)
+        })
 }
 
 /// The streaming side of a catalog relation, if it has one.
@@ -159,12 +185,17 @@ impl StreamInput for GeneratorSource {
     /// offsets are rows made. A backfill is not paced.
     fn open(&self, cx: &InputContext<'_>) -> Result<Vec<BoxStream<'static, Message>>> {
         let splits = self.shard_count(cx.parallelism.max(1) as u64);
-        let reader: MakeReader<'_> = &|s, _start, until, progress| {
-            let s = s as u64;
+        let reader: MakeReader<'_> = &|s, start, until, progress| {
+            let (s, done) = (s as u64, start.max(0) as u64);
             let reader: Box<dyn SplitReader> = match self.generator() {
-                Generator::Nexmark(o) => Box::new(NexmarkReader::new(o, s, splits)),
-                Generator::Datagen(o) => Box::new(DatagenSplit::new(o.clone(), s, splits)),
+                Generator::Nexmark(o) => Box::new(NexmarkReader::resume(o, s, splits, done)),
+                Generator::Datagen(o) => Box::new(DatagenSplit::resume(o.clone(), s, splits, done)),
             };
+            {
+                let mut p = progress.lock();
+                p.next_offset = start;
+                p.high_watermark = start;
+            }
             let reader = GeneratedSplit::new(reader, progress);
             Ok(match (until, self.rate()) {
                 (Some(end), _) => Box::new(reader.until(end)),
@@ -174,6 +205,11 @@ impl StreamInput for GeneratorSource {
         };
         let shards = || Ok((0..splits as i32).map(|s| (s, 0)).collect());
         self.shared_readers().open(cx, shards, reader)
+    }
+
+    /// A shard's rows are computed from their index: it resumes at any row.
+    fn can_resume(&self, _positions: &BTreeMap<i32, SplitPosition>) -> bool {
+        true
     }
 }
 
@@ -203,6 +239,12 @@ impl StreamInput for KafkaSource {
             Ok(ranges.iter().map(|r| (r.partition, r.start)).collect())
         };
         self.shared_readers().open(cx, partitions, reader)
+    }
+
+    /// A partition resumes at its stored offset (a partition the checkpoint does not
+    /// name, added since, starts where the source starts).
+    fn can_resume(&self, _positions: &BTreeMap<i32, SplitPosition>) -> bool {
+        true
     }
 }
 
@@ -275,7 +317,8 @@ impl StreamInput for UpsertTable {
 }
 
 impl StreamInput for ViewTable {
-    fn open(&self, _cx: &InputContext<'_>) -> Result<Vec<BoxStream<'static, Message>>> {
+    /// The view's rows as of now, then each epoch's changes; the position is the epoch.
+    fn open(&self, cx: &InputContext<'_>) -> Result<Vec<BoxStream<'static, Message>>> {
         let (tx, rx) = mpsc::unbounded_channel();
         let view = self.view();
         let mut view = view.lock();
@@ -283,7 +326,13 @@ impl StreamInput for ViewTable {
             use weir_engine::operator::ViewEvent;
             match event {
                 ViewEvent::Commit { barrier, changes } => {
+                    let position = SplitPosition {
+                        partition: 0,
+                        offset: barrier.epoch as i64,
+                        watermark: None,
+                    };
                     changes.is_none_or(|c| tx.send(Message::Data(c.clone())).is_ok())
+                        && tx.send(Message::Position(position)).is_ok()
                         && tx.send(Message::Barrier(*barrier)).is_ok()
                 }
                 ViewEvent::Watermark(w) => tx.send(Message::Watermark(*w)).is_ok(),
@@ -291,7 +340,9 @@ impl StreamInput for ViewTable {
         }))?;
         // Chained views are in-process edges: unbounded, so an upstream commit never waits.
         let (first_tx, first_rx) = mpsc::unbounded_channel();
-        if snapshot.num_rows() > 0 {
+        // A dataflow restored at the view's epoch has its rows in its state already.
+        let resumed = cx.resume.is_some();
+        if snapshot.num_rows() > 0 && !resumed {
             let _ = first_tx.send(Message::Data(ChangeBatch::from_data(&snapshot, 1)?));
         }
         let _ = first_tx.send(Message::Watermark(
@@ -304,5 +355,13 @@ impl StreamInput for ViewTable {
                 .chain(unbounded_stream(rx))
                 .boxed(),
         ])
+    }
+
+    /// Only at the epoch the view itself is at (both restored from one checkpoint, and
+    /// nothing committed since: dataflows start after every view is restored).
+    fn can_resume(&self, positions: &BTreeMap<i32, SplitPosition>) -> bool {
+        positions
+            .get(&0)
+            .is_some_and(|p| p.offset == self.view().lock().epoch() as i64)
     }
 }
