@@ -19,7 +19,7 @@ pub use error::{EngineError, Result};
 pub use json::{DecodeStats, JsonDecoder};
 pub use message::{Barrier, Epoch, Message, SplitPosition, Watermark};
 pub use state::StateSnapshot;
-pub use table_store::{Subscriber, TableStore, WEIGHT_COLUMN};
+pub use table_store::{Subscriber, TableBase, TableStore, WEIGHT_COLUMN};
 
 /// The hash map operators keep their state in: foldhash, seeded per process, instead of
 /// SipHash, which was a tenth of the time of aggregations and joins.

@@ -17,8 +17,17 @@ use crate::{EngineError, Result};
 /// Name of the weight column carried by change batches.
 pub const WEIGHT_COLUMN: &str = "__weight";
 
-/// Receives a table's changes; returns false when it no longer wants them.
-pub type Subscriber = Box<dyn FnMut(ChangeBatch) -> bool + Send>;
+/// Receives a table's changes with their log position; returns false when it no longer
+/// wants them.
+pub type Subscriber = Box<dyn FnMut(u64, ChangeBatch) -> bool + Send>;
+
+/// A table's rows at a log position: what a checkpoint holds of it. The table is these
+/// rows plus its log's changes after `lsn`.
+#[derive(Debug, Clone)]
+pub struct TableBase {
+    pub lsn: u64,
+    pub rows: RecordBatch,
+}
 
 /// A table's current rows, keyed by primary key (or by a hidden row id when it has none).
 pub struct TableStore {
@@ -31,6 +40,10 @@ pub struct TableStore {
     next_row_id: i64,
     wal: Option<Wal>,
     subscribers: Vec<Subscriber>,
+    /// The log position: changes committed since the table was created.
+    lsn: u64,
+    /// The changes replayed from the log at open, for views that resume after one of them.
+    replayed: Vec<(u64, ChangeBatch)>,
 }
 
 impl TableStore {
@@ -40,6 +53,17 @@ impl TableStore {
         schema: SchemaRef,
         key_columns: Vec<usize>,
         wal_path: Option<&Path>,
+    ) -> Result<Self> {
+        Self::open_from(name, schema, key_columns, wal_path, None)
+    }
+
+    /// As `open`, starting from `base` (a checkpoint's rows) and the log's changes after it.
+    pub fn open_from(
+        name: &str,
+        schema: SchemaRef,
+        key_columns: Vec<usize>,
+        wal_path: Option<&Path>,
+        base: Option<TableBase>,
     ) -> Result<Self> {
         let key_fields = if key_columns.is_empty() {
             vec![SortField::new(DataType::Int64)]
@@ -64,15 +88,94 @@ impl TableStore {
             next_row_id: 0,
             wal: None,
             subscribers: Vec::new(),
+            lsn: 0,
+            replayed: Vec::new(),
         };
+        if let Some(base) = base {
+            store.apply_unchecked(&with_weights(&base.rows, 1)?)?;
+            store.lsn = base.lsn;
+        }
         if let Some(path) = wal_path {
-            let (wal, batches) = Wal::open(path)?;
-            for batch in batches {
+            let (wal, frames) = Wal::open(path)?;
+            for (lsn, batch) in frames {
+                if lsn <= store.lsn {
+                    continue; // in the base already
+                }
+                if lsn != store.lsn + 1 {
+                    return Err(EngineError::CorruptLog {
+                        path: path.display().to_string(),
+                        reason: format!(
+                            "it goes on at change {lsn} after change {}: the checkpoint holding the changes between is gone",
+                            store.lsn
+                        ),
+                    });
+                }
                 store.apply_unchecked(&batch)?;
+                store.lsn = lsn;
+                store.replayed.push((lsn, ChangeBatch::try_new(batch)?));
             }
             store.wal = Some(wal);
         }
         Ok(store)
+    }
+
+    /// The log position (changes committed since the table was created).
+    pub fn lsn(&self) -> u64 {
+        self.lsn
+    }
+
+    /// The rows and position a checkpoint keeps.
+    pub fn checkpoint(&self) -> Result<TableBase> {
+        Ok(TableBase {
+            lsn: self.lsn,
+            rows: self.snapshot()?,
+        })
+    }
+
+    /// Drops the log's changes numbered `upto` and below (a checkpoint holds the rows).
+    pub fn truncate_log(&mut self, upto: u64) -> Result<()> {
+        self.replayed.retain(|(lsn, _)| *lsn > upto);
+        match self.wal.as_mut() {
+            Some(wal) => wal.truncate_through(upto),
+            None => Ok(()),
+        }
+    }
+
+    /// Frees the changes kept from the log for resuming views (once all have resumed).
+    pub fn forget_replayed(&mut self) {
+        self.replayed = Vec::new();
+    }
+
+    /// Whether a reader that has every change up to `after` can resume (`subscribe_from`).
+    pub fn can_resume_from(&self, after: u64) -> bool {
+        after == self.lsn
+            || (after < self.lsn
+                && self
+                    .replayed
+                    .first()
+                    .is_some_and(|(first, _)| *first <= after + 1))
+    }
+
+    /// The changes after position `after`, and from then on every change through `deliver`:
+    /// for a view restored at `after`.
+    pub fn subscribe_from(
+        &mut self,
+        after: u64,
+        deliver: Subscriber,
+    ) -> Result<Vec<(u64, ChangeBatch)>> {
+        if !self.can_resume_from(after) {
+            return Err(EngineError::Config(format!(
+                "table {} cannot resume after change {after} (it is at {})",
+                self.name, self.lsn
+            )));
+        }
+        self.subscribers.push(deliver);
+        Ok(self
+            .replayed
+            .iter()
+            .filter(|(lsn, _)| *lsn > after)
+            .cloned()
+            .collect())
     }
 
     pub fn schema(&self) -> SchemaRef {
@@ -154,29 +257,27 @@ impl TableStore {
 
     /// Logs, applies and publishes one statement's change.
     fn commit(&mut self, change: RecordBatch) -> Result<()> {
-        self.log(&change)?;
+        let lsn = self.lsn + 1;
+        if let Some(wal) = self.wal.as_mut() {
+            wal.append(lsn, &change)?;
+        }
         self.apply_unchecked(&change)?;
+        self.lsn = lsn;
         if !self.subscribers.is_empty() {
             let batch = ChangeBatch::try_new(change)?;
             self.subscribers
-                .retain_mut(|deliver| deliver(batch.clone()));
+                .retain_mut(|deliver| deliver(lsn, batch.clone()));
         }
         Ok(())
     }
 
-    /// The table's rows now, and from then on every change through `deliver` (which returns
-    /// false once its reader is gone). Taken under the caller's lock on the store, so the
-    /// snapshot plus the changes is exactly the table: nothing missed, nothing twice.
-    pub fn subscribe(&mut self, deliver: Subscriber) -> Result<RecordBatch> {
+    /// The table's rows now with their position, and from then on every change through
+    /// `deliver` (which returns false once its reader is gone). Taken under the caller's
+    /// lock on the store, so the snapshot plus the changes is exactly the table: nothing
+    /// missed, nothing twice.
+    pub fn subscribe(&mut self, deliver: Subscriber) -> Result<(u64, RecordBatch)> {
         self.subscribers.push(deliver);
-        self.snapshot()
-    }
-
-    fn log(&mut self, change: &RecordBatch) -> Result<()> {
-        match self.wal.as_mut() {
-            Some(wal) => wal.append(change),
-            None => Ok(()),
-        }
+        Ok((self.lsn, self.snapshot()?))
     }
 
     /// Applies a change batch whose validity was checked when it was logged.
@@ -377,8 +478,8 @@ mod tests {
         t.insert(&rows(&[1, 2], &["a", "b"])).unwrap();
         let seen = StdArc::new(Mutex::new(Vec::new()));
         let sink = StdArc::clone(&seen);
-        let snapshot = t
-            .subscribe(Box::new(move |c| {
+        let (_, snapshot) = t
+            .subscribe(Box::new(move |_, c| {
                 sink.lock().unwrap().push(c);
                 true
             }))
@@ -407,6 +508,37 @@ mod tests {
             lines
         };
         assert_eq!(sorted_lines(&integrated), sorted_lines(&expected));
+    }
+
+    #[test]
+    fn a_checkpointed_table_truncates_its_log_and_views_resume_after_any_kept_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.wal");
+        let base = {
+            let mut t = TableStore::open("t", schema(), vec![0], Some(&path)).unwrap();
+            t.insert(&rows(&[1, 2], &["a", "b"])).unwrap();
+            let base = t.checkpoint().unwrap();
+            t.insert(&rows(&[3], &["c"])).unwrap();
+            t.replace(&rows(&[1], &["a"]), None).unwrap();
+            t.truncate_log(base.lsn).unwrap();
+            assert_eq!(t.lsn(), 3);
+            base
+        };
+        let mut t =
+            TableStore::open_from("t", schema(), vec![0], Some(&path), Some(base.clone())).unwrap();
+        assert_eq!(t.snapshot().unwrap(), rows(&[2, 3], &["b", "c"]));
+        assert_eq!(t.lsn(), 3);
+        // A view at change 2 gets change 3 only; one before the base cannot resume.
+        let missed = t.subscribe_from(2, Box::new(|_, _| true)).unwrap();
+        assert_eq!(missed.iter().map(|(l, _)| *l).collect::<Vec<_>>(), vec![3]);
+        assert!(!t.can_resume_from(0));
+        // Without the checkpoint, the truncated log cannot rebuild the table.
+        assert!(TableStore::open("t", schema(), vec![0], Some(&path)).is_err());
+        // A base newer than the log's start skips what it holds.
+        let newer = t.checkpoint().unwrap();
+        let again =
+            TableStore::open_from("t", schema(), vec![0], Some(&path), Some(newer)).unwrap();
+        assert_eq!(again.snapshot().unwrap(), rows(&[2, 3], &["b", "c"]));
     }
 
     #[test]

@@ -17,11 +17,14 @@ use futures::StreamExt;
 use futures::stream::SelectAll;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
-use weir_engine::Epoch;
 use weir_engine::checkpoint::CheckpointStore;
 use weir_engine::runtime::{Barriers, GraphSnapshot};
+use weir_engine::{Epoch, TableBase, TableStore};
 
-use self::manifest::{MANIFESTS, Manifest, TaskPart, ViewMeta, ViewPart, manifest_path, parts_dir};
+use self::manifest::{
+    MANIFESTS, Manifest, TablePart, TaskPart, ViewMeta, ViewPart, manifest_path, parts_dir,
+    table_to_bytes,
+};
 use crate::error::{Result, SqlError};
 use crate::relation::table_file_name;
 
@@ -38,6 +41,8 @@ pub(crate) struct CheckpointInfo {
     pub(crate) duration_ms: u64,
     pub(crate) bytes: u64,
     pub(crate) views: Vec<String>,
+    /// The log position each DML table's rows are at.
+    pub(crate) tables: BTreeMap<String, u64>,
 }
 
 enum Command {
@@ -48,6 +53,9 @@ enum Command {
         meta: ViewMeta,
     },
     Unregister(Arc<str>),
+    /// A DML table whose rows each checkpoint keeps (and whose log it then truncates).
+    RegisterTable(Arc<str>, Arc<Mutex<TableStore>>),
+    UnregisterTable(Arc<str>),
     /// Take a checkpoint now (or join the one in flight); the reply comes at its commit.
     Now(oneshot::Sender<Result<Epoch>>),
     /// Start taking checkpoints on the interval (after the catalog was replayed).
@@ -83,6 +91,7 @@ impl Checkpointer {
             store,
             barriers,
             views: BTreeMap::new(),
+            tables: BTreeMap::new(),
             pending: None,
             retained: Arc::clone(&retained),
         };
@@ -116,6 +125,19 @@ impl Checkpointer {
             tasks,
             meta,
         });
+    }
+
+    /// Keeps a DML table's rows in every checkpoint from now on.
+    pub(crate) fn register_table(&self, name: &str, store: Arc<Mutex<TableStore>>) {
+        let _ = self
+            .commands
+            .send(Command::RegisterTable(Arc::from(name), store));
+    }
+
+    pub(crate) fn unregister_table(&self, name: &str) {
+        let _ = self
+            .commands
+            .send(Command::UnregisterTable(Arc::from(name)));
     }
 
     /// Starts the checkpoints on the interval (they wait until the catalog is replayed).
@@ -167,6 +189,9 @@ struct Pending {
     started_at_ms: i64,
     /// Views it waits for, with their snapshots so far.
     views: BTreeMap<Arc<str>, (usize, ViewMeta, Vec<GraphSnapshot>)>,
+    /// DML tables' rows, taken before its barrier started (so no view's position in a
+    /// table is before the table's).
+    tables: Vec<(Arc<str>, TableBase)>,
     waiters: Vec<oneshot::Sender<Result<Epoch>>>,
 }
 
@@ -184,6 +209,7 @@ struct Coordinator {
     store: Arc<dyn CheckpointStore>,
     barriers: Arc<Barriers>,
     views: BTreeMap<Arc<str>, Registered>,
+    tables: BTreeMap<Arc<str>, Arc<Mutex<TableStore>>>,
     pending: Option<Pending>,
     retained: Arc<Mutex<Vec<CheckpointInfo>>>,
 }
@@ -220,6 +246,12 @@ impl Coordinator {
                             p.views.remove(&view);
                         }
                     }
+                    Some(Command::RegisterTable(name, store)) => {
+                        self.tables.insert(name, store);
+                    }
+                    Some(Command::UnregisterTable(name)) => {
+                        self.tables.remove(&name);
+                    }
                     Some(Command::Now(reply)) => self.begin(Some(reply)),
                     Some(Command::Resume) => running = true,
                     Some(Command::Stop) => return,
@@ -237,7 +269,7 @@ impl Coordinator {
                 && let Some(p) = self.pending.take()
             {
                 let result = self
-                    .commit(p.epoch, p.started, p.started_at_ms, p.views)
+                    .commit(p.epoch, p.started, p.started_at_ms, p.views, p.tables)
                     .await;
                 if let Err(e) = &result {
                     tracing::error!(epoch = p.epoch, error = %e, "checkpoint not committed");
@@ -255,8 +287,19 @@ impl Coordinator {
             p.waiters.extend(waiter);
             return;
         }
+        let mut tables = Vec::with_capacity(self.tables.len());
+        for (name, store) in &self.tables {
+            match store.lock().checkpoint() {
+                Ok(base) => tables.push((Arc::clone(name), base)),
+                Err(e) => {
+                    tracing::error!(table = %name, error = %e, "cannot checkpoint a table");
+                    return;
+                }
+            }
+        }
         let barrier = self.barriers.inject_checkpoint();
         self.pending = Some(Pending {
+            tables,
             epoch: barrier.epoch,
             started: Instant::now(),
             started_at_ms: barrier.ts_ms,
@@ -308,9 +351,28 @@ impl Coordinator {
         started: Instant,
         started_at_ms: i64,
         views: BTreeMap<Arc<str>, (usize, ViewMeta, Vec<GraphSnapshot>)>,
+        tables: Vec<(Arc<str>, TableBase)>,
     ) -> Result<Epoch> {
         let mut parts = Vec::with_capacity(views.len());
         let mut total = 0;
+        let mut table_parts = Vec::with_capacity(tables.len());
+        for (name, base) in &tables {
+            let bytes = table_to_bytes(base)?;
+            let path = format!(
+                "{}/tables/{}",
+                parts_dir(epoch),
+                table_file_name(name, "rows")
+            );
+            total += bytes.len() as u64;
+            table_parts.push(TablePart {
+                name: name.to_string(),
+                lsn: base.lsn,
+                path: path.clone(),
+                bytes: bytes.len() as u64,
+                crc32: crc32fast::hash(&bytes),
+            });
+            self.store.put(&path, bytes).await?;
+        }
         for (view, (_, meta, mut snapshots)) in views {
             snapshots.sort_by_key(|s| s.task);
             let mut tasks = Vec::with_capacity(snapshots.len());
@@ -344,6 +406,7 @@ impl Coordinator {
             duration_ms: started.elapsed().as_millis() as u64,
             bytes: total,
             views: parts,
+            tables: table_parts,
         };
         self.store
             .put(&manifest_path(epoch), manifest.to_bytes()?)
@@ -355,13 +418,36 @@ impl Coordinator {
             "checkpoint committed"
         );
         let info = info(&manifest);
-        let keep: Vec<Epoch> = {
+        let (keep, truncate) = {
             let mut retained = self.retained.lock();
             retained.push(info);
             let drop = retained.len().saturating_sub(RETAINED);
             retained.drain(..drop);
-            retained.iter().map(|c| c.epoch).collect()
+            // A table's log keeps what follows the oldest retained checkpoint's rows, so
+            // that either checkpoint can be restored (the newer may be unreadable).
+            let truncate: Vec<(Arc<str>, u64)> = self
+                .tables
+                .keys()
+                .filter_map(|t| {
+                    let lsns: Option<Vec<u64>> = retained
+                        .iter()
+                        .map(|c| c.tables.get(t.as_ref()).copied())
+                        .collect();
+                    Some((Arc::clone(t), lsns?.into_iter().min()?))
+                })
+                .collect();
+            (
+                retained.iter().map(|c| c.epoch).collect::<Vec<_>>(),
+                truncate,
+            )
         };
+        for (name, upto) in truncate {
+            if let Some(store) = self.tables.get(&name)
+                && let Err(e) = store.lock().truncate_log(upto)
+            {
+                tracing::warn!(table = %name, error = %e, "cannot truncate a table's log");
+            }
+        }
         self.delete_all_but(&keep).await?;
         Ok(epoch)
     }
@@ -400,6 +486,7 @@ pub(crate) fn info(m: &Manifest) -> CheckpointInfo {
         duration_ms: m.duration_ms,
         bytes: m.bytes,
         views: m.views.iter().map(|v| v.name.clone()).collect(),
+        tables: m.tables.iter().map(|t| (t.name.clone(), t.lsn)).collect(),
     }
 }
 

@@ -16,9 +16,9 @@ use datafusion::sql::sqlparser::ast;
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use parking_lot::Mutex;
 use tokio::sync::watch;
-use weir_engine::SplitPosition;
 use weir_engine::checkpoint::{CheckpointStore, LocalStore};
 use weir_engine::runtime::{Barriers, GraphSnapshot};
+use weir_engine::{SplitPosition, TableBase};
 
 use crate::catalog::{Catalog, Entry, StoredEntry, io_error};
 use crate::checkpoint::Checkpointer;
@@ -78,6 +78,8 @@ pub struct Database {
     checkpointer: Option<Arc<Checkpointer>>,
     /// What the last committed checkpoint holds of each view, taken as views are restored.
     restoring: Mutex<BTreeMap<String, RestoredView>>,
+    /// And of each DML table: its rows at a log position.
+    restoring_tables: Mutex<BTreeMap<String, TableBase>>,
     /// Dataflows start once it opens: after the catalog is replayed.
     gate: watch::Sender<bool>,
 }
@@ -140,13 +142,20 @@ impl Database {
                 .unwrap_or(0)
         });
         let barriers = Barriers::start_after(DEFAULT_BARRIER_INTERVAL, last_epoch);
-        let (source_positions, restoring, retained) = match loaded {
+        let (source_positions, restoring, restoring_tables, retained) = match loaded {
             Some(l) => {
                 if let Some(dir) = &data_dir {
                     tracing::info!(epoch = l.manifest.epoch, dir = %dir.display(), "restoring views from checkpoint");
                 }
                 let retained = vec![crate::checkpoint::info(&l.manifest)];
                 let positions = source_positions(&l);
+                let tables = l
+                    .manifest
+                    .tables
+                    .iter()
+                    .map(|t| t.name.clone())
+                    .zip(l.tables)
+                    .collect();
                 let views = l
                     .manifest
                     .views
@@ -162,7 +171,7 @@ impl Database {
                         )
                     })
                     .collect();
-                (positions, views, retained)
+                (positions, views, tables, retained)
             }
             None => Default::default(),
         };
@@ -220,6 +229,7 @@ impl Database {
                 parallelism,
                 checkpointer,
                 restoring: Mutex::new(restoring),
+                restoring_tables: Mutex::new(restoring_tables),
                 gate: watch::channel(false).0,
             }
         });
@@ -242,6 +252,13 @@ impl Database {
             tracing::warn!(views = ?unused, "checkpointed views no longer in the catalog");
         }
         db.gate.send_replace(true);
+        // Restored views have subscribed: tables need not keep their replayed changes.
+        for (_, provider) in db.catalog.lock().providers(ObjectKind::Table) {
+            let any: &dyn std::any::Any = provider.as_ref();
+            if let Some(table) = any.downcast_ref::<crate::provider::DmlTable>() {
+                table.store().lock().forget_replayed();
+            }
+        }
         // As after CREATE: a view derived again is served once it committed its first epoch.
         for view in fresh {
             futures::executor::block_on(db.next_epoch_of(&view));
@@ -369,7 +386,14 @@ impl Database {
         resolved: BTreeMap<String, String>,
         fresh: bool,
     ) -> Result<()> {
-        let built = build(&create, self.tables_dir().as_deref(), fresh)?;
+        let base = self.restoring_tables.lock().remove(&create.name);
+        let built = build(&create, self.tables_dir().as_deref(), fresh, base)?;
+        if let Some(c) = &self.checkpointer {
+            let any: &dyn std::any::Any = built.provider.as_ref();
+            if let Some(table) = any.downcast_ref::<crate::provider::DmlTable>() {
+                c.register_table(&create.name, table.store());
+            }
+        }
         self.ctx
             .register_table(create.name.as_str(), Arc::clone(&built.provider))?;
         let stored = StoredEntry {
@@ -610,6 +634,9 @@ impl Database {
             }
         }
         drop(cat);
+        if let (ObjectKind::Table, Some(c)) = (kind, &self.checkpointer) {
+            c.unregister_table(name);
+        }
         self.ctx.deregister_table(name)?;
         if let (ObjectKind::Table, Some(dir)) = (kind, self.tables_dir()) {
             let wal = dir.join(crate::relation::table_file_name(name, "wal"));

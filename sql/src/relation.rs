@@ -8,10 +8,10 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::catalog::TableProvider;
 use datafusion::common::{Constraint, Constraints};
-use weir_engine::TableStore;
 use weir_engine::connector::datagen::{DatagenOptions, FieldGen};
 use weir_engine::connector::kafka::{KafkaConfig, KafkaMeta, StartupMode};
 use weir_engine::connector::nexmark::{NexmarkOptions, NexmarkTable};
+use weir_engine::{TableBase, TableStore};
 
 use crate::error::{Result, SqlError};
 use crate::provider::{
@@ -48,7 +48,14 @@ pub(crate) fn resolve_defaults(c: &CreateRelation) -> BTreeMap<String, String> {
 }
 
 /// Builds the provider. `tables_dir` holds DML tables' logs; `fresh` clears an old log first.
-pub(crate) fn build(c: &CreateRelation, tables_dir: Option<&Path>, fresh: bool) -> Result<Built> {
+/// Builds the provider of a CREATE SOURCE / TABLE. A DML table starts from `base` (its
+/// rows in the last checkpoint) when given, else from its log alone.
+pub(crate) fn build(
+    c: &CreateRelation,
+    tables_dir: Option<&Path>,
+    fresh: bool,
+    base: Option<TableBase>,
+) -> Result<Built> {
     let connector = c.options.get("connector").map(|s| s.to_ascii_lowercase());
     match (c.kind, connector.as_deref()) {
         (ObjectKind::Source, Some("nexmark")) => build_nexmark(c),
@@ -66,7 +73,7 @@ pub(crate) fn build(c: &CreateRelation, tables_dir: Option<&Path>, fresh: bool) 
         (ObjectKind::Source, None) => Err(SqlError::invalid_parameter(
             "a source needs WITH (connector = '...')",
         )),
-        (ObjectKind::Table, None) => build_dml_table(c, tables_dir, fresh),
+        (ObjectKind::Table, None) => build_dml_table(c, tables_dir, fresh, base),
         (kind, _) => Err(SqlError::unsupported(format!(
             "CREATE {} is not supported yet",
             kind.sql_name()
@@ -442,7 +449,12 @@ fn build_file(c: &CreateRelation) -> Result<Built> {
     })
 }
 
-fn build_dml_table(c: &CreateRelation, tables_dir: Option<&Path>, fresh: bool) -> Result<Built> {
+fn build_dml_table(
+    c: &CreateRelation,
+    tables_dir: Option<&Path>,
+    fresh: bool,
+    base: Option<TableBase>,
+) -> Result<Built> {
     if c.columns.is_empty() {
         return Err(SqlError::syntax("a table needs at least one column", None));
     }
@@ -457,11 +469,12 @@ fn build_dml_table(c: &CreateRelation, tables_dir: Option<&Path>, fresh: bool) -
     {
         std::fs::remove_file(path).map_err(crate::catalog::io_error)?;
     }
-    let store = TableStore::open(
+    let store = TableStore::open_from(
         &c.name,
         Arc::clone(&schema),
         key_columns.clone(),
         wal.as_deref(),
+        base.filter(|_| !fresh),
     )?;
     let constraints = if key_columns.is_empty() {
         Constraints::default()

@@ -226,20 +226,21 @@ impl SplitReader for GeneratedSplit {
     }
 }
 
-/// A table's committed changes, in commit order (fed by `TableStore::subscribe`).
+/// A table's committed changes, in commit order, each with the table's log position after
+/// it (fed by `TableStore::subscribe`); the split's offset is the last position delivered.
 pub struct ChangelogSplit {
-    changes: Receiver<ChangeBatch>,
+    changes: Receiver<(u64, ChangeBatch)>,
     progress: Arc<Mutex<SplitProgress>>,
 }
 
 impl ChangelogSplit {
-    pub fn new(changes: Receiver<ChangeBatch>, progress: Arc<Mutex<SplitProgress>>) -> Self {
+    pub fn new(changes: Receiver<(u64, ChangeBatch)>, progress: Arc<Mutex<SplitProgress>>) -> Self {
         Self { changes, progress }
     }
 
-    fn got(&self, c: ChangeBatch) -> ReadResult {
+    fn got(&self, (lsn, c): (u64, ChangeBatch)) -> ReadResult {
         let mut p = self.progress.lock();
-        p.next_offset += 1;
+        p.next_offset = lsn as i64;
         p.high_watermark = p.next_offset;
         ReadResult::Changes(c)
     }

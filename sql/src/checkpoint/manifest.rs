@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use weir_engine::Epoch;
 use weir_engine::checkpoint::CheckpointStore;
 use weir_engine::runtime::GraphSnapshot;
+use weir_engine::{StateSnapshot, TableBase};
 
 use crate::error::{Result, SqlError};
 
@@ -19,6 +20,37 @@ pub(crate) struct Manifest {
     pub(crate) duration_ms: u64,
     pub(crate) bytes: u64,
     pub(crate) views: Vec<ViewPart>,
+    /// DML tables' rows at their log positions (their logs hold only later changes).
+    #[serde(default)]
+    pub(crate) tables: Vec<TablePart>,
+}
+
+/// A DML table's rows in a checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct TablePart {
+    pub(crate) name: String,
+    pub(crate) lsn: u64,
+    pub(crate) path: String,
+    pub(crate) bytes: u64,
+    pub(crate) crc32: u32,
+}
+
+/// A table's rows as a checkpoint object: a `StateSnapshot` of the rows and the position.
+pub(crate) fn table_to_bytes(base: &TableBase) -> Result<Vec<u8>> {
+    let mut s = StateSnapshot::default();
+    s.put("rows", base.rows.clone());
+    s.put_values("log", &[("lsn", Some(base.lsn as i64))])?;
+    Ok(s.to_bytes()?)
+}
+
+fn table_from_bytes(bytes: &[u8]) -> Result<TableBase> {
+    let s = StateSnapshot::from_bytes(bytes)?;
+    let rows = s
+        .table("rows")
+        .cloned()
+        .ok_or_else(|| SqlError::new("XX001", "a checkpointed table has no rows"))?;
+    let lsn = s.value("log", "lsn")?.unwrap_or(0) as u64;
+    Ok(TableBase { lsn, rows })
 }
 
 /// What a checkpoint holds of one view.
@@ -85,6 +117,8 @@ pub(crate) struct Loaded {
     pub(crate) manifest: Manifest,
     /// Per view (as in the manifest), its task snapshots.
     pub(crate) snapshots: Vec<Vec<GraphSnapshot>>,
+    /// Per DML table (as in the manifest), its rows.
+    pub(crate) tables: Vec<TableBase>,
 }
 
 /// The newest checkpoint whose manifest and parts all verify; older ones are tried when a
@@ -129,9 +163,20 @@ async fn load(store: &dyn CheckpointStore, path: &str) -> Result<Option<Loaded>>
         }
         snapshots.push(tasks);
     }
+    let mut tables = Vec::with_capacity(manifest.tables.len());
+    for part in &manifest.tables {
+        let Some(bytes) = store.get(&part.path).await? else {
+            return Ok(None);
+        };
+        if bytes.len() as u64 != part.bytes || crc32fast::hash(&bytes) != part.crc32 {
+            return Ok(None);
+        }
+        tables.push(table_from_bytes(&bytes)?);
+    }
     Ok(Some(Loaded {
         manifest,
         snapshots,
+        tables,
     }))
 }
 
@@ -160,6 +205,7 @@ mod tests {
                     crc32: 4,
                 }],
             }],
+            tables: vec![],
         };
         let bytes = m.to_bytes().unwrap();
         assert_eq!(Manifest::from_bytes(&bytes), Some(m));

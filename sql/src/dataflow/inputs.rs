@@ -277,22 +277,38 @@ impl StreamInput for FileSource {
 }
 
 impl StreamInput for DmlTable {
+    /// The table's rows, then its changes; the position is the table's log position. A
+    /// dataflow restored at a position gets the changes after it instead of the rows.
     fn open(&self, cx: &InputContext<'_>) -> Result<Vec<BoxStream<'static, Message>>> {
-        let (tx, rx) = std::sync::mpsc::channel::<ChangeBatch>();
+        let (tx, rx) = std::sync::mpsc::channel::<(u64, ChangeBatch)>();
+        let first = tx.clone();
+        let deliver = Box::new(move |lsn, c| tx.send((lsn, c)).is_ok());
         {
-            // The snapshot goes first, under the store's lock: nothing missed or doubled.
+            // What goes first is taken under the store's lock: nothing missed or doubled.
             let store = self.store();
             let mut store = store.lock();
-            let first = tx.clone();
-            let snapshot = store.subscribe(Box::new(move |c| tx.send(c).is_ok()))?;
-            if snapshot.num_rows() > 0 {
-                let _ = first.send(ChangeBatch::from_data(&snapshot, 1)?);
+            match cx.resume.and_then(|r| r.get(&0)) {
+                Some(p) => {
+                    for change in store.subscribe_from(p.offset.max(0) as u64, deliver)? {
+                        let _ = first.send(change);
+                    }
+                }
+                None => {
+                    let (lsn, snapshot) = store.subscribe(deliver)?;
+                    let _ = first.send((lsn, ChangeBatch::from_data(&snapshot, 1)?));
+                }
             }
         }
         let stream = cx.spawn(0, |progress| {
             Ok(Box::new(ChangelogSplit::new(rx, progress)))
         })?;
         Ok(vec![stream])
+    }
+
+    fn can_resume(&self, positions: &BTreeMap<i32, SplitPosition>) -> bool {
+        positions
+            .get(&0)
+            .is_some_and(|p| self.store().lock().can_resume_from(p.offset.max(0) as u64))
     }
 }
 
