@@ -7,6 +7,7 @@
 
 mod harness;
 
+mod checkpoints;
 mod clients;
 mod dml;
 mod file;

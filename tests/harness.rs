@@ -203,12 +203,18 @@ pub(crate) struct WeirProcess {
 
 impl WeirProcess {
     pub(crate) fn start(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// `weir serve` with `args` added to the usual ones.
+    pub(crate) fn start_with(data_dir: &Path, args: &[&str]) -> Self {
         let (port, metrics_port) = (free_port(), free_port());
         let child = Command::new(env!("CARGO_BIN_EXE_weir"))
             .args(["serve", "--pg-listen", &format!("127.0.0.1:{port}")])
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
