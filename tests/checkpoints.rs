@@ -276,3 +276,46 @@ async fn views_survive_kill_9_exactly() {
     let labelled = sorted_rows(&client, "SELECT * FROM labelled").await;
     assert!(!labelled.is_empty(), "the join has rows");
 }
+
+/// A restart while the broker is down: the view is restored from its checkpoint and
+/// readable, and reads on by itself once the broker is back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_view_is_served_while_the_broker_is_down() {
+    let mut broker = Broker::start();
+    broker.create_topic("ev", 2);
+    let batch = |from: usize| -> Vec<_> {
+        (from..from + 1000)
+            .map(|i| ((i % 2) as i32, None, message(i).2))
+            .collect()
+    };
+    broker.produce("ev", &batch(0));
+    let dir = tempfile::tempdir().unwrap();
+    let weir = WeirProcess::start_with(dir.path(), &["--checkpoint-interval", "1s"]);
+    let (client, _) = connect(weir.addr()).await;
+    client
+        .batch_execute(&format!(
+            "CREATE SOURCE ev (g VARCHAR, x BIGINT, ts TIMESTAMP)
+               WITH (connector = 'kafka', topic = 'ev', properties.bootstrap.server = '{}')
+               FORMAT PLAIN ENCODE JSON;
+             CREATE MATERIALIZED VIEW per_group AS SELECT g, count(*) AS n FROM ev GROUP BY g",
+            broker.bootstrap()
+        ))
+        .await
+        .unwrap();
+    let oracle = "SELECT g, count(*) FROM ev GROUP BY g";
+    crate::harness::await_view_equals(&client, "per_group", oracle, Duration::from_secs(60)).await;
+    client.batch_execute("CHECKPOINT").await.unwrap();
+    let before = sorted_rows(&client, "SELECT * FROM per_group").await;
+    weir.kill9();
+    broker.stop();
+    let weir = WeirProcess::start_with(dir.path(), &["--checkpoint-interval", "1s"]);
+    let (client, _) = connect(weir.addr()).await;
+    assert_eq!(
+        sorted_rows(&client, "SELECT * FROM per_group").await,
+        before
+    );
+    broker.resume();
+    broker.produce("ev", &batch(1000));
+    crate::harness::await_view_equals(&client, "per_group", oracle, Duration::from_secs(90)).await;
+    assert_eq!(scalar(&client, "SELECT sum(n) FROM per_group").await, 2000);
+}

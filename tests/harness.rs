@@ -259,9 +259,10 @@ pub(crate) type KafkaMessage = (i32, Option<Vec<u8>>, Vec<u8>);
 
 /// A Tansu broker with sqlite storage in its own directory (SPEC §8).
 pub(crate) struct Broker {
-    _child: ChildGuard,
+    child: Option<ChildGuard>,
     pub(crate) port: u16,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    storage: String,
 }
 
 impl Broker {
@@ -272,11 +273,27 @@ impl Broker {
     /// A broker on `storage` (`sqlite://tansu.db`, or `memory://` for raw throughput only:
     /// it misreports high watermarks, SPEC §8).
     pub(crate) fn start_with_storage(storage: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        let mut broker = Self {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            storage: storage.to_string(),
+        };
+        broker.resume();
+        broker
+    }
+
+    /// Stops the broker (its data stays for `resume`).
+    pub(crate) fn stop(&mut self) {
+        self.child = None;
+    }
+
+    /// Starts the broker again on its port and data.
+    pub(crate) fn resume(&mut self) {
+        let (port, storage) = (self.port, self.storage.as_str());
         let url = format!("tcp://127.0.0.1:{port}");
         let child = Command::new(tansu())
-            .current_dir(dir.path())
+            .current_dir(self.dir.path())
             .args([
                 "broker",
                 "--listener-url",
@@ -290,11 +307,7 @@ impl Broker {
             .spawn()
             .expect("tansu must be installed (see .ci/run)");
         wait_for_port(port, "tansu");
-        Self {
-            _child: ChildGuard(child),
-            port,
-            _dir: dir,
-        }
+        self.child = Some(ChildGuard(child));
     }
 
     pub(crate) fn bootstrap(&self) -> String {

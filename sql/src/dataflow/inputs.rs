@@ -234,9 +234,18 @@ impl StreamInput for KafkaSource {
                 None => split,
             }))
         };
-        let partitions = || {
-            let ranges = config.partition_ranges()?;
-            Ok(ranges.iter().map(|r| (r.partition, r.start)).collect())
+        let partitions = || match config.partition_ranges() {
+            Ok(ranges) => Ok(ranges.iter().map(|r| (r.partition, r.start)).collect()),
+            // The broker is down: a restored dataflow knows its partitions and offsets, so
+            // it is served from its checkpoint and reads on once the broker is back (its
+            // readers retry). Views created later backfill from these offsets.
+            Err(e) => match cx.resume.filter(|r| !r.is_empty()) {
+                Some(resume) => {
+                    tracing::warn!(source = %cx.relation, error = %e, "broker unreachable; resuming at the checkpointed offsets");
+                    Ok(resume.iter().map(|(p, at)| (*p, at.offset)).collect())
+                }
+                None => Err(e.into()),
+            },
         };
         self.shared_readers().open(cx, partitions, reader)
     }
