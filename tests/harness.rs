@@ -33,8 +33,13 @@ pub(crate) struct TestServer {
 
 impl TestServer {
     pub(crate) async fn start() -> Self {
+        Self::start_with_checkpoints(Duration::from_secs(10)).await
+    }
+
+    /// A server checkpointing every `interval` (zero: only at shutdown).
+    pub(crate) async fn start_with_checkpoints(interval: Duration) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let handle = start_in(dir.path()).await;
+        let handle = start_in(dir.path(), interval).await;
         Self {
             handle: Some(handle),
             dir,
@@ -54,15 +59,15 @@ impl TestServer {
         if let Some(h) = self.handle.take() {
             h.shutdown().await;
         }
-        self.handle = Some(start_in(self.dir.path()).await);
+        self.handle = Some(start_in(self.dir.path(), Duration::from_secs(10)).await);
     }
 }
 
-async fn start_in(dir: &Path) -> ServerHandle {
+async fn start_in(dir: &Path, checkpoint_interval: Duration) -> ServerHandle {
     Server::start(Config {
         pg_listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: Some(dir.to_path_buf()),
-        checkpoint_interval: Duration::from_secs(10),
+        checkpoint_interval,
         metrics_listen: None,
         statement_timeout: None,
     })

@@ -12,9 +12,14 @@
 //! DataFusion and DuckDB batch over the same files, and one rdkafka consumer's raw rate.
 //! Prints progress and a Markdown report (tables, ratios, targets) and writes it with an SVG
 //! plot when `--out` is given.
+//!
+//! `--checkpoints [--recovery-events N]` measures checkpoints instead: q5 and q7 with a
+//! checkpoint every 10 s and 1 s against none, and a large view's recovery after kill -9
+//! against deriving it again from Kafka (default 5M bids). The smoke run does both.
 
 #![allow(clippy::unwrap_used, clippy::print_stdout, dead_code, unreachable_pub)]
 
+mod checkpoints;
 mod data;
 #[path = "../../tests/harness.rs"]
 mod harness;
@@ -55,6 +60,11 @@ struct Options {
     child: Option<String>,
     /// Instances per keyed operator (`streaming_parallelism`; 0: one per core).
     parallelism: usize,
+    /// Measure checkpoints only (`--checkpoints`); the smoke run measures them too.
+    checkpoints_only: bool,
+    smoke: bool,
+    /// Bids in the recovery experiment.
+    recovery_events: u64,
 }
 
 fn options() -> Options {
@@ -97,6 +107,15 @@ fn options() -> Options {
         parallelism: value("--parallelism")
             .map(|v| v.parse().expect("--parallelism takes a number"))
             .unwrap_or(0),
+        checkpoints_only: args.iter().any(|a| a == "--checkpoints"),
+        smoke: !bench,
+        recovery_events: value("--recovery-events")
+            .map(|v| {
+                v.replace('_', "")
+                    .parse()
+                    .expect("--recovery-events takes a number")
+            })
+            .unwrap_or(if bench { 5_000_000 } else { 20_000 }),
     }
 }
 
@@ -132,6 +151,15 @@ async fn main() {
         let query = QUERIES.iter().find(|q| q.name == job.query).unwrap();
         let outcome = run::run(query, &job).await;
         println!("OUTCOME {}", serde_json::to_string(&outcome).unwrap());
+        return;
+    }
+    if o.checkpoints_only {
+        let markdown = checkpoint_section(&o).await;
+        println!("{markdown}");
+        if let Some(path) = o.out {
+            std::fs::write(&path, markdown).unwrap();
+            eprintln!("wrote {path}");
+        }
         return;
     }
     let started = Instant::now();
@@ -194,6 +222,7 @@ async fn main() {
                 latency_secs: o.latency_secs,
                 check: matches!(input, Input::Generator) && o.events <= CHECKED_UP_TO,
                 parallelism: o.parallelism,
+                checkpoint_ms: 10_000,
             };
             let outcome = in_child(&job);
             match &outcome.error {
@@ -234,6 +263,7 @@ async fn main() {
             latency_secs: o.latency_secs,
             check: false,
             parallelism: o.parallelism,
+            checkpoint_ms: 10_000,
         };
         let outcome = in_child(&job);
         if let Some((p50, p99, n, stopped)) = &outcome.latency_ms {
@@ -253,7 +283,11 @@ async fn main() {
     report.checked = o.events <= CHECKED_UP_TO;
     report.seconds = started.elapsed().as_secs_f64();
 
-    let markdown = report.markdown();
+    let mut markdown = report.markdown();
+    if o.smoke {
+        markdown.push('\n');
+        markdown.push_str(&checkpoint_section(&o).await);
+    }
     println!("{markdown}");
     let mismatches = report.mismatches();
     assert!(
@@ -271,4 +305,11 @@ async fn main() {
         .unwrap();
         eprintln!("wrote {path} and {}", svg_path.display());
     }
+}
+
+/// The checkpoint measurements, as a report section.
+async fn checkpoint_section(o: &Options) -> String {
+    let cost = checkpoints::throughput(o.events, BASE_TIME_MS, in_child);
+    let recovery = checkpoints::recovery(o.recovery_events, BASE_TIME_MS).await;
+    checkpoints::markdown(o.events, &cost, &recovery)
 }

@@ -36,6 +36,13 @@ pub struct Job {
     pub check: bool,
     /// The view's `streaming_parallelism` (0: one instance per core).
     pub parallelism: usize,
+    /// How often the server checkpoints, in ms (0: only at shutdown).
+    #[serde(default = "default_checkpoint_ms")]
+    pub checkpoint_ms: u64,
+}
+
+fn default_checkpoint_ms() -> u64 {
+    10_000
 }
 
 /// Latency percentiles in ms (p50, p99), the number of changes they are over, and why
@@ -53,6 +60,9 @@ pub struct Outcome {
     /// Equal to weir's batch answer (only when asked to check).
     pub checked: bool,
     pub latency_ms: Option<Latency>,
+    /// The newest checkpoint committed during the run: its epoch, duration (ms), bytes.
+    #[serde(default)]
+    pub checkpoints: Option<(u64, u64, u64)>,
 }
 
 /// Peak resident memory of this process in KiB since the last reset.
@@ -105,7 +115,8 @@ fn source_ddl(job: &Job) -> Vec<String> {
 }
 
 pub async fn run(query: &Query, job: &Job) -> Outcome {
-    let server = TestServer::start().await;
+    let every = Duration::from_millis(job.checkpoint_ms);
+    let server = TestServer::start_with_checkpoints(every).await;
     let client = server.client().await;
     for ddl in source_ddl(job) {
         client.batch_execute(&ddl).await.unwrap();
@@ -191,6 +202,15 @@ pub async fn run(query: &Query, job: &Job) -> Outcome {
     if job.check {
         await_view_equals(&client, "v", query.sql, Duration::from_secs(120)).await;
     }
+    let last = sorted_rows(
+        &client,
+        "SELECT epoch, duration_ms, bytes FROM weir_catalog.checkpoints ORDER BY epoch DESC LIMIT 1",
+    )
+    .await;
+    let checkpoints = last.first().map(|r| {
+        let f: Vec<u64> = r.split('|').map(|v| v.parse().unwrap_or(0)).collect();
+        (f[0], f[1], f[2])
+    });
     Outcome {
         error: None,
         seconds,
@@ -198,6 +218,7 @@ pub async fn run(query: &Query, job: &Job) -> Outcome {
         view_rows: view_rows.parse().unwrap_or(0),
         checked: job.check,
         latency_ms: None,
+        checkpoints,
     }
 }
 
