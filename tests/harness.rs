@@ -70,6 +70,7 @@ async fn start_in(dir: &Path, checkpoint_interval: Duration) -> ServerHandle {
         checkpoint_interval,
         metrics_listen: None,
         statement_timeout: None,
+        max_connections: weir_server::DEFAULT_MAX_CONNECTIONS,
     })
     .await
     .unwrap()

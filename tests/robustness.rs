@@ -698,3 +698,67 @@ async fn ten_thousand_mutated_kafka_messages_into_a_view() {
     assert!(malformed > 3000 && (messages.len() as u64 - malformed) > 5000);
     answers_select_1(&client).await;
 }
+
+/// `--max-connections` refuses sessions past the limit with 53300 (until one closes);
+/// the catalog, table logs and checkpoints are readable by the server's user only.
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_past_the_limit_are_refused_and_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let weir = WeirProcess::start_with(dir.path(), &["--max-connections", "3"]);
+    let conn_str = format!("host=127.0.0.1 port={} user=weir dbname=weir", weir.port);
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(connect(weir.addr()).await.0);
+    }
+    let refused = tokio_postgres::connect(&conn_str, tokio_postgres::NoTls)
+        .await
+        .err()
+        .expect("a fourth session is refused");
+    assert_eq!(sqlstate(&refused), "53300", "{refused}");
+    let client = open.pop().unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE t (id INT PRIMARY KEY, secret VARCHAR);
+             INSERT INTO t VALUES (1, 'x');
+             CREATE MATERIALIZED VIEW v AS SELECT count(*) AS n FROM t;
+             CHECKPOINT",
+        )
+        .await
+        .unwrap();
+    drop(client);
+    let started = Instant::now();
+    let again = loop {
+        match tokio_postgres::connect(&conn_str, tokio_postgres::NoTls).await {
+            Ok((client, connection)) => {
+                tokio::spawn(connection);
+                break client;
+            }
+            Err(_) if started.elapsed() < Duration::from_secs(5) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("a closed session frees its slot: {e}"),
+        }
+    };
+    answers_select_1(&again).await;
+    let mut files = vec![
+        dir.path().join("catalog.json"),
+        dir.path().join("tables/t.wal"),
+    ];
+    let mut dirs = vec![dir.path().join("checkpoints")];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    assert!(files.len() > 4, "{files:?}");
+    for f in files {
+        let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", f.display());
+    }
+}

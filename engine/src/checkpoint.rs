@@ -57,6 +57,8 @@ impl CheckpointStore for LocalStore {
             .await
             .map_err(store_error)?;
         let file = self.root.join(path);
+        // Checkpoints hold the views' and tables' rows: the server's user's only.
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
         std::fs::File::open(&file)?.sync_all()?;
         if let Some(dir) = file.parent() {
             std::fs::File::open(dir)?.sync_all()?;

@@ -5,6 +5,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -57,6 +58,7 @@ impl Wal {
             .create(true)
             .append(true)
             .read(true)
+            .mode(PRIVATE)
             .open(path)?;
         if file.metadata()?.len() != valid_len {
             file.set_len(valid_len)?;
@@ -88,7 +90,12 @@ impl Wal {
         }
         let tmp = self.path.with_extension("wal.tmp");
         {
-            let mut out = File::create(&tmp)?;
+            let mut out = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(PRIVATE)
+                .open(&tmp)?;
             for (lsn, batch) in frames.iter().filter(|(lsn, _)| *lsn > upto) {
                 out.write_all(&self.frame(*lsn, batch)?)?;
             }
@@ -127,6 +134,9 @@ impl Wal {
         Ok(frame)
     }
 }
+
+/// Logs are readable by the server's user only: they hold the tables' rows.
+const PRIVATE: u32 = 0o600;
 
 /// The schema metadata key of a frame's number.
 const LSN_KEY: &str = "weir.lsn";

@@ -42,6 +42,9 @@ struct ServeArgs {
     /// Prometheus /metrics and /healthz endpoint.
     #[arg(long, env = "WEIR_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
     metrics_listen: SocketAddr,
+    /// Sessions open at once; more are refused (53300).
+    #[arg(long, env = "WEIR_MAX_CONNECTIONS", default_value_t = crate::server::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
     /// Every session's `statement_timeout` until it sets its own (e.g. 30s; 0 = none).
     #[arg(long, env = "WEIR_STATEMENT_TIMEOUT", default_value = "0", value_parser = parse_duration)]
     statement_timeout: Duration,
@@ -68,6 +71,7 @@ impl ServeArgs {
             metrics_listen: Some(self.metrics_listen),
             statement_timeout: (!self.statement_timeout.is_zero())
                 .then_some(self.statement_timeout),
+            max_connections: self.max_connections,
         }
     }
 }

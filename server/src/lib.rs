@@ -7,4 +7,4 @@ mod pg;
 mod server;
 
 pub use cli::main;
-pub use server::{Config, Server, ServerHandle};
+pub use server::{Config, DEFAULT_MAX_CONNECTIONS, Server, ServerHandle};

@@ -9,6 +9,7 @@ mod subscribe;
 
 use std::fmt::Debug;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -24,7 +25,7 @@ use pgwire::api::{
     RandomPidSecretKeyGenerator,
 };
 use pgwire::api::{ConnectionManager, PgWireServerHandlers};
-use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use weir_sql::Database;
 
@@ -38,10 +39,26 @@ pub(crate) struct Startup {
     parameters: DefaultServerParameterProvider,
     /// The server's `statement_timeout`, each session's until it sets its own.
     statement_timeout: Option<Duration>,
+    /// Sessions open now, and how many may be (`--max-connections`).
+    active: Arc<AtomicUsize>,
+    max_connections: usize,
+}
+
+/// Counts a session as open until its connection ends (kept in its session extensions).
+struct OpenSession(Arc<AtomicUsize>);
+
+impl Drop for OpenSession {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Startup {
-    fn new(connections: Arc<ConnectionManager>, statement_timeout: Option<Duration>) -> Self {
+    fn new(
+        connections: Arc<ConnectionManager>,
+        statement_timeout: Option<Duration>,
+        max_connections: usize,
+    ) -> Self {
         let mut parameters = DefaultServerParameterProvider::default();
         parameters.server_version = weir_sql::SERVER_VERSION.to_string();
         parameters.time_zone = "UTC".to_string();
@@ -50,6 +67,8 @@ impl Startup {
             pids: RandomPidSecretKeyGenerator::default(),
             parameters,
             statement_timeout,
+            active: Arc::new(AtomicUsize::new(0)),
+            max_connections,
         }
     }
 }
@@ -69,6 +88,21 @@ impl StartupHandler for Startup {
         let PgWireFrontendMessage::Startup(ref startup) = message else {
             return Ok(());
         };
+        // Counted from here to the connection's end; over the limit, refused as Postgres does.
+        let open = OpenSession(Arc::clone(&self.active));
+        if self.active.fetch_add(1, Ordering::Relaxed) >= self.max_connections {
+            return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "FATAL".to_string(),
+                "53300".to_string(),
+                format!(
+                    "sorry, too many clients already (--max-connections is {})",
+                    self.max_connections
+                ),
+            ))));
+        }
+        client
+            .session_extensions()
+            .insert::<Arc<OpenSession>>(Arc::new(open));
         protocol_negotiation(client, startup).await?;
         save_startup_parameters_to_metadata(client, startup);
         if let Some(t) = self.statement_timeout {
@@ -85,7 +119,7 @@ impl StartupHandler for Startup {
         client.session_extensions().insert::<ConnectionGuard>(guard);
         // Sends AuthenticationOk, the parameters, BackendKeyData and ReadyForQuery.
         finish_authentication(client, &self.parameters).await?;
-        crate::metrics::PG_CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        crate::metrics::PG_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 }
@@ -98,12 +132,20 @@ pub(crate) struct HandlerFactory {
 }
 
 impl HandlerFactory {
-    pub(crate) fn new(database: Arc<Database>, statement_timeout: Option<Duration>) -> Self {
+    pub(crate) fn new(
+        database: Arc<Database>,
+        statement_timeout: Option<Duration>,
+        max_connections: usize,
+    ) -> Self {
         let connections = Arc::new(ConnectionManager::new());
         Self {
             session: Arc::new(SessionHandler::new(database)),
             cancel: Arc::new(DefaultCancelHandler::new(Arc::clone(&connections))),
-            startup: Arc::new(Startup::new(connections, statement_timeout)),
+            startup: Arc::new(Startup::new(
+                connections,
+                statement_timeout,
+                max_connections,
+            )),
         }
     }
 }

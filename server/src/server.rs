@@ -22,7 +22,12 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// Sessions' `statement_timeout` until they set their own (None: off).
     pub statement_timeout: Option<Duration>,
+    /// Sessions open at once; more are refused with 53300.
+    pub max_connections: usize,
 }
+
+/// `--max-connections` by default (as many as Postgres's default allows, plus margin).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 
 impl Default for Config {
     fn default() -> Self {
@@ -32,6 +37,7 @@ impl Default for Config {
             checkpoint_interval: Duration::from_secs(10),
             metrics_listen: None,
             statement_timeout: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -75,6 +81,7 @@ impl Server {
         let factory = Arc::new(HandlerFactory::new(
             Arc::clone(&database),
             config.statement_timeout,
+            config.max_connections,
         ));
         let task = tokio::spawn(async move {
             loop {

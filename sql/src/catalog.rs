@@ -148,7 +148,8 @@ impl Catalog {
         let text = serde_json::to_string_pretty(&stored)
             .map_err(|e| SqlError::new("XX000", e.to_string()))?;
         let tmp = path.with_extension("json.tmp");
-        let mut f = fs::File::create(&tmp).map_err(io_error)?;
+        // Only the server's user reads it: WITH options may hold credentials.
+        let mut f = private_file(&tmp).map_err(io_error)?;
         f.write_all(text.as_bytes()).map_err(io_error)?;
         f.sync_all().map_err(io_error)?;
         fs::rename(&tmp, path).map_err(io_error)?;
@@ -163,4 +164,15 @@ impl Catalog {
 
 pub(crate) fn io_error(e: std::io::Error) -> SqlError {
     SqlError::new("58030", format!("I/O error: {e}"))
+}
+
+/// A new file only its owner may read and write (0600).
+pub(crate) fn private_file(path: &Path) -> std::io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
 }

@@ -76,6 +76,9 @@ impl From<EngineError> for SqlError {
             EngineError::Arrow(a) => from_arrow(&a),
             EngineError::Config(m) => SqlError::new("22023", m),
             EngineError::Kafka(k) => SqlError::new("58000", format!("kafka: {k}")),
+            EngineError::CorruptCheckpoint(_) | EngineError::CorruptLog { .. } => {
+                SqlError::new("XX001", e.to_string())
+            }
             other => SqlError::new("XX000", other.to_string()),
         }
     }
