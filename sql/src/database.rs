@@ -709,7 +709,7 @@ fn redact(sql: &str) -> String {
             .rsplit(|c: char| c == ',' || c == '(' || c.is_whitespace())
             .find(|s| !s.is_empty())
             .unwrap_or("");
-        let secret = ["password", "secret", "sasl.jaas", "ssl.key"]
+        let secret = ["password", "secret", "sasl.jaas", "ssl.key", "token"]
             .iter()
             .any(|s| key.to_ascii_lowercase().contains(s));
         let tail = &tail[1..];

@@ -19,7 +19,15 @@ use crate::{ChangeBatch, Result, row_converter};
 enum Upsert {
     /// Value bytes to decode.
     Value(Vec<u8>, i64),
-    Tombstone,
+    Tombstone(i64),
+}
+
+impl Upsert {
+    fn offset(&self) -> i64 {
+        match self {
+            Self::Value(_, o) | Self::Tombstone(o) => *o,
+        }
+    }
 }
 
 /// One partition of an upsert topic as a stream of changes.
@@ -31,6 +39,9 @@ pub struct UpsertSplit {
     progress: Arc<Mutex<SplitProgress>>,
     /// The partition's end when reading began: the first barrier waits for it.
     backfill_end: i64,
+    /// Changes of messages before this offset only rebuild the keys' rows, unsent: a
+    /// dataflow restored from a checkpoint has them (see `resume_at`).
+    emit_from: i64,
 }
 
 impl UpsertSplit {
@@ -53,7 +64,17 @@ impl UpsertSplit {
             current: HashMap::new(),
             progress,
             backfill_end: range.end,
+            emit_from: range.start,
         })
+    }
+
+    /// For a dataflow restored at `offset`: the split still reads from its start (each key's
+    /// current row is the split's state) but sends only the changes from `offset` on. The
+    /// first barrier follows `offset` too.
+    pub fn resume_at(mut self, offset: i64) -> Self {
+        self.emit_from = offset;
+        self.backfill_end = self.backfill_end.max(offset);
+        self
     }
 }
 
@@ -76,7 +97,7 @@ impl SplitReader for UpsertSplit {
                 k.to_vec(),
                 match msg.payload() {
                     Some(v) => Upsert::Value(v.to_vec(), msg.offset()),
-                    None => Upsert::Tombstone,
+                    None => Upsert::Tombstone(msg.offset()),
                 },
             )),
         })?;
@@ -92,7 +113,7 @@ impl SplitReader for UpsertSplit {
             .iter()
             .filter_map(|(_, m)| match m {
                 Upsert::Value(v, offset) => Some((v.as_slice(), *offset)),
-                Upsert::Tombstone => None,
+                Upsert::Tombstone(_) => None,
             })
             .unzip();
         let (batch, kept) = self.kafka.decode(&values, &offsets)?;
@@ -105,8 +126,9 @@ impl SplitReader for UpsertSplit {
         let mut changes: Vec<(OwnedRow, i64)> = Vec::new();
         let mut value_index = 0;
         for (key, message) in messages {
+            let emit = message.offset() >= self.emit_from;
             let new = match message {
-                Upsert::Tombstone => None,
+                Upsert::Tombstone(_) => None,
                 Upsert::Value(..) => {
                     value_index += 1;
                     match decoded_of[value_index - 1] {
@@ -118,12 +140,16 @@ impl SplitReader for UpsertSplit {
             };
             let old = match new {
                 Some(new) => {
-                    changes.push((new.clone(), 1));
+                    if emit {
+                        changes.push((new.clone(), 1));
+                    }
                     self.current.insert(key, new)
                 }
                 None => self.current.remove(&key),
             };
-            if let Some(old) = old {
+            if let Some(old) = old
+                && emit
+            {
                 changes.push((old, -1));
             }
         }

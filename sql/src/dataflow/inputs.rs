@@ -121,7 +121,10 @@ impl InputContext<'_> {
         };
         let start = SplitStart {
             partition,
-            watermark: None,
+            watermark: self
+                .resume
+                .and_then(|r| r.get(&partition))
+                .and_then(|p| p.watermark),
         };
         self.spawn_reader(start, reader(Arc::clone(&progress))?, output, progress)?;
         Ok(channel_stream(rx))
@@ -331,13 +334,23 @@ impl StreamInput for UpsertTable {
             .partition_ranges()?
             .into_iter()
             .map(|range| {
+                let resume = cx.resume.and_then(|r| r.get(&range.partition));
                 cx.spawn(range.partition, |progress| {
                     let split =
                         UpsertSplit::new(config.clone(), range, Arc::clone(&schema), progress)?;
-                    Ok(Box::new(split))
+                    Ok(Box::new(match resume {
+                        Some(at) => split.resume_at(at.offset),
+                        None => split,
+                    }))
                 })
             })
             .collect()
+    }
+
+    /// Each partition is read from its start again (the keys' rows), sending only the
+    /// changes after the checkpointed offset.
+    fn can_resume(&self, _positions: &BTreeMap<i32, SplitPosition>) -> bool {
+        true
     }
 }
 
