@@ -225,7 +225,7 @@ pub fn markdown(events: u64, cost: &[CostRow], recovery: &Recovery) -> String {
     );
     let _ = writeln!(
         out,
-        "| query | checkpoints | events/s | cost | last checkpoint |"
+        "| query | checkpoints | events/s | vs none | last checkpoint |"
     );
     let _ = writeln!(out, "|---|---|---|---|---|");
     for row in cost {
