@@ -17,6 +17,7 @@ mod nexmark_kafka;
 mod pg_wire;
 mod restart;
 mod robustness;
+mod sinks;
 mod slt;
 mod streaming;
 mod subscribe;

@@ -263,6 +263,9 @@ impl WeirProcess {
 /// A message to produce: (partition, key, payload).
 pub(crate) type KafkaMessage = (i32, Option<Vec<u8>>, Vec<u8>);
 
+/// A message read back: (partition, key, value), value None for a tombstone.
+pub(crate) type ConsumedMessage = (i32, Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// A Tansu broker with sqlite storage in its own directory (SPEC §8).
 pub(crate) struct Broker {
     child: Option<ChildGuard>,
@@ -353,6 +356,64 @@ impl Broker {
             .map_err(|(e, _)| e)
             .unwrap();
         producer.flush(Duration::from_secs(30)).unwrap();
+    }
+
+    /// Every message `topic` holds now, per partition in offset order:
+    /// (partition, key, value), value None for a tombstone.
+    pub(crate) fn consume(&self, topic: &str) -> Vec<ConsumedMessage> {
+        use rdkafka::config::ClientConfig;
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::{Message, Offset, TopicPartitionList};
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .set("group.id", "weir-test-reader")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let timeout = Duration::from_secs(10);
+        let md = consumer.fetch_metadata(Some(topic), timeout).unwrap();
+        let partitions: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+        let mut assignment = TopicPartitionList::new();
+        let mut remaining = 0;
+        let mut ends = std::collections::BTreeMap::new();
+        for &p in &partitions {
+            let (low, high) = consumer.fetch_watermarks(topic, p, timeout).unwrap();
+            if high > low {
+                assignment
+                    .add_partition_offset(topic, p, Offset::Offset(low))
+                    .unwrap();
+                remaining += 1;
+                ends.insert(p, high);
+            }
+        }
+        let mut out = Vec::new();
+        if remaining == 0 {
+            return out;
+        }
+        consumer.assign(&assignment).unwrap();
+        let started = Instant::now();
+        while remaining > 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "reading {topic} timed out"
+            );
+            let Some(m) = consumer.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            let m = m.unwrap();
+            let end = ends[&m.partition()];
+            if m.offset() < end {
+                out.push((
+                    m.partition(),
+                    m.key().map(<[u8]>::to_vec),
+                    m.payload().map(<[u8]>::to_vec),
+                ));
+            }
+            if m.offset() + 1 == end {
+                remaining -= 1;
+            }
+        }
+        out
     }
 
     pub(crate) fn produce(&self, topic: &str, messages: &[KafkaMessage]) {

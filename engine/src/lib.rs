@@ -12,6 +12,7 @@ pub mod checkpoint;
 pub mod connector;
 pub mod operator;
 pub mod runtime;
+pub mod sink;
 pub mod state;
 
 pub use change::{ChangeBatch, row_converter, with_weight};

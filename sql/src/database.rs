@@ -34,6 +34,7 @@ use crate::statement::{CreateRelation, ObjectKind, ParsedStatement, Statement, S
 use crate::types::sql_type_name;
 
 mod introspection;
+mod sinks;
 mod subscription;
 mod views;
 
@@ -360,6 +361,20 @@ impl Database {
             )?;
             return Ok(Some(view));
         }
+        if let Some(Statement::CreateSink(sink)) = parsed.first().map(|p| &p.statement) {
+            let parallelism = stored
+                .resolved
+                .get(views::PARALLELISM_KEY)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            futures::executor::block_on(self.create_sink(
+                sink,
+                stored.sql.clone(),
+                parallelism,
+                false,
+            ))?;
+            return Ok(None);
+        }
         let Some(Statement::Create(create)) = parsed.into_iter().next().map(|p| p.statement) else {
             return Err(SqlError::new(
                 "XX001",
@@ -600,12 +615,15 @@ impl Database {
                     format!("cannot drop {name} because other objects depend on it"),
                 )
                 .with_detail(format!(
-                    "materialized view {} depends on it; use CASCADE to drop them too",
+                    "{} depends on it; use CASCADE to drop them too",
                     dependents.join(", ")
                 )));
             }
             for d in dependents {
-                self.drop(ObjectKind::MaterializedView, &d, true, true)?;
+                let kind = self.catalog.lock().get(&d).map(|e| e.stored.kind);
+                if let Some(kind) = kind {
+                    self.drop(kind, &d, true, true)?;
+                }
             }
         }
         let mut cat = self.catalog.lock();
@@ -631,6 +649,12 @@ impl Database {
                 if let Some(c) = &self.checkpointer {
                     c.unregister(name);
                 }
+            }
+            if entry.stored.kind == ObjectKind::Sink
+                && let Some(c) = &self.checkpointer
+            {
+                c.unregister(name);
+                c.unregister(&sinks::own_dataflow(name));
             }
         }
         drop(cat);

@@ -58,6 +58,8 @@ pub(crate) struct ViewTable {
     schema: SchemaRef,
     view: SharedView,
     running: Mutex<Option<RunningDataflow>>,
+    /// Its changes are only ever inserts (a PLAIN sink may write it).
+    append_only: bool,
 }
 
 impl std::fmt::Debug for ViewTable {
@@ -82,12 +84,23 @@ pub(crate) struct ViewStatus {
 }
 
 impl ViewTable {
-    pub(crate) fn new(schema: SchemaRef, view: SharedView, running: RunningDataflow) -> Self {
+    pub(crate) fn new(
+        schema: SchemaRef,
+        view: SharedView,
+        running: RunningDataflow,
+        append_only: bool,
+    ) -> Self {
         Self {
             schema,
             view,
             running: Mutex::new(Some(running)),
+            append_only,
         }
+    }
+
+    /// Whether its changes are only ever inserts.
+    pub(crate) fn append_only(&self) -> bool {
+        self.append_only
     }
 
     pub(crate) fn view(&self) -> SharedView {

@@ -11,6 +11,7 @@ mod functions;
 mod interrupt;
 mod provider;
 mod relation;
+mod sink;
 mod statement;
 mod types;
 
@@ -23,6 +24,7 @@ pub use error::{Result, SqlError, classify};
 pub use interrupt::{CancelOnDrop, Interrupt};
 pub use provider::ScanReport;
 pub use statement::{
-    MAX_QUERY_BYTES, ObjectKind, ParsedStatement, Statement, SubscribeTarget, TransactionKind,
+    CreateSink, MAX_QUERY_BYTES, ObjectKind, ParsedStatement, SinkInput, Statement,
+    SubscribeTarget, TransactionKind,
 };
 pub use types::sql_type_name;

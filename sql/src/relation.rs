@@ -285,14 +285,13 @@ fn parse_interval_ms(v: &str) -> Result<i64> {
     Ok(n * ms)
 }
 
-/// The topic, librdkafka properties and startup mode of a kafka connector's WITH options.
-fn kafka_config(c: &CreateRelation) -> Result<KafkaConfig> {
-    let topic =
-        c.options.get("topic").cloned().ok_or_else(|| {
-            SqlError::invalid_parameter("the kafka connector needs topic = '...'")
-        })?;
+/// The librdkafka properties in a kafka connector's WITH options (`properties.*`, with
+/// RisingWave's `bootstrap.server` spelling); a broker address is required.
+pub(crate) fn kafka_properties(
+    options: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>> {
     let mut properties = BTreeMap::new();
-    for (k, v) in &c.options {
+    for (k, v) in options {
         if let Some(p) = k.strip_prefix("properties.") {
             let key = if p == "bootstrap.server" {
                 "bootstrap.servers"
@@ -307,6 +306,16 @@ fn kafka_config(c: &CreateRelation) -> Result<KafkaConfig> {
             "the kafka connector needs properties.bootstrap.server = 'host:port'",
         ));
     }
+    Ok(properties)
+}
+
+/// The topic, librdkafka properties and startup mode of a kafka connector's WITH options.
+fn kafka_config(c: &CreateRelation) -> Result<KafkaConfig> {
+    let topic =
+        c.options.get("topic").cloned().ok_or_else(|| {
+            SqlError::invalid_parameter("the kafka connector needs topic = '...'")
+        })?;
+    let properties = kafka_properties(&c.options)?;
     let startup = match c
         .options
         .get("scan.startup.mode")

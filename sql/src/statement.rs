@@ -5,6 +5,7 @@ mod create;
 mod dialect;
 mod guarded;
 mod session;
+mod sink;
 mod subscribe;
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ use crate::interrupt::Interrupt;
 use self::create::parse_create;
 use self::guarded::{BudgetedPostgres, MAX_NESTING, WeirDialect, limit_depth, with_budget};
 use self::session::{parse_reset, parse_set, parse_show_variable};
+pub use self::sink::{CreateSink, SinkInput};
 pub use self::subscribe::SubscribeTarget;
 pub(crate) use self::subscribe::parse_duration;
 use self::subscribe::{
@@ -100,6 +102,8 @@ pub enum Statement {
         /// `EXPLAIN CREATE MATERIALIZED VIEW`: show the dataflow, create nothing.
         explain: bool,
     },
+    /// CREATE SINK: a view's or query's changes written to a connector.
+    CreateSink(Box<CreateSink>),
     Drop {
         kind: ObjectKind,
         names: Vec<String>,
@@ -229,9 +233,9 @@ impl StatementParser {
                     other => Ok(other),
                 }
             }
-            ["CREATE", "SINK", ..] => {
-                Err(SqlError::unsupported("CREATE SINK is not supported yet"))
-            }
+            ["CREATE", "SINK", ..] => sink::parse_create_sink(text)
+                .map(|s| Statement::CreateSink(Box::new(s)))
+                .map_err(|e| parser_error(e, text)),
             ["DROP", ..]
                 if matches!(
                     w.get(1),

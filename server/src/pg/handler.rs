@@ -285,6 +285,14 @@ impl SessionHandler {
                 Ok(_) => Ok(Response::Execution(Tag::new("CHECKPOINT"))),
                 Err(e) => Err(e),
             },
+            Statement::CreateSink(_) => match self
+                .db
+                .execute_create_sink(parsed, settings::streaming_parallelism(client.metadata()))
+                .await
+            {
+                Ok(out) => Ok(output_response(out, format, options)?),
+                Err(e) => Err(e.offset_position(parsed.offset)),
+            },
             Statement::CreateView { .. } => match self
                 .db
                 .execute_create_view(parsed, settings::streaming_parallelism(client.metadata()))

@@ -20,6 +20,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use super::{DATABASE_NAME, Database};
 use crate::dataflow::ViewTable;
 use crate::error::{Result, SqlError};
+use crate::sink::SinkRelation;
 use crate::statement::ObjectKind;
 
 type Rows = Box<dyn Fn(&Database) -> DfResult<Vec<ArrayRef>> + Send + Sync>;
@@ -134,17 +135,22 @@ fn dataflows() -> (SchemaRef, Rows) {
     ]));
     let rows: Rows = Box::new(|db| {
         let retained = db.checkpoints();
-        let views: Vec<_> = db
-            .catalog
-            .lock()
+        let cat = db.catalog.lock();
+        let mut views: Vec<_> = cat
             .providers(ObjectKind::MaterializedView)
             .into_iter()
+            .chain(cat.providers(ObjectKind::Sink))
             .filter_map(|(name, p)| {
                 let any: &dyn std::any::Any = p.as_ref();
-                let status = any.downcast_ref::<ViewTable>()?.status();
+                let status = match any.downcast_ref::<SinkRelation>() {
+                    Some(sink) => sink.status(),
+                    None => any.downcast_ref::<ViewTable>()?.status(),
+                };
                 Some((name, status))
             })
             .collect();
+        drop(cat);
+        views.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(vec![
             Arc::new(StringArray::from_iter_values(
                 views.iter().map(|v| v.0.clone()),
@@ -179,6 +185,46 @@ fn dataflows() -> (SchemaRef, Rows) {
                     .find(|c| c.views.contains(&v.0))
                     .map(|c| c.epoch as i64)
             }))),
+        ])
+    });
+    (schema, rows)
+}
+
+/// One row per sink and partition it wrote to (one row without a partition before any).
+fn sink_progress() -> (SchemaRef, Rows) {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("sink", DataType::Utf8, false),
+        Field::new("topic", DataType::Utf8, false),
+        Field::new("partition", DataType::Int32, true),
+        Field::new("rows", DataType::Int64, false),
+        Field::new("bytes", DataType::Int64, false),
+        Field::new("last_epoch", DataType::Int64, false),
+        Field::new("errors", DataType::Int64, false),
+        Field::new("last_error", DataType::Utf8, true),
+    ]));
+    let rows: Rows = Box::new(|db| {
+        let sinks = db.sink_progress();
+        Ok(vec![
+            Arc::new(StringArray::from_iter_values(
+                sinks.iter().map(|r| r.0.clone()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                sinks.iter().map(|r| r.1.clone()),
+            )),
+            Arc::new(Int32Array::from_iter(sinks.iter().map(|r| r.2))),
+            Arc::new(Int64Array::from_iter_values(
+                sinks.iter().map(|r| r.3 as i64),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                sinks.iter().map(|r| r.4 as i64),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                sinks.iter().map(|r| r.5 as i64),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                sinks.iter().map(|r| r.6 as i64),
+            )),
+            Arc::new(StringArray::from_iter(sinks.iter().map(|r| r.7.clone()))),
         ])
     });
     (schema, rows)
@@ -227,6 +273,7 @@ pub(super) fn register(db: &Arc<Database>) -> Result<()> {
         ("source_progress", source_progress()),
         ("dataflows", dataflows()),
         ("checkpoints", checkpoints()),
+        ("sink_progress", sink_progress()),
     ] {
         let table = Arc::new(StatusTable {
             schema: columns,

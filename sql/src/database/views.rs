@@ -249,6 +249,7 @@ impl Database {
             graphs.push(copy.graph);
         }
         let inputs = std::mem::take(&mut lowering.inputs);
+        let append_only = lowering.append_only;
         let notices = std::mem::take(&mut lowering.notices);
         graphs.insert(0, lowering.graph);
         let mut dataflow = Dataflow::new(graphs)?;
@@ -356,7 +357,7 @@ impl Database {
             restored,
             restore_note,
         };
-        let table = Arc::new(ViewTable::new(schema, view, running));
+        let table = Arc::new(ViewTable::new(schema, view, running, append_only));
         Ok((table, depends_on))
     }
 

@@ -26,6 +26,7 @@ use weir_engine::operator::{
 };
 use weir_engine::runtime::{Graph, NodeId, Partitioning};
 
+use crate::dataflow::ViewTable;
 use crate::error::{Result, SqlError};
 use crate::provider::{
     DmlTable, FileSource, GeneratorSource, KafkaSource, TemporalTable, WindowTable, Windowing,
@@ -48,6 +49,8 @@ pub(crate) struct Lowering<'a> {
     pub(crate) late_rows: Vec<Arc<AtomicU64>>,
     /// Warnings for the client (NOTICE), such as a join whose state is unbounded.
     pub(crate) notices: Vec<String>,
+    /// Whether the lowered plan's output only ever inserts (set by `lower_plan`).
+    pub(crate) append_only: bool,
     props: &'a ExecutionProps,
     emit_on_close: bool,
 }
@@ -61,12 +64,15 @@ struct Lowered {
     append_only: bool,
 }
 
-/// Whether a relation only ever inserts: sources and APPEND ONLY tables.
+/// Whether a relation only ever inserts: sources, APPEND ONLY tables, append-only views.
 fn inserts_only(provider: &dyn TableProvider) -> bool {
     let any: &dyn std::any::Any = provider;
     any.is::<GeneratorSource>()
         || any.is::<KafkaSource>()
         || any.is::<FileSource>()
+        || any
+            .downcast_ref::<ViewTable>()
+            .is_some_and(ViewTable::append_only)
         || any
             .downcast_ref::<DmlTable>()
             .is_some_and(DmlTable::append_only)
@@ -85,6 +91,7 @@ impl<'a> Lowering<'a> {
             inputs: Vec::new(),
             late_rows: Vec::new(),
             notices: Vec::new(),
+            append_only: false,
             props,
             emit_on_close,
         }
@@ -92,7 +99,9 @@ impl<'a> Lowering<'a> {
 
     /// Lowers `plan`; returns the node whose output is the view's rows.
     pub(crate) fn lower_plan(&mut self, plan: &LogicalPlan) -> Result<NodeId> {
-        Ok(self.lower(plan)?.node)
+        let out = self.lower(plan)?;
+        self.append_only = out.append_only;
+        Ok(out.node)
     }
 
     fn add(&mut self, op: Box<dyn Operator>, inputs: &[NodeId]) -> Result<NodeId> {
@@ -359,7 +368,8 @@ impl<'a> Lowering<'a> {
                 Ok(Lowered {
                     node: self.add_keyed(Box::new(op), input.node, group_by)?,
                     windows: out_windows,
-                    append_only: false,
+                    // Emitted on close, each window's rows come out once and stay.
+                    append_only: self.emit_on_close && close.is_some(),
                 })
             }
             LogicalPlan::Union(u) => {

@@ -126,7 +126,7 @@ fn parse_column_or_constraint(
 }
 
 /// `(key = value, ...)` where keys may be dotted (`properties.bootstrap.server`).
-fn parse_options(p: &mut Parser<'_>) -> Result<BTreeMap<String, String>, ParserError> {
+pub(super) fn parse_options(p: &mut Parser<'_>) -> Result<BTreeMap<String, String>, ParserError> {
     p.expect_token(&Token::LParen)?;
     let mut out = BTreeMap::new();
     if p.consume_token(&Token::RParen) {

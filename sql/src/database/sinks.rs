@@ -1,0 +1,341 @@
+//! CREATE SINK: the view (or the sink's own query) it writes from, its key and format
+//! checked, its writer started and subscribed to the view's commits, and its entry in the
+//! catalog (restored on start at the epoch its last checkpoint delivered).
+
+use std::sync::Arc;
+
+use datafusion::catalog::TableProvider;
+use datafusion::logical_expr::LogicalPlan;
+use futures::FutureExt;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use weir_engine::ChangeBatch;
+use weir_engine::operator::ViewEvent;
+use weir_engine::sink::{KafkaSink, SinkEncoder, SinkFormat, SinkProgress};
+
+use super::{Database, Output, command};
+use crate::catalog::{Entry, StoredEntry};
+use crate::checkpoint::manifest::ViewMeta;
+use crate::cpu_runtime::panic_message;
+use crate::dataflow::ViewTable;
+use crate::error::{Result, SqlError};
+use crate::sink::{SinkEvent, SinkRelation, sink_spec, unique_key, write};
+use crate::statement::{
+    CreateRelation, CreateSink, ObjectKind, ParsedStatement, SinkInput, Statement,
+};
+
+impl Database {
+    /// CREATE SINK: returns once the writer is subscribed (its first messages may still be
+    /// on their way).
+    pub async fn execute_create_sink(
+        &self,
+        statement: &ParsedStatement,
+        parallelism: usize,
+    ) -> Result<Output> {
+        let Statement::CreateSink(c) = &statement.statement else {
+            return Err(SqlError::new("XX000", "not a CREATE SINK"));
+        };
+        if self.catalog.lock().contains(&c.name) {
+            return if c.if_not_exists {
+                Ok(command("CREATE SINK".into()))
+            } else {
+                Err(SqlError::duplicate_table(&c.name))
+            };
+        }
+        self.create_sink(c, statement.text.clone(), parallelism, true)
+            .await?;
+        Ok(command("CREATE SINK".into()))
+    }
+
+    /// Starts a sink and enters it in the catalog (`persist`: also in its file).
+    pub(super) async fn create_sink(
+        &self,
+        c: &CreateSink,
+        sql: String,
+        parallelism: usize,
+        persist: bool,
+    ) -> Result<()> {
+        let spec = sink_spec(c)?;
+        let query = match &c.input {
+            SinkInput::Relation(name) => {
+                let cat = self.catalog.lock();
+                let entry = cat
+                    .get(name)
+                    .ok_or_else(|| SqlError::undefined_table(name))?;
+                match entry.stored.kind {
+                    ObjectKind::MaterializedView => None,
+                    ObjectKind::Sink => {
+                        return Err(SqlError::new(
+                            "42809",
+                            format!("\"{name}\" is a sink; a sink reads a view, source or table"),
+                        ));
+                    }
+                    // A source's or table's changes: the sink's own dataflow reads them.
+                    _ => Some(format!("SELECT * FROM \"{}\"", name.replace('"', "\"\""))),
+                }
+            }
+            SinkInput::Query(q) => Some(q.clone()),
+        };
+        // What it reads: a view in the catalog, or a dataflow of its own.
+        let (reads, own, plan, depends_on) = match query {
+            None => {
+                let SinkInput::Relation(name) = &c.input else {
+                    return Err(SqlError::new("XX000", "a sink without input"));
+                };
+                let (provider, view_sql) = {
+                    let cat = self.catalog.lock();
+                    let e = cat
+                        .get(name)
+                        .ok_or_else(|| SqlError::undefined_table(name))?;
+                    (Arc::clone(&e.provider), e.stored.sql.clone())
+                };
+                let plan = self.plan_of_view(&view_sql).await?;
+                (provider, None, plan, vec![name.clone()])
+            }
+            Some(q) => {
+                let plan = self.plan_view_query(&q).await?;
+                let dataflow = own_dataflow(&c.name);
+                let restore = self.restoring.lock().remove(&dataflow);
+                let (table, depends_on) =
+                    self.start_dataflow(&dataflow, &plan, false, parallelism, true, restore)?;
+                let provider: Arc<dyn TableProvider> = Arc::clone(&table) as _;
+                (provider, Some(table), plan, depends_on)
+            }
+        };
+        let started = self.start_writer(
+            c,
+            sql,
+            parallelism,
+            persist,
+            &spec,
+            reads,
+            own,
+            &plan,
+            depends_on,
+        );
+        if started.is_err()
+            && matches!(c.input, SinkInput::Query(_))
+            && let Some(cp) = &self.checkpointer
+        {
+            cp.unregister(&own_dataflow(&c.name));
+        }
+        started
+    }
+
+    /// Checks the key and format against what the sink reads, subscribes its writer and
+    /// enters it in the catalog.
+    #[allow(clippy::too_many_arguments)]
+    fn start_writer(
+        &self,
+        c: &CreateSink,
+        sql: String,
+        parallelism: usize,
+        persist: bool,
+        spec: &crate::sink::SinkSpec,
+        reads: Arc<dyn TableProvider>,
+        own: Option<Arc<ViewTable>>,
+        plan: &LogicalPlan,
+        depends_on: Vec<String>,
+    ) -> Result<()> {
+        let any: &dyn std::any::Any = reads.as_ref();
+        let view = any
+            .downcast_ref::<ViewTable>()
+            .ok_or_else(|| SqlError::new("XX000", "a sink's input is not a view"))?;
+        let schema = view.schema();
+        if let SinkFormat::Plain {
+            force_append_only: false,
+        } = spec.format
+            && !view.append_only()
+        {
+            return Err(SqlError::new(
+                "0A000",
+                format!(
+                    "sink \"{}\" would get updates and deletes, which FORMAT PLAIN cannot write",
+                    c.name
+                ),
+            )
+            .with_detail(
+                "Use FORMAT UPSERT or FORMAT DEBEZIUM, or force_append_only = 'true' to write only the inserts.",
+            ));
+        }
+        let key_names = match (&spec.format, &spec.primary_key) {
+            (SinkFormat::Plain { .. }, _) => Vec::new(),
+            (_, Some(k)) => k.clone(),
+            (_, None) => unique_key(plan).ok_or_else(|| {
+                SqlError::invalid_parameter(format!(
+                    "sink \"{}\" needs primary_key = 'col, ...': the key of its rows is not known from its query",
+                    c.name
+                ))
+            })?,
+        };
+        let key = key_names
+            .iter()
+            .map(|k| {
+                schema.index_of(k).map_err(|_| {
+                    SqlError::new(
+                        "42703",
+                        format!("primary_key column \"{k}\" is not a column of the sink's rows"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let encoder = SinkEncoder::new(spec.format, Arc::clone(&schema), key, &c.name)?;
+        let progress = Arc::new(Mutex::new(SinkProgress::default()));
+        let kafka = KafkaSink::new(&spec.kafka, Arc::clone(&progress)).map_err(|e| {
+            SqlError::invalid_parameter(format!("cannot create the sink's producer: {e}"))
+        })?;
+        // Resume: the epoch the last checkpoint's writer part delivered up to.
+        let resume_at = self
+            .restoring
+            .lock()
+            .remove(&c.name)
+            .and_then(|r| r.snapshots.first().map(|s| s.epoch));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = view.view();
+        let mut state = shared.lock();
+        let epoch = state.epoch();
+        let events = tx.clone();
+        let current = state.subscribe(Box::new(move |event| match event {
+            ViewEvent::Commit { barrier, changes } => events
+                .send(SinkEvent::Commit(*barrier, changes.cloned()))
+                .is_ok(),
+            ViewEvent::Watermark(_) => !events.is_closed(),
+        }))?;
+        let restored = resume_at.is_some_and(|e| e == epoch && epoch > 0);
+        if !restored && current.num_rows() > 0 {
+            let ts = match state.last_commit_ms() {
+                0 => self.barriers.current().ts_ms,
+                t => t,
+            };
+            let _ = tx.send(SinkEvent::Snapshot(
+                ChangeBatch::from_data(&current, 1)?,
+                ts,
+            ));
+        }
+        drop(state);
+        drop(tx);
+        // Its checkpoints: the writer reports once delivered up to each one.
+        let (report, reports) = mpsc::unbounded_channel();
+        let checkpointer = self.checkpointer.as_ref().map(Arc::clone);
+        if let Some(cp) = &checkpointer {
+            cp.register(
+                &c.name,
+                reports,
+                1,
+                ViewMeta {
+                    fingerprint: "sink".into(),
+                    parallelism: 1,
+                    inputs: Vec::new(),
+                },
+            );
+        }
+        let error = Arc::new(Mutex::new(None));
+        let failed = Arc::clone(&error);
+        let name = c.name.clone();
+        let first_checkpoint = self.barriers.current().checkpoint;
+        let mut gate = self.gate.subscribe();
+        let task = self.cpu.spawn(async move {
+            let _ = gate.wait_for(|open| *open).await;
+            let run = std::panic::AssertUnwindSafe(write(
+                rx,
+                encoder,
+                kafka,
+                checkpointer.is_some().then_some(report),
+                first_checkpoint,
+            ))
+            .catch_unwind();
+            let result = run.await.unwrap_or_else(|panic| {
+                Err(weir_engine::EngineError::Config(format!(
+                    "internal error: {}",
+                    panic_message(panic.as_ref())
+                )))
+            });
+            if let Err(e) = result {
+                tracing::error!(sink = %name, error = %e, "sink failed");
+                if let Some(cp) = checkpointer {
+                    cp.unregister(&name);
+                }
+                *failed.lock() = Some(e.to_string());
+            }
+        })?;
+        let relation = Arc::new(SinkRelation {
+            schema: Arc::clone(&schema),
+            progress,
+            error,
+            task,
+            _reads: reads,
+            own,
+            topic: spec.kafka.topic.clone(),
+        });
+        let entry = Entry {
+            stored: StoredEntry {
+                kind: ObjectKind::Sink,
+                name: c.name.clone(),
+                sql,
+                resolved: (parallelism != 0)
+                    .then(|| {
+                        (
+                            super::views::PARALLELISM_KEY.to_string(),
+                            parallelism.to_string(),
+                        )
+                    })
+                    .into_iter()
+                    .collect(),
+                depends_on,
+            },
+            create: CreateRelation {
+                kind: ObjectKind::Sink,
+                name: c.name.clone(),
+                if_not_exists: false,
+                columns: vec![],
+                primary_key: key_names,
+                watermark: None,
+                append_only: false,
+                includes: vec![],
+                options: Default::default(),
+                format: c.format.clone(),
+            },
+            schema,
+            provider: relation as Arc<dyn TableProvider>,
+        };
+        let inserted = self.catalog.lock().insert(entry, persist);
+        if inserted.is_err()
+            && let Some(cp) = &self.checkpointer
+        {
+            cp.unregister(&c.name);
+        }
+        inserted
+    }
+
+    /// The plan of a view's query, from its CREATE statement.
+    async fn plan_of_view(&self, sql: &str) -> Result<LogicalPlan> {
+        let parsed = self.parser.parse(sql, &crate::Interrupt::default())?;
+        match parsed.first().map(|p| &p.statement) {
+            Some(Statement::CreateView { query, .. }) => self.plan_view_query(query).await,
+            _ => Err(SqlError::new(
+                "XX000",
+                "a view's entry is not a CREATE MATERIALIZED VIEW",
+            )),
+        }
+    }
+
+    /// The sinks' progress, one row per sink and partition written.
+    pub(crate) fn sink_progress(&self) -> Vec<crate::sink::ProgressRow> {
+        self.catalog
+            .lock()
+            .providers(ObjectKind::Sink)
+            .into_iter()
+            .flat_map(|(name, p)| {
+                let any: &dyn std::any::Any = p.as_ref();
+                any.downcast_ref::<SinkRelation>()
+                    .map(|s| s.progress_rows(&name))
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+}
+
+/// The name a sink's own query's dataflow is checkpointed under.
+pub(super) fn own_dataflow(sink: &str) -> String {
+    format!("{sink}.query")
+}

@@ -1,0 +1,422 @@
+//! Kafka sinks through a real broker (Tansu): what a consumer reads from a PLAIN, UPSERT or
+//! DEBEZIUM sink equals the view it writes, after inserts, updates and deletes upstream,
+//! and across kill -9 nothing is lost (at-least-once; the duplicates are counted).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio_postgres::Client;
+
+use crate::harness::{
+    Broker, ConsumedMessage, TestServer, WeirProcess, connect, sorted_rows, sqlstate,
+};
+
+/// A JSON row as `a|b|c` in `columns` order, as `sorted_rows` spells a row.
+fn row_text(row: &Value, columns: &[&str]) -> String {
+    columns
+        .iter()
+        .map(|c| match &row[*c] {
+            Value::Null => "NULL".to_string(),
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("|")
+}
+
+fn json(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(bytes)))
+}
+
+/// The rows an UPSERT topic holds once compacted: last value per key, tombstones delete.
+fn compact_upserts(messages: &[ConsumedMessage], columns: &[&str]) -> Vec<String> {
+    let mut by_key = BTreeMap::new();
+    for (_, key, value) in messages {
+        let key = key.clone().expect("upsert messages have keys");
+        match value {
+            Some(v) => by_key.insert(key, row_text(&json(v), columns)),
+            None => by_key.remove(&key),
+        };
+    }
+    let mut rows: Vec<String> = by_key.into_values().collect();
+    rows.sort();
+    rows
+}
+
+/// The rows Debezium envelopes leave when replayed in order: c/r/u set a key's row, d
+/// removes it (tombstones only compact).
+fn replay_debezium(messages: &[ConsumedMessage], columns: &[&str]) -> Vec<String> {
+    let mut by_key = BTreeMap::new();
+    for (_, key, value) in messages {
+        let Some(v) = value else { continue };
+        let key = key.clone().expect("debezium messages have keys");
+        let envelope = json(v);
+        match envelope["op"].as_str().unwrap() {
+            "c" | "r" | "u" => {
+                by_key.insert(key, row_text(&envelope["after"], columns));
+            }
+            "d" => {
+                assert!(envelope["after"].is_null() && !envelope["before"].is_null());
+                by_key.remove(&key);
+            }
+            other => panic!("unknown op {other}"),
+        }
+    }
+    let mut rows: Vec<String> = by_key.into_values().collect();
+    rows.sort();
+    rows
+}
+
+/// Polls until what `read` makes of the topic equals the view (FLUSH between tries).
+async fn await_topic_equals_view(
+    client: &Client,
+    broker: &Broker,
+    topic: &str,
+    view: &str,
+    read: impl Fn(&[ConsumedMessage]) -> Vec<String>,
+) {
+    let started = Instant::now();
+    loop {
+        client.batch_execute("FLUSH").await.unwrap();
+        let want = sorted_rows(client, &format!("SELECT * FROM {view}")).await;
+        let got = read(&broker.consume(topic));
+        if got == want {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{topic}: {got:?}\nview {view}: {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+const ACCOUNTS: &str =
+    "CREATE TABLE accounts (id BIGINT PRIMARY KEY, owner VARCHAR, balance BIGINT);
+     CREATE MATERIALIZED VIEW by_owner AS
+       SELECT owner, count(*) AS n, sum(balance) AS total FROM accounts GROUP BY owner;";
+
+/// Inserts, updates (moving accounts between owners) and deletes (emptying one owner).
+async fn churn_accounts(client: &Client) {
+    for i in 0..40 {
+        client
+            .batch_execute(&format!(
+                "INSERT INTO accounts VALUES ({i}, 'o{}', {})",
+                i % 5,
+                i * 10
+            ))
+            .await
+            .unwrap();
+    }
+    client
+        .batch_execute(
+            "UPDATE accounts SET balance = balance + 1 WHERE id % 3 = 0;
+             UPDATE accounts SET owner = 'o9' WHERE id % 7 = 0;
+             DELETE FROM accounts WHERE owner = 'o4';
+             DELETE FROM accounts WHERE id > 35;
+             INSERT INTO accounts VALUES (100, 'o4', 5)",
+        )
+        .await
+        .unwrap();
+    // In an epoch of its own: an owner emptied (a delete downstream, not an update).
+    client
+        .batch_execute("FLUSH; DELETE FROM accounts WHERE owner = 'o3'")
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plain_sink_writes_every_row_of_an_append_only_view() {
+    let broker = Broker::start();
+    broker.create_topic("orders", 2);
+    broker.create_topic("big_orders", 3);
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    client
+        .batch_execute(&format!(
+            "CREATE SOURCE orders (id BIGINT, customer VARCHAR, amount BIGINT)
+               WITH (connector = 'kafka', topic = 'orders', properties.bootstrap.server = '{b}')
+               FORMAT PLAIN ENCODE JSON;
+             CREATE MATERIALIZED VIEW big AS SELECT id, customer, amount FROM orders WHERE amount > 10;
+             CREATE MATERIALIZED VIEW per_customer AS SELECT customer, count(*) AS n FROM orders GROUP BY customer;
+             CREATE SINK big_out FROM big WITH (connector = 'kafka', topic = 'big_orders',
+               properties.bootstrap.server = '{b}') FORMAT PLAIN ENCODE JSON",
+            b = broker.bootstrap()
+        ))
+        .await
+        .unwrap();
+    // A view with updates cannot be written as PLAIN, unless its retractions are dropped.
+    let refused = client
+        .batch_execute(&format!(
+            "CREATE SINK counts FROM per_customer WITH (connector = 'kafka', topic = 'x',
+               properties.bootstrap.server = '{}') FORMAT PLAIN ENCODE JSON",
+            broker.bootstrap()
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&refused), "0A000");
+    let messages: Vec<_> = (0..300)
+        .map(|i| {
+            (
+                i % 2,
+                None,
+                format!(
+                    r#"{{"id": {i}, "customer": "c{}", "amount": {}}}"#,
+                    i % 7,
+                    i % 40
+                )
+                .into_bytes(),
+            )
+        })
+        .collect();
+    broker.produce("orders", &messages);
+    let columns = ["id", "customer", "amount"];
+    await_topic_equals_view(&client, &broker, "big_orders", "big", |m| {
+        let mut rows: Vec<String> = m
+            .iter()
+            .map(|(_, _, v)| row_text(&json(v.as_ref().unwrap()), &columns))
+            .collect();
+        rows.sort();
+        rows
+    })
+    .await;
+    // Listed, described, and in the progress tables.
+    assert_eq!(sorted_rows(&client, "SHOW SINKS").await, vec!["big_out"]);
+    let delivered = sorted_rows(
+        &client,
+        "SELECT sum(rows) FROM weir_catalog.sink_progress WHERE sink = 'big_out'",
+    )
+    .await;
+    assert_eq!(
+        delivered,
+        vec![sorted_rows(&client, "SELECT count(*) FROM big").await[0].clone()]
+    );
+    assert_eq!(
+        sorted_rows(
+            &client,
+            "SELECT name FROM weir_catalog.dataflows WHERE name = 'big_out'"
+        )
+        .await,
+        vec!["big_out"]
+    );
+    let show = sorted_rows(&client, "SHOW CREATE SINK big_out").await;
+    assert!(show[0].contains("FORMAT PLAIN ENCODE JSON"), "{show:?}");
+    // The view cannot go while its sink reads it; CASCADE takes both.
+    let e = client
+        .batch_execute("DROP MATERIALIZED VIEW big")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "2BP01");
+    client
+        .batch_execute("DROP MATERIALIZED VIEW big CASCADE")
+        .await
+        .unwrap();
+    assert!(sorted_rows(&client, "SHOW SINKS").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upsert_sink_compacts_to_the_view_after_updates_and_deletes() {
+    let broker = Broker::start();
+    broker.create_topic("owners", 2);
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    client.batch_execute(ACCOUNTS).await.unwrap();
+    // The key is the view's GROUP BY column, found from its plan.
+    client
+        .batch_execute(&format!(
+            "CREATE SINK owners FROM by_owner WITH (connector = 'kafka', topic = 'owners',
+               properties.bootstrap.server = '{}') FORMAT UPSERT ENCODE JSON",
+            broker.bootstrap()
+        ))
+        .await
+        .unwrap();
+    churn_accounts(&client).await;
+    let columns = ["owner", "n", "total"];
+    await_topic_equals_view(&client, &broker, "owners", "by_owner", |m| {
+        compact_upserts(m, &columns)
+    })
+    .await;
+    // An emptied owner left a tombstone keyed by it.
+    let tombstones = broker
+        .consume("owners")
+        .iter()
+        .filter(|(_, _, v)| v.is_none())
+        .count();
+    assert!(tombstones > 0);
+    // A query whose key is unknown needs primary_key.
+    let e = client
+        .batch_execute(&format!(
+            "CREATE SINK raw AS SELECT owner, balance FROM accounts WITH (connector = 'kafka',
+               topic = 'owners', properties.bootstrap.server = '{}') FORMAT UPSERT ENCODE JSON",
+            broker.bootstrap()
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "22023");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_debezium_sink_replays_to_the_view() {
+    let broker = Broker::start();
+    broker.create_topic("owners_cdc", 1);
+    broker.create_topic("accounts_cdc", 2);
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    client.batch_execute(ACCOUNTS).await.unwrap();
+    // Rows that exist before the sink arrive as snapshot reads (op r).
+    client
+        .batch_execute("INSERT INTO accounts VALUES (1000, 'early', 1); FLUSH")
+        .await
+        .unwrap();
+    client
+        .batch_execute(&format!(
+            "CREATE SINK owners_cdc FROM by_owner WITH (connector = 'kafka', topic = 'owners_cdc',
+               properties.bootstrap.server = '{b}') FORMAT DEBEZIUM ENCODE JSON;
+             CREATE SINK accounts_cdc AS SELECT id, owner, balance FROM accounts
+               WITH (connector = 'kafka', topic = 'accounts_cdc', primary_key = 'id',
+               properties.bootstrap.server = '{b}') FORMAT DEBEZIUM ENCODE JSON",
+            b = broker.bootstrap()
+        ))
+        .await
+        .unwrap();
+    churn_accounts(&client).await;
+    let columns = ["owner", "n", "total"];
+    await_topic_equals_view(&client, &broker, "owners_cdc", "by_owner", |m| {
+        replay_debezium(m, &columns)
+    })
+    .await;
+    let account_columns = ["id", "owner", "balance"];
+    await_topic_equals_view(
+        &client,
+        &broker,
+        "accounts_cdc",
+        "(SELECT id, owner, balance FROM accounts) a",
+        |m| replay_debezium(m, &account_columns),
+    )
+    .await;
+    let ops = |topic: &str| -> Vec<String> {
+        broker
+            .consume(topic)
+            .iter()
+            .filter_map(|(_, _, v)| v.as_ref())
+            .map(|v| json(v)["op"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // The view's rows when its sink started are reads; the sink's own query starts empty.
+    let (owners, accounts) = (ops("owners_cdc"), ops("accounts_cdc"));
+    assert_eq!(owners.first().map(String::as_str), Some("r"), "{owners:?}");
+    for op in ["c", "u", "d"] {
+        assert!(owners.iter().any(|o| o == op), "no {op} in {owners:?}");
+        assert!(accounts.iter().any(|o| o == op), "no {op} in {accounts:?}");
+    }
+}
+
+/// kill -9 while a source is being produced to: after every restart the sink resumes from
+/// the last checkpoint, and in the end every row of the view is in the topic.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_at_least_once_sink_loses_nothing_across_kill_9() {
+    let broker = Broker::start();
+    broker.create_topic("events", 2);
+    broker.create_topic("events_out", 2);
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--checkpoint-interval", "1s"];
+    let mut weir = WeirProcess::start_with(dir.path(), &args);
+    let (client, _) = connect(weir.addr()).await;
+    client
+        .batch_execute(&format!(
+            "CREATE SOURCE events (id BIGINT, v BIGINT)
+               WITH (connector = 'kafka', topic = 'events', properties.bootstrap.server = '{b}')
+               FORMAT PLAIN ENCODE JSON;
+             CREATE MATERIALIZED VIEW kept AS SELECT id, v FROM events WHERE v % 3 <> 0;
+             CREATE SINK kept_out FROM kept WITH (connector = 'kafka', topic = 'events_out',
+               properties.bootstrap.server = '{b}') FORMAT PLAIN ENCODE JSON",
+            b = broker.bootstrap()
+        ))
+        .await
+        .unwrap();
+    drop(client);
+    // Produced while weir is killed and restarted: 2500 events over about 6 s.
+    let bootstrap = broker.bootstrap();
+    let producer = std::thread::spawn(move || {
+        use rdkafka::config::ClientConfig;
+        use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .unwrap();
+        for chunk in 0..50i64 {
+            for i in 0..50 {
+                let id = chunk * 50 + i;
+                let payload = format!(r#"{{"id": {id}, "v": {}}}"#, id * 7);
+                producer
+                    .send(
+                        BaseRecord::<(), str>::to("events")
+                            .partition((id % 2) as i32)
+                            .payload(&payload),
+                    )
+                    .map_err(|(e, _)| e)
+                    .unwrap();
+            }
+            producer.flush(Duration::from_secs(30)).unwrap();
+            std::thread::sleep(Duration::from_millis(120));
+        }
+    });
+    let mut seed = 0x5eed_u64;
+    for _ in 0..4 {
+        // Once this process has delivered output, kill it at a seeded moment after.
+        let (c, _) = connect(weir.addr()).await;
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(5) {
+            let sent = sorted_rows(
+                &c,
+                "SELECT coalesce(sum(rows), 0) FROM weir_catalog.sink_progress",
+            )
+            .await;
+            if sent != vec!["0"] {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        drop(c);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        tokio::time::sleep(Duration::from_millis((seed >> 33) % 1500)).await;
+        weir.kill9();
+        weir = WeirProcess::start_with(dir.path(), &args);
+    }
+    producer.join().unwrap();
+    let (client, _) = connect(weir.addr()).await;
+    let expected = sorted_rows(&client, "SELECT id FROM kept").await.len();
+    let started = Instant::now();
+    loop {
+        client.batch_execute("FLUSH").await.unwrap();
+        let view = sorted_rows(&client, "SELECT id, v FROM kept").await;
+        let out = broker.consume("events_out");
+        let mut rows: Vec<String> = out
+            .iter()
+            .map(|(_, _, v)| row_text(&json(v.as_ref().unwrap()), &["id", "v"]))
+            .collect();
+        rows.sort();
+        let mut distinct = rows.clone();
+        distinct.dedup();
+        if view.len() == (0..2500).filter(|i| i % 3 != 0).count() && distinct == view {
+            let duplicates = rows.len() - distinct.len();
+            eprintln!(
+                "at-least-once across 4 kill -9: {} rows, {duplicates} duplicates",
+                view.len()
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "view {} rows (first read {expected}), topic {} distinct of {}",
+            view.len(),
+            distinct.len(),
+            rows.len()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
