@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::harness::{Broker, KafkaMessage, TestServer, connect};
+use crate::harness::{Broker, KafkaMessage, TestServer, connect, sorted_rows};
 
 /// Deterministic bids: (partition, payload) plus the values a correct scan must see.
 struct Bids {
@@ -321,4 +321,86 @@ async fn unreachable_broker_gives_a_clear_error_and_latest_reads_nothing() {
         .unwrap()
         .get(0);
     assert_eq!(n, 0, "latest starts at the high watermark");
+}
+
+/// Kafka Connect's Debezium events as a Postgres connector writes them (schemas enabled, a
+/// tombstone after each delete, an update that moves a row's key), plus one malformed
+/// event: the table holds the source table's rows, ad hoc and in a view; the bad one is
+/// counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_debezium_table_applies_kafka_connect_change_events() {
+    let broker = Broker::start();
+    broker.create_topic("pg.public.users", 1);
+    let event = |op: &str, before: &str, after: &str| -> Vec<u8> {
+        format!(
+            r#"{{"schema":{{"type":"struct","optional":false,"name":"pg.public.users.Envelope"}},
+                "payload":{{"before":{before},"after":{after},"op":"{op}","ts_ms":1700000000000,
+                "source":{{"connector":"postgresql","db":"app","table":"users","lsn":42}}}}}}"#
+        )
+        .into_bytes()
+    };
+    let key = |id: i64| Some(format!(r#"{{"id":{id}}}"#).into_bytes());
+    let user = |id: i64, name: &str| format!(r#"{{"id":{id},"name":"{name}","visits":{id}}}"#);
+    let mut messages: Vec<KafkaMessage> = vec![
+        (0, key(1), event("r", "null", &user(1, "ann"))),
+        (0, key(2), event("r", "null", &user(2, "bob"))),
+        (0, key(3), event("c", "null", &user(3, "cy"))),
+        (0, key(2), event("u", &user(2, "bob"), &user(2, "bobby"))),
+        (0, key(1), event("d", &user(1, "ann"), "null")),
+        // Bare envelope (schemas disabled) moving key 3 to 30.
+        (
+            0,
+            key(30),
+            format!(
+                r#"{{"before":{},"after":{},"op":"u"}}"#,
+                user(3, "cy"),
+                user(30, "cy")
+            )
+            .into_bytes(),
+        ),
+        (0, key(4), event("x", "null", &user(4, "bad op"))),
+    ];
+    messages.push((0, key(5), event("c", "null", &user(5, "eve"))));
+    broker.produce("pg.public.users", &messages);
+    broker.produce_tombstone("pg.public.users", 0, r#"{"id":1}"#);
+
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE users (id BIGINT, name VARCHAR, visits BIGINT, PRIMARY KEY (id))
+               WITH (connector = 'kafka', topic = 'pg.public.users',
+                     properties.bootstrap.server = '{}') FORMAT DEBEZIUM ENCODE JSON;
+             CREATE MATERIALIZED VIEW user_names AS SELECT id, name FROM users",
+            broker.bootstrap()
+        ))
+        .await
+        .unwrap();
+    let want = ["2|bobby", "30|cy", "5|eve"];
+    assert_eq!(
+        sorted_rows(&client, "SELECT id, name FROM users").await,
+        want
+    );
+    client.batch_execute("FLUSH").await.unwrap();
+    assert_eq!(sorted_rows(&client, "SELECT * FROM user_names").await, want);
+    // Later events reach the view.
+    broker.produce(
+        "pg.public.users",
+        &[(0, key(5), event("d", &user(5, "eve"), "null"))],
+    );
+    let started = std::time::Instant::now();
+    while sorted_rows(&client, "SELECT * FROM user_names").await != ["2|bobby", "30|cy"] {
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let progress = sorted_rows(
+        &client,
+        "SELECT parse_errors, last_error FROM weir_catalog.source_progress WHERE source_name = 'users'",
+    )
+    .await;
+    assert_eq!(progress.len(), 1, "{progress:?}");
+    assert!(
+        progress[0].starts_with("1|") && progress[0].contains("unknown Debezium op \"x\""),
+        "{progress:?}"
+    );
 }

@@ -141,6 +141,13 @@ impl JsonDecoder {
         Ok((batch, good))
     }
 
+    /// Counts a message that decoded but that its reader found malformed (a Debezium
+    /// envelope without `op`, say): it moves from the rows to the errors.
+    pub fn reject(&mut self, label: impl FnOnce() -> String, error: &str) {
+        self.stats.rows = self.stats.rows.saturating_sub(1);
+        self.record_error(label, error);
+    }
+
     fn record_error(&mut self, label: impl FnOnce() -> String, error: &str) {
         self.stats.errors += 1;
         let error = format!("{}: {error}", label());

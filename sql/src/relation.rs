@@ -11,6 +11,7 @@ use datafusion::common::{Constraint, Constraints};
 use weir_engine::connector::datagen::{DatagenOptions, FieldGen};
 use weir_engine::connector::kafka::{KafkaConfig, KafkaMeta, StartupMode};
 use weir_engine::connector::nexmark::{NexmarkOptions, NexmarkTable};
+use weir_engine::connector::upsert::ChangelogFormat;
 use weir_engine::{TableBase, TableStore};
 
 use crate::error::{Result, SqlError};
@@ -377,23 +378,33 @@ fn build_kafka(c: &CreateRelation) -> Result<Built> {
 }
 
 fn build_upsert_table(c: &CreateRelation) -> Result<Built> {
-    match &c.format {
-        Some((f, e)) if f == "UPSERT" && e == "JSON" => {}
+    let debezium = match &c.format {
+        Some((f, e)) if f == "UPSERT" && e == "JSON" => false,
+        Some((f, e)) if f == "DEBEZIUM" && e == "JSON" => true,
         _ => {
             return Err(SqlError::unsupported(
-                "a kafka table needs FORMAT UPSERT ENCODE JSON (use CREATE SOURCE for append-only topics)",
+                "a kafka table needs FORMAT UPSERT ENCODE JSON or FORMAT DEBEZIUM ENCODE JSON (use CREATE SOURCE for append-only topics)",
             ));
         }
-    }
+    };
     if c.primary_key.is_empty() {
-        return Err(SqlError::invalid_parameter(
-            "an upsert table needs a PRIMARY KEY (the message key)",
-        ));
+        return Err(SqlError::invalid_parameter(if debezium {
+            "a Debezium table needs a PRIMARY KEY (the source table's key)"
+        } else {
+            "an upsert table needs a PRIMARY KEY (the message key)"
+        }));
     }
     let schema = declared_schema(c)?;
     let key_columns = key_indexes(c, &schema)?;
+    let format = if debezium {
+        ChangelogFormat::Debezium {
+            key_columns: key_columns.clone(),
+        }
+    } else {
+        ChangelogFormat::Upsert
+    };
     let constraints = Constraints::new_unverified(vec![Constraint::PrimaryKey(key_columns)]);
-    let table = UpsertTable::new(kafka_config(c)?, Arc::clone(&schema), constraints);
+    let table = UpsertTable::new(kafka_config(c)?, Arc::clone(&schema), format, constraints);
     Ok(Built {
         schema,
         provider: Arc::new(table),

@@ -23,9 +23,6 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a partition may stay silent below its end offset before the scan fails.
 const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The latest value per message key; None marks a key deleted by a tombstone.
-pub type LatestValues = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
-
 /// Where a source starts reading when it has no stored offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartupMode {
@@ -161,23 +158,6 @@ impl KafkaConfig {
             emit(batch);
         }
         Ok(decoder.stats().clone())
-    }
-
-    /// The latest value of every key in `range` (None = deleted by a tombstone), and the
-    /// number of messages skipped for having no key.
-    pub fn latest_per_key(&self, range: PartitionRange) -> Result<(LatestValues, u64)> {
-        let mut latest = BTreeMap::new();
-        let mut keyless = 0;
-        self.poll_range(range, |msg| {
-            match msg.key() {
-                Some(k) => {
-                    latest.insert(k.to_vec(), msg.payload().map(<[u8]>::to_vec));
-                }
-                None => keyless += 1,
-            }
-            true
-        })?;
-        Ok((latest, keyless))
     }
 
     /// Calls `on_message` for each message of `range` in offset order, until it returns false.

@@ -296,7 +296,8 @@ impl Database {
                 barriers: &self.barriers,
                 watermark,
                 parallelism,
-                progress: is_source.then_some(self.progress.as_ref()),
+                progress: (is_source || source.reports_progress())
+                    .then_some(self.progress.as_ref()),
                 read_limit: &input.read_limit,
                 resume: positions
                     .as_ref()

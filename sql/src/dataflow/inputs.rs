@@ -137,6 +137,12 @@ pub(crate) trait StreamInput {
     /// barrier preceded by the split's position), from `cx.resume` when given.
     fn open(&self, cx: &InputContext<'_>) -> Result<Vec<BoxStream<'static, Message>>>;
 
+    /// Whether its splits report in `weir_catalog.source_progress` though it is a table
+    /// (sources always do): a table read from Kafka has offsets, lag and parse errors.
+    fn reports_progress(&self) -> bool {
+        false
+    }
+
     /// Whether `open` can resume its splits at `positions` (a checkpoint's), exactly.
     fn can_resume(&self, _positions: &BTreeMap<i32, SplitPosition>) -> bool {
         false
@@ -336,8 +342,13 @@ impl StreamInput for UpsertTable {
             .map(|range| {
                 let resume = cx.resume.and_then(|r| r.get(&range.partition));
                 cx.spawn(range.partition, |progress| {
-                    let split =
-                        UpsertSplit::new(config.clone(), range, Arc::clone(&schema), progress)?;
+                    let split = UpsertSplit::new(
+                        config.clone(),
+                        range,
+                        Arc::clone(&schema),
+                        self.format().clone(),
+                        progress,
+                    )?;
                     Ok(Box::new(match resume {
                         Some(at) => split.resume_at(at.offset),
                         None => split,
@@ -345,6 +356,10 @@ impl StreamInput for UpsertTable {
                 })
             })
             .collect()
+    }
+
+    fn reports_progress(&self) -> bool {
+        true
     }
 
     /// Each partition is read from its start again (the keys' rows), sending only the

@@ -1,5 +1,7 @@
-//! A Kafka-backed upsert table (`FORMAT UPSERT ENCODE JSON`): the latest value per message key,
-//! a null value (tombstone) deleting the key. Read ad hoc from the whole topic at query start.
+//! A Kafka-backed changelog table: `FORMAT UPSERT ENCODE JSON` (the latest value per message
+//! key, a null value deleting the key) or `FORMAT DEBEZIUM ENCODE JSON` (the latest event per
+//! key applied: its `after`, none after a delete). Read ad hoc from the whole topic at query
+//! start, folded by the same `UpsertSplit` a view's dataflow reads it with.
 
 use std::sync::Arc;
 
@@ -12,8 +14,11 @@ use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
+use parking_lot::Mutex;
+use weir_engine::DecodeStats;
 use weir_engine::connector::kafka::KafkaConfig;
-use weir_engine::{DecodeStats, JsonDecoder};
+use weir_engine::connector::upsert::{ChangelogFormat, UpsertSplit};
+use weir_engine::runtime::SplitProgress;
 
 use crate::error::SqlError;
 use crate::provider::ScanReport;
@@ -23,16 +28,27 @@ use crate::provider::ScanReport;
 pub(crate) struct UpsertTable {
     config: KafkaConfig,
     schema: SchemaRef,
+    format: ChangelogFormat,
     constraints: Constraints,
 }
 
 impl UpsertTable {
-    pub(crate) fn new(config: KafkaConfig, schema: SchemaRef, constraints: Constraints) -> Self {
+    pub(crate) fn new(
+        config: KafkaConfig,
+        schema: SchemaRef,
+        format: ChangelogFormat,
+        constraints: Constraints,
+    ) -> Self {
         Self {
             config,
             schema,
+            format,
             constraints,
         }
+    }
+
+    pub(crate) fn format(&self) -> &ChangelogFormat {
+        &self.format
     }
 
     pub(crate) fn config(&self) -> &KafkaConfig {
@@ -63,31 +79,31 @@ impl TableProvider for UpsertTable {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let config = self.config.clone();
         let schema = self.schema();
-        let (batch, stats) = tokio::task::spawn_blocking(move || -> Result<_, SqlError> {
-            let mut decoder = JsonDecoder::new(schema);
-            let mut latest = std::collections::BTreeMap::new();
-            let mut keyless = 0;
+        let format = self.format.clone();
+        let (batches, stats) = tokio::task::spawn_blocking(move || -> Result<_, SqlError> {
+            let mut batches = Vec::new();
+            let mut stats = DecodeStats::default();
             for range in config.partition_ranges()? {
-                let (values, skipped) = config.latest_per_key(range)?;
-                keyless += skipped;
-                latest.extend(values);
-            }
-            let (keys, values): (Vec<&[u8]>, Vec<&[u8]>) = latest
-                .iter()
-                .filter_map(|(k, v)| v.as_deref().map(|v| (k.as_slice(), v)))
-                .unzip();
-            let (batch, _) = decoder.decode(&values, |i| {
-                format!("key {}", String::from_utf8_lossy(keys[i]))
-            })?;
-            let mut stats = decoder.stats().clone();
-            if keyless > 0 {
+                let progress = Arc::new(Mutex::new(SplitProgress::default()));
+                let split = UpsertSplit::new(
+                    config.clone(),
+                    range,
+                    Arc::clone(&schema),
+                    format.clone(),
+                    Arc::clone(&progress),
+                )?;
+                let batch = split.current_rows()?;
+                let p = progress.lock();
                 stats.merge(&DecodeStats {
-                    errors: keyless,
-                    first_error: Some(format!("{keyless} messages without a key")),
-                    ..DecodeStats::default()
+                    rows: batch.num_rows() as u64,
+                    bytes: p.bytes,
+                    errors: p.parse_errors,
+                    first_error: p.last_error.clone(),
+                    last_error: p.last_error.clone(),
                 });
+                batches.push(batch);
             }
-            Ok((batch, stats))
+            Ok((batches, stats))
         })
         .await
         .map_err(|e| DataFusionError::External(Box::new(e)))??;
@@ -95,7 +111,7 @@ impl TableProvider for UpsertTable {
             report.add(&stats);
         }
         Ok(MemorySourceConfig::try_new_exec(
-            &[vec![batch]],
+            &[batches],
             self.schema(),
             projection.cloned(),
         )?)
