@@ -10,6 +10,8 @@ pub enum EngineError {
     Arrow(#[from] ArrowError),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("duplicate key value violates unique constraint \"{table}_pkey\"")]

@@ -1,8 +1,36 @@
-//! Sinks: a view's committed changes leave weir as messages. `SinkEncoder` turns each
-//! commit into messages in the sink's format; `KafkaSink` delivers them to a topic.
+//! Sinks: a view's committed changes leave weir. `SinkWriter` is what every destination
+//! implements; `KafkaSink` (messages encoded by `SinkEncoder`) and `FileSink` (Parquet files)
+//! are the two there are.
 
 mod encode;
+mod file;
 mod kafka;
 
+use async_trait::async_trait;
+
 pub use encode::{SinkEncoder, SinkFormat, SinkMessage};
+pub use file::{DEFAULT_MAX_FILE_BYTES, FileSink, FileSinkConfig};
 pub use kafka::{KafkaSink, KafkaSinkConfig, MAX_IN_FLIGHT, SinkProgress};
+
+use crate::{Barrier, ChangeBatch, Epoch, Result, StateSnapshot};
+
+/// A sink's destination, driven by one writer task in commit order. Checkpoints tie it to
+/// the view it writes: at a checkpoint's first barrier the writer calls `prepare`, and
+/// reports the state it returns as the sink's part of that checkpoint; once the checkpoint
+/// is committed, `commit`. After a crash the destination is opened again with the state of
+/// the checkpoint restored, and gets the view's changes from that checkpoint's epoch on.
+#[async_trait]
+pub trait SinkWriter: Send {
+    /// Writes one commit's changes, or the view's rows when the sink starts (`snapshot`);
+    /// `ts_ms` is the commit's time.
+    async fn write(&mut self, changes: &ChangeBatch, ts_ms: i64, snapshot: bool) -> Result<()>;
+
+    /// Makes everything written so far durable, as part of checkpoint `barrier.checkpoint`
+    /// (visible already for an at-least-once sink, not until `commit` for an exactly-once
+    /// one). Returns what the checkpoint keeps for recovery.
+    async fn prepare(&mut self, barrier: &Barrier) -> Result<StateSnapshot>;
+
+    /// Checkpoint `checkpoint` is committed: what was prepared for it, and for any earlier
+    /// one not yet committed, becomes visible.
+    async fn commit(&mut self, checkpoint: Epoch) -> Result<()>;
+}

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use futures::stream::SelectAll;
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use weir_engine::checkpoint::CheckpointStore;
 use weir_engine::runtime::{Barriers, GraphSnapshot};
 use weir_engine::{Epoch, TableBase, TableStore};
@@ -69,6 +69,7 @@ enum Command {
 pub(crate) struct Checkpointer {
     commands: mpsc::UnboundedSender<Command>,
     retained: Arc<Mutex<Vec<CheckpointInfo>>>,
+    committed: watch::Receiver<Epoch>,
 }
 
 impl std::fmt::Debug for Command {
@@ -86,6 +87,8 @@ impl Checkpointer {
         retained: Vec<CheckpointInfo>,
     ) -> Result<Self> {
         let (commands, rx) = mpsc::unbounded_channel();
+        let newest = retained.last().map_or(0, |c| c.epoch);
+        let (committed_tx, committed) = watch::channel(newest);
         let retained = Arc::new(Mutex::new(retained));
         let mut coordinator = Coordinator {
             store,
@@ -94,6 +97,7 @@ impl Checkpointer {
             tables: BTreeMap::new(),
             pending: None,
             retained: Arc::clone(&retained),
+            committed: committed_tx,
         };
         std::thread::Builder::new()
             .name("weir-checkpoint".into())
@@ -107,7 +111,17 @@ impl Checkpointer {
                 }
             })
             .map_err(|e| SqlError::new("53000", format!("cannot start checkpoints: {e}")))?;
-        Ok(Self { commands, retained })
+        Ok(Self {
+            commands,
+            retained,
+            committed,
+        })
+    }
+
+    /// The newest committed checkpoint, changing as checkpoints commit (sinks that make
+    /// output visible only at a commit wait on it).
+    pub(crate) fn committed(&self) -> watch::Receiver<Epoch> {
+        self.committed.clone()
     }
 
     /// Adds a view's dataflow to the checkpoints started from now on; `tasks` of its tasks
@@ -212,6 +226,7 @@ struct Coordinator {
     tables: BTreeMap<Arc<str>, Arc<Mutex<TableStore>>>,
     pending: Option<Pending>,
     retained: Arc<Mutex<Vec<CheckpointInfo>>>,
+    committed: watch::Sender<Epoch>,
 }
 
 impl Coordinator {
@@ -271,8 +286,13 @@ impl Coordinator {
                 let result = self
                     .commit(p.epoch, p.started, p.started_at_ms, p.views, p.tables)
                     .await;
-                if let Err(e) = &result {
-                    tracing::error!(epoch = p.epoch, error = %e, "checkpoint not committed");
+                match &result {
+                    Ok(epoch) => {
+                        self.committed.send_replace(*epoch);
+                    }
+                    Err(e) => {
+                        tracing::error!(epoch = p.epoch, error = %e, "checkpoint not committed")
+                    }
                 }
                 for w in p.waiters {
                     let _ = w.send(result.clone());

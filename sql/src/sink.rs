@@ -1,11 +1,15 @@
 //! Sinks in the catalog: what CREATE SINK's options mean, the key of what a sink writes, and
-//! the writer task that takes a view's commits, in order, to a Kafka topic.
+//! the writer task that takes a view's commits, in order, to a `SinkWriter` (a Kafka topic
+//! or Parquet files).
 //!
-//! Delivery is at-least-once and tied to checkpoints: at the first commit of a checkpoint
-//! the writer waits until the broker acknowledged everything up to it, and only then
-//! reports its part, so a committed checkpoint never lies ahead of the sink's output. After
-//! a crash the view restarts from that checkpoint and the sink from the same epoch; what it
-//! had sent after it is sent again (the duplicates at-least-once allows).
+//! Delivery is tied to checkpoints. At the first commit of a checkpoint the writer has the
+//! destination `prepare` (Kafka: wait until the broker acknowledged everything; files: close
+//! the open file under its temporary name) and only then reports its part, so a committed
+//! checkpoint never lies ahead of the sink's output; when the checkpoint commits, the
+//! destination `commit`s (files take their final names). After a crash the view restarts
+//! from that checkpoint and the sink from the same epoch: a Kafka sink sends again what it
+//! had sent after it (the duplicates at-least-once allows); a file sink deletes what it had
+//! not committed, so its files are exactly-once.
 
 use std::sync::Arc;
 
@@ -17,11 +21,13 @@ use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::physical_plan::ExecutionPlan;
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use weir_engine::runtime::GraphSnapshot;
-use weir_engine::sink::{KafkaSink, KafkaSinkConfig, SinkEncoder, SinkFormat, SinkProgress};
-use weir_engine::{Barrier, ChangeBatch, Epoch, SplitPosition};
+use weir_engine::sink::{
+    DEFAULT_MAX_FILE_BYTES, FileSinkConfig, KafkaSinkConfig, SinkFormat, SinkProgress, SinkWriter,
+};
+use weir_engine::{Barrier, ChangeBatch, Epoch, SplitPosition, StateSnapshot};
 
 use crate::dataflow::{ViewStatus, ViewTable};
 use crate::error::{Result, SqlError};
@@ -30,32 +36,50 @@ use crate::statement::CreateSink;
 /// What a sink's WITH and FORMAT clauses ask for.
 #[derive(Debug, Clone)]
 pub(crate) struct SinkSpec {
+    /// For a file sink, PLAIN (its rows are appended).
     pub(crate) format: SinkFormat,
-    pub(crate) kafka: KafkaSinkConfig,
+    pub(crate) target: SinkTarget,
     /// `primary_key = 'a,b'`: the key of UPSERT and DEBEZIUM messages, when the query's own
     /// unique key is not known (or is to be overridden).
     pub(crate) primary_key: Option<Vec<String>>,
 }
 
+/// Where a sink writes.
+#[derive(Debug, Clone)]
+pub(crate) enum SinkTarget {
+    Kafka(KafkaSinkConfig),
+    File(FileSinkConfig),
+}
+
+impl SinkTarget {
+    /// The topic or directory, for `weir_catalog.sink_progress`.
+    pub(crate) fn destination(&self) -> &str {
+        match self {
+            Self::Kafka(k) => &k.topic,
+            Self::File(f) => &f.path,
+        }
+    }
+}
+
 /// Reads a CREATE SINK's options (RisingWave's names: `connector`, `topic`,
-/// `properties.*`, `primary_key`, `type`, `force_append_only`).
+/// `properties.*`, `primary_key`, `type`, `force_append_only`; for files `path`,
+/// `format = 'parquet'` and `file.max_bytes`).
 pub(crate) fn sink_spec(c: &CreateSink) -> Result<SinkSpec> {
     let option = |k: &str| c.options.get(k).map(String::as_str);
+    let force = option("force_append_only")
+        .or(option("format.force_append_only"))
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
     match option("connector") {
         Some(k) if k.eq_ignore_ascii_case("kafka") => {}
-        Some(k) if k.eq_ignore_ascii_case("file") => {
-            return Err(SqlError::unsupported(
-                "file sinks (connector = 'file') are not supported yet",
-            ));
-        }
+        Some(k) if k.eq_ignore_ascii_case("file") => return file_sink_spec(c, force),
         Some(other) => {
             return Err(SqlError::invalid_parameter(format!(
-                "unknown sink connector '{other}' (supported: kafka)"
+                "unknown sink connector '{other}' (supported: kafka, file)"
             )));
         }
         None => {
             return Err(SqlError::invalid_parameter(
-                "a sink needs connector = 'kafka'",
+                "a sink needs connector = 'kafka' or 'file'",
             ));
         }
     }
@@ -63,9 +87,6 @@ pub(crate) fn sink_spec(c: &CreateSink) -> Result<SinkSpec> {
         .ok_or_else(|| SqlError::invalid_parameter("the kafka sink needs topic = '...'"))?
         .to_string();
     let properties = crate::relation::kafka_properties(&c.options)?;
-    let force = option("force_append_only")
-        .or(option("format.force_append_only"))
-        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
     // FORMAT ... ENCODE JSON, or the older `type = 'append-only' | 'upsert' | 'debezium'`.
     let format = match (&c.format, option("type")) {
         (Some((format, encode)), _) => {
@@ -113,8 +134,44 @@ pub(crate) fn sink_spec(c: &CreateSink) -> Result<SinkSpec> {
     });
     Ok(SinkSpec {
         format,
-        kafka: KafkaSinkConfig { topic, properties },
+        target: SinkTarget::Kafka(KafkaSinkConfig { topic, properties }),
         primary_key,
+    })
+}
+
+/// `connector = 'file', path = 'dir/', format = 'parquet'` (or `FORMAT PLAIN ENCODE
+/// PARQUET`): append-only rows as rolling Parquet files.
+fn file_sink_spec(c: &CreateSink, force_append_only: bool) -> Result<SinkSpec> {
+    let option = |k: &str| c.options.get(k).map(String::as_str);
+    let path = option("path")
+        .ok_or_else(|| SqlError::invalid_parameter("the file sink needs path = 'dir/'"))?;
+    let parquet = match (&c.format, option("format")) {
+        (Some((f, e)), None) => f == "PLAIN" && e == "PARQUET",
+        (None, Some(f)) => f.eq_ignore_ascii_case("parquet"),
+        (None, None) => true,
+        (Some(_), Some(_)) => false,
+    };
+    if !parquet {
+        return Err(SqlError::unsupported(
+            "a file sink writes Parquet: format = 'parquet' or FORMAT PLAIN ENCODE PARQUET",
+        ));
+    }
+    let max_file_bytes = match option("file.max_bytes") {
+        None => DEFAULT_MAX_FILE_BYTES,
+        Some(v) => v.parse().ok().filter(|&n: &usize| n > 0).ok_or_else(|| {
+            SqlError::invalid_parameter(format!(
+                "file.max_bytes must be a positive integer, got '{v}'"
+            ))
+        })?,
+    };
+    Ok(SinkSpec {
+        format: SinkFormat::Plain { force_append_only },
+        target: SinkTarget::File(FileSinkConfig {
+            path: path.to_string(),
+            max_file_bytes,
+            force_append_only,
+        }),
+        primary_key: None,
     })
 }
 
@@ -156,46 +213,68 @@ pub(crate) enum SinkEvent {
     Commit(Barrier, Option<ChangeBatch>),
 }
 
-/// The writer of one sink: encodes each commit, sends it, and at each checkpoint's first
-/// barrier waits for the acknowledgements before it reports (see the module doc).
+/// Without checkpoints (no data directory), how often a sink prepares and commits at once.
+const UNCHECKPOINTED_COMMIT_MS: i64 = 10_000;
+
+/// The writer of one sink: writes each commit, prepares at each checkpoint's first barrier
+/// and reports, and commits as checkpoints commit (see the module doc). Without a
+/// checkpointer (`report` and `committed` None) it prepares and commits every
+/// `UNCHECKPOINTED_COMMIT_MS`.
 pub(crate) async fn write(
     mut events: mpsc::UnboundedReceiver<SinkEvent>,
-    encoder: SinkEncoder,
-    mut kafka: KafkaSink,
+    mut sink: Box<dyn SinkWriter>,
     report: Option<mpsc::UnboundedSender<GraphSnapshot>>,
+    mut committed: Option<watch::Receiver<Epoch>>,
     mut last_checkpoint: Epoch,
 ) -> weir_engine::Result<()> {
-    while let Some(event) = events.recv().await {
-        match event {
-            SinkEvent::Snapshot(rows, ts_ms) => {
-                kafka.send(&encoder.encode(&rows, ts_ms, true)?).await?;
+    let mut last_commit_ms = 0;
+    loop {
+        let commit = async {
+            match &mut committed {
+                Some(c) => c.changed().await.map(|()| *c.borrow_and_update()),
+                None => std::future::pending().await,
             }
-            SinkEvent::Commit(barrier, changes) => {
+        };
+        let event = tokio::select! {
+            event = events.recv() => event,
+            Ok(checkpoint) = commit => {
+                sink.commit(checkpoint).await?;
+                continue;
+            }
+        };
+        match event {
+            None => return Ok(()),
+            Some(SinkEvent::Snapshot(rows, ts_ms)) => sink.write(&rows, ts_ms, true).await?,
+            Some(SinkEvent::Commit(barrier, changes)) => {
                 if let Some(changes) = &changes {
-                    kafka
-                        .send(&encoder.encode(changes, barrier.ts_ms, false)?)
-                        .await?;
+                    sink.write(changes, barrier.ts_ms, false).await?;
                 }
-                if barrier.checkpoint > last_checkpoint {
-                    last_checkpoint = barrier.checkpoint;
-                    kafka.flush(barrier.epoch).await?;
-                    if let Some(report) = &report {
-                        let _ = report.send(writer_part(&barrier));
+                match &report {
+                    Some(report) if barrier.checkpoint > last_checkpoint => {
+                        last_checkpoint = barrier.checkpoint;
+                        let state = sink.prepare(&barrier).await?;
+                        let _ = report.send(writer_part(&barrier, state));
                     }
+                    None if barrier.ts_ms - last_commit_ms >= UNCHECKPOINTED_COMMIT_MS => {
+                        last_commit_ms = barrier.ts_ms;
+                        sink.prepare(&barrier).await?;
+                        sink.commit(barrier.checkpoint).await?;
+                    }
+                    _ => {}
                 }
             }
         }
     }
-    Ok(())
 }
 
-/// A writer's part of a checkpoint: the epoch everything up to which is delivered.
-fn writer_part(barrier: &Barrier) -> GraphSnapshot {
+/// A writer's part of a checkpoint: the epoch everything up to which is prepared, and the
+/// destination's state.
+fn writer_part(barrier: &Barrier, state: StateSnapshot) -> GraphSnapshot {
     GraphSnapshot {
         checkpoint: barrier.checkpoint,
         epoch: barrier.epoch,
         task: 0,
-        nodes: Vec::new(),
+        nodes: vec![state],
         positions: vec![(
             0,
             SplitPosition {
@@ -219,7 +298,7 @@ pub(crate) struct SinkRelation {
     pub(crate) _reads: Arc<dyn TableProvider>,
     /// The dataflow of its own query.
     pub(crate) own: Option<Arc<ViewTable>>,
-    /// The topic it writes, for `weir_catalog.sink_progress`.
+    /// The topic or directory it writes, for `weir_catalog.sink_progress`.
     pub(crate) topic: String,
 }
 

@@ -1,5 +1,6 @@
 //! `KafkaSink`: delivers a sink's messages to a topic through librdkafka, keeping at most
-//! `MAX_IN_FLIGHT` unacknowledged; `flush` returns once every message sent is acknowledged.
+//! `MAX_IN_FLIGHT` unacknowledged; `prepare` (a checkpoint) returns once every message sent
+//! is acknowledged, which makes the sink at-least-once.
 //! A broker that is away is waited for (librdkafka retries; nothing times out), so a sink
 //! never drops output: it falls behind, and its checkpoints wait.
 
@@ -13,8 +14,10 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message as _;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
-use super::SinkMessage;
-use crate::{EngineError, Result};
+use async_trait::async_trait;
+
+use super::{SinkEncoder, SinkMessage, SinkWriter};
+use crate::{Barrier, ChangeBatch, EngineError, Epoch, Result, StateSnapshot};
 
 /// Messages sent but not yet acknowledged before `send` waits for the oldest.
 pub const MAX_IN_FLIGHT: usize = 100_000;
@@ -45,6 +48,7 @@ pub struct KafkaSinkConfig {
 /// A producer for one sink.
 pub struct KafkaSink {
     producer: FutureProducer,
+    encoder: SinkEncoder,
     topic: String,
     in_flight: VecDeque<(DeliveryFuture, usize)>,
     progress: Arc<Mutex<SinkProgress>>,
@@ -60,7 +64,11 @@ impl std::fmt::Debug for KafkaSink {
 }
 
 impl KafkaSink {
-    pub fn new(config: &KafkaSinkConfig, progress: Arc<Mutex<SinkProgress>>) -> Result<Self> {
+    pub fn new(
+        config: &KafkaSinkConfig,
+        encoder: SinkEncoder,
+        progress: Arc<Mutex<SinkProgress>>,
+    ) -> Result<Self> {
         let mut cc = ClientConfig::new();
         // Idempotent: a retried batch is not written twice. No delivery timeout: a message
         // waits for its broker rather than being dropped.
@@ -73,6 +81,7 @@ impl KafkaSink {
         }
         Ok(Self {
             producer: cc.create()?,
+            encoder,
             topic: config.topic.clone(),
             in_flight: VecDeque::new(),
             progress,
@@ -165,6 +174,25 @@ impl KafkaSink {
             }
             Err(_) => Err(EngineError::Config("the sink's producer stopped".into())),
         }
+    }
+}
+
+#[async_trait]
+impl SinkWriter for KafkaSink {
+    async fn write(&mut self, changes: &ChangeBatch, ts_ms: i64, snapshot: bool) -> Result<()> {
+        let messages = self.encoder.encode(changes, ts_ms, snapshot)?;
+        self.send(&messages).await
+    }
+
+    /// Waits for every acknowledgement: the checkpoint is never ahead of the topic.
+    async fn prepare(&mut self, barrier: &Barrier) -> Result<StateSnapshot> {
+        self.flush(barrier.epoch).await?;
+        Ok(StateSnapshot::default())
+    }
+
+    /// Delivered already, at `prepare`.
+    async fn commit(&mut self, _checkpoint: Epoch) -> Result<()> {
+        Ok(())
     }
 }
 

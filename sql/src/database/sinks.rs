@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use weir_engine::ChangeBatch;
 use weir_engine::operator::ViewEvent;
-use weir_engine::sink::{KafkaSink, SinkEncoder, SinkFormat, SinkProgress};
+use weir_engine::sink::{FileSink, KafkaSink, SinkEncoder, SinkFormat, SinkProgress, SinkWriter};
 
 use super::{Database, Output, command};
 use crate::catalog::{Entry, StoredEntry};
@@ -19,7 +19,7 @@ use crate::checkpoint::manifest::ViewMeta;
 use crate::cpu_runtime::panic_message;
 use crate::dataflow::ViewTable;
 use crate::error::{Result, SqlError};
-use crate::sink::{SinkEvent, SinkRelation, sink_spec, unique_key, write};
+use crate::sink::{SinkEvent, SinkRelation, SinkTarget, sink_spec, unique_key, write};
 use crate::statement::{
     CreateRelation, CreateSink, ObjectKind, ParsedStatement, SinkInput, Statement,
 };
@@ -102,17 +102,19 @@ impl Database {
                 (provider, Some(table), plan, depends_on)
             }
         };
-        let started = self.start_writer(
-            c,
-            sql,
-            parallelism,
-            persist,
-            &spec,
-            reads,
-            own,
-            &plan,
-            depends_on,
-        );
+        let started = self
+            .start_writer(
+                c,
+                sql,
+                parallelism,
+                persist,
+                &spec,
+                reads,
+                own,
+                &plan,
+                depends_on,
+            )
+            .await;
         if started.is_err()
             && matches!(c.input, SinkInput::Query(_))
             && let Some(cp) = &self.checkpointer
@@ -125,7 +127,7 @@ impl Database {
     /// Checks the key and format against what the sink reads, subscribes its writer and
     /// enters it in the catalog.
     #[allow(clippy::too_many_arguments)]
-    fn start_writer(
+    async fn start_writer(
         &self,
         c: &CreateSink,
         sql: String,
@@ -179,17 +181,42 @@ impl Database {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let encoder = SinkEncoder::new(spec.format, Arc::clone(&schema), key, &c.name)?;
         let progress = Arc::new(Mutex::new(SinkProgress::default()));
-        let kafka = KafkaSink::new(&spec.kafka, Arc::clone(&progress)).map_err(|e| {
-            SqlError::invalid_parameter(format!("cannot create the sink's producer: {e}"))
-        })?;
-        // Resume: the epoch the last checkpoint's writer part delivered up to.
-        let resume_at = self
+        // Resume: the epoch the last checkpoint's writer part prepared up to, and its state.
+        let restored = self
             .restoring
             .lock()
             .remove(&c.name)
-            .and_then(|r| r.snapshots.first().map(|s| s.epoch));
+            .and_then(|r| r.snapshots.into_iter().next());
+        let resume_at = restored.as_ref().map(|s| s.epoch);
+        let writer: Box<dyn SinkWriter> = match &spec.target {
+            SinkTarget::Kafka(kafka) => {
+                let encoder = SinkEncoder::new(spec.format, Arc::clone(&schema), key, &c.name)?;
+                Box::new(
+                    KafkaSink::new(kafka, encoder, Arc::clone(&progress)).map_err(|e| {
+                        SqlError::invalid_parameter(format!(
+                            "cannot create the sink's producer: {e}"
+                        ))
+                    })?,
+                )
+            }
+            SinkTarget::File(file) => Box::new(
+                FileSink::open(
+                    &c.name,
+                    Arc::clone(&schema),
+                    file.clone(),
+                    restored.as_ref().and_then(|s| s.nodes.first()),
+                    Arc::clone(&progress),
+                )
+                .await
+                .map_err(|e| {
+                    SqlError::invalid_parameter(format!(
+                        "cannot write files under '{}': {e}",
+                        file.path
+                    ))
+                })?,
+            ),
+        };
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = view.view();
         let mut state = shared.lock();
@@ -238,9 +265,9 @@ impl Database {
             let _ = gate.wait_for(|open| *open).await;
             let run = std::panic::AssertUnwindSafe(write(
                 rx,
-                encoder,
-                kafka,
+                writer,
                 checkpointer.is_some().then_some(report),
+                checkpointer.as_ref().map(|c| c.committed()),
                 first_checkpoint,
             ))
             .catch_unwind();
@@ -265,7 +292,7 @@ impl Database {
             task,
             _reads: reads,
             own,
-            topic: spec.kafka.topic.clone(),
+            topic: spec.target.destination().to_string(),
         });
         let entry = Entry {
             stored: StoredEntry {
