@@ -214,8 +214,14 @@ impl WeirProcess {
 
     /// `weir serve` with `args` added to the usual ones.
     pub(crate) fn start_with(data_dir: &Path, args: &[&str]) -> Self {
+        Self::start_with_env(data_dir, args, &[])
+    }
+
+    /// As `start_with`, with environment variables set for the process.
+    pub(crate) fn start_with_env(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let (port, metrics_port) = (free_port(), free_port());
         let child = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .envs(env.iter().copied())
             .args(["serve", "--pg-listen", &format!("127.0.0.1:{port}")])
             .arg("--data-dir")
             .arg(data_dir)

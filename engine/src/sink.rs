@@ -1,16 +1,19 @@
 //! Sinks: a view's committed changes leave weir. `SinkWriter` is what every destination
-//! implements; `KafkaSink` (messages encoded by `SinkEncoder`) and `FileSink` (Parquet files)
-//! are the two there are.
+//! implements: `KafkaSink` (at-least-once messages encoded by `SinkEncoder`),
+//! `TransactionalKafkaSink` (exactly-once, through Kafka transactions) and `FileSink`
+//! (Parquet files, exactly-once).
 
 mod encode;
 mod file;
 mod kafka;
+mod transactional;
 
 use async_trait::async_trait;
 
 pub use encode::{SinkEncoder, SinkFormat, SinkMessage};
 pub use file::{DEFAULT_MAX_FILE_BYTES, FileSink, FileSinkConfig};
 pub use kafka::{KafkaSink, KafkaSinkConfig, MAX_IN_FLIGHT, SinkProgress};
+pub use transactional::{CRASH_BEFORE_COMMIT, TransactionalKafkaSink};
 
 use crate::{Barrier, ChangeBatch, Epoch, Result, StateSnapshot};
 

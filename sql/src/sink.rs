@@ -44,10 +44,18 @@ pub(crate) struct SinkSpec {
     pub(crate) primary_key: Option<Vec<String>>,
 }
 
+/// Where exactly-once sinks record which checkpoint each transaction committed, unless
+/// `sink.progress.topic` says otherwise.
+const DEFAULT_PROGRESS_TOPIC: &str = "__weir_sink_progress";
+
 /// Where a sink writes.
 #[derive(Debug, Clone)]
 pub(crate) enum SinkTarget {
-    Kafka(KafkaSinkConfig),
+    /// With `exactly_once`: a transactional producer of this `transactional.id`.
+    Kafka {
+        config: KafkaSinkConfig,
+        exactly_once: Option<String>,
+    },
     File(FileSinkConfig),
 }
 
@@ -55,14 +63,15 @@ impl SinkTarget {
     /// The topic or directory, for `weir_catalog.sink_progress`.
     pub(crate) fn destination(&self) -> &str {
         match self {
-            Self::Kafka(k) => &k.topic,
+            Self::Kafka { config, .. } => &config.topic,
             Self::File(f) => &f.path,
         }
     }
 }
 
 /// Reads a CREATE SINK's options (RisingWave's names: `connector`, `topic`,
-/// `properties.*`, `primary_key`, `type`, `force_append_only`; for files `path`,
+/// `properties.*`, `primary_key`, `type`, `force_append_only`; `sink.semantic =
+/// 'exactly_once'` and `sink.progress.topic` for transactions; for files `path`,
 /// `format = 'parquet'` and `file.max_bytes`).
 pub(crate) fn sink_spec(c: &CreateSink) -> Result<SinkSpec> {
     let option = |k: &str| c.options.get(k).map(String::as_str);
@@ -86,7 +95,26 @@ pub(crate) fn sink_spec(c: &CreateSink) -> Result<SinkSpec> {
     let topic = option("topic")
         .ok_or_else(|| SqlError::invalid_parameter("the kafka sink needs topic = '...'"))?
         .to_string();
-    let properties = crate::relation::kafka_properties(&c.options)?;
+    let mut properties = crate::relation::kafka_properties(&c.options)?;
+    let exactly_once = match option("sink.semantic")
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("at_least_once" | "at-least-once") => None,
+        Some("exactly_once" | "exactly-once") => Some(
+            properties
+                .remove("transactional.id")
+                .unwrap_or_else(|| format!("weir-sink-{}", c.name)),
+        ),
+        Some(other) => {
+            return Err(SqlError::invalid_parameter(format!(
+                "sink.semantic must be at_least_once or exactly_once, got '{other}'"
+            )));
+        }
+    };
+    let progress_topic = option("sink.progress.topic")
+        .unwrap_or(DEFAULT_PROGRESS_TOPIC)
+        .to_string();
     // FORMAT ... ENCODE JSON, or the older `type = 'append-only' | 'upsert' | 'debezium'`.
     let format = match (&c.format, option("type")) {
         (Some((format, encode)), _) => {
@@ -134,7 +162,14 @@ pub(crate) fn sink_spec(c: &CreateSink) -> Result<SinkSpec> {
     });
     Ok(SinkSpec {
         format,
-        target: SinkTarget::Kafka(KafkaSinkConfig { topic, properties }),
+        target: SinkTarget::Kafka {
+            config: KafkaSinkConfig {
+                topic,
+                progress_topic,
+                properties,
+            },
+            exactly_once,
+        },
         primary_key,
     })
 }

@@ -41,6 +41,8 @@ pub struct SinkProgress {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KafkaSinkConfig {
     pub topic: String,
+    /// Where an exactly-once sink records the checkpoint each transaction committed.
+    pub progress_topic: String,
     /// librdkafka properties (`bootstrap.servers`, ...), the user's over weir's defaults.
     pub properties: BTreeMap<String, String>,
 }

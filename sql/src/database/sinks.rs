@@ -11,7 +11,9 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use weir_engine::ChangeBatch;
 use weir_engine::operator::ViewEvent;
-use weir_engine::sink::{FileSink, KafkaSink, SinkEncoder, SinkFormat, SinkProgress, SinkWriter};
+use weir_engine::sink::{
+    FileSink, KafkaSink, SinkEncoder, SinkFormat, SinkProgress, SinkWriter, TransactionalKafkaSink,
+};
 
 use super::{Database, Output, command};
 use crate::catalog::{Entry, StoredEntry};
@@ -190,15 +192,33 @@ impl Database {
             .and_then(|r| r.snapshots.into_iter().next());
         let resume_at = restored.as_ref().map(|s| s.epoch);
         let writer: Box<dyn SinkWriter> = match &spec.target {
-            SinkTarget::Kafka(kafka) => {
+            SinkTarget::Kafka {
+                config,
+                exactly_once,
+            } => {
                 let encoder = SinkEncoder::new(spec.format, Arc::clone(&schema), key, &c.name)?;
-                Box::new(
-                    KafkaSink::new(kafka, encoder, Arc::clone(&progress)).map_err(|e| {
-                        SqlError::invalid_parameter(format!(
-                            "cannot create the sink's producer: {e}"
-                        ))
-                    })?,
-                )
+                let producer_error = |e: weir_engine::EngineError| {
+                    SqlError::invalid_parameter(format!("cannot create the sink's producer: {e}"))
+                };
+                match exactly_once {
+                    None => Box::new(
+                        KafkaSink::new(config, encoder, Arc::clone(&progress))
+                            .map_err(producer_error)?,
+                    ),
+                    Some(id) => Box::new(
+                        TransactionalKafkaSink::open(
+                            config,
+                            id,
+                            encoder,
+                            restored
+                                .as_ref()
+                                .and_then(|s| s.nodes.first().map(|n| (s.checkpoint, n))),
+                            Arc::clone(&progress),
+                        )
+                        .await
+                        .map_err(producer_error)?,
+                    ),
+                }
             }
             SinkTarget::File(file) => Box::new(
                 FileSink::open(
