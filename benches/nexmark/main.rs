@@ -15,7 +15,9 @@
 //!
 //! `--checkpoints [--recovery-events N]` measures checkpoints instead: q5 and q7 with a
 //! checkpoint every 10 s and 1 s against none, and a large view's recovery after kill -9
-//! against deriving it again from Kafka (default 5M bids). The smoke run does both.
+//! against deriving it again from Kafka (default 5M bids). `--sinks` measures the PLAIN
+//! Kafka sink against a raw producer and the Parquet sink against DuckDB's COPY. The smoke
+//! run does all of them.
 
 #![allow(clippy::unwrap_used, clippy::print_stdout, dead_code, unreachable_pub)]
 
@@ -27,6 +29,7 @@ mod queries;
 mod references;
 mod report;
 mod run;
+mod sinks;
 
 use std::time::Instant;
 
@@ -62,6 +65,8 @@ struct Options {
     parallelism: usize,
     /// Measure checkpoints only (`--checkpoints`); the smoke run measures them too.
     checkpoints_only: bool,
+    /// Measure sinks only (`--sinks`); the smoke run measures them too.
+    sinks_only: bool,
     smoke: bool,
     /// Bids in the recovery experiment.
     recovery_events: u64,
@@ -108,6 +113,7 @@ fn options() -> Options {
             .map(|v| v.parse().expect("--parallelism takes a number"))
             .unwrap_or(0),
         checkpoints_only: args.iter().any(|a| a == "--checkpoints"),
+        sinks_only: args.iter().any(|a| a == "--sinks"),
         smoke: !bench,
         recovery_events: value("--recovery-events")
             .map(|v| {
@@ -143,6 +149,12 @@ fn input_name(input: &Input) -> &'static str {
     }
 }
 
+/// The sinks' section: each sink beside the same work done without weir.
+async fn sink_section(o: &Options) -> String {
+    let rates = sinks::measure(o.events, BASE_TIME_MS, &o.kafka_storage).await;
+    sinks::markdown(o.events, &rates)
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let o = options();
@@ -153,8 +165,12 @@ async fn main() {
         println!("OUTCOME {}", serde_json::to_string(&outcome).unwrap());
         return;
     }
-    if o.checkpoints_only {
-        let markdown = checkpoint_section(&o).await;
+    if o.checkpoints_only || o.sinks_only {
+        let markdown = if o.checkpoints_only {
+            checkpoint_section(&o).await
+        } else {
+            sink_section(&o).await
+        };
         println!("{markdown}");
         if let Some(path) = o.out {
             std::fs::write(&path, markdown).unwrap();
@@ -287,6 +303,8 @@ async fn main() {
     if o.smoke {
         markdown.push('\n');
         markdown.push_str(&checkpoint_section(&o).await);
+        markdown.push('\n');
+        markdown.push_str(&sink_section(&o).await);
     }
     println!("{markdown}");
     let mismatches = report.mismatches();

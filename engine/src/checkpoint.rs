@@ -52,11 +52,17 @@ impl LocalStore {
 #[async_trait]
 impl CheckpointStore for LocalStore {
     async fn put(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
+        let location = StorePath::from(path);
         self.inner
-            .put(&StorePath::from(path), PutPayload::from(bytes))
+            .put(&location, PutPayload::from(bytes))
             .await
             .map_err(store_error)?;
-        let file = self.root.join(path);
+        // Where object_store put it: it escapes characters such as `%` in file names, so a
+        // part named `s%2Equery.d` (the dataflow of sink `s`'s own query) is not `root/path`.
+        let file = self
+            .inner
+            .path_to_filesystem(&location)
+            .map_err(store_error)?;
         // Checkpoints hold the views' and tables' rows: the server's user's only.
         std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
         std::fs::File::open(&file)?.sync_all()?;
@@ -93,7 +99,10 @@ impl CheckpointStore for LocalStore {
             Err(e) => return Err(store_error(e)),
         }
         // Directories hold nothing but objects: remove the ones left empty.
-        let mut dir = self.root.join(path);
+        let mut dir = self
+            .inner
+            .path_to_filesystem(&StorePath::from(path))
+            .map_err(store_error)?;
         while dir.pop() && dir != self.root && std::fs::remove_dir(&dir).is_ok() {}
         Ok(())
     }
@@ -261,5 +270,31 @@ mod tests {
         store.delete("7/v/1.snap").await.unwrap();
         store.delete("7/v/1.snap").await.unwrap();
         assert_eq!(store.get("7/v/1.snap").await.unwrap(), None);
+    }
+
+    /// Names object_store escapes on disk (`%`) are found where it wrote them (the
+    /// permissions and fsync after a put failed with ENOENT); the checkpoint's own part
+    /// names avoid them (`s-2Equery.d`) so that listing gives them back as written.
+    #[tokio::test]
+    async fn the_local_store_puts_escaped_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path().join("checkpoints")).unwrap();
+        store.put("9/a%b/0.snap", b"y".to_vec()).await.unwrap();
+        assert_eq!(
+            store.get("9/a%b/0.snap").await.unwrap(),
+            Some(b"y".to_vec())
+        );
+        store.delete("9/a%b/0.snap").await.unwrap();
+        store
+            .put("9/s-2Equery.d/0.snap", b"x".to_vec())
+            .await
+            .unwrap();
+        assert_eq!(store.list("9").await.unwrap(), vec!["9/s-2Equery.d/0.snap"]);
+        assert_eq!(
+            store.get("9/s-2Equery.d/0.snap").await.unwrap(),
+            Some(b"x".to_vec())
+        );
+        store.delete("9/s-2Equery.d/0.snap").await.unwrap();
+        assert_eq!(store.list("9").await.unwrap(), Vec::<String>::new());
     }
 }

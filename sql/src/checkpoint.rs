@@ -378,11 +378,7 @@ impl Coordinator {
         let mut table_parts = Vec::with_capacity(tables.len());
         for (name, base) in &tables {
             let bytes = table_to_bytes(base)?;
-            let path = format!(
-                "{}/tables/{}",
-                parts_dir(epoch),
-                table_file_name(name, "rows")
-            );
+            let path = format!("{}/tables/{}", parts_dir(epoch), part_name(name, "rows"));
             total += bytes.len() as u64;
             table_parts.push(TablePart {
                 name: name.to_string(),
@@ -401,7 +397,7 @@ impl Coordinator {
                 let path = format!(
                     "{}/{}/{}.snap",
                     parts_dir(epoch),
-                    table_file_name(&view, "d"),
+                    part_name(&view, "d"),
                     s.task
                 );
                 let part = TaskPart {
@@ -496,6 +492,14 @@ impl Coordinator {
         }
         Ok(())
     }
+}
+
+/// A relation's name as a part's file name: `table_file_name` with `-` for its `%`, which
+/// `object_store` would escape again on disk (every checkpoint after `CREATE SINK s AS ...`,
+/// whose dataflow is `s.query`, failed). Still one name per relation: `table_file_name`
+/// writes `-` itself as `%2D`.
+fn part_name(name: &str, extension: &str) -> String {
+    table_file_name(name, extension).replace('%', "-")
 }
 
 /// The introspection row of a committed checkpoint.
