@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh machine: installs what is missing (Tansu, psql,
+# The whole test suite, from a fresh machine: installs what is missing (Tansu, PostgreSQL,
 # psycopg, DuckDB), then runs format and lint checks, unit tests and the end-to-end tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,9 +10,9 @@ if ! command -v tansu >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/tansu" ]; then
   step "installing tansu 0.6.0 (about 20 minutes on 2 cores, once per machine)"
   cargo install tansu --version 0.6.0 --locked --features dynostore,libsql
 fi
-if ! command -v psql >/dev/null 2>&1; then
-  step "installing psql"
-  apt-get update -qq && apt-get install -y -qq postgresql-client >/dev/null
+if ! command -v psql >/dev/null 2>&1 || ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+  step "installing PostgreSQL (psql, and a server to compare output with)"
+  apt-get update -qq && apt-get install -y -qq postgresql postgresql-client >/dev/null
 fi
 if ! python3 -c "import psycopg, sqlalchemy, pandas, duckdb" >/dev/null 2>&1; then
   step "installing psycopg 3, SQLAlchemy, pandas, DuckDB"

@@ -15,6 +15,7 @@ mod joins;
 mod kafka;
 mod nexmark_kafka;
 mod pg_wire;
+mod postgres_compat;
 mod restart;
 mod robustness;
 mod sinks;

@@ -525,3 +525,108 @@ pub(crate) const NEXMARK_RELATIONS: [(&str, &[(&str, &str)]); 3] = [
         ],
     ),
 ];
+
+/// A real PostgreSQL server (Debian's `postgresql` package) in a temporary cluster, to
+/// compare weir's output with. Runs as the `postgres` user when the tests run as root.
+pub(crate) struct PostgresServer {
+    bin: PathBuf,
+    data: PathBuf,
+    as_root: bool,
+    pub(crate) port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl PostgresServer {
+    pub(crate) fn start() -> Self {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .and_then(|versions| {
+                versions
+                    .filter_map(|v| Some(v.ok()?.path().join("bin")))
+                    .filter(|b| b.join("postgres").exists())
+                    .max()
+            })
+            .expect("a PostgreSQL server in /usr/lib/postgresql (scripts/test.sh installs it)");
+        let as_root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+        let dir = tempfile::tempdir().unwrap();
+        if as_root {
+            let owned = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(owned.success(), "chown of the cluster dir to postgres");
+        }
+        let data = dir.path().join("data");
+        let server = Self {
+            bin,
+            data,
+            as_root,
+            port: free_port(),
+            _dir: dir,
+        };
+        let init = server
+            .command("initdb")
+            .arg("-D")
+            .arg(&server.data)
+            .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"])
+            .args(["--locale", "C"])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(init.success(), "initdb failed");
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            server.port,
+            server.data.display()
+        );
+        let started = server
+            .command("pg_ctl")
+            .args(["-w", "-D"])
+            .arg(&server.data)
+            .args(["-o", &options, "-l"])
+            .arg(server.data.join("log"))
+            .arg("start")
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(started.success(), "pg_ctl start failed");
+        server
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let path = self.bin.join(program);
+        if self.as_root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(path);
+            c
+        } else {
+            Command::new(path)
+        }
+    }
+
+    pub(crate) async fn client(&self) -> Client {
+        let conn_str = format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            self.port
+        );
+        let (client, connection) = tokio_postgres::connect(&conn_str, NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client
+    }
+}
+
+impl Drop for PostgresServer {
+    fn drop(&mut self) {
+        let _ = self
+            .command("pg_ctl")
+            .args(["-D"])
+            .arg(&self.data)
+            .args(["-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .status();
+    }
+}

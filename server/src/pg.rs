@@ -6,6 +6,7 @@ mod error;
 mod handler;
 mod settings;
 mod subscribe;
+mod text;
 
 use std::fmt::Debug;
 use std::sync::Arc;

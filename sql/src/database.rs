@@ -23,10 +23,12 @@ use weir_engine::{SplitPosition, TableBase};
 use crate::catalog::{Catalog, Entry, StoredEntry, io_error};
 use crate::checkpoint::Checkpointer;
 use crate::checkpoint::manifest::{Loaded, ViewMeta};
+use crate::column_names::{finish_names, name_select_list};
 use crate::cpu_runtime::CpuRuntime;
 use crate::dataflow::{ProgressRegistry, ViewTable};
 use crate::error::{Result, SqlError};
 use crate::interrupt::Interrupt;
+use crate::literals::normalize_literals;
 use crate::provider::ScanReport;
 use crate::provider::{Lookup, SessionKeys, TemporalFunction, WindowFunction};
 use crate::relation::{build, resolve_defaults};
@@ -185,15 +187,22 @@ impl Database {
             )?)),
             None => None,
         };
-        let config = SessionConfig::new()
+        let mut config = SessionConfig::new()
             .with_default_catalog_and_schema(DATABASE_NAME, "public")
             .with_information_schema(true)
             .with_create_default_catalog_and_schema(true);
+        // timestamptz values (now(), casts, literals) are instants in UTC, as stored
+        // columns are (docs/sql.md); the session's TimeZone applies when they are printed.
+        config.options_mut().execution.time_zone = Some("+00:00".to_string());
         let ctx = SessionContext::new_with_config(config);
         datafusion_pg_catalog::setup_pg_catalog(&ctx, DATABASE_NAME, EmptyContextProvider)
             .map_err(|e| SqlError::from(*e))?;
         ctx.register_udf(crate::functions::version_udf());
         ctx.register_udf(crate::functions::to_regtype_udf());
+        // Postgres spells DataFusion's signum `sign`.
+        if let Ok(signum) = datafusion::execution::FunctionRegistry::udf(&ctx, "signum") {
+            ctx.register_udf(signum.as_ref().clone().with_aliases(["sign"]));
+        }
         let (catalog, stored) = Catalog::load(data_dir.as_deref())?;
         let cpu = CpuRuntime::new()?;
         let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -446,10 +455,18 @@ impl Database {
     /// Plans a statement DataFusion understands (on the statement threads).
     pub async fn plan(&self, statement: &ast::Statement) -> Result<LogicalPlan> {
         let state = self.ctx.state();
-        let statement = DFStatement::Statement(Box::new(statement.clone()));
+        let mut statement = statement.clone();
+        // On the statement threads: naming walks the statement as deep as planning does.
         let plan = self
             .cpu
-            .plan(async move { state.statement_to_plan(statement).await })
+            .plan(async move {
+                let names = name_select_list(&mut statement);
+                normalize_literals(&mut statement);
+                let plan = state
+                    .statement_to_plan(DFStatement::Statement(Box::new(statement)))
+                    .await?;
+                finish_names(plan, &names, false)
+            })
             .await??;
         match &plan {
             LogicalPlan::Ddl(ddl) => Err(SqlError::unsupported(format!(

@@ -3,12 +3,14 @@
 
 mod catalog;
 mod checkpoint;
+mod column_names;
 mod cpu_runtime;
 mod database;
 mod dataflow;
 mod error;
 mod functions;
 mod interrupt;
+mod literals;
 mod provider;
 mod relation;
 mod sink;

@@ -22,7 +22,6 @@ use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::response::TransactionStatus;
 use pgwire::messages::startup::ParameterStatus;
-use pgwire::types::format::FormatOptions;
 use weir_sql::{
     CancelOnDrop, Database, Interrupt, Output, ParsedStatement, SqlError, Statement,
     TransactionKind,
@@ -32,6 +31,7 @@ use super::encode::{output_response, rows_response};
 use super::error::{error_info, notice, to_pgwire};
 use super::settings;
 use super::subscribe;
+use super::text::Zone;
 
 /// A statement between Parse and Execute.
 #[derive(Debug, Clone)]
@@ -113,7 +113,7 @@ impl SessionHandler {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+        let options = Arc::new(settings::format_options(client.metadata()));
         let aborted = client.transaction_status() == TransactionStatus::Error;
         if aborted
             && !matches!(
@@ -224,7 +224,10 @@ impl SessionHandler {
                 )
                 .await
             {
-                Ok(sub) => return subscribe::copy_out(client, sub).await,
+                Ok(sub) => {
+                    let zone = Zone::parse(&options.time_zone);
+                    return subscribe::copy_out(client, sub, zone).await;
+                }
                 Err(e) => Err(e),
             },
             Statement::Subscribe {

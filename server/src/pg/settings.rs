@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use pgwire::types::format::FormatOptions;
 use weir_sql::SqlError;
 
 /// A known parameter: its canonical name, default, whether changes are reported to the client.
@@ -243,6 +244,15 @@ fn format_timeout(d: Duration) -> String {
         || format!("{ms}ms"),
         |(unit, name)| format!("{}{name}", ms / unit),
     )
+}
+
+/// How this session's values are printed: pgwire's options plus the session's TimeZone.
+pub(crate) fn format_options(metadata: &HashMap<String, String>) -> FormatOptions {
+    let mut options = FormatOptions::from_client_metadata(metadata);
+    if let Ok((_, zone)) = get(metadata, "TimeZone") {
+        options.time_zone = zone;
+    }
+    options
 }
 
 pub(crate) fn get(

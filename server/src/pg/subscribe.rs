@@ -11,7 +11,6 @@ use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use futures::{Sink, SinkExt};
 use pgwire::api::ClientInfo;
 use pgwire::api::results::{Response, Tag};
@@ -20,6 +19,8 @@ use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyOutResponse};
 use tokio::sync::Mutex;
 use weir_sql::{SqlError, Subscription};
+
+use super::text::{Zone, is_null, write_value};
 
 /// A session's open SUBSCRIBE cursors (closed at the end of their transaction).
 #[derive(Default)]
@@ -109,45 +110,37 @@ fn no_cursor(name: &str) -> SqlError {
     SqlError::new("34000", format!("cursor \"{name}\" does not exist"))
 }
 
-/// Rows as COPY text lines: tab-separated, `\N` for NULL, backslash escapes.
-fn copy_lines(batch: &RecordBatch) -> Result<Vec<Bytes>, SqlError> {
-    let options = FormatOptions::default()
-        .with_null("\\N")
-        .with_timestamp_format(Some("%Y-%m-%d %H:%M:%S%.f"))
-        .with_timestamp_tz_format(Some("%Y-%m-%d %H:%M:%S%.f%:z"));
-    let formatters = batch
-        .columns()
-        .iter()
-        .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| SqlError::new("XX000", e.to_string()))?;
+/// Rows as COPY text lines: tab-separated, `\N` for NULL, backslash escapes, values as
+/// Postgres prints them.
+fn copy_lines(batch: &RecordBatch, zone: &Zone) -> Vec<Bytes> {
     let mut lines = Vec::with_capacity(batch.num_rows());
+    let mut value = String::new();
     for row in 0..batch.num_rows() {
         let mut line = String::new();
-        for (i, f) in formatters.iter().enumerate() {
+        for (i, column) in batch.columns().iter().enumerate() {
             if i > 0 {
                 line.push('\t');
             }
-            let is_null = batch.column(i).is_null(row);
-            let value = f.value(row).to_string();
-            if is_null {
-                line.push_str(&value);
-            } else {
-                for ch in value.chars() {
-                    match ch {
-                        '\\' => line.push_str("\\\\"),
-                        '\t' => line.push_str("\\t"),
-                        '\n' => line.push_str("\\n"),
-                        '\r' => line.push_str("\\r"),
-                        c => line.push(c),
-                    }
+            if is_null(column.as_ref(), row) {
+                line.push_str("\\N");
+                continue;
+            }
+            value.clear();
+            write_value(column.as_ref(), row, zone, &mut value);
+            for ch in value.chars() {
+                match ch {
+                    '\\' => line.push_str("\\\\"),
+                    '\t' => line.push_str("\\t"),
+                    '\n' => line.push_str("\\n"),
+                    '\r' => line.push_str("\\r"),
+                    c => line.push(c),
                 }
             }
         }
         line.push('\n');
         lines.push(Bytes::from(line));
     }
-    Ok(lines)
+    lines
 }
 
 /// Streams a subscription as COPY OUT until the view goes away, the subscriber falls behind,
@@ -155,6 +148,7 @@ fn copy_lines(batch: &RecordBatch) -> Result<Vec<Bytes>, SqlError> {
 pub(crate) async fn copy_out<C>(
     client: &mut C,
     mut sub: Subscription,
+    zone: Zone,
 ) -> PgWireResult<Result<Response, SqlError>>
 where
     C: Sink<PgWireBackendMessage> + Unpin + Send,
@@ -173,10 +167,7 @@ where
     loop {
         match sub.next().await {
             Ok(Some(batch)) => {
-                let lines = match copy_lines(&batch) {
-                    Ok(l) => l,
-                    Err(e) => return Ok(Err(e)),
-                };
+                let lines = copy_lines(&batch, &zone);
                 rows += lines.len();
                 for line in lines {
                     client

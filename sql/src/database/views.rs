@@ -25,9 +25,11 @@ use weir_engine::runtime::{Dataflow, DataflowStats, Partitioning, WatermarkSpec}
 use super::{Database, Output, RestoredView, command};
 use crate::catalog::{Entry, StoredEntry};
 use crate::checkpoint::manifest::ViewMeta;
+use crate::column_names::{finish_names, name_select_list};
 use crate::cpu_runtime::panic_message;
 use crate::dataflow::{InputContext, Lowering, RunningDataflow, ViewTable, stream_input};
 use crate::error::{Result, SqlError};
+use crate::literals::normalize_literals;
 use crate::statement::{CreateRelation, ObjectKind, ParsedStatement, Statement, parse_duration};
 
 /// How long a partition may stay silent before it stops holding its source's watermark back.
@@ -86,8 +88,13 @@ impl Database {
         let state = self.ctx.state();
         self.cpu
             .plan(async move {
-                let statement = DFStatement::Statement(Box::new(parser.parse_view_query(&query)?));
-                let plan = state.statement_to_plan(statement).await?;
+                let mut statement = parser.parse_view_query(&query)?;
+                let names = name_select_list(&mut statement);
+                normalize_literals(&mut statement);
+                let plan = state
+                    .statement_to_plan(DFStatement::Statement(Box::new(statement)))
+                    .await?;
+                let plan = finish_names(plan, &names, true)?;
                 Ok(state.optimize(&plan)?)
             })
             .await?
