@@ -221,3 +221,37 @@ async fn node_postgres_queries() {
     let lines = run_client("node", &[script, &server.addr().port().to_string()]);
     assert_eq!(lines, vec![r#"[{"k":"8","v":"b"},{"k":"9","v":"c"}]"#, "3"]);
 }
+
+/// `\dm` lists materialized views (relkind `m` in pg_class), and `\dv` does not.
+#[tokio::test(flavor = "multi_thread")]
+async fn psql_lists_materialized_views_with_dm() {
+    let server = TestServer::start().await;
+    let out = psql(
+        &server,
+        &[
+            "CREATE TABLE t (k INT, v INT)",
+            "CREATE MATERIALIZED VIEW per_k AS SELECT k, count(*) FROM t GROUP BY k",
+            "CREATE MATERIALIZED VIEW total AS SELECT sum(v) FROM t",
+            "\\echo DM",
+            "\\dm",
+            "\\echo DV",
+            "\\dv",
+        ],
+    );
+    let dm = out
+        .split("DM")
+        .nth(1)
+        .and_then(|s| s.split("DV").next())
+        .unwrap_or_default();
+    for view in ["per_k", "total"] {
+        assert!(
+            dm.lines()
+                .any(|l| l.contains(view) && l.contains("materialized view")),
+            "\\dm lacks {view}: {out}"
+        );
+    }
+    // \dv lists weir_catalog's plain views only.
+    let dv = out.split("DV").nth(1).unwrap_or_default();
+    assert!(dv.contains(" source_progress "), "{out}");
+    assert!(!dv.contains("per_k") && !dv.contains("total"), "{out}");
+}

@@ -29,6 +29,7 @@ use crate::dataflow::{ProgressRegistry, ViewTable};
 use crate::error::{Result, SqlError};
 use crate::interrupt::Interrupt;
 use crate::literals::normalize_literals;
+use crate::pg_class::PgCatalogWithMatviews;
 use crate::provider::ScanReport;
 use crate::provider::{Lookup, SessionKeys, TemporalFunction, WindowFunction};
 use crate::relation::{build, resolve_defaults};
@@ -197,6 +198,15 @@ impl Database {
         let ctx = SessionContext::new_with_config(config);
         datafusion_pg_catalog::setup_pg_catalog(&ctx, DATABASE_NAME, EmptyContextProvider)
             .map_err(|e| SqlError::from(*e))?;
+        if let Some(catalog) = ctx.catalog(DATABASE_NAME)
+            && let Some(pg_catalog) = catalog.schema("pg_catalog")
+        {
+            let catalogs = Arc::clone(ctx.state().catalog_list());
+            catalog.register_schema(
+                "pg_catalog",
+                Arc::new(PgCatalogWithMatviews::new(pg_catalog, &catalogs)),
+            )?;
+        }
         ctx.register_udf(crate::functions::version_udf());
         ctx.register_udf(crate::functions::to_regtype_udf());
         // Postgres spells DataFusion's signum `sign`.

@@ -11,6 +11,7 @@ mod error;
 mod functions;
 mod interrupt;
 mod literals;
+mod pg_class;
 mod provider;
 mod relation;
 mod sink;
