@@ -28,11 +28,11 @@ use crate::cpu_runtime::CpuRuntime;
 use crate::dataflow::{ProgressRegistry, ViewTable};
 use crate::error::{Result, SqlError};
 use crate::interrupt::Interrupt;
-use crate::literals::normalize_literals;
 use crate::pg_class::PgCatalogWithMatviews;
 use crate::provider::ScanReport;
 use crate::provider::{Lookup, SessionKeys, TemporalFunction, WindowFunction};
 use crate::relation::{build, resolve_defaults};
+use crate::spellings::normalize_spellings;
 use crate::statement::{CreateRelation, ObjectKind, ParsedStatement, Statement, StatementParser};
 use crate::types::sql_type_name;
 
@@ -209,6 +209,7 @@ impl Database {
         }
         ctx.register_udf(crate::functions::version_udf());
         ctx.register_udf(crate::functions::to_regtype_udf());
+        ctx.register_udf(crate::functions::pg_function_is_visible_udf());
         // Postgres spells DataFusion's signum `sign`.
         if let Ok(signum) = datafusion::execution::FunctionRegistry::udf(&ctx, "signum") {
             ctx.register_udf(signum.as_ref().clone().with_aliases(["sign"]));
@@ -471,7 +472,7 @@ impl Database {
             .cpu
             .plan(async move {
                 let names = name_select_list(&mut statement);
-                normalize_literals(&mut statement);
+                normalize_spellings(&mut statement);
                 let plan = state
                     .statement_to_plan(DFStatement::Statement(Box::new(statement)))
                     .await?;

@@ -1,5 +1,6 @@
 //! Postgres functions clients call that DataFusion and the pg_catalog emulation lack:
-//! `version()` (weir's own text) and `to_regtype(name)` (psycopg's type lookup).
+//! `version()` (weir's own text), `to_regtype(name)` (psycopg's type lookup) and
+//! `pg_function_is_visible(oid)` (psql's `\df`).
 
 use std::sync::Arc;
 
@@ -54,6 +55,22 @@ pub(crate) fn version_udf() -> ScalarUDF {
         DataType::Utf8,
         Volatility::Immutable,
         Arc::new(move |_args| Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(text.clone()))))),
+    )
+}
+
+/// `pg_function_is_visible(oid)`: true, as every function weir has is in the search path.
+pub(crate) fn pg_function_is_visible_udf() -> ScalarUDF {
+    create_udf(
+        "pg_function_is_visible",
+        vec![DataType::Int32],
+        DataType::Boolean,
+        Volatility::Stable,
+        Arc::new(|args| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let visible: datafusion::arrow::array::BooleanArray =
+                (0..arrays[0].len()).map(|_| Some(true)).collect();
+            Ok(ColumnarValue::Array(Arc::new(visible)))
+        }),
     )
 }
 

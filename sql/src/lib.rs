@@ -10,11 +10,11 @@ mod dataflow;
 mod error;
 mod functions;
 mod interrupt;
-mod literals;
 mod pg_class;
 mod provider;
 mod relation;
 mod sink;
+mod spellings;
 mod statement;
 mod types;
 

@@ -300,6 +300,8 @@ CASE WHEN false THEN 1 END
 (SELECT 1)
 (SELECT max(x) FROM (VALUES (1), (5)) AS t(x))
 EXISTS (SELECT 1)
+ARRAY(SELECT x FROM (VALUES (3), (1), (2)) AS t(x) ORDER BY x)
+ARRAY(SELECT x * 2 FROM (VALUES (1), (2)) AS t(x) WHERE x > 1)
 1 IN (1, 2, 3)
 5 BETWEEN 1 AND 10
 -- the session's TimeZone applies to timestamptz output

@@ -29,7 +29,7 @@ use crate::column_names::{finish_names, name_select_list};
 use crate::cpu_runtime::panic_message;
 use crate::dataflow::{InputContext, Lowering, RunningDataflow, ViewTable, stream_input};
 use crate::error::{Result, SqlError};
-use crate::literals::normalize_literals;
+use crate::spellings::normalize_spellings;
 use crate::statement::{CreateRelation, ObjectKind, ParsedStatement, Statement, parse_duration};
 
 /// How long a partition may stay silent before it stops holding its source's watermark back.
@@ -90,7 +90,7 @@ impl Database {
             .plan(async move {
                 let mut statement = parser.parse_view_query(&query)?;
                 let names = name_select_list(&mut statement);
-                normalize_literals(&mut statement);
+                normalize_spellings(&mut statement);
                 let plan = state
                     .statement_to_plan(DFStatement::Statement(Box::new(statement)))
                     .await?;

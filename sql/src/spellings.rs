@@ -1,0 +1,245 @@
+//! Postgres spellings DataFusion does not read, rewritten before planning: timestamps
+//! without seconds (`timestamp '2020-04-15 12:02'`), hex bytea (`'\x01ff'`), `ARRAY(query)`.
+
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+use datafusion::sql::sqlparser::ast::{
+    DataType, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentClause,
+    FunctionArgumentList, FunctionArguments, GroupByExpr, Ident, ObjectName, OrderBy, OrderByExpr,
+    OrderByKind, Query, SelectItem, SetExpr, Statement, TableFactor, Value, visit_expressions_mut,
+};
+
+/// The column name an `ARRAY(query)` rewrite gives the query's one column.
+const ARRAY_ELEMENT: &str = "__weir_element";
+
+/// Rewrites the statement in place.
+pub(crate) fn normalize_spellings(statement: &mut Statement) {
+    let _ = visit_expressions_mut(statement, |expr| {
+        rewrite_literal(expr);
+        rewrite_array_subquery(expr);
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+/// `ARRAY(SELECT x FROM ... ORDER BY y)` (psql's `\du` and `\d+` send it) as the scalar
+/// subquery `(SELECT array_agg(x ORDER BY y) FROM ...)`, which DataFusion decorrelates.
+/// A query with its own grouping or limit is wrapped instead, `(SELECT array_agg(e) FROM
+/// (query) AS a(e))`, which can neither refer to the outer query nor keep the query's
+/// order. One difference in both: over no rows the array is NULL where Postgres gives `{}`.
+fn rewrite_array_subquery(expr: &mut Expr) {
+    let Expr::Function(f) = expr else { return };
+    let FunctionArguments::Subquery(query) = &f.args else {
+        return;
+    };
+    if !f.name.to_string().eq_ignore_ascii_case("array") {
+        return;
+    }
+    let mut query = query.clone();
+    if let Some(element) = take_single_column(&mut query) {
+        let order_by = match query.order_by.take() {
+            Some(OrderBy {
+                kind: OrderByKind::Expressions(e),
+                ..
+            }) => e,
+            _ => Vec::new(),
+        };
+        if let SetExpr::Select(select) = query.body.as_mut() {
+            select.projection = vec![SelectItem::UnnamedExpr(call(
+                "array_agg",
+                vec![element],
+                order_by,
+            ))];
+        }
+        *expr = Expr::Subquery(query);
+        return;
+    }
+    // A fixed template, its subquery then swapped for the real one: parsing the query's
+    // text again could cost what the statement's budget already bounded once.
+    let template = format!(
+        "SELECT array_agg({ARRAY_ELEMENT}) FROM (SELECT 1) AS __weir_array({ARRAY_ELEMENT})"
+    );
+    let Ok(mut statements) = Parser::parse_sql(&PostgreSqlDialect {}, &template) else {
+        return;
+    };
+    let Some(Statement::Query(mut outer)) = statements.pop() else {
+        return;
+    };
+    if let SetExpr::Select(select) = outer.body.as_mut()
+        && let Some(from) = select.from.first_mut()
+        && let TableFactor::Derived { subquery, .. } = &mut from.relation
+    {
+        *subquery = query;
+        *expr = Expr::Subquery(outer);
+    }
+}
+
+/// The one expression a plain `SELECT x FROM ... [WHERE ...] [ORDER BY ...]` selects, if
+/// the query is that simple (no grouping, DISTINCT, limit or set operation).
+fn take_single_column(query: &mut Query) -> Option<Expr> {
+    if query.limit_clause.is_some() || query.fetch.is_some() || query.with.is_some() {
+        return None;
+    }
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return None;
+    };
+    let grouped = match &select.group_by {
+        GroupByExpr::Expressions(e, _) => !e.is_empty(),
+        GroupByExpr::All(_) => true,
+    };
+    if grouped || select.having.is_some() || select.distinct.is_some() {
+        return None;
+    }
+    match select.projection.as_slice() {
+        [SelectItem::UnnamedExpr(e)] | [SelectItem::ExprWithAlias { expr: e, .. }]
+            if !contains_aggregate(e) =>
+        {
+            Some(e.clone())
+        }
+        _ => None,
+    }
+}
+
+/// Whether an expression calls a function that may be an aggregate (any call with a
+/// name DataFusion aggregates by; unknown names are treated as aggregates, to be safe).
+fn contains_aggregate(expr: &Expr) -> bool {
+    let mut found = false;
+    let mut e = expr.clone();
+    let _ = visit_expressions_mut(&mut e, |e| {
+        if let Expr::Function(f) = e {
+            let name = f.name.to_string().to_ascii_lowercase();
+            found |= f.over.is_none() && AGGREGATES.contains(&name.as_str());
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    found
+}
+
+/// Aggregate names a select item of `ARRAY(query)` might use.
+const AGGREGATES: &[&str] = &[
+    "count",
+    "sum",
+    "avg",
+    "min",
+    "max",
+    "array_agg",
+    "string_agg",
+    "bool_and",
+    "bool_or",
+    "every",
+    "stddev",
+    "variance",
+    "first_value",
+    "last_value",
+];
+
+fn rewrite_literal(expr: &mut Expr) {
+    let (data_type, value) = match expr {
+        Expr::TypedString(t) => match &mut t.value.value {
+            Value::SingleQuotedString(s) => (&t.data_type, s),
+            _ => return,
+        },
+        Expr::Cast {
+            data_type, expr: e, ..
+        } => match e.as_mut() {
+            Expr::Value(v) => match &mut v.value {
+                Value::SingleQuotedString(s) => (&*data_type, s),
+                _ => return,
+            },
+            _ => return,
+        },
+        _ => return,
+    };
+    match data_type {
+        DataType::Timestamp(..) | DataType::Datetime(_) => {
+            if let Some(with_seconds) = add_seconds(value) {
+                *value = with_seconds;
+            }
+        }
+        DataType::Bytea => {
+            if let Some(hex) = value.strip_prefix("\\x") {
+                *expr = decode_hex(hex);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `YYYY-MM-DD HH:MM` (then nothing, or a zone) with `:00` seconds inserted; None if the
+/// value is not of that form.
+fn add_seconds(value: &str) -> Option<String> {
+    let bytes = value.as_bytes();
+    let time_at = 11;
+    if bytes.len() < time_at + 4 || !matches!(bytes[10], b' ' | b'T') {
+        return None;
+    }
+    let time = &value[time_at..];
+    let hour_len = time.find(':')?;
+    let rest = &time[hour_len + 1..];
+    let minute_len = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    let digits = |s: &str| !s.is_empty() && s.len() <= 2 && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(&time[..hour_len]) || !digits(&rest[..minute_len]) {
+        return None;
+    }
+    let tail = &rest[minute_len..];
+    if !(tail.is_empty() || tail.starts_with(['+', '-', 'Z', ' '])) {
+        return None;
+    }
+    let cut = value.len() - tail.len();
+    Some(format!("{}:00{}", &value[..cut], tail))
+}
+
+/// `decode('<hex>', 'hex')`, the bytea a `'\x..'` literal stands for.
+fn decode_hex(hex: &str) -> Expr {
+    let text = |s: &str| Expr::Value(Value::SingleQuotedString(s.to_string()).into());
+    call("decode", vec![text(hex), text("hex")], Vec::new())
+}
+
+/// A call of `name(args ORDER BY order_by)`.
+fn call(name: &str, args: Vec<Expr>, order_by: Vec<OrderByExpr>) -> Expr {
+    let clauses = if order_by.is_empty() {
+        Vec::new()
+    } else {
+        vec![FunctionArgumentClause::OrderBy(order_by)]
+    };
+    Expr::Function(Function {
+        name: ObjectName::from(vec![Ident::new(name)]),
+        uses_odbc_syntax: false,
+        parameters: FunctionArguments::None,
+        args: FunctionArguments::List(FunctionArgumentList {
+            duplicate_treatment: None,
+            args: args
+                .into_iter()
+                .map(|a| FunctionArg::Unnamed(FunctionArgExpr::Expr(a)))
+                .collect(),
+            clauses,
+        }),
+        filter: None,
+        null_treatment: None,
+        over: None,
+        within_group: Vec::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_without_seconds_get_them() {
+        assert_eq!(
+            add_seconds("2020-04-15 12:02").as_deref(),
+            Some("2020-04-15 12:02:00")
+        );
+        assert_eq!(
+            add_seconds("2020-04-15T1:02+02").as_deref(),
+            Some("2020-04-15T1:02:00+02")
+        );
+        assert_eq!(add_seconds("2020-04-15 12:02:03"), None);
+        assert_eq!(add_seconds("2020-04-15"), None);
+    }
+}
