@@ -1,6 +1,6 @@
 //! Ad hoc scan rate over a Kafka topic: `cargo bench --bench adhoc_scan -- [messages] [partitions]`.
 //!
-//! Starts a Tansu broker (sqlite storage, SPEC §8) and an in-process weir server, produces
+//! Starts a Tansu broker (sqlite storage) and an in-process weir server, produces
 //! `messages` JSON bids (default 50,000) over `partitions` partitions (default 4), then times
 //! the ingestion ceiling (raw rdkafka consume, no decoding) and weir's
 //! `SELECT count(*), sum(price), count(DISTINCT bidder)` over the same topic, checking the

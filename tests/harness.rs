@@ -272,7 +272,7 @@ pub(crate) type KafkaMessage = (i32, Option<Vec<u8>>, Vec<u8>);
 /// A message read back: (partition, key, value), value None for a tombstone.
 pub(crate) type ConsumedMessage = (i32, Option<Vec<u8>>, Option<Vec<u8>>);
 
-/// A Tansu broker with sqlite storage in its own directory (SPEC §8).
+/// A Tansu broker with sqlite storage in its own directory.
 pub(crate) struct Broker {
     child: Option<ChildGuard>,
     pub(crate) port: u16,
@@ -286,7 +286,7 @@ impl Broker {
     }
 
     /// A broker on `storage` (`sqlite://tansu.db`, or `memory://` for raw throughput only:
-    /// it misreports high watermarks, SPEC §8).
+    /// it misreports high watermarks).
     pub(crate) fn start_with_storage(storage: &str) -> Self {
         let mut broker = Self {
             child: None,

@@ -420,7 +420,7 @@ fn split_threads(name: &str) -> usize {
         .count()
 }
 
-/// SPEC §2: a source is read once however many views use it, and its progress counts
+/// A source is read once however many views use it, and its progress counts
 /// each message once. Views created while the source's readers are mid-way read what the
 /// readers read before on their own (a backfill), then along with the others.
 #[tokio::test(flavor = "multi_thread")]

@@ -57,7 +57,7 @@ struct Options {
     /// Run DataFusion and DuckDB over the same events (`--no-references` skips them).
     references: bool,
     /// Tansu's storage: `memory://` for throughput (the benchmark), `sqlite://` where
-    /// results are checked (the smoke run), as SPEC §8 advises.
+    /// results are checked (the smoke run).
     kafka_storage: String,
     /// A child: run this job (JSON) and print its outcome.
     child: Option<String>,

@@ -1,4 +1,4 @@
-//! SQL types of SPEC §2 to Arrow types, and back to the names users see.
+//! SQL types (docs/postgres-compatibility.md) to Arrow types, and back to the names users see.
 //! One table of truth: DDL, DESCRIBE and the JSON decoder all go through it.
 
 use std::sync::Arc;

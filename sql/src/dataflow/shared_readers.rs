@@ -1,5 +1,5 @@
 //! One reader per split of a Kafka or generator source, shared by every dataflow that reads
-//! it (SPEC §2: a source is read once however many views use it). A dataflow that starts
+//! it (a source is read once however many views use it). A dataflow that starts
 //! after the readers did backfills each split up to where it joined, then reads along.
 //!
 //! A dataflow restored from a checkpoint starts each split at its checkpointed position.
