@@ -20,6 +20,7 @@ mod restart;
 mod robustness;
 mod sinks;
 mod slt;
+mod sql_shapes;
 mod streaming;
 mod subscribe;
 mod views;

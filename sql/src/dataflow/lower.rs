@@ -3,6 +3,7 @@
 //! `TimeWindow`, SESSION `SessionWindow`, equi-joins `HashJoin`, UNION ALL `Union`.
 //! Anything else is refused with 0A000 naming it.
 
+mod aggregate_filter;
 mod join;
 mod top_n;
 
@@ -318,6 +319,7 @@ impl<'a> Lowering<'a> {
                     .collect::<Result<Vec<_>>>()?;
                 let mut aggregates = Vec::with_capacity(a.aggr_expr.len());
                 for e in &a.aggr_expr {
+                    let e = &aggregate_filter::fold_filter(e)?;
                     #[allow(deprecated)]
                     let (agg, filter, order) = create_aggregate_expr_and_maybe_filter(
                         e,
@@ -326,7 +328,9 @@ impl<'a> Lowering<'a> {
                         self.props,
                     )?;
                     if filter.is_some() || !order.is_empty() {
-                        return Err(unsupported("FILTER or ORDER BY inside an aggregate"));
+                        return Err(unsupported(
+                            "ORDER BY inside an aggregate (or DISTINCT ON, which is planned as one)",
+                        ));
                     }
                     aggregates.push(agg);
                 }
