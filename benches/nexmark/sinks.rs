@@ -105,6 +105,7 @@ fn duckdb_copy(ndjson: &std::path::Path, out: &std::path::Path) -> f64 {
     let script = format!(
         "import duckdb, time\n\
          c = duckdb.connect()\n\
+         c.execute(\"SET enable_progress_bar = false\")\n\
          c.execute(\"CREATE TABLE bid AS SELECT * FROM read_json('{}', format = 'newline_delimited')\")\n\
          t = time.time()\n\
          c.execute(\"COPY bid TO '{}' (FORMAT parquet)\")\n\
@@ -121,11 +122,11 @@ fn duckdb_copy(ndjson: &std::path::Path, out: &std::path::Path) -> f64 {
         "duckdb: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    String::from_utf8(output.stdout)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
+    // The elapsed time is the last line (a progress bar may come before it).
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let last = stdout.lines().rev().find(|l| !l.trim().is_empty());
+    last.and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("duckdb printed no time: {stdout}"))
 }
 
 /// Runs the three measurements over the bids of `events` events.
