@@ -10,6 +10,7 @@ mod harness;
 mod checkpoints;
 mod clients;
 mod dml;
+mod docs;
 mod file;
 mod joins;
 mod kafka;
