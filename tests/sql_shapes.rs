@@ -16,6 +16,15 @@ const SHAPE_VIEWS: &[(&str, &str)] = &[
          avg(v) FILTER (WHERE s IS NULL) AS null_avg FROM items GROUP BY grp",
     ),
     (
+        "ordered_aggs",
+        "SELECT grp, string_agg(s, ',' ORDER BY s, id) AS ss, array_agg(v ORDER BY id DESC) AS vs, \
+         first_value(v ORDER BY id) AS first_v, last_value(s ORDER BY v, id) AS top_s FROM items GROUP BY grp",
+    ),
+    (
+        "latest_per_group",
+        "SELECT DISTINCT ON (grp) grp, id, v, s FROM items ORDER BY grp, id DESC",
+    ),
+    (
         "filtered_global",
         "SELECT count(DISTINCT s) FILTER (WHERE v % 2 = 0) AS even_s, min(v) FILTER (WHERE grp = 1) AS g1_min \
          FROM items",

@@ -1,8 +1,8 @@
 //! `HashAggregate`: GROUP BY with DataFusion accumulators, maintained under retractions.
 //! Sums, counts and moments use DataFusion's sliding accumulators (`retract_batch`); min,
-//! max, DISTINCT and order-free collectors (string_agg, array_agg, percentiles) keep the
-//! group's argument values as a multiset and evaluate from it, so deleting the current
-//! extreme is exact. After each batch every touched group emits `-old`/`+new`. A global
+//! max, DISTINCT and collectors (string_agg, array_agg, percentiles, ordered first_value)
+//! keep the group's argument values (and ORDER BY values) as a multiset and evaluate from
+//! it, so deleting the current extreme is exact. After each batch every touched group emits `-old`/`+new`. A global
 //! aggregate (no GROUP BY) always has its one row. Windowed groups close at the watermark:
 //! their state is freed, and under EMIT ON WINDOW CLOSE their final row is emitted then.
 
@@ -57,6 +57,10 @@ const FROM_MULTISET: &[&str] = &[
     "approx_distinct",
 ];
 
+/// Aggregates kept only with an ORDER BY (without one their result depends on arrival
+/// order), evaluated from the multiset of their arguments and ordering values.
+const ORDERED_ONLY: &[&str] = &["first_value", "last_value"];
+
 /// How one aggregate is maintained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -77,6 +81,14 @@ struct Aggregate {
 }
 
 impl Aggregate {
+    /// What the accumulator is fed: the arguments, then the ORDER BY expressions of an
+    /// ordered aggregate (`string_agg(a, ',' ORDER BY b)`), as DataFusion's accumulators
+    /// take them. A multiset kind keeps all of them per value.
+    fn inputs(&self) -> Vec<Arc<dyn PhysicalExpr>> {
+        let all = self.expr.all_expressions();
+        all.args.into_iter().chain(all.order_by_exprs).collect()
+    }
+
     /// A new accumulator for the sliding and plain kinds.
     fn fresh_accumulator(&self) -> Result<Box<dyn datafusion_expr::Accumulator>> {
         let acc = if self.kind == Kind::Sliding {
@@ -150,11 +162,14 @@ impl HashAggregate {
                 && !a.is_distinct()
                 && a.create_sliding_accumulator()
                     .is_ok_and(|acc| acc.supports_retract_batch());
+            let ordered = !a.order_bys().is_empty();
             let kind = match name.as_str() {
                 _ if sliding => Kind::Sliding,
                 "min" => Kind::Min,
                 "max" => Kind::Max,
                 n if a.is_distinct() || FROM_MULTISET.contains(&n) => Kind::Recompute,
+                // `first_value(x ORDER BY y)` (also what DISTINCT ON is planned as).
+                n if ordered && ORDERED_ONLY.contains(&n) => Kind::Recompute,
                 _ => {
                     return Err(EngineError::Config(format!(
                         "aggregate {name} cannot be maintained under retractions yet"
@@ -421,9 +436,12 @@ fn update_state(
                 .as_ref()
                 .expect("invariant: multiset kinds have args");
             let rows = converter.convert_columns(args)?;
+            // min and max are read off the multiset, so it must not hold NULLs; the others
+            // replay it to DataFusion's accumulator, which skips NULLs where the aggregate
+            // does (string_agg) and keeps them where it does not (array_agg, first_value).
+            let skip_nulls = matches!(a.kind, Kind::Min | Kind::Max);
             for (j, &w) in weights.values().iter().enumerate() {
-                // Aggregates skip NULL inputs.
-                if args.first().is_some_and(|c| c.is_null(j)) {
+                if skip_nulls && args.first().is_some_and(|c| c.is_null(j)) {
                     continue;
                 }
                 let e = values.entry(rows.row(j).owned()).or_insert(0);
@@ -478,8 +496,7 @@ impl Operator for HashAggregate {
             .aggregates
             .iter()
             .map(|a| {
-                a.expr
-                    .expressions()
+                a.inputs()
                     .iter()
                     .map(|e| evaluate(e.as_ref(), &data))
                     .collect::<Result<Vec<_>>>()
