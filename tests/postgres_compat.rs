@@ -134,4 +134,10 @@ async fn view_columns_are_named_as_postgres_names_them() {
         .await
         .unwrap_err();
     assert_eq!(sqlstate(&err), "42701");
+    // current_setting reads the session's parameters; an unknown one is 42704.
+    let err = c
+        .batch_execute("SELECT current_setting('no_such_parameter')")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "42704");
 }

@@ -209,7 +209,10 @@ impl Database {
         }
         ctx.register_udf(crate::functions::version_udf());
         ctx.register_udf(crate::functions::to_regtype_udf());
-        ctx.register_udf(crate::functions::pg_function_is_visible_udf());
+        ctx.register_udf(crate::functions::current_setting_udf());
+        for name in ["pg_function_is_visible", "pg_type_is_visible"] {
+            ctx.register_udf(crate::functions::is_visible_udf(name));
+        }
         // Postgres spells DataFusion's signum `sign`.
         if let Ok(signum) = datafusion::execution::FunctionRegistry::udf(&ctx, "signum") {
             ctx.register_udf(signum.as_ref().clone().with_aliases(["sign"]));

@@ -1,6 +1,7 @@
 //! Postgres functions clients call that DataFusion and the pg_catalog emulation lack:
-//! `version()` (weir's own text), `to_regtype(name)` (psycopg's type lookup) and
-//! `pg_function_is_visible(oid)` (psql's `\df`).
+//! `version()` (weir's own text), `to_regtype(name)` (psycopg's type lookup),
+//! `current_setting` (with the session's value added by the server), and
+//! `pg_function_is_visible(oid)` and `pg_type_is_visible(oid)` (psql's `\df`, `\dT`).
 
 use std::sync::Arc;
 
@@ -58,11 +59,24 @@ pub(crate) fn version_udf() -> ScalarUDF {
     )
 }
 
-/// `pg_function_is_visible(oid)`: true, as every function weir has is in the search path.
-pub(crate) fn pg_function_is_visible_udf() -> ScalarUDF {
+/// `current_setting(name, value)`: `value`. The server adds the session's value of `name`
+/// to each `current_setting(name)` it is sent, since sessions share this planner.
+pub(crate) fn current_setting_udf() -> ScalarUDF {
     create_udf(
-        "pg_function_is_visible",
-        vec![DataType::Int32],
+        "current_setting",
+        vec![DataType::Utf8, DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(|args| Ok(args[1].clone())),
+    )
+}
+
+/// `pg_function_is_visible(oid)` and `pg_type_is_visible(oid)`: true, as every function
+/// and type weir has is in the search path.
+pub(crate) fn is_visible_udf(name: &str) -> ScalarUDF {
+    create_udf(
+        name,
+        vec![DataType::Int64],
         DataType::Boolean,
         Volatility::Stable,
         Arc::new(|args| {

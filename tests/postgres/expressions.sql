@@ -306,6 +306,7 @@ ARRAY(SELECT x * 2 FROM (VALUES (1), (2)) AS t(x) WHERE x > 1)
 5 BETWEEN 1 AND 10
 -- the session's TimeZone applies to timestamptz output
 SET TimeZone = 'America/New_York'
+current_setting('TimeZone')
 timestamptz '2020-01-01 00:00:00+00'
 timestamptz '2020-07-01 12:00:00+00'
 timestamptz '2020-03-08 07:30:00+00'
@@ -315,3 +316,8 @@ timestamptz '2020-01-01 00:00:00+00'
 timestamptz '2020-01-01 00:00:00.5+00'
 SET TimeZone = 'UTC'
 timestamptz '2020-01-01 00:00:00+00'
+current_setting('TimeZone')
+-- settings and catalog functions
+current_setting('standard_conforming_strings')
+current_setting('DateStyle')
+pg_type_is_visible(23)

@@ -348,7 +348,13 @@ async fn plan_query<C: ClientInfo>(
     parsed: &ParsedStatement,
     query: &datafusion::sql::sqlparser::ast::Statement,
 ) -> Result<LogicalPlan, SqlError> {
-    let plan = db.plan(query);
+    // Only statements that name it are walked (and cloned) here, on the connection's thread.
+    let resolved = if parsed.text.to_ascii_lowercase().contains("current_setting") {
+        settings::resolve_current_setting(client.metadata(), query)?
+    } else {
+        None
+    };
+    let plan = db.plan(resolved.as_ref().unwrap_or(query));
     let plan = match settings::statement_timeout(client.metadata()) {
         Some(t) => tokio::time::timeout(t, plan)
             .await

@@ -2,8 +2,10 @@
 //! Values live in the connection's metadata; unknown names are rejected with 42704 as in Postgres.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::time::Duration;
 
+use datafusion::sql::sqlparser::ast;
 use pgwire::types::format::FormatOptions;
 use weir_sql::SqlError;
 
@@ -244,6 +246,67 @@ fn format_timeout(d: Duration) -> String {
         || format!("{ms}ms"),
         |(unit, name)| format!("{}{name}", ms / unit),
     )
+}
+
+/// The statement with each `current_setting('name')` given this session's value of the
+/// parameter as a second argument (the planner is shared by every session and cannot see
+/// them); None when it calls none. An unknown parameter is 42704, as in Postgres.
+pub(crate) fn resolve_current_setting(
+    metadata: &HashMap<String, String>,
+    statement: &ast::Statement,
+) -> Result<Option<ast::Statement>, SqlError> {
+    let mut statement = statement.clone();
+    let mut found = false;
+    let outcome = ast::visit_expressions_mut(&mut statement, |expr| {
+        let ast::Expr::Function(f) = expr else {
+            return ControlFlow::Continue(());
+        };
+        let name = f.name.to_string().to_ascii_lowercase();
+        if name != "current_setting" && name != "pg_catalog.current_setting" {
+            return ControlFlow::Continue(());
+        }
+        let ast::FunctionArguments::List(list) = &mut f.args else {
+            return ControlFlow::Continue(());
+        };
+        let [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(ast::Expr::Value(v)))] =
+            list.args.as_slice()
+        else {
+            return ControlFlow::Continue(());
+        };
+        let ast::Value::SingleQuotedString(parameter) = v.value.clone() else {
+            return ControlFlow::Continue(());
+        };
+        let value = if parameter.eq_ignore_ascii_case("server_version_num") {
+            Ok(server_version_num())
+        } else {
+            get(metadata, &parameter).map(|(_, v)| v)
+        };
+        match value {
+            Ok(value) => {
+                found = true;
+                // The planner's two-argument form returns its second argument; the call
+                // keeps its name, so the column is still named `current_setting`.
+                list.args
+                    .push(ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(
+                        ast::Expr::Value(ast::Value::SingleQuotedString(value).into()),
+                    )));
+                ControlFlow::Continue(())
+            }
+            Err(e) => ControlFlow::Break(e),
+        }
+    });
+    if let ControlFlow::Break(e) = outcome {
+        return Err(e);
+    }
+    Ok(found.then_some(statement))
+}
+
+/// `server_version_num` for the version weir reports (`15.0` -> `150000`).
+fn server_version_num() -> String {
+    let mut parts = weir_sql::SERVER_VERSION.split('.');
+    let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    (major * 10_000 + minor).to_string()
 }
 
 /// How this session's values are printed: pgwire's options plus the session's TimeZone.
