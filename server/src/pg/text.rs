@@ -85,15 +85,15 @@ pub(crate) fn write_value(array: &dyn Array, row: usize, zone: &Zone, out: &mut 
         DataType::UInt64 => int!(UInt64Type),
         DataType::Float16 => {
             let v = array.as_primitive::<Float16Type>().value(row).to_f32();
-            write_float(f64::from(v), &format!("{v:e}"), &v.to_string(), 6, out)
+            write_float(f64::from(v), &format!("{v:e}"), 6, out)
         }
         DataType::Float32 => {
             let v = array.as_primitive::<Float32Type>().value(row);
-            write_float(f64::from(v), &format!("{v:e}"), &v.to_string(), 6, out)
+            write_float(f64::from(v), &format!("{v:e}"), 6, out)
         }
         DataType::Float64 => {
             let v = array.as_primitive::<Float64Type>().value(row);
-            write_float(v, &format!("{v:e}"), &v.to_string(), 15, out)
+            write_float(v, &format!("{v:e}"), 15, out)
         }
         DataType::Decimal128(_, scale) => {
             let v = array.as_primitive::<Decimal128Type>().value(row);
@@ -215,23 +215,53 @@ pub(crate) fn write_value(array: &dyn Array, row: usize, zone: &Zone, out: &mut 
 }
 
 /// A float as Postgres's shortest-exact output prints it: fixed notation for decimal
-/// exponents in [-4, `digits`), otherwise `d.ddde+XX`. `sci` and `fixed` are Rust's
-/// shortest round-trip renderings (`{:e}`, `{}`), which carry the same digits.
-fn write_float(v: f64, sci: &str, fixed: &str, digits: i32, out: &mut String) {
+/// exponents in [-4, `digits`), otherwise `d.ddde+XX`. `sci` is Rust's shortest round-trip
+/// rendering in scientific notation (`{:e}`), whose digits both forms use.
+fn write_float(v: f64, sci: &str, digits: i32, out: &mut String) {
     if v.is_nan() {
         out.push_str("NaN");
+        return;
     } else if v.is_infinite() {
         out.push_str(if v > 0.0 { "Infinity" } else { "-Infinity" });
+        return;
     } else if v == 0.0 {
         out.push_str(if v.is_sign_negative() { "-0" } else { "0" });
-    } else {
-        let (mantissa, exponent) = sci.split_once('e').unwrap_or((sci, "0"));
-        let exponent: i32 = exponent.parse().unwrap_or(0);
-        if (-4..digits).contains(&exponent) {
-            out.push_str(fixed);
+        return;
+    }
+    let (mantissa, exponent) = sci.split_once('e').unwrap_or((sci, "0"));
+    let exponent: i32 = exponent.parse().unwrap_or(0);
+    if !(-4..digits).contains(&exponent) {
+        let sign = if exponent < 0 { '-' } else { '+' };
+        let _ = write!(out, "{mantissa}e{sign}{:02}", exponent.abs());
+        return;
+    }
+    let (negative, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => (true, m),
+        None => (false, mantissa),
+    };
+    if negative {
+        out.push('-');
+    }
+    // The significant digits, without the point: `1.2345` -> `12345`.
+    let (first, rest) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let significant = first.len() + rest.len();
+    let digit = |i: usize| {
+        if i < first.len() {
+            first.as_bytes()[i] as char
         } else {
-            let sign = if exponent < 0 { '-' } else { '+' };
-            let _ = write!(out, "{mantissa}e{sign}{:02}", exponent.abs());
+            rest.as_bytes()[i - first.len()] as char
+        }
+    };
+    if exponent < 0 {
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', (-exponent - 1) as usize));
+        out.extend((0..significant).map(digit));
+    } else {
+        let whole = exponent as usize + 1;
+        out.extend((0..whole).map(|i| if i < significant { digit(i) } else { '0' }));
+        if significant > whole {
+            out.push('.');
+            out.extend((whole..significant).map(digit));
         }
     }
 }
@@ -531,6 +561,22 @@ mod tests {
         assert_eq!(
             text(Arc::new(f4), "UTC"),
             ["1.234567e+06", "123456.7", "0.1"]
+        );
+        // Fixed notation is what Rust's shortest Display prints, for every exponent kept.
+        let values = [
+            -2.25,
+            0.00012345,
+            123.456,
+            -999999999999999.0,
+            1.5e14,
+            0.000999,
+            42.0,
+            -0.5,
+        ];
+        let expected: Vec<String> = values.iter().map(f64::to_string).collect();
+        assert_eq!(
+            text(Arc::new(Float64Array::from(values.to_vec())), "UTC"),
+            expected
         );
     }
 
