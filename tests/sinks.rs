@@ -184,15 +184,22 @@ async fn a_plain_sink_writes_every_row_of_an_append_only_view() {
     .await;
     // Listed, described, and in the progress tables.
     assert_eq!(sorted_rows(&client, "SHOW SINKS").await, vec!["big_out"]);
-    let delivered = sorted_rows(
-        &client,
-        "SELECT sum(rows) FROM weir_catalog.sink_progress WHERE sink = 'big_out'",
-    )
-    .await;
-    assert_eq!(
-        delivered,
-        vec![sorted_rows(&client, "SELECT count(*) FROM big").await[0].clone()]
-    );
+    // The producer's acknowledgements (which sink_progress counts) may come after a
+    // consumer already reads the messages.
+    let expected = vec![sorted_rows(&client, "SELECT count(*) FROM big").await[0].clone()];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let delivered = sorted_rows(
+            &client,
+            "SELECT sum(rows) FROM weir_catalog.sink_progress WHERE sink = 'big_out'",
+        )
+        .await;
+        if delivered == expected || Instant::now() > deadline {
+            assert_eq!(delivered, expected);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(
         sorted_rows(
             &client,

@@ -25,6 +25,14 @@ const SHAPE_VIEWS: &[(&str, &str)] = &[
         "SELECT DISTINCT ON (grp) grp, id, v, s FROM items ORDER BY grp, id DESC",
     ),
     (
+        "not_in",
+        "SELECT id, grp FROM items WHERE grp NOT IN (SELECT v FROM items WHERE s = 'a')",
+    ),
+    (
+        "not_in_values",
+        "SELECT id, grp FROM items WHERE grp NOT IN (SELECT v FROM items WHERE s = 'a' AND v IS NOT NULL)",
+    ),
+    (
         "filtered_global",
         "SELECT count(DISTINCT s) FILTER (WHERE v % 2 = 0) AS even_s, min(v) FILTER (WHERE grp = 1) AS g1_min \
          FROM items",
@@ -102,4 +110,6 @@ async fn sql_shapes_in_views_equal_their_queries_under_random_changes() {
     )
     .await;
     assert_eq!(big, ["t"], "the filter kept every row or none");
+    let kept = sorted_rows(&client, "SELECT count(*) > 0 FROM not_in_values").await;
+    assert_eq!(kept, ["t"], "NOT IN kept no row");
 }

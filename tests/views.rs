@@ -116,8 +116,8 @@ async fn unsupported_view_shapes_say_what_is_missing() {
             "JOIN without an equality",
         ),
         (
-            "CREATE MATERIALIZED VIEW e AS SELECT * FROM t WHERE v NOT IN (SELECT k FROM t)",
-            "NOT IN over a subquery",
+            "CREATE MATERIALIZED VIEW e AS SELECT * FROM t WHERE false",
+            "always empty",
         ),
         (
             "CREATE MATERIALIZED VIEW b AS SELECT k, row_number() OVER (ORDER BY v) FROM t",

@@ -1,11 +1,15 @@
 //! Lowering of joins: equi-joins become a `HashJoin`, temporal ones in lookup mode, with
-//! the time bounds of window and interval joins and a NOTICE when state is unbounded.
+//! the time bounds of window and interval joins and a NOTICE when state is unbounded;
+//! NOT IN (a null-aware anti join) is built from an anti join and the subquery's counts.
 
 use std::sync::Arc;
 
 use datafusion::common::NullEquality;
 use datafusion::datasource::source_as_provider;
-use datafusion::logical_expr::{Expr, Join, JoinType, LogicalPlan};
+use datafusion::functions_aggregate::expr_fn::count;
+use datafusion::logical_expr::{
+    Expr, Join, JoinType, LogicalPlan, LogicalPlanBuilder, col, lit, when,
+};
 use weir_engine::operator::{HashJoin, JoinKind};
 
 use super::{Lowered, Lowering, unsupported};
@@ -25,11 +29,7 @@ impl Lowering<'_> {
             JoinType::RightSemi => JoinKind::Semi(1),
             JoinType::LeftAnti if !j.null_aware => JoinKind::Anti(0),
             JoinType::RightAnti => JoinKind::Anti(1),
-            JoinType::LeftAnti => {
-                return Err(unsupported(
-                    "NOT IN over a subquery (a null-aware anti join)",
-                ));
-            }
+            JoinType::LeftAnti => return self.null_aware_anti_join(j),
             other => return Err(unsupported(&format!("a {other} join"))),
         };
         if j.on.is_empty() {
@@ -136,6 +136,77 @@ impl Lowering<'_> {
         })
     }
 }
+
+impl Lowering<'_> {
+    /// `l WHERE k NOT IN (SELECT k2 FROM r)`, a null-aware anti join, from joins the
+    /// engine has. Postgres's NOT IN keeps a row when no `k2` equals its `k`, unless the
+    /// subquery has a NULL (then no row is kept) or the row's `k` is NULL and the subquery
+    /// has rows. So: the plain anti join, crossed (on a constant) with the subquery's one
+    /// row of counts, filtered by `nulls = 0 AND (k IS NOT NULL OR n = 0)`. The constant
+    /// key puts every row in one instance: correct, not parallel.
+    fn null_aware_anti_join(&mut self, j: &Join) -> Result<Lowered> {
+        let [(left_key, right_key)] = j.on.as_slice() else {
+            return Err(unsupported(
+                "NOT IN over a subquery of more than one column",
+            ));
+        };
+        if j.filter.is_some() {
+            return Err(unsupported("a correlated NOT IN with other conditions"));
+        }
+        let left_columns: Vec<Expr> = j
+            .left
+            .schema()
+            .columns()
+            .into_iter()
+            .map(Expr::Column)
+            .collect();
+        let anti = LogicalPlanBuilder::from(j.left.as_ref().clone())
+            .join_with_expr_keys(
+                j.right.as_ref().clone(),
+                JoinType::LeftAnti,
+                (vec![left_key.clone()], vec![right_key.clone()]),
+                None,
+            )?
+            .project(
+                left_columns
+                    .iter()
+                    .cloned()
+                    .chain([lit(1i64).alias(ONE_LEFT)]),
+            )?
+            .build()?;
+        let counts = LogicalPlanBuilder::from(j.right.as_ref().clone())
+            .aggregate(
+                Vec::<Expr>::new(),
+                vec![
+                    count(lit(1i64)).alias(ROWS),
+                    count(when(right_key.clone().is_null(), lit(1i64)).end()?).alias(NULLS),
+                ],
+            )?
+            .project(vec![col(ROWS), col(NULLS), lit(1i64).alias(ONE_RIGHT)])?
+            .build()?;
+        let keep = col(NULLS)
+            .eq(lit(0i64))
+            .and(left_key.clone().is_not_null().or(col(ROWS).eq(lit(0i64))));
+        let plan = LogicalPlanBuilder::from(anti)
+            .join_with_expr_keys(
+                counts,
+                JoinType::Inner,
+                (vec![col(ONE_LEFT)], vec![col(ONE_RIGHT)]),
+                None,
+            )?
+            .filter(keep)?
+            .project(left_columns)?
+            .build()?;
+        self.lower(&plan)
+    }
+}
+
+/// Columns of the NOT IN rewrite: the constant join key of each side, the subquery's row
+/// count and its count of NULL values.
+const ONE_LEFT: &str = "__weir_not_in_one_l";
+const ONE_RIGHT: &str = "__weir_not_in_one_r";
+const ROWS: &str = "__weir_not_in_rows";
+const NULLS: &str = "__weir_not_in_nulls";
 
 /// Whether `plan` reads a table `FOR SYSTEM_TIME AS OF PROCTIME()` (through projections,
 /// filters and aliases).
