@@ -102,6 +102,23 @@ pub(crate) async fn connect(
 }
 
 /// The SQLSTATE of a failed statement.
+/// After a FLUSH, each view (name, query) must hold exactly its query's rows; `context`
+/// says which change came last, for the failure message.
+pub(crate) async fn assert_views_equal_queries(
+    client: &Client,
+    views: &[(&str, &str)],
+    context: &str,
+) {
+    client.batch_execute("FLUSH").await.unwrap();
+    for (name, query) in views {
+        assert_eq!(
+            sorted_rows(client, &format!("SELECT * FROM {name}")).await,
+            sorted_rows(client, query).await,
+            "{name} {context}"
+        );
+    }
+}
+
 /// A query's rows as `a|b|c` strings (NULL spelled out), sorted: a multiset to compare.
 pub(crate) async fn sorted_rows(client: &Client, sql: &str) -> Vec<String> {
     let mut out: Vec<String> = client

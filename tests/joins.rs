@@ -4,7 +4,7 @@
 //! conditions beyond the key, a join feeding an aggregate, a three-way
 //! join, and a join of views; Nexmark q3, q4 and q8 over the generator.
 
-use crate::harness::{Lcg, TestServer, sorted_rows};
+use crate::harness::{Lcg, TestServer, assert_views_equal_queries, sorted_rows};
 
 /// (view name, query) pairs over the tables `orders`, `customers` and `regions`.
 const JOIN_VIEWS: &[(&str, &str)] = &[
@@ -170,14 +170,8 @@ async fn joins_equal_their_queries_under_random_changes() {
         };
         client.batch_execute(&sql).await.unwrap();
         if step % 25 == 24 {
-            client.batch_execute("FLUSH").await.unwrap();
-            for (name, query) in JOIN_VIEWS {
-                assert_eq!(
-                    sorted_rows(&client, &format!("SELECT * FROM {name}")).await,
-                    sorted_rows(&client, query).await,
-                    "{name} after step {step} ({sql})"
-                );
-            }
+            let context = format!("after step {step} ({sql})");
+            assert_views_equal_queries(&client, JOIN_VIEWS, &context).await;
         }
     }
     let full = sorted_rows(

@@ -1,7 +1,7 @@
 //! SQL shapes that streaming users write, each kept by a view that must equal its query run
 //! as a batch after random inserts, updates and deletes (NULLs included).
 
-use crate::harness::{Lcg, TestServer, sorted_rows};
+use crate::harness::{Lcg, TestServer, assert_views_equal_queries, sorted_rows};
 
 /// (view name, query): each shape at one, two and three instances in turn.
 const SHAPE_VIEWS: &[(&str, &str)] = &[
@@ -94,14 +94,8 @@ async fn sql_shapes_in_views_equal_their_queries_under_random_changes() {
         };
         client.batch_execute(&sql).await.unwrap();
         if step % 25 == 24 {
-            client.batch_execute("FLUSH").await.unwrap();
-            for (name, query) in SHAPE_VIEWS {
-                assert_eq!(
-                    sorted_rows(&client, &format!("SELECT * FROM {name}")).await,
-                    sorted_rows(&client, query).await,
-                    "{name} after step {step} ({sql})"
-                );
-            }
+            let context = format!("after step {step} ({sql})");
+            assert_views_equal_queries(&client, SHAPE_VIEWS, &context).await;
         }
     }
     let big = sorted_rows(
