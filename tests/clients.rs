@@ -222,7 +222,7 @@ async fn node_postgres_queries() {
     assert_eq!(lines, vec![r#"[{"k":"8","v":"b"},{"k":"9","v":"c"}]"#, "3"]);
 }
 
-/// `\dm` lists materialized views (relkind `m` in pg_class), and `\dv` does not.
+/// `\dm` lists materialized views (relkind `m` in pg_class), `\dv` does not, `\du` runs.
 #[tokio::test(flavor = "multi_thread")]
 async fn psql_lists_materialized_views_with_dm() {
     let server = TestServer::start().await;
@@ -236,8 +236,13 @@ async fn psql_lists_materialized_views_with_dm() {
             "\\dm",
             "\\echo DV",
             "\\dv",
+            "\\echo DU",
+            "\\du",
         ],
     );
+    // \du runs (its ARRAY(SELECT ...) subquery is rewritten); no roles exist yet.
+    let du = out.split("DU").nth(1).unwrap_or_default();
+    assert!(du.contains("List of roles"), "{out}");
     let dm = out
         .split("DM")
         .nth(1)
@@ -251,7 +256,11 @@ async fn psql_lists_materialized_views_with_dm() {
         );
     }
     // \dv lists weir_catalog's plain views only.
-    let dv = out.split("DV").nth(1).unwrap_or_default();
+    let dv = out
+        .split("DV")
+        .nth(1)
+        .and_then(|s| s.split("DU").next())
+        .unwrap_or_default();
     assert!(dv.contains(" source_progress "), "{out}");
     assert!(!dv.contains("per_k") && !dv.contains("total"), "{out}");
 }
