@@ -1,5 +1,6 @@
 //! Postgres spellings DataFusion does not read, rewritten before planning: timestamps
-//! without seconds (`timestamp '2020-04-15 12:02'`), hex bytea (`'\x01ff'`), `ARRAY(query)`.
+//! without seconds (`timestamp '2020-04-15 12:02'`), hex bytea (`'\x01ff'`), `ARRAY(query)`,
+//! and the relation's own name for an unaliased `HOP(bid, ...)` or temporal join.
 
 use std::ops::ControlFlow;
 
@@ -9,11 +10,15 @@ use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::ast::{
     DataType, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentClause,
     FunctionArgumentList, FunctionArguments, GroupByExpr, Ident, ObjectName, OrderBy, OrderByExpr,
-    OrderByKind, Query, SelectItem, SetExpr, Statement, TableFactor, Value, visit_expressions_mut,
+    OrderByKind, Query, SelectItem, SetExpr, Statement, TableAlias, TableFactor, Value, VisitMut,
+    VisitorMut, visit_expressions_mut,
 };
 
 /// The column name an `ARRAY(query)` rewrite gives the query's one column.
 const ARRAY_ELEMENT: &str = "__weir_element";
+
+/// Table functions over a relation that take its name when they have no alias.
+const RELATION_FUNCTIONS: &[&str] = &["tumble", "hop", "session", "temporal"];
 
 /// Rewrites the statement in place.
 pub(crate) fn normalize_spellings(statement: &mut Statement) {
@@ -22,6 +27,43 @@ pub(crate) fn normalize_spellings(statement: &mut Statement) {
         rewrite_array_subquery(expr);
         ControlFlow::<()>::Continue(())
     });
+    let _ = statement.visit(&mut RelationAliases);
+}
+
+/// `FROM HOP(bid, ...)` as `FROM HOP(bid, ...) AS bid`, and a temporal join's
+/// `JOIN rates FOR SYSTEM_TIME AS OF PROCTIME()` (`TEMPORAL(rates)`) as `... AS rates`, so
+/// `bid.auction` and `rates.currency` resolve, as RisingWave's Nexmark texts write them.
+struct RelationAliases;
+
+impl VisitorMut for RelationAliases {
+    type Break = ();
+
+    fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        if let TableFactor::Table {
+            name,
+            alias: alias @ None,
+            args: Some(args),
+            ..
+        } = factor
+            && name.0.last().and_then(|p| p.as_ident()).is_some_and(|f| {
+                RELATION_FUNCTIONS.contains(&f.value.to_ascii_lowercase().as_str())
+            })
+            && let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(relation))) = args.args.first()
+        {
+            let relation = match relation {
+                Expr::Identifier(id) => Some(id.clone()),
+                Expr::CompoundIdentifier(ids) => ids.last().cloned(),
+                _ => None,
+            };
+            *alias = relation.map(|name| TableAlias {
+                explicit: true,
+                name,
+                columns: Vec::new(),
+                at: None,
+            });
+        }
+        ControlFlow::Continue(())
+    }
 }
 
 /// `ARRAY(SELECT x FROM ... ORDER BY y)` (psql's `\du` and `\d+` send it) as the scalar
