@@ -102,6 +102,20 @@ pub(crate) async fn connect(
 }
 
 /// The SQLSTATE of a failed statement.
+/// Creates each view (name, query) at one, two and three instances in turn: three exceeds
+/// the cores CI has, so some instances get no split and every exchange deals unevenly.
+pub(crate) async fn create_views_at_parallelism_1_to_3(client: &Client, views: &[(&str, &str)]) {
+    for (i, (name, query)) in views.iter().enumerate() {
+        client
+            .batch_execute(&format!(
+                "SET streaming_parallelism TO {}; CREATE MATERIALIZED VIEW {name} AS {query}",
+                1 + i % 3
+            ))
+            .await
+            .unwrap();
+    }
+}
+
 /// After a FLUSH, each view (name, query) must hold exactly its query's rows; `context`
 /// says which change came last, for the failure message.
 pub(crate) async fn assert_views_equal_queries(

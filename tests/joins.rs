@@ -4,7 +4,9 @@
 //! conditions beyond the key, a join feeding an aggregate, a three-way
 //! join, and a join of views; Nexmark q3, q4 and q8 over the generator.
 
-use crate::harness::{Lcg, TestServer, assert_views_equal_queries, sorted_rows};
+use crate::harness::{
+    Lcg, TestServer, assert_views_equal_queries, create_views_at_parallelism_1_to_3, sorted_rows,
+};
 
 /// (view name, query) pairs over the tables `orders`, `customers` and `regions`.
 const JOIN_VIEWS: &[(&str, &str)] = &[
@@ -102,16 +104,7 @@ async fn joins_equal_their_queries_under_random_changes() {
         )
         .await
         .unwrap();
-    // Each join at one, two and three instances in turn (see the table views' test).
-    for (i, (name, query)) in JOIN_VIEWS.iter().enumerate() {
-        client
-            .batch_execute(&format!(
-                "SET streaming_parallelism TO {}; CREATE MATERIALIZED VIEW {name} AS {query}",
-                1 + i % 3
-            ))
-            .await
-            .unwrap();
-    }
+    create_views_at_parallelism_1_to_3(&client, JOIN_VIEWS).await;
     let names = ["ann", "bob", "cy"];
     let regions = ["'n'", "'s'", "'w'", "NULL"];
     let mut rng = Lcg(11);

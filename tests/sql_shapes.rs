@@ -1,7 +1,9 @@
 //! SQL shapes that streaming users write, each kept by a view that must equal its query run
 //! as a batch after random inserts, updates and deletes (NULLs included).
 
-use crate::harness::{Lcg, TestServer, assert_views_equal_queries, sorted_rows};
+use crate::harness::{
+    Lcg, TestServer, assert_views_equal_queries, create_views_at_parallelism_1_to_3, sorted_rows,
+};
 
 /// (view name, query): each shape at one, two and three instances in turn.
 const SHAPE_VIEWS: &[(&str, &str)] = &[
@@ -49,15 +51,7 @@ async fn sql_shapes_in_views_equal_their_queries_under_random_changes() {
         )
         .await
         .unwrap();
-    for (i, (name, query)) in SHAPE_VIEWS.iter().enumerate() {
-        client
-            .batch_execute(&format!(
-                "SET streaming_parallelism TO {}; CREATE MATERIALIZED VIEW {name} AS {query}",
-                1 + i % 3
-            ))
-            .await
-            .unwrap();
-    }
+    create_views_at_parallelism_1_to_3(&client, SHAPE_VIEWS).await;
     let strings = ["'a'", "'b'", "'c'", "NULL"];
     let mut rng = Lcg(7);
     let mut ids: Vec<u64> = Vec::new();

@@ -6,7 +6,8 @@
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    Broker, Lcg, TestServer, assert_views_equal_queries, await_view_equals, sorted_rows, sqlstate,
+    Broker, Lcg, TestServer, assert_views_equal_queries, await_view_equals,
+    create_views_at_parallelism_1_to_3, sorted_rows, sqlstate,
 };
 
 /// (view name, query) pairs maintained over the table `ev`.
@@ -61,17 +62,7 @@ async fn table_views_equal_their_queries_under_random_changes() {
         )
         .await
         .unwrap();
-    // One, two and three instances per keyed operator in turn: three exceeds the cores
-    // CI has, so some instances get no split and every exchange deals unevenly.
-    for (i, (name, query)) in TABLE_VIEWS.iter().enumerate() {
-        client
-            .batch_execute(&format!(
-                "SET streaming_parallelism TO {}; CREATE MATERIALIZED VIEW {name} AS {query}",
-                1 + i % 3
-            ))
-            .await
-            .unwrap();
-    }
+    create_views_at_parallelism_1_to_3(&client, TABLE_VIEWS).await;
     let mut rng = Lcg(7);
     let mut live: Vec<u64> = vec![0];
     let mut next_id = 1;

@@ -21,9 +21,8 @@ const UNNAMED_COLUMN: &str = "?column?";
 const PLACEHOLDER_PREFIX: &str = "__weir_column_";
 
 /// How sure a derived name is; a cast keeps its operand's name only if that is strong.
-#[derive(Clone, Copy, PartialEq, PartialOrd)]
+#[derive(Clone, Copy, PartialEq)]
 enum Strength {
-    None,
     Weak,
     Strong,
 }
@@ -182,10 +181,7 @@ fn first_column_name(query: &Query) -> Option<String> {
 
 /// The name Postgres gives a select-list expression without an alias.
 fn expr_name(expr: &ast::Expr) -> String {
-    figure(expr)
-        .filter(|(_, s)| *s > Strength::None)
-        .map(|(n, _)| n)
-        .unwrap_or_else(|| UNNAMED_COLUMN.to_string())
+    figure(expr).map_or_else(|| UNNAMED_COLUMN.to_string(), |(n, _)| n)
 }
 
 fn figure(expr: &ast::Expr) -> Option<(String, Strength)> {

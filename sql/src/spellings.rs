@@ -11,7 +11,7 @@ use datafusion::sql::sqlparser::ast::{
     DataType, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentClause,
     FunctionArgumentList, FunctionArguments, GroupByExpr, Ident, ObjectName, OrderBy, OrderByExpr,
     OrderByKind, Query, SelectItem, SetExpr, Statement, TableAlias, TableFactor, Value, VisitMut,
-    VisitorMut, visit_expressions_mut,
+    VisitorMut, visit_expressions, visit_expressions_mut,
 };
 
 /// The column name an `ARRAY(query)` rewrite gives the query's one column.
@@ -144,12 +144,11 @@ fn take_single_column(query: &mut Query) -> Option<Expr> {
     }
 }
 
-/// Whether an expression calls a function that may be an aggregate (any call with a
-/// name DataFusion aggregates by; unknown names are treated as aggregates, to be safe).
+/// Whether an expression calls one of the aggregates in `AGGREGATES` (not as a window
+/// function): such a select item cannot take `array_agg` around it.
 fn contains_aggregate(expr: &Expr) -> bool {
     let mut found = false;
-    let mut e = expr.clone();
-    let _ = visit_expressions_mut(&mut e, |e| {
+    let _ = visit_expressions(expr, |e| {
         if let Expr::Function(f) = e {
             let name = f.name.to_string().to_ascii_lowercase();
             found |= f.over.is_none() && AGGREGATES.contains(&name.as_str());

@@ -2,8 +2,8 @@
 //! Sums, counts and moments use DataFusion's sliding accumulators (`retract_batch`); min,
 //! max, DISTINCT and collectors (string_agg, array_agg, percentiles, ordered first_value)
 //! keep the group's argument values (and ORDER BY values) as a multiset and evaluate from
-//! it, so deleting the current extreme is exact. After each batch every touched group emits `-old`/`+new`. A global
-//! aggregate (no GROUP BY) always has its one row. Windowed groups close at the watermark:
+//! it, so deleting the current extreme is exact. After each batch every touched group
+//! emits `-old`/`+new`. A global aggregate (no GROUP BY) always has its one row. Windowed groups close at the watermark:
 //! their state is freed, and under EMIT ON WINDOW CLOSE their final row is emitted then.
 
 use std::collections::BTreeMap;

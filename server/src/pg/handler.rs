@@ -342,6 +342,9 @@ async fn parse_text<C: ClientInfo>(
 }
 
 /// Plans a query on the statement threads, within the session's `statement_timeout`.
+/// The function whose calls `plan_query` completes with the session's parameter values.
+const CURRENT_SETTING: &[u8] = b"current_setting";
+
 async fn plan_query<C: ClientInfo>(
     db: &Database,
     client: &C,
@@ -349,7 +352,12 @@ async fn plan_query<C: ClientInfo>(
     query: &datafusion::sql::sqlparser::ast::Statement,
 ) -> Result<LogicalPlan, SqlError> {
     // Only statements that name it are walked (and cloned) here, on the connection's thread.
-    let resolved = if parsed.text.to_ascii_lowercase().contains("current_setting") {
+    let names_it = parsed
+        .text
+        .as_bytes()
+        .windows(CURRENT_SETTING.len())
+        .any(|w| w.eq_ignore_ascii_case(CURRENT_SETTING));
+    let resolved = if names_it {
         settings::resolve_current_setting(client.metadata(), query)?
     } else {
         None

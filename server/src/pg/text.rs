@@ -2,7 +2,6 @@
 //! as Postgres 15 prints it (`1` not `1.0`, `+00` offsets, `1 day 02:00:00`, `{1,2}`, `\x..`).
 
 use std::fmt::Write;
-use std::str::FromStr;
 
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, Offset, TimeZone, Timelike};
 use chrono_tz::Tz;
@@ -36,7 +35,6 @@ impl Zone {
             _ => {}
         }
         Tz::from_str_insensitive(name)
-            .or_else(|_| Tz::from_str(name))
             .map(Zone::Named)
             .unwrap_or_else(|_| Zone::utc())
     }

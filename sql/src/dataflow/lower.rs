@@ -321,7 +321,7 @@ impl<'a> Lowering<'a> {
                 for e in &a.aggr_expr {
                     let e = &aggregate_filter::fold_filter(e)?;
                     #[allow(deprecated)]
-                    let (agg, filter, order) = create_aggregate_expr_and_maybe_filter(
+                    let (agg, filter, _order) = create_aggregate_expr_and_maybe_filter(
                         e,
                         schema,
                         schema.as_arrow(),
@@ -329,7 +329,6 @@ impl<'a> Lowering<'a> {
                     )?;
                     // An aggregate's ORDER BY is in `agg` (HashAggregate feeds it the
                     // ordering values); the FILTER was folded into its arguments above.
-                    let _ = order;
                     if filter.is_some() {
                         return Err(unsupported("FILTER inside an aggregate"));
                     }

@@ -135,9 +135,7 @@ impl Lowering<'_> {
                 || lookup,
         })
     }
-}
 
-impl Lowering<'_> {
     /// `l WHERE k NOT IN (SELECT k2 FROM r)`, a null-aware anti join, from joins the
     /// engine has. Postgres's NOT IN keeps a row when no `k2` equals its `k`, unless the
     /// subquery has a NULL (then no row is kept) or the row's `k` is NULL and the subquery
