@@ -7,6 +7,7 @@
 
 mod harness;
 
+mod auth;
 mod checkpoints;
 mod clients;
 mod dml;

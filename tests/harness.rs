@@ -69,8 +69,7 @@ async fn start_in(dir: &Path, checkpoint_interval: Duration) -> ServerHandle {
         data_dir: Some(dir.to_path_buf()),
         checkpoint_interval,
         metrics_listen: None,
-        statement_timeout: None,
-        max_connections: weir_server::DEFAULT_MAX_CONNECTIONS,
+        ..Config::default()
     })
     .await
     .unwrap()
@@ -250,6 +249,26 @@ impl WeirProcess {
 
     /// As `start_with`, with environment variables set for the process.
     pub(crate) fn start_with_env(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_logged(data_dir, args, env, None)
+    }
+
+    /// As `start_with_env`, its log (stderr) appended to `log` when given.
+    pub(crate) fn start_logged(
+        data_dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: Option<&Path>,
+    ) -> Self {
+        let stderr = match log {
+            Some(path) => Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .unwrap(),
+            ),
+            None => Stdio::null(),
+        };
         let (port, metrics_port) = (free_port(), free_port());
         let child = Command::new(env!("CARGO_BIN_EXE_weir"))
             .envs(env.iter().copied())
@@ -259,7 +278,7 @@ impl WeirProcess {
             .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
             .args(args)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         wait_for_port(port, "weir");

@@ -13,7 +13,7 @@ pub enum EngineError {
     #[error("parquet: {0}")]
     Parquet(#[from] parquet::errors::ParquetError),
     #[error("kafka: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
+    Kafka(rdkafka::error::KafkaError),
     #[error("duplicate key value violates unique constraint \"{table}_pkey\"")]
     DuplicateKey { table: String, detail: String },
     #[error("null value in column \"{column}\" violates not-null constraint")]
@@ -28,6 +28,19 @@ pub enum EngineError {
     /// From a DataFusion expression or accumulator an operator evaluates.
     #[error("{0}")]
     DataFusion(#[from] datafusion_common::DataFusionError),
+}
+
+impl From<rdkafka::error::KafkaError> for EngineError {
+    /// A refused client property is reported by name only: librdkafka's error quotes its
+    /// value, which may be a password.
+    fn from(e: rdkafka::error::KafkaError) -> Self {
+        match e {
+            rdkafka::error::KafkaError::ClientConfig(_, description, key, _) => {
+                EngineError::Config(format!("kafka: client property {key}: {description}"))
+            }
+            e => EngineError::Kafka(e),
+        }
+    }
 }
 
 /// Engine result alias.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::server::{Config, Server, ServerHandle};
+use crate::server::{AuthMode, Config, Server, ServerHandle};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -48,6 +48,21 @@ struct ServeArgs {
     /// Every session's `statement_timeout` until it sets its own (e.g. 30s; 0 = none).
     #[arg(long, env = "WEIR_STATEMENT_TIMEOUT", default_value = "0", value_parser = parse_duration)]
     statement_timeout: Duration,
+    /// How sessions log in: `trust` (any user, no password) or `password` (SCRAM-SHA-256).
+    #[arg(long, env = "WEIR_AUTH", value_enum, default_value = "trust")]
+    auth: AuthMode,
+    /// A file holding the password of the superuser `weir` (or set WEIR_PASSWORD).
+    #[arg(long, env = "WEIR_PASSWORD_FILE")]
+    password_file: Option<PathBuf>,
+    /// PEM certificate chain offered to TLS clients (with --tls-key).
+    #[arg(long, env = "WEIR_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "WEIR_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Refuse connections that do not use TLS.
+    #[arg(long, env = "WEIR_TLS_REQUIRED")]
+    tls_required: bool,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -63,8 +78,20 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 impl ServeArgs {
-    fn config(&self) -> Config {
-        Config {
+    fn config(&self) -> anyhow::Result<Config> {
+        // The password comes from a file or the environment, never the command line (where
+        // `ps` would show it).
+        let bootstrap_password = match (&self.password_file, std::env::var("WEIR_PASSWORD")) {
+            (Some(path), _) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("--password-file {}: {e}", path.display()))?
+                    .trim_end_matches(['\n', '\r'])
+                    .to_string(),
+            ),
+            (None, Ok(p)) if !p.is_empty() => Some(p),
+            _ => None,
+        };
+        Ok(Config {
             pg_listen: self.pg_listen,
             data_dir: Some(self.data_dir.clone()),
             checkpoint_interval: self.checkpoint_interval,
@@ -72,7 +99,11 @@ impl ServeArgs {
             statement_timeout: (!self.statement_timeout.is_zero())
                 .then_some(self.statement_timeout),
             max_connections: self.max_connections,
-        }
+            auth: self.auth,
+            bootstrap_password,
+            tls: self.tls_cert.clone().zip(self.tls_key.clone()),
+            tls_required: self.tls_required,
+        })
     }
 }
 
@@ -91,12 +122,21 @@ CREATE MATERIALIZED VIEW IF NOT EXISTS bids_per_10s AS
   FROM TUMBLE(live_bid, date_time, INTERVAL '10' SECOND) GROUP BY window_start, window_end;
 ";
 
+/// `RUST_LOG` (default `info`), except that sqlparser never logs below info: its debug
+/// records quote whole statements, and with them the credentials of WITH options.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    match "sqlparser=info".parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    }
+}
+
 /// Entry point of the `weir` binary.
 pub fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(log_filter())
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -107,11 +147,11 @@ pub fn main() -> anyhow::Result<()> {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => {
-                let handle = Server::start(args.config()).await?;
+                let handle = Server::start(args.config()?).await?;
                 wait_for_signal(handle).await
             }
             Command::Demo(args) => {
-                let handle = Server::start(args.config()).await?;
+                let handle = Server::start(args.config()?).await?;
                 demo_setup(&handle).await?;
                 wait_for_signal(handle).await
             }

@@ -5,6 +5,7 @@ mod cli;
 mod metrics;
 mod pg;
 mod server;
+mod tls;
 
 pub use cli::main;
-pub use server::{Config, DEFAULT_MAX_CONNECTIONS, Server, ServerHandle};
+pub use server::{AuthMode, Config, DEFAULT_MAX_CONNECTIONS, Server, ServerHandle};

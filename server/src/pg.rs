@@ -1,6 +1,7 @@
 //! The Postgres wire protocol front end (the only module that imports pgwire).
 //! Simple and extended queries, settings, transactions, notices, cancel requests.
 
+mod auth;
 mod encode;
 mod error;
 mod handler;
@@ -14,7 +15,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::Sink;
+use futures::{Sink, SinkExt};
+use parking_lot::Mutex;
 use pgwire::api::auth::{
     DefaultServerParameterProvider, StartupHandler, finish_authentication, protocol_negotiation,
     save_startup_parameters_to_metadata,
@@ -22,19 +24,23 @@ use pgwire::api::auth::{
 use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::{
-    ClientInfo, ConnectionGuard, ConnectionHandle, PidSecretKeyGenerator,
-    RandomPidSecretKeyGenerator,
+    ClientInfo, ConnectionGuard, ConnectionHandle, METADATA_USER, PgWireConnectionState,
+    PidSecretKeyGenerator, RandomPidSecretKeyGenerator,
 };
 use pgwire::api::{ConnectionManager, PgWireServerHandlers};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::startup::Authentication;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
-use weir_sql::Database;
+use weir_sql::{Database, SqlError};
 
 pub(crate) use handler::SessionHandler;
 
-/// Startup without authentication (any user and database name): registers the connection
-/// for cancel requests and reports weir's server parameters (server_version 15.0).
+/// Startup: refuses plaintext under `--tls-required`, checks a SCRAM-SHA-256 password under
+/// `--auth password` (any user name is accepted under trust), registers the connection for
+/// cancel requests and reports weir's server parameters (server_version 15.0).
 pub(crate) struct Startup {
+    database: Arc<Database>,
+    tls_required: bool,
     connections: Arc<ConnectionManager>,
     pids: RandomPidSecretKeyGenerator,
     parameters: DefaultServerParameterProvider,
@@ -56,22 +62,68 @@ impl Drop for OpenSession {
 
 impl Startup {
     fn new(
+        database: Arc<Database>,
         connections: Arc<ConnectionManager>,
-        statement_timeout: Option<Duration>,
-        max_connections: usize,
+        options: &SessionOptions,
     ) -> Self {
         let mut parameters = DefaultServerParameterProvider::default();
         parameters.server_version = weir_sql::SERVER_VERSION.to_string();
         parameters.time_zone = "UTC".to_string();
         Self {
+            database,
+            tls_required: options.tls_required,
             connections,
             pids: RandomPidSecretKeyGenerator::default(),
             parameters,
-            statement_timeout,
+            statement_timeout: options.statement_timeout,
             active: Arc::new(AtomicUsize::new(0)),
-            max_connections,
+            max_connections: options.max_connections,
         }
     }
+
+    /// After the login: session defaults, cancel registration, AuthenticationOk and the
+    /// parameters, ReadyForQuery.
+    async fn finish<C>(&self, client: &mut C) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if let Some(t) = self.statement_timeout {
+            let ms = t.as_millis().to_string();
+            settings::set(client.metadata_mut(), "statement_timeout", Some(&ms))
+                .map_err(|e| error::to_pgwire(&e))?;
+        }
+        let (pid, secret_key) = self.pids.generate(client);
+        client.set_pid_and_secret_key(pid, secret_key.clone());
+        let (handle, guard) = self.connections.register(pid, secret_key);
+        client
+            .session_extensions()
+            .insert::<Arc<ConnectionHandle>>(handle);
+        client.session_extensions().insert::<ConnectionGuard>(guard);
+        finish_authentication(client, &self.parameters).await?;
+        crate::metrics::PG_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// What every session of a server starts with.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionOptions {
+    /// The server's `statement_timeout`, each session's until it sets its own.
+    pub(crate) statement_timeout: Option<Duration>,
+    pub(crate) max_connections: usize,
+    /// `--tls-required`: plaintext connections are refused (28000).
+    pub(crate) tls_required: bool,
+}
+
+/// A FATAL ErrorResponse: the connection ends after it.
+fn fatal(e: &SqlError) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "FATAL".to_string(),
+        e.code.to_string(),
+        e.message.clone(),
+    )))
 }
 
 #[async_trait]
@@ -86,42 +138,78 @@ impl StartupHandler for Startup {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let PgWireFrontendMessage::Startup(ref startup) = message else {
-            return Ok(());
+        let startup = match message {
+            PgWireFrontendMessage::Startup(ref startup) => startup,
+            PgWireFrontendMessage::PasswordMessageFamily(answer) => {
+                let exchange = client
+                    .session_extensions()
+                    .get::<Mutex<auth::Exchange>>()
+                    .ok_or_else(|| fatal(&SqlError::new("08P01", "no password was asked for")))?;
+                let step = exchange.lock().step(answer).map_err(|e| fatal(&e))?;
+                return match step {
+                    auth::Step::Continue(reply) => {
+                        client
+                            .send(PgWireBackendMessage::Authentication(reply))
+                            .await?;
+                        Ok(())
+                    }
+                    auth::Step::Done(last) => {
+                        client
+                            .send(PgWireBackendMessage::Authentication(last))
+                            .await?;
+                        self.finish(client).await
+                    }
+                };
+            }
+            _ => return Ok(()),
         };
         // Counted from here to the connection's end; over the limit, refused as Postgres does.
         let open = OpenSession(Arc::clone(&self.active));
         if self.active.fetch_add(1, Ordering::Relaxed) >= self.max_connections {
-            return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
-                "FATAL".to_string(),
-                "53300".to_string(),
+            return Err(fatal(&SqlError::new(
+                "53300",
                 format!(
                     "sorry, too many clients already (--max-connections is {})",
                     self.max_connections
                 ),
-            ))));
+            )));
         }
         client
             .session_extensions()
             .insert::<Arc<OpenSession>>(Arc::new(open));
         protocol_negotiation(client, startup).await?;
         save_startup_parameters_to_metadata(client, startup);
-        if let Some(t) = self.statement_timeout {
-            let ms = t.as_millis().to_string();
-            settings::set(client.metadata_mut(), "statement_timeout", Some(&ms))
-                .map_err(|e| error::to_pgwire(&e))?;
+        let user = client
+            .metadata()
+            .get(METADATA_USER)
+            .cloned()
+            .unwrap_or_default();
+        if self.tls_required && !client.is_secure() {
+            return Err(fatal(&SqlError::new(
+                "28000",
+                format!(
+                    "no encryption: user \"{user}\" must connect with TLS (sslmode=require; the server runs with --tls-required)"
+                ),
+            )));
         }
-        let (pid, secret_key) = self.pids.generate(client);
-        client.set_pid_and_secret_key(pid, secret_key.clone());
-        let (handle, guard) = self.connections.register(pid, secret_key);
-        client
-            .session_extensions()
-            .insert::<Arc<ConnectionHandle>>(handle);
-        client.session_extensions().insert::<ConnectionGuard>(guard);
-        // Sends AuthenticationOk, the parameters, BackendKeyData and ReadyForQuery.
-        finish_authentication(client, &self.parameters).await?;
-        crate::metrics::PG_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        if self.database.access().passwords_required() {
+            let verifier = self
+                .database
+                .access()
+                .login_verifier(&user)
+                .map_err(|e| fatal(&e))?;
+            client
+                .session_extensions()
+                .insert(Mutex::new(auth::Exchange::Offered { user, verifier }));
+            client.set_state(PgWireConnectionState::AuthenticationInProgress);
+            client
+                .send(PgWireBackendMessage::Authentication(Authentication::SASL(
+                    vec![auth::SCRAM_SHA_256.to_string()],
+                )))
+                .await?;
+            return Ok(());
+        }
+        self.finish(client).await
     }
 }
 
@@ -133,20 +221,12 @@ pub(crate) struct HandlerFactory {
 }
 
 impl HandlerFactory {
-    pub(crate) fn new(
-        database: Arc<Database>,
-        statement_timeout: Option<Duration>,
-        max_connections: usize,
-    ) -> Self {
+    pub(crate) fn new(database: Arc<Database>, options: &SessionOptions) -> Self {
         let connections = Arc::new(ConnectionManager::new());
         Self {
-            session: Arc::new(SessionHandler::new(database)),
+            session: Arc::new(SessionHandler::new(Arc::clone(&database))),
             cancel: Arc::new(DefaultCancelHandler::new(Arc::clone(&connections))),
-            startup: Arc::new(Startup::new(
-                connections,
-                statement_timeout,
-                max_connections,
-            )),
+            startup: Arc::new(Startup::new(database, connections, options)),
         }
     }
 }

@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use weir_sql::Database;
 
-use crate::pg::HandlerFactory;
+use crate::pg::{HandlerFactory, SessionOptions};
 
 /// What `weir serve` is configured with (each flag also an env var `WEIR_<NAME>`).
 #[derive(Debug, Clone)]
@@ -24,6 +24,25 @@ pub struct Config {
     pub statement_timeout: Option<Duration>,
     /// Sessions open at once; more are refused with 53300.
     pub max_connections: usize,
+    /// How logins are checked.
+    pub auth: AuthMode,
+    /// Under `AuthMode::Password`: the password the superuser `weir` gets at start (None
+    /// keeps the stored one).
+    pub bootstrap_password: Option<String>,
+    /// PEM certificate chain and private key: TLS is offered when set.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Refuse connections without TLS.
+    pub tls_required: bool,
+}
+
+/// `--auth`: how a session proves who it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthMode {
+    /// Any user name is accepted without a password (local use).
+    #[default]
+    Trust,
+    /// SCRAM-SHA-256 against the stored roles; the only mechanism offered.
+    Password,
 }
 
 /// `--max-connections` by default (as many as Postgres's default allows, plus margin).
@@ -38,6 +57,10 @@ impl Default for Config {
             metrics_listen: None,
             statement_timeout: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            auth: AuthMode::Trust,
+            bootstrap_password: None,
+            tls: None,
+            tls_required: false,
         }
     }
 }
@@ -70,6 +93,20 @@ impl Server {
             Some(config.checkpoint_interval).filter(|i| !i.is_zero()),
         )
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if config.auth == AuthMode::Password {
+            database
+                .access()
+                .require_passwords(config.bootstrap_password.as_deref())
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        anyhow::ensure!(
+            config.tls.is_some() || !config.tls_required,
+            "--tls-required needs --tls-cert and --tls-key"
+        );
+        let tls = match &config.tls {
+            Some((cert, key)) => Some(crate::tls::acceptor(cert, key)?),
+            None => None,
+        };
         let metrics_addr = match config.metrics_listen {
             Some(addr) => Some(crate::metrics::serve(addr).await?),
             None => None,
@@ -80,8 +117,11 @@ impl Server {
         let (shutdown, mut stop) = watch::channel(false);
         let factory = Arc::new(HandlerFactory::new(
             Arc::clone(&database),
-            config.statement_timeout,
-            config.max_connections,
+            &SessionOptions {
+                statement_timeout: config.statement_timeout,
+                max_connections: config.max_connections,
+                tls_required: config.tls_required,
+            },
         ));
         let task = tokio::spawn(async move {
             loop {
@@ -90,8 +130,9 @@ impl Server {
                     accepted = listener.accept() => match accepted {
                         Ok((socket, _)) => {
                             let factory = Arc::clone(&factory);
+                            let tls = tls.clone();
                             tokio::spawn(async move {
-                                if let Err(e) = pgwire::tokio::process_socket(socket, None, factory).await {
+                                if let Err(e) = pgwire::tokio::process_socket(socket, tls, factory).await {
                                     tracing::debug!(error = %e, "connection ended with an error");
                                 }
                             });

@@ -12,6 +12,7 @@ use datafusion::catalog::TableProvider;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, SqlError};
+use crate::secrets::Sealer;
 use crate::statement::{CreateRelation, ObjectKind};
 
 /// What the catalog file keeps per object.
@@ -42,6 +43,8 @@ pub(crate) struct Entry {
 #[derive(Debug, Default)]
 pub(crate) struct Catalog {
     path: Option<PathBuf>,
+    /// Seals WITH options' credentials in the file (None in memory).
+    sealer: Option<Sealer>,
     entries: BTreeMap<String, Entry>,
     /// Creation order, so replay re-creates dependencies first.
     order: Vec<String>,
@@ -54,7 +57,8 @@ impl Catalog {
     /// The stored entries of the catalog at `dir`, in creation order (empty when new).
     pub(crate) fn load(dir: Option<&Path>) -> Result<(Self, Vec<StoredEntry>)> {
         let path = dir.map(|d| d.join("catalog.json"));
-        let stored = match &path {
+        let sealer = dir.map(Sealer::open).transpose()?;
+        let mut stored: Vec<StoredEntry> = match &path {
             Some(p) if p.exists() => {
                 let text = fs::read_to_string(p).map_err(io_error)?;
                 serde_json::from_str(&text).map_err(|e| {
@@ -66,9 +70,15 @@ impl Catalog {
             }
             _ => vec![],
         };
+        if let Some(sealer) = &sealer {
+            for entry in &mut stored {
+                entry.sql = sealer.unseal(&entry.sql)?;
+            }
+        }
         Ok((
             Self {
                 path,
+                sealer,
                 entries: BTreeMap::new(),
                 order: vec![],
                 unrestored: vec![],
@@ -138,28 +148,40 @@ impl Catalog {
         let Some(path) = &self.path else {
             return Ok(());
         };
-        let stored: Vec<&StoredEntry> = self
+        let mut stored: Vec<StoredEntry> = self
             .order
             .iter()
             .filter_map(|n| self.entries.get(n))
             .map(|e| &e.stored)
             .chain(&self.unrestored)
+            .cloned()
             .collect();
+        if let Some(sealer) = &self.sealer {
+            for entry in &mut stored {
+                entry.sql = sealer.seal(&entry.sql)?;
+            }
+        }
         let text = serde_json::to_string_pretty(&stored)
             .map_err(|e| SqlError::new("XX000", e.to_string()))?;
-        let tmp = path.with_extension("json.tmp");
         // Only the server's user reads it: WITH options may hold credentials.
-        let mut f = private_file(&tmp).map_err(io_error)?;
-        f.write_all(text.as_bytes()).map_err(io_error)?;
-        f.sync_all().map_err(io_error)?;
-        fs::rename(&tmp, path).map_err(io_error)?;
-        if let Some(dir) = path.parent() {
-            fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io_error)?;
-        }
-        Ok(())
+        write_private(path, text.as_bytes())
     }
+}
+
+/// Replaces `path` atomically (a temp file, fsync, rename, fsync of the directory) with a
+/// file only the server's user may read.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = private_file(&tmp).map_err(io_error)?;
+    f.write_all(bytes).map_err(io_error)?;
+    f.sync_all().map_err(io_error)?;
+    fs::rename(&tmp, path).map_err(io_error)?;
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_error)?;
+    }
+    Ok(())
 }
 
 pub(crate) fn io_error(e: std::io::Error) -> SqlError {

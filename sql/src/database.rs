@@ -13,13 +13,13 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast;
-use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 use weir_engine::checkpoint::{CheckpointStore, LocalStore};
 use weir_engine::runtime::{Barriers, GraphSnapshot};
 use weir_engine::{SplitPosition, TableBase};
 
+use crate::access::{Access, HasTablePrivilege, RolesCatalog};
 use crate::catalog::{Catalog, Entry, StoredEntry, io_error};
 use crate::checkpoint::Checkpointer;
 use crate::checkpoint::manifest::{Loaded, ViewMeta};
@@ -86,6 +86,8 @@ pub struct Database {
     restoring_tables: Mutex<BTreeMap<String, TableBase>>,
     /// Dataflows start once it opens: after the catalog is replayed.
     gate: watch::Sender<bool>,
+    /// Roles, logins and privileges.
+    access: Arc<Access>,
 }
 
 /// A view's part of a checkpoint: what its dataflow must match, and its task snapshots.
@@ -196,8 +198,14 @@ impl Database {
         // columns are (docs/sql.md); the session's TimeZone applies when they are printed.
         config.options_mut().execution.time_zone = Some("+00:00".to_string());
         let ctx = SessionContext::new_with_config(config);
-        datafusion_pg_catalog::setup_pg_catalog(&ctx, DATABASE_NAME, EmptyContextProvider)
-            .map_err(|e| SqlError::from(*e))?;
+        let access = Arc::new(Access::new(crate::roles::Roles::load(data_dir.as_deref())?));
+        datafusion_pg_catalog::setup_pg_catalog(
+            &ctx,
+            DATABASE_NAME,
+            RolesCatalog(Arc::clone(&access)),
+        )
+        .map_err(|e| SqlError::from(*e))?;
+        ctx.register_udf(HasTablePrivilege::udf(Arc::clone(&access)));
         if let Some(catalog) = ctx.catalog(DATABASE_NAME)
             && let Some(pg_catalog) = catalog.schema("pg_catalog")
         {
@@ -255,6 +263,7 @@ impl Database {
                 restoring: Mutex::new(restoring),
                 restoring_tables: Mutex::new(restoring_tables),
                 gate: watch::channel(false).0,
+                access,
             }
         });
         introspection::register(&db)?;
@@ -264,7 +273,8 @@ impl Database {
                 Ok(Some(view)) if !view.restored() => fresh.push(view),
                 Ok(_) => {}
                 Err(e) => {
-                    tracing::error!(name = %entry.name, error = %e, "could not re-create catalog object");
+                    let error = crate::secrets::scrub(&e.to_string(), &entry.sql);
+                    tracing::error!(name = %entry.name, %error, "could not re-create catalog object");
                     db.catalog.lock().keep_unrestored(entry);
                 }
             }
@@ -331,6 +341,39 @@ impl Database {
 
     pub fn context(&self) -> &SessionContext {
         &self.ctx
+    }
+
+    /// Roles, logins and privileges.
+    pub fn access(&self) -> &Access {
+        &self.access
+    }
+
+    /// The check before a statement of a session of `user` runs (42501 when it may not);
+    /// `plan` is a planned query's. A subscription's query is planned here to see what it
+    /// reads, only for roles whose privileges are checked.
+    pub async fn authorize(
+        &self,
+        user: &str,
+        statement: &ParsedStatement,
+        plan: Option<&LogicalPlan>,
+    ) -> Result<()> {
+        let mut plans: Vec<LogicalPlan> = plan.into_iter().cloned().collect();
+        if let Statement::Subscribe { target, .. } = &statement.statement
+            && self.access.checks(user)
+        {
+            let query = match target {
+                crate::statement::SubscribeTarget::View(name) => {
+                    format!("SELECT * FROM {}", quote_ident(name))
+                }
+                crate::statement::SubscribeTarget::Query(q) => q.clone(),
+            };
+            let ast = self.parser.parse_view_query(&query)?;
+            plans.push(self.plan(&ast).await?);
+        }
+        let plans: Vec<&LogicalPlan> = plans.iter().collect();
+        let is_relation = |name: &str| self.catalog.lock().contains(name);
+        self.access
+            .authorize(user, &statement.statement, &plans, &is_relation)
     }
 
     /// Splits and parses query text; stops (57014) when `interrupt` fires.
@@ -571,6 +614,18 @@ impl Database {
                 }
                 Ok(command(format!("DROP {}", kind.sql_name())))
             }
+            Statement::Role(r) => {
+                let relations: Vec<String> = [
+                    ObjectKind::Source,
+                    ObjectKind::Table,
+                    ObjectKind::MaterializedView,
+                ]
+                .into_iter()
+                .flat_map(|k| self.catalog.lock().names(k))
+                .collect();
+                self.access.execute(r, &relations)?;
+                Ok(command(r.to_string()))
+            }
             Statement::ShowObjects(kind) => {
                 let names = self.catalog.lock().names(*kind);
                 rows(statement, vec![Arc::new(StringArray::from(names))])
@@ -585,7 +640,9 @@ impl Database {
                     statement,
                     vec![
                         Arc::new(StringArray::from(vec![name.clone()])),
-                        Arc::new(StringArray::from(vec![redact(&e.stored.sql)])),
+                        Arc::new(StringArray::from(vec![crate::secrets::redact(
+                            &e.stored.sql,
+                        )])),
                     ],
                 )
             }
@@ -692,6 +749,7 @@ impl Database {
         if let (ObjectKind::Table, Some(c)) = (kind, &self.checkpointer) {
             c.unregister_table(name);
         }
+        self.access.forget_relation(name)?;
         self.ctx.deregister_table(name)?;
         if let (ObjectKind::Table, Some(dir)) = (kind, self.tables_dir()) {
             let wal = dir.join(crate::relation::table_file_name(name, "wal"));
@@ -738,6 +796,11 @@ fn load_checkpoint(store: Arc<dyn CheckpointStore>) -> Result<Option<Loaded>> {
     .map_err(|_| SqlError::new("XX000", "reading the checkpoint panicked"))?
 }
 
+/// `name` as an identifier Postgres reads back as the same name.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
 fn command(tag: String) -> Output {
     Output::Command { tag, rows: None }
 }
@@ -751,48 +814,4 @@ fn rows(statement: &ParsedStatement, columns: Vec<ArrayRef>) -> Result<Output> {
         schema,
         batches: vec![batch],
     })
-}
-
-/// Hides secrets (passwords, keys) in WITH options of SQL shown back to users.
-fn redact(sql: &str) -> String {
-    let mut out = String::with_capacity(sql.len());
-    let mut rest = sql;
-    while let Some(i) = rest.find('=') {
-        let (head, tail) = rest.split_at(i);
-        out.push_str(head);
-        let key = head
-            .rsplit(|c: char| c == ',' || c == '(' || c.is_whitespace())
-            .find(|s| !s.is_empty())
-            .unwrap_or("");
-        let secret = ["password", "secret", "sasl.jaas", "ssl.key", "token"]
-            .iter()
-            .any(|s| key.to_ascii_lowercase().contains(s));
-        let tail = &tail[1..];
-        if secret {
-            let trimmed = tail.trim_start();
-            if let Some(body) = trimmed.strip_prefix('\'') {
-                let end = body.find('\'').map_or(body.len(), |e| e + 1);
-                out.push_str("= '[REDACTED]'");
-                rest = &body[end.min(body.len())..];
-                continue;
-            }
-        }
-        out.push('=');
-        rest = tail;
-    }
-    out.push_str(rest);
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secrets_are_redacted() {
-        let s = "CREATE SOURCE s WITH (connector='kafka', properties.sasl.password = 'hunter2', topic='t')";
-        let r = redact(s);
-        assert!(!r.contains("hunter2"));
-        assert!(r.contains("topic='t'"));
-    }
 }

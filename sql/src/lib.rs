@@ -1,6 +1,7 @@
 //! weir's SQL layer: statement parsing, the persisted catalog, and DataFusion planning.
 //! The server hands it query text; it hands back rows, command tags, or errors with SQLSTATEs.
 
+pub mod access;
 mod catalog;
 mod checkpoint;
 mod column_names;
@@ -13,6 +14,9 @@ mod interrupt;
 mod pg_class;
 mod provider;
 mod relation;
+pub mod roles;
+pub mod scram;
+pub mod secrets;
 mod sink;
 mod spellings;
 mod statement;
@@ -27,7 +31,7 @@ pub use error::{Result, SqlError, classify};
 pub use interrupt::{CancelOnDrop, Interrupt};
 pub use provider::ScanReport;
 pub use statement::{
-    CreateSink, MAX_QUERY_BYTES, ObjectKind, ParsedStatement, SinkInput, Statement,
-    SubscribeTarget, TransactionKind,
+    CreateSink, GrantTarget, MAX_QUERY_BYTES, ObjectKind, ParsedStatement, RoleOptions,
+    RoleStatement, SinkInput, Statement, SubscribeTarget, TransactionKind,
 };
 pub use types::sql_type_name;

@@ -4,6 +4,7 @@
 mod create;
 mod dialect;
 mod guarded;
+mod role;
 mod session;
 mod sink;
 mod subscribe;
@@ -21,6 +22,7 @@ use crate::interrupt::Interrupt;
 
 use self::create::parse_create;
 use self::guarded::{BudgetedPostgres, MAX_NESTING, WeirDialect, limit_depth, with_budget};
+pub use self::role::{GrantTarget, RoleOptions, RoleStatement};
 use self::session::{parse_reset, parse_set, parse_show_variable};
 pub use self::sink::{CreateSink, SinkInput};
 pub use self::subscribe::SubscribeTarget;
@@ -141,6 +143,8 @@ pub enum Statement {
     },
     /// `CLOSE c` (None = ALL).
     Close(Option<String>),
+    /// CREATE / ALTER / DROP USER or ROLE, GRANT, REVOKE.
+    Role(Box<RoleStatement>),
     /// A statement DataFusion plans (SELECT, INSERT, UPDATE, DELETE, EXPLAIN, ...).
     Query(Box<ast::Statement>),
 }
@@ -236,6 +240,9 @@ impl StatementParser {
             ["CREATE", "SINK", ..] => sink::parse_create_sink(text)
                 .map(|s| Statement::CreateSink(Box::new(s)))
                 .map_err(|e| parser_error(e, text)),
+            ["CREATE" | "ALTER" | "DROP", "USER" | "ROLE", ..] | ["GRANT" | "REVOKE", ..] => {
+                role::parse_role_statement(text).map_err(|e| parser_error(e, text))
+            }
             ["DROP", ..]
                 if matches!(
                     w.get(1),

@@ -17,7 +17,7 @@ use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{FieldInfo, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
-use pgwire::api::{ClientInfo, ClientPortalStore, Type};
+use pgwire::api::{ClientInfo, ClientPortalStore, METADATA_USER, Type};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::response::TransactionStatus;
@@ -93,7 +93,7 @@ impl SessionHandler {
         };
         outcome.unwrap_or_else(|panic| {
             let message = weir_sql::panic_message(panic.as_ref());
-            tracing::error!(%message, statement = %parsed.text, "a statement panicked");
+            tracing::error!(%message, statement = %weir_sql::secrets::redact(&parsed.text), "a statement panicked");
             Ok(Err(SqlError::new(
                 "XX000",
                 format!("internal error: {message}"),
@@ -130,6 +130,18 @@ impl SessionHandler {
                 "current transaction is aborted, commands ignored until end of transaction block",
             )));
         }
+        // Every statement passes this one check; a query once it is planned (what it reads
+        // and writes is in the plan).
+        let user = client
+            .metadata()
+            .get(METADATA_USER)
+            .cloned()
+            .unwrap_or_default();
+        if !matches!(parsed.statement, Statement::Query(_))
+            && let Err(e) = self.db.authorize(&user, parsed, None).await
+        {
+            return Ok(Err(e));
+        }
         let result = match &parsed.statement {
             Statement::Query(q) => {
                 let plan = match plan {
@@ -137,7 +149,10 @@ impl SessionHandler {
                     None => plan_query(&self.db, client, parsed, q).await,
                 };
                 let result = match plan {
-                    Ok(plan) => self.db.execute_plan(plan).await,
+                    Ok(plan) => match self.db.authorize(&user, parsed, Some(&plan)).await {
+                        Ok(()) => self.db.execute_plan(plan).await,
+                        Err(e) => Err(e),
+                    },
                     Err(e) => Err(e),
                 };
                 let implicit_flush = settings::get(client.metadata(), "implicit_flush")
@@ -325,7 +340,12 @@ impl SessionHandler {
                 }
             }
         };
-        Ok(result)
+        // Connectors quote their configuration in errors; what the statement marked secret
+        // is not sent back.
+        Ok(result.map_err(|mut e| {
+            e.message = weir_sql::secrets::scrub(&e.message, &parsed.text);
+            e
+        }))
     }
 }
 
@@ -343,7 +363,8 @@ async fn parse_text<C: ClientInfo>(
 
 /// Plans a query on the statement threads, within the session's `statement_timeout`.
 /// The function whose calls `plan_query` completes with the session's parameter values.
-const CURRENT_SETTING: &[u8] = b"current_setting";
+/// Functions whose text makes a statement go through `resolve_session_functions`.
+const SESSION_FUNCTIONS: [&[u8]; 2] = [b"current_setting", b"has_table_privilege"];
 
 async fn plan_query<C: ClientInfo>(
     db: &Database,
@@ -352,13 +373,15 @@ async fn plan_query<C: ClientInfo>(
     query: &datafusion::sql::sqlparser::ast::Statement,
 ) -> Result<LogicalPlan, SqlError> {
     // Only statements that name it are walked (and cloned) here, on the connection's thread.
-    let names_it = parsed
-        .text
-        .as_bytes()
-        .windows(CURRENT_SETTING.len())
-        .any(|w| w.eq_ignore_ascii_case(CURRENT_SETTING));
+    let names_it = SESSION_FUNCTIONS.iter().any(|name| {
+        parsed
+            .text
+            .as_bytes()
+            .windows(name.len())
+            .any(|w| w.eq_ignore_ascii_case(name))
+    });
     let resolved = if names_it {
-        settings::resolve_current_setting(client.metadata(), query)?
+        settings::resolve_session_functions(client.metadata(), query)?
     } else {
         None
     };

@@ -248,10 +248,12 @@ fn format_timeout(d: Duration) -> String {
     )
 }
 
-/// The statement with each `current_setting('name')` given this session's value of the
-/// parameter as a second argument (the planner is shared by every session and cannot see
-/// them); None when it calls none. An unknown parameter is 42704, as in Postgres.
-pub(crate) fn resolve_current_setting(
+/// The statement with what only the session knows filled in (the planner is shared by
+/// every session and cannot see them): each `current_setting('name')` gets the parameter's
+/// value as a second argument, each two-argument `has_table_privilege(relation, privilege)`
+/// the session's user as a first. None when it calls neither. An unknown parameter is
+/// 42704, as in Postgres.
+pub(crate) fn resolve_session_functions(
     metadata: &HashMap<String, String>,
     statement: &ast::Statement,
 ) -> Result<Option<ast::Statement>, SqlError> {
@@ -262,12 +264,27 @@ pub(crate) fn resolve_current_setting(
             return ControlFlow::Continue(());
         };
         let name = f.name.to_string().to_ascii_lowercase();
-        if name != "current_setting" && name != "pg_catalog.current_setting" {
-            return ControlFlow::Continue(());
-        }
+        let name = name.strip_prefix("pg_catalog.").unwrap_or(&name);
         let ast::FunctionArguments::List(list) = &mut f.args else {
             return ControlFlow::Continue(());
         };
+        if name == "has_table_privilege" && list.args.len() == 2 {
+            let user = metadata
+                .get(pgwire::api::METADATA_USER)
+                .cloned()
+                .unwrap_or_default();
+            found = true;
+            list.args.insert(
+                0,
+                ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(ast::Expr::Value(
+                    ast::Value::SingleQuotedString(user).into(),
+                ))),
+            );
+            return ControlFlow::Continue(());
+        }
+        if name != "current_setting" {
+            return ControlFlow::Continue(());
+        }
         let [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(ast::Expr::Value(v)))] =
             list.args.as_slice()
         else {
