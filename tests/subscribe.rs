@@ -255,3 +255,43 @@ async fn subscribe_cursor_fetches_with_timeout() {
         "cursors close with their transaction"
     );
 }
+
+/// A subscriber that stops reading is cut off once its queue passes a bound (here the
+/// bytes one: few, wide rows), with an error that names it; the server and the view go on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_subscriber_is_cut_off_at_the_byte_bound() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE t (id BIGINT PRIMARY KEY, s TEXT);
+             CREATE MATERIALIZED VIEW wide AS SELECT id, s FROM t;
+             BEGIN; DECLARE c CURSOR FOR SUBSCRIBE TO wide",
+        )
+        .await
+        .unwrap();
+    // 40 commits of 8 rows of 1 MB: 320 MiB queued, over the 256 MiB bound, far under the
+    // bounds in rows and commits.
+    let writer = server.client().await;
+    for commit in 0..40 {
+        writer
+            .batch_execute(&format!(
+                "INSERT INTO t SELECT value, repeat('x', 1000000) FROM generate_series({}, {}); FLUSH",
+                commit * 8,
+                commit * 8 + 7
+            ))
+            .await
+            .unwrap();
+    }
+    let e = client.simple_query("FETCH ALL c").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "53000", "{e:?}");
+    let message = e.as_db_error().unwrap().message().to_string();
+    assert!(message.contains("MiB queued, over 256 MiB"), "{message}");
+    client.batch_execute("ROLLBACK").await.unwrap();
+    let n: i64 = writer
+        .query_one("SELECT count(*) FROM wide", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 320);
+}

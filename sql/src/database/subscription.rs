@@ -3,7 +3,8 @@
 //! A subscriber that falls too far behind is cut off instead of growing memory.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::take;
@@ -21,13 +22,76 @@ use crate::statement::SubscribeTarget;
 const MAX_QUEUED_COMMITS: usize = 4096;
 /// Rows a subscriber may have queued before it is cut off.
 const MAX_QUEUED_ROWS: usize = 1_000_000;
+/// Bytes (of Arrow buffers) a subscriber may have queued before it is cut off: wide rows
+/// reach this before the row bound.
+const MAX_QUEUED_BYTES: usize = 256 << 20;
+
+/// What a subscription has queued and not yet taken, and why it was cut off.
+#[derive(Debug, Default)]
+struct Queued {
+    rows: AtomicUsize,
+    bytes: AtomicUsize,
+    /// Set once, when a commit would pass a bound: which one.
+    overflow: OnceLock<String>,
+}
+
+impl Queued {
+    /// Counts a commit's rows in, unless they would pass a bound (then records which).
+    fn admit(&self, batch: &RecordBatch) -> bool {
+        let (rows, bytes) = (batch.num_rows(), batch.get_array_memory_size());
+        let queued_rows = self.rows.load(Ordering::Relaxed) + rows;
+        let queued_bytes = self.bytes.load(Ordering::Relaxed) + bytes;
+        let passed = if queued_rows > MAX_QUEUED_ROWS {
+            Some(format!("{queued_rows} rows queued, over {MAX_QUEUED_ROWS}"))
+        } else if queued_bytes > MAX_QUEUED_BYTES {
+            Some(format!(
+                "{} MiB queued, over {} MiB",
+                queued_bytes >> 20,
+                MAX_QUEUED_BYTES >> 20
+            ))
+        } else {
+            None
+        };
+        match passed {
+            Some(reason) => {
+                let _ = self.overflow.set(reason);
+                false
+            }
+            None => {
+                self.add(batch, 1);
+                true
+            }
+        }
+    }
+
+    fn add(&self, batch: &RecordBatch, sign: isize) {
+        let (rows, bytes) = (batch.num_rows(), batch.get_array_memory_size());
+        if sign > 0 {
+            self.rows.fetch_add(rows, Ordering::Relaxed);
+            self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        } else {
+            self.rows.fetch_sub(rows, Ordering::Relaxed);
+            self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        }
+    }
+
+    fn overflowed(&self) -> Option<SqlError> {
+        self.overflow.get().map(|reason| {
+            SqlError::new(
+                "53000",
+                format!(
+                    "subscriber fell too far behind the view and was disconnected ({reason}); SUBSCRIBE again"
+                ),
+            )
+        })
+    }
+}
 
 /// A running SUBSCRIBE. Dropping it unsubscribes (and stops a query's own dataflow).
 pub struct Subscription {
     schema: SchemaRef,
     rx: mpsc::Receiver<RecordBatch>,
-    queued_rows: Arc<AtomicUsize>,
-    overflow: Arc<AtomicBool>,
+    queued: Arc<Queued>,
     _dataflow: Option<Arc<ViewTable>>,
 }
 
@@ -49,12 +113,10 @@ impl Subscription {
     pub async fn next(&mut self) -> Result<Option<RecordBatch>> {
         match self.rx.recv().await {
             Some(batch) => {
-                self.queued_rows
-                    .fetch_sub(batch.num_rows(), Ordering::Relaxed);
+                self.queued.add(&batch, -1);
                 Ok(Some(batch))
             }
-            None if self.overflow.load(Ordering::Relaxed) => Err(fell_behind()),
-            None => Ok(None),
+            None => self.queued.overflowed().map_or(Ok(None), Err),
         }
     }
 
@@ -62,27 +124,15 @@ impl Subscription {
     pub fn try_next(&mut self) -> Result<Option<RecordBatch>> {
         match self.rx.try_recv() {
             Ok(batch) => {
-                self.queued_rows
-                    .fetch_sub(batch.num_rows(), Ordering::Relaxed);
+                self.queued.add(&batch, -1);
                 Ok(Some(batch))
             }
             Err(mpsc::error::TryRecvError::Empty) => Ok(None),
             Err(mpsc::error::TryRecvError::Disconnected) => {
-                if self.overflow.load(Ordering::Relaxed) {
-                    Err(fell_behind())
-                } else {
-                    Ok(None)
-                }
+                self.queued.overflowed().map_or(Ok(None), Err)
             }
         }
     }
-}
-
-fn fell_behind() -> SqlError {
-    SqlError::new(
-        "53000",
-        "subscriber fell too far behind the view and was disconnected; SUBSCRIBE again",
-    )
 }
 
 /// One commit's changes as SUBSCRIBE rows: retractions first, each row repeated per unit of
@@ -155,13 +205,8 @@ impl Database {
         fields.extend(view.schema().fields().iter().map(|f| f.as_ref().clone()));
         let schema = Arc::new(Schema::new(fields));
         let (tx, rx) = mpsc::channel(MAX_QUEUED_COMMITS);
-        let queued_rows = Arc::new(AtomicUsize::new(0));
-        let overflow = Arc::new(AtomicBool::new(false));
-        let (out, queued, cut) = (
-            Arc::clone(&schema),
-            Arc::clone(&queued_rows),
-            Arc::clone(&overflow),
-        );
+        let queued = Arc::new(Queued::default());
+        let (out, counted) = (Arc::clone(&schema), Arc::clone(&queued));
         let snapshot_tx = tx.clone();
         let current = view.subscribe(Box::new(move |event| {
             let ViewEvent::Commit {
@@ -174,18 +219,16 @@ impl Database {
             let Ok(rows) = change_rows(&out, changes, barrier.ts_ms) else {
                 return false;
             };
-            let n = rows.num_rows();
-            if queued.load(Ordering::Relaxed) + n > MAX_QUEUED_ROWS {
-                cut.store(true, Ordering::Relaxed);
+            if !counted.admit(&rows) {
                 return false;
             }
             match tx.try_send(rows) {
-                Ok(()) => {
-                    queued.fetch_add(n, Ordering::Relaxed);
-                    true
-                }
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    cut.store(true, Ordering::Relaxed);
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(rows)) => {
+                    counted.add(&rows, -1);
+                    let _ = counted
+                        .overflow
+                        .set(format!("{MAX_QUEUED_COMMITS} commits queued"));
                     false
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -197,7 +240,7 @@ impl Database {
                 t => t,
             };
             let rows = change_rows(&schema, &ChangeBatch::from_data(&current, 1)?, ts)?;
-            queued_rows.fetch_add(rows.num_rows(), Ordering::Relaxed);
+            queued.add(&rows, 1);
             // The channel is empty: this cannot fail for lack of room.
             let _ = snapshot_tx.try_send(rows);
         }
@@ -205,8 +248,7 @@ impl Database {
         Ok(Subscription {
             schema,
             rx,
-            queued_rows,
-            overflow,
+            queued,
             _dataflow: own,
         })
     }
