@@ -4,7 +4,7 @@
 //! Runs the `weir` binary with a live Nexmark bid stream and two views over it. Phase 1:
 //! `clients` tokio-postgres sessions query the views in a loop for `seconds`; reports
 //! queries/s, p50/p99/max latency and errors. Phase 2: one raw connection starts a
-//! `COPY (SUBSCRIBE ...)` to a view whose every commit changes a thousand groups, then
+//! `COPY (SUBSCRIBE ...)` to a view whose commits change up to a thousand groups each, then
 //! never reads; samples the server's RSS each second for `stall_seconds`. Prints progress,
 //! a markdown section for BENCHMARKS.md, and one `RESULT {json}` line.
 
@@ -222,7 +222,7 @@ async fn main() {
          | clients | queries/s | p50 ms | p99 ms | max ms | errors | RSS idle MiB | RSS peak MiB |\n\
          |---:|---:|---:|---:|---:|---:|---:|---:|\n\
          | {clients} | {qps:.0} | {p50:.1} | {p99:.1} | {max:.1} | {errors} | {idle_rss:.0} | {peak_rss:.0} |\n\n\
-         Then one client starts `COPY (SUBSCRIBE TO hot_groups) TO STDOUT` (a thousand groups \
+         Then one client starts `COPY (SUBSCRIBE TO hot_groups) TO STDOUT` (up to a thousand groups \
          change per commit) and never reads. Server RSS before it: {base_rss:.0} MiB; peak over \
          {stall_seconds} s: {stall_peak:.0} MiB; at the end: {stall_end:.0} MiB. The server kept \
          answering: {answered}.\n",
