@@ -173,6 +173,12 @@ const CORPUS: &[&str] = &[
     "SELECT * FROM weir_catalog.source_progress",
     "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace",
     "DISCARD ALL",
+    "CREATE USER fz_r WITH PASSWORD 'p''w' NOSUPERUSER",
+    "ALTER ROLE fz_r WITH LOGIN PASSWORD NULL",
+    "GRANT SELECT, INSERT ON TABLE fz_t, fz_v TO fz_r",
+    "REVOKE ALL PRIVILEGES ON ALL TABLES IN SCHEMA public FROM fz_r",
+    "SELECT rolname, has_table_privilege('fz_r', 'fz_t', 'SELECT') FROM pg_roles",
+    "DROP USER IF EXISTS fz_r",
 ];
 
 /// Words and symbols a mutation inserts.
