@@ -219,6 +219,12 @@ async fn grants_decide_what_a_role_reads_and_changes() {
         async move { dash.query_one(sql, &[]).await.unwrap().get::<_, bool>(0) }
     };
 
+    let who = dash
+        .query_one("SELECT current_user, session_user, user", &[])
+        .await
+        .unwrap();
+    let who: (String, String, String) = (who.get(0), who.get(1), who.get(2));
+    assert_eq!(who, ("dash".into(), "dash".into(), "dash".into()));
     // A new login holds no privileges; the catalogs stay readable.
     denied("SELECT * FROM total").await;
     denied("SELECT * FROM t").await;

@@ -1,6 +1,6 @@
 //! Postgres functions clients call that DataFusion and the pg_catalog emulation lack:
 //! `version()` (weir's own text), `to_regtype(name)` (psycopg's type lookup),
-//! `current_setting` (with the session's value added by the server), and
+//! `current_setting` and `session_user` (with the session's value added by the server), and
 //! `pg_function_is_visible(oid)` and `pg_type_is_visible(oid)` (psql's `\df`, `\dT`).
 
 use std::sync::Arc;
@@ -8,7 +8,9 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, ArrayRef, Int32Array, StringArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
-use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarUDF, Signature, SimpleScalarUDF, TypeSignature, Volatility, create_udf,
+};
 use datafusion::scalar::ScalarValue;
 
 use crate::database::SERVER_VERSION;
@@ -69,6 +71,30 @@ pub(crate) fn current_setting_udf() -> ScalarUDF {
         Volatility::Stable,
         Arc::new(|args| Ok(args[1].clone())),
     )
+}
+
+/// `session_user` (what `current_user` and `user` are planned as): the server adds the
+/// session's user as an argument; without one (no session), the bootstrap superuser.
+pub(crate) fn session_user_udf() -> ScalarUDF {
+    let signature = Signature::one_of(
+        vec![
+            TypeSignature::Exact(vec![]),
+            TypeSignature::Exact(vec![DataType::Utf8]),
+        ],
+        Volatility::Stable,
+    );
+    ScalarUDF::from(SimpleScalarUDF::new_with_signature(
+        "session_user",
+        signature,
+        DataType::Utf8,
+        Arc::new(|args| {
+            Ok(args.first().cloned().unwrap_or_else(|| {
+                ColumnarValue::Scalar(ScalarValue::Utf8(Some(
+                    crate::roles::BOOTSTRAP_ROLE.to_string(),
+                )))
+            }))
+        }),
+    ))
 }
 
 /// `pg_function_is_visible(oid)` and `pg_type_is_visible(oid)`: true, as every function

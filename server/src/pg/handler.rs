@@ -364,7 +364,7 @@ async fn parse_text<C: ClientInfo>(
 /// Plans a query on the statement threads, within the session's `statement_timeout`.
 /// The function whose calls `plan_query` completes with the session's parameter values.
 /// Functions whose text makes a statement go through `resolve_session_functions`.
-const SESSION_FUNCTIONS: [&[u8]; 2] = [b"current_setting", b"has_table_privilege"];
+const SESSION_FUNCTIONS: [&[u8]; 3] = [b"current_setting", b"has_table_privilege", b"user"];
 
 async fn plan_query<C: ClientInfo>(
     db: &Database,

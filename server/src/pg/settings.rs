@@ -249,7 +249,8 @@ fn format_timeout(d: Duration) -> String {
 }
 
 /// The statement with what only the session knows filled in (the planner is shared by
-/// every session and cannot see them): each `current_setting('name')` gets the parameter's
+/// every session and cannot see them): `current_user` and `session_user` become the
+/// session's user; each `current_setting('name')` gets the parameter's
 /// value as a second argument, each two-argument `has_table_privilege(relation, privilege)`
 /// the session's user as a first. None when it calls neither. An unknown parameter is
 /// 42704, as in Postgres.
@@ -265,6 +266,26 @@ pub(crate) fn resolve_session_functions(
         };
         let name = f.name.to_string().to_ascii_lowercase();
         let name = name.strip_prefix("pg_catalog.").unwrap_or(&name);
+        // `current_user`, `session_user` and `user` are planned as `session_user`.
+        if matches!(name, "session_user" | "current_user" | "user")
+            && matches!(&f.args, ast::FunctionArguments::None)
+            || matches!(&f.args, ast::FunctionArguments::List(l) if l.args.is_empty() && name == "session_user")
+        {
+            let user = metadata
+                .get(pgwire::api::METADATA_USER)
+                .cloned()
+                .unwrap_or_default();
+            found = true;
+            f.name = ast::ObjectName::from(vec![ast::Ident::new("session_user")]);
+            f.args = ast::FunctionArguments::List(ast::FunctionArgumentList {
+                duplicate_treatment: None,
+                args: vec![ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(
+                    ast::Expr::Value(ast::Value::SingleQuotedString(user).into()),
+                ))],
+                clauses: vec![],
+            });
+            return ControlFlow::Continue(());
+        }
         let ast::FunctionArguments::List(list) = &mut f.args else {
             return ControlFlow::Continue(());
         };
