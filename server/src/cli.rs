@@ -170,20 +170,17 @@ const CONNECTION_STACK_BYTES: usize = 16 << 20;
 const SHUTDOWN_DEADLINE: Duration = Duration::from_millis(9500);
 
 async fn demo_setup(handle: &ServerHandle) -> anyhow::Result<()> {
+    let mut session = weir_sql::Session::new(weir_sql::roles::BOOTSTRAP_ROLE, &Default::default());
     for stmt in handle
         .database
         .parse(DEMO_SQL, &weir_sql::Interrupt::default())
         .map_err(|e| anyhow::anyhow!("{e}"))?
     {
-        let done = match stmt.statement {
-            weir_sql::Statement::CreateView { .. } => handle
-                .database
-                .execute_create_view(&stmt, 0)
-                .await
-                .map(|(out, _)| out),
-            _ => handle.database.execute_catalog(&stmt),
-        };
-        done.map_err(|e| anyhow::anyhow!("{e}"))?;
+        handle
+            .database
+            .execute(&mut session, &stmt, None)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     let addr = handle.pg_addr;
     let banner = format!(

@@ -2,11 +2,10 @@
 //! Simple and extended queries, settings, transactions, notices, cancel requests.
 
 mod auth;
+mod copy;
 mod encode;
 mod error;
 mod handler;
-mod settings;
-mod subscribe;
 mod text;
 
 use std::fmt::Debug;
@@ -31,7 +30,7 @@ use pgwire::api::{ConnectionManager, PgWireServerHandlers};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::startup::Authentication;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
-use weir_sql::{Database, SqlError};
+use weir_sql::{Database, Session, SqlError};
 
 pub(crate) use handler::SessionHandler;
 
@@ -89,11 +88,21 @@ impl Startup {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        let user = client
+            .metadata()
+            .get(METADATA_USER)
+            .cloned()
+            .unwrap_or_default();
+        let mut session = Session::new(&user, client.metadata());
         if let Some(t) = self.statement_timeout {
             let ms = t.as_millis().to_string();
-            settings::set(client.metadata_mut(), "statement_timeout", Some(&ms))
+            session
+                .set("statement_timeout", Some(&ms))
                 .map_err(|e| error::to_pgwire(&e))?;
         }
+        client
+            .session_extensions()
+            .insert(tokio::sync::Mutex::new(session));
         let (pid, secret_key) = self.pids.generate(client);
         client.set_pid_and_secret_key(pid, secret_key.clone());
         let (handle, guard) = self.connections.register(pid, secret_key);

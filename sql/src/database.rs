@@ -36,11 +36,13 @@ use crate::spellings::normalize_spellings;
 use crate::statement::{CreateRelation, ObjectKind, ParsedStatement, Statement, StatementParser};
 use crate::types::sql_type_name;
 
+mod execute;
 mod introspection;
 mod sinks;
 mod subscription;
 mod views;
 
+pub use execute::Executed;
 pub use subscription::Subscription;
 
 /// The database name clients see (`current_database()`), and DataFusion's catalog name.

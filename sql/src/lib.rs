@@ -17,6 +17,7 @@ mod relation;
 pub mod roles;
 pub mod scram;
 pub mod secrets;
+pub mod session;
 mod sink;
 mod spellings;
 mod statement;
@@ -24,12 +25,13 @@ mod types;
 
 pub use cpu_runtime::panic_message;
 pub use database::{
-    DATABASE_NAME, DEFAULT_CHECKPOINT_INTERVAL, Database, Output, QueryResult, SERVER_VERSION,
-    Subscription,
+    DATABASE_NAME, DEFAULT_CHECKPOINT_INTERVAL, Database, Executed, Output, QueryResult,
+    SERVER_VERSION, Subscription,
 };
 pub use error::{Result, SqlError, classify};
 pub use interrupt::{CancelOnDrop, Interrupt};
 pub use provider::ScanReport;
+pub use session::{Session, TransactionState};
 pub use statement::{
     CreateSink, GrantTarget, MAX_QUERY_BYTES, ObjectKind, ParsedStatement, RoleOptions,
     RoleStatement, SinkInput, Statement, SubscribeTarget, TransactionKind,

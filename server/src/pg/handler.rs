@@ -1,6 +1,8 @@
-//! One handler for the simple and the extended protocol: both end in `SessionHandler::run`.
-//! Statements DataFusion plans carry their plan from Parse to Execute; the rest run directly.
+//! One handler for the simple and the extended protocol: both end in `SessionHandler::run`,
+//! which hands the statement to `Database::execute` with the connection's `Session` and
+//! answers with what it did. Queries carry their plan from Parse to Execute.
 
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -8,8 +10,7 @@ use std::sync::Arc;
 use arrow_pg::datatypes::df::deserialize_parameters;
 use arrow_pg::datatypes::{arrow_schema_to_pg_fields, into_pg_type};
 use async_trait::async_trait;
-use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::logical_expr::LogicalPlan;
 use futures::{FutureExt, Sink, SinkExt};
 use pgwire::api::portal::{Format, Portal};
@@ -17,20 +18,20 @@ use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{FieldInfo, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
-use pgwire::api::{ClientInfo, ClientPortalStore, METADATA_USER, Type};
+use pgwire::api::{ClientInfo, ClientPortalStore, Type};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::response::TransactionStatus;
 use pgwire::messages::startup::ParameterStatus;
+use pgwire::types::format::FormatOptions;
+use tokio::sync::Mutex;
 use weir_sql::{
-    CancelOnDrop, Database, Interrupt, Output, ParsedStatement, SqlError, Statement,
-    TransactionKind,
+    CancelOnDrop, Database, Executed, Interrupt, ParsedStatement, Session, SqlError, Statement,
 };
 
-use super::encode::{output_response, rows_response};
+use super::copy;
+use super::encode::output_response;
 use super::error::{error_info, notice, to_pgwire};
-use super::settings;
-use super::subscribe;
 use super::text::Zone;
 
 /// A statement between Parse and Execute.
@@ -39,7 +40,7 @@ pub(crate) struct Prepared {
     parsed: ParsedStatement,
     plan: Option<LogicalPlan>,
     /// The columns of a FETCH, known from the session's cursor when it was parsed.
-    fetch_schema: Option<SchemaRef>,
+    fetch_schema: Option<datafusion::arrow::datatypes::SchemaRef>,
 }
 
 /// Parses and plans statements for the extended protocol.
@@ -51,6 +52,28 @@ pub(crate) struct PreparedParser {
 pub(crate) struct SessionHandler {
     db: Arc<Database>,
     parser: Arc<PreparedParser>,
+}
+
+/// The connection's session (made at login; a default one if a client got here without).
+pub(crate) fn session_of<C: ClientInfo>(client: &C) -> Arc<Mutex<Session>> {
+    client
+        .session_extensions()
+        .get_or_insert_with(|| Mutex::new(Session::default()))
+}
+
+/// How this session's values are printed: its DateStyle, IntervalStyle, bytea_output,
+/// extra_float_digits and TimeZone.
+fn format_options(session: &Session) -> FormatOptions {
+    let values: HashMap<String, String> = session
+        .all()
+        .into_iter()
+        .map(|(name, value)| (name.to_ascii_lowercase(), value))
+        .collect();
+    let mut options = FormatOptions::from_client_metadata(&values);
+    if let Some(zone) = values.get("timezone") {
+        options.time_zone.clone_from(zone);
+    }
+    options
 }
 
 impl SessionHandler {
@@ -79,272 +102,63 @@ impl SessionHandler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         crate::metrics::STATEMENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let session = session_of(client);
+        let mut session = session.lock().await;
         let streams = matches!(parsed.statement, Statement::Subscribe { cursor: None, .. });
-        let timeout = settings::statement_timeout(client.metadata()).filter(|_| !streams);
-        let body =
-            AssertUnwindSafe(self.run_statement(client, parsed, plan, format)).catch_unwind();
+        let timeout = session.statement_timeout().filter(|_| !streams);
+        let body = AssertUnwindSafe(self.db.execute(&mut session, parsed, plan)).catch_unwind();
         let outcome = match timeout {
             Some(t) => match tokio::time::timeout(t, body).await {
                 Ok(outcome) => outcome,
                 // Dropping the statement's future aborts the work it started.
-                Err(_) => return Ok(Err(Interrupt::timed_out())),
+                Err(_) => Ok(Err(Interrupt::timed_out())),
             },
             None => body.await,
         };
-        outcome.unwrap_or_else(|panic| {
-            let message = weir_sql::panic_message(panic.as_ref());
-            tracing::error!(%message, statement = %weir_sql::secrets::redact(&parsed.text), "a statement panicked");
-            Ok(Err(SqlError::new(
-                "XX000",
-                format!("internal error: {message}"),
-            )))
-        })
-    }
-
-    async fn run_statement<C>(
-        &self,
-        client: &mut C,
-        parsed: &ParsedStatement,
-        plan: Option<LogicalPlan>,
-        format: &Format,
-    ) -> PgWireResult<Result<Response, SqlError>>
-    where
-        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        let options = Arc::new(settings::format_options(client.metadata()));
-        let aborted = client.transaction_status() == TransactionStatus::Error;
-        if aborted
-            && !matches!(
-                parsed.statement,
-                Statement::Transaction(
-                    TransactionKind::Commit
-                        | TransactionKind::Rollback
-                        | TransactionKind::RollbackToSavepoint
-                )
-            )
-        {
-            return Ok(Err(SqlError::new(
-                "25P02",
-                "current transaction is aborted, commands ignored until end of transaction block",
-            )));
-        }
-        // Every statement passes this one check; a query once it is planned (what it reads
-        // and writes is in the plan).
-        let user = client
-            .metadata()
-            .get(METADATA_USER)
-            .cloned()
-            .unwrap_or_default();
-        if !matches!(parsed.statement, Statement::Query(_))
-            && let Err(e) = self.db.authorize(&user, parsed, None).await
-        {
-            return Ok(Err(e));
-        }
-        let result = match &parsed.statement {
-            Statement::Query(q) => {
-                let plan = match plan {
-                    Some(p) => Ok(p),
-                    None => plan_query(&self.db, client, parsed, q).await,
-                };
-                let result = match plan {
-                    Ok(plan) => match self.db.authorize(&user, parsed, Some(&plan)).await {
-                        Ok(()) => self.db.execute_plan(plan).await,
-                        Err(e) => Err(e),
-                    },
-                    Err(e) => Err(e),
-                };
-                let implicit_flush = settings::get(client.metadata(), "implicit_flush")
-                    .is_ok_and(|(_, v)| v == "on");
-                let result = match result {
-                    Ok(r) if implicit_flush && matches!(r.output, Output::Command { .. }) => {
-                        self.db.flush().await.map(|()| r)
-                    }
-                    other => other,
-                };
-                match result {
-                    Ok(r) => {
-                        let stats = r.report.stats();
-                        if stats.errors > 0 {
-                            let msg = format!(
-                                "skipped {} malformed message{}; first error: {}",
-                                stats.errors,
-                                if stats.errors == 1 { "" } else { "s" },
-                                stats.first_error.unwrap_or_default()
-                            );
-                            client
-                                .send(PgWireBackendMessage::NoticeResponse(notice(msg).into()))
-                                .await?;
-                        }
-                        Ok(output_response(r.output, format, options)?)
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-            Statement::SetVariable { name, value } => {
-                match settings::set(client.metadata_mut(), name, value.as_deref()) {
-                    Ok(report) => {
-                        if let Some((name, value)) = report {
-                            client
-                                .send(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(
-                                    name, value,
-                                )))
-                                .await?;
-                        }
-                        Ok(Response::Execution(Tag::new("SET")))
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-            Statement::ShowVariable(name) => match show_variable(client, name) {
-                Ok((schema, batch)) => Ok(rows_response(&schema, vec![batch], format, options)?),
-                Err(e) => Err(e),
-            },
-            Statement::Transaction(TransactionKind::Begin) => {
-                Ok(Response::TransactionStart(Tag::new("BEGIN")))
-            }
-            Statement::Transaction(TransactionKind::Commit) => {
-                // Cursors end with their transaction.
-                let _ = subscribe::cursors(client).close(None).await;
-                let tag = if aborted { "ROLLBACK" } else { "COMMIT" };
-                Ok(Response::TransactionEnd(Tag::new(tag)))
-            }
-            Statement::Transaction(TransactionKind::Rollback) => {
-                let _ = subscribe::cursors(client).close(None).await;
-                Ok(Response::TransactionEnd(Tag::new("ROLLBACK")))
-            }
-            Statement::Transaction(TransactionKind::Savepoint) => {
-                Ok(Response::Execution(Tag::new("SAVEPOINT")))
-            }
-            Statement::Transaction(TransactionKind::ReleaseSavepoint) => {
-                Ok(Response::Execution(Tag::new("RELEASE")))
-            }
-            // Accepted, but pgwire 0.41 has no way back from the error state short of
-            // ROLLBACK, so a failed statement inside a savepoint still aborts the block.
-            Statement::Transaction(TransactionKind::RollbackToSavepoint) => {
-                Ok(Response::Execution(Tag::new("ROLLBACK")))
-            }
-            Statement::Discard => Ok(Response::Execution(Tag::new("DISCARD ALL"))),
-            Statement::Subscribe {
-                target,
-                snapshot,
-                cursor: None,
-            } => match self
-                .db
-                .subscribe(
-                    target,
-                    *snapshot,
-                    settings::streaming_parallelism(client.metadata()),
-                )
-                .await
-            {
-                Ok(sub) => {
-                    let zone = Zone::parse(&options.time_zone);
-                    return subscribe::copy_out(client, sub, zone).await;
-                }
-                Err(e) => Err(e),
-            },
-            Statement::Subscribe {
-                target,
-                snapshot,
-                cursor: Some(name),
-            } => {
-                if client.transaction_status() != TransactionStatus::Transaction {
-                    Err(SqlError::new(
-                        "25P01",
-                        "DECLARE CURSOR can only be used in transaction blocks",
-                    ))
-                } else {
-                    match self
-                        .db
-                        .subscribe(
-                            target,
-                            *snapshot,
-                            settings::streaming_parallelism(client.metadata()),
-                        )
-                        .await
-                    {
-                        Ok(sub) => subscribe::cursors(client)
-                            .open(name, sub)
-                            .await
-                            .map(|()| Response::Execution(Tag::new("DECLARE CURSOR"))),
-                        Err(e) => Err(e),
-                    }
-                }
-            }
-            Statement::Fetch {
-                cursor,
-                count,
-                timeout,
-            } => match subscribe::cursors(client)
-                .fetch(cursor, *count, *timeout)
-                .await
-            {
-                Ok(batch) => Ok(rows_response(
-                    &batch.schema(),
-                    vec![batch],
-                    format,
-                    options,
-                )?),
-                Err(e) => Err(e),
-            },
-            Statement::Close(cursor) => {
-                match subscribe::cursors(client).close(cursor.as_deref()).await {
-                    Ok(()) => Ok(Response::Execution(Tag::new("CLOSE CURSOR"))),
-                    Err(e) => Err(e),
-                }
-            }
-            Statement::Flush => match self.db.flush().await {
-                Ok(()) => Ok(Response::Execution(Tag::new("FLUSH"))),
-                Err(e) => Err(e),
-            },
-            Statement::Checkpoint => match self.db.checkpoint().await {
-                Ok(_) => Ok(Response::Execution(Tag::new("CHECKPOINT"))),
-                Err(e) => Err(e),
-            },
-            Statement::CreateSink(_) => match self
-                .db
-                .execute_create_sink(parsed, settings::streaming_parallelism(client.metadata()))
-                .await
-            {
-                Ok(out) => Ok(output_response(out, format, options)?),
-                Err(e) => Err(e.offset_position(parsed.offset)),
-            },
-            Statement::CreateView { .. } => match self
-                .db
-                .execute_create_view(parsed, settings::streaming_parallelism(client.metadata()))
-                .await
-            {
-                Ok((out, notices)) => {
-                    for msg in notices {
-                        client
-                            .send(PgWireBackendMessage::NoticeResponse(notice(msg).into()))
-                            .await?;
-                    }
-                    Ok(output_response(out, format, options)?)
-                }
-                Err(e) => Err(e.offset_position(parsed.offset)),
-            },
-            _ => {
-                // Catalog changes may wait on a broker (a Kafka source's partitions).
-                let db = Arc::clone(&self.db);
-                let statement = parsed.clone();
-                let done = self
-                    .db
-                    .on_query_threads(move || db.execute_catalog(&statement))
-                    .await;
-                match done {
-                    Ok(out) => Ok(output_response(out, format, options)?),
-                    Err(e) => Err(e.offset_position(parsed.offset)),
-                }
+        let executed = match outcome {
+            Ok(result) => result,
+            Err(panic) => {
+                let message = weir_sql::panic_message(panic.as_ref());
+                let statement = weir_sql::secrets::redact(&parsed.text);
+                tracing::error!(%message, %statement, "a statement panicked");
+                Err(SqlError::new("XX000", format!("internal error: {message}")))
             }
         };
-        // Connectors quote their configuration in errors; what the statement marked secret
-        // is not sent back.
-        Ok(result.map_err(|mut e| {
-            e.message = weir_sql::secrets::scrub(&e.message, &parsed.text);
-            e
+        let executed = match executed {
+            Ok(executed) => executed,
+            Err(e) => {
+                session.statement_failed();
+                return Ok(Err(e));
+            }
+        };
+        let options = Arc::new(format_options(&session));
+        Ok(Ok(match executed {
+            Executed::Output { output, notices } => {
+                for message in notices {
+                    client
+                        .send(PgWireBackendMessage::NoticeResponse(notice(message).into()))
+                        .await?;
+                }
+                output_response(output, format, options)?
+            }
+            Executed::Set { reported } => {
+                if let Some((name, value)) = reported {
+                    client
+                        .send(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(
+                            name, value,
+                        )))
+                        .await?;
+                }
+                Response::Execution(Tag::new("SET"))
+            }
+            Executed::TransactionStart => Response::TransactionStart(Tag::new("BEGIN")),
+            Executed::TransactionEnd { tag } => Response::TransactionEnd(Tag::new(tag)),
+            Executed::Copy(sub) => {
+                // The session is not needed while its changes stream.
+                drop(session);
+                let zone = Zone::parse(&options.time_zone);
+                return copy::copy_out(client, sub, zone).await;
+            }
         }))
     }
 }
@@ -356,75 +170,10 @@ async fn parse_text<C: ClientInfo>(
     client: &C,
     sql: &str,
 ) -> Result<Vec<ParsedStatement>, SqlError> {
-    let interrupt = Interrupt::new(settings::statement_timeout(client.metadata()));
+    let timeout = session_of(client).lock().await.statement_timeout();
+    let interrupt = Interrupt::new(timeout);
     let _cancel = CancelOnDrop(interrupt.clone());
     db.parse_on_query_threads(sql.to_string(), interrupt).await
-}
-
-/// Plans a query on the statement threads, within the session's `statement_timeout`.
-/// The function whose calls `plan_query` completes with the session's parameter values.
-/// Functions whose text makes a statement go through `resolve_session_functions`.
-const SESSION_FUNCTIONS: [&[u8]; 3] = [b"current_setting", b"has_table_privilege", b"user"];
-
-async fn plan_query<C: ClientInfo>(
-    db: &Database,
-    client: &C,
-    parsed: &ParsedStatement,
-    query: &datafusion::sql::sqlparser::ast::Statement,
-) -> Result<LogicalPlan, SqlError> {
-    // Only statements that name it are walked (and cloned) here, on the connection's thread.
-    let names_it = SESSION_FUNCTIONS.iter().any(|name| {
-        parsed
-            .text
-            .as_bytes()
-            .windows(name.len())
-            .any(|w| w.eq_ignore_ascii_case(name))
-    });
-    let resolved = if names_it {
-        settings::resolve_session_functions(client.metadata(), query)?
-    } else {
-        None
-    };
-    let plan = db.plan(resolved.as_ref().unwrap_or(query));
-    let plan = match settings::statement_timeout(client.metadata()) {
-        Some(t) => tokio::time::timeout(t, plan)
-            .await
-            .unwrap_or_else(|_| Err(Interrupt::timed_out())),
-        None => plan.await,
-    };
-    plan.map_err(|e| e.offset_position(parsed.offset))
-}
-
-/// The columns of `SHOW name`: the parameter's canonical name, or (name, setting) for ALL.
-fn show_schema(name: &str) -> Arc<Schema> {
-    let column = |n: &str| Field::new(n, DataType::Utf8, false);
-    if name == "all" {
-        Arc::new(Schema::new(vec![column("name"), column("setting")]))
-    } else {
-        Arc::new(Schema::new(vec![column(
-            settings::canonical(name).unwrap_or(name),
-        )]))
-    }
-}
-
-fn show_variable<C: ClientInfo>(
-    client: &C,
-    name: &str,
-) -> Result<(Arc<Schema>, RecordBatch), SqlError> {
-    let (names, values): (Vec<String>, Vec<String>) = if name == "all" {
-        settings::all(client.metadata()).into_iter().unzip()
-    } else {
-        let (n, v) = settings::get(client.metadata(), name)?;
-        (vec![n.to_string()], vec![v])
-    };
-    let schema = show_schema(name);
-    let mut columns: Vec<ArrayRef> = vec![Arc::new(StringArray::from(values))];
-    if name == "all" {
-        columns.insert(0, Arc::new(StringArray::from(names)));
-    }
-    let batch = RecordBatch::try_new(Arc::clone(&schema), columns)
-        .map_err(|e| SqlError::new("XX000", e.to_string()))?;
-    Ok((schema, batch))
 }
 
 #[async_trait]
@@ -438,7 +187,10 @@ impl SimpleQueryHandler for SessionHandler {
     {
         let statements = match parse_text(&self.db, client, query).await {
             Ok(s) => s,
-            Err(e) => return Ok(vec![Response::Error(Box::new(error_info(&e)))]),
+            Err(e) => {
+                session_of(client).lock().await.statement_failed();
+                return Ok(vec![Response::Error(Box::new(error_info(&e)))]);
+            }
         };
         let copies =
             |p: &ParsedStatement| matches!(p.statement, Statement::Subscribe { cursor: None, .. });
@@ -584,16 +336,19 @@ impl QueryParser for PreparedParser {
                 )));
             }
         };
+        let session = session_of(client);
+        let session = session.lock().await;
         let plan = match &parsed.statement {
             Statement::Query(q) => Some(
-                plan_query(&self.db, client, &parsed, q)
+                self.db
+                    .plan_for(&session, &parsed, q)
                     .await
                     .map_err(|e| to_pgwire(&e))?,
             ),
             _ => None,
         };
         let fetch_schema = match &parsed.statement {
-            Statement::Fetch { cursor, .. } => subscribe::cursors(client).schema(cursor).await,
+            Statement::Fetch { cursor, .. } => session.cursor_schema(cursor),
             _ => None,
         };
         Ok(Some(Prepared {
@@ -623,7 +378,7 @@ impl QueryParser for PreparedParser {
         let schema = match (&stmt.plan, &stmt.parsed.statement) {
             (Some(LogicalPlan::Dml(_)), _) => return Ok(vec![]),
             (Some(plan), _) => Arc::new(plan.schema().as_arrow().clone()),
-            (None, Statement::ShowVariable(name)) => show_schema(name),
+            (None, Statement::ShowVariable(name)) => Database::show_schema(name),
             (None, Statement::Fetch { .. }) => match &stmt.fetch_schema {
                 Some(s) => Arc::clone(s),
                 None => return Ok(vec![]),

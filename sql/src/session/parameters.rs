@@ -1,13 +1,16 @@
-//! Session parameters: SET, SHOW, RESET, and the ParameterStatus messages clients track.
-//! Values live in the connection's metadata; unknown names are rejected with 42704 as in Postgres.
+//! Session parameters: their names, defaults and checks for SET, SHOW and RESET, and which
+//! changes clients are told of. Unknown names are rejected with 42704 as in Postgres.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::time::Duration;
 
 use datafusion::sql::sqlparser::ast;
-use pgwire::types::format::FormatOptions;
-use weir_sql::SqlError;
+
+use crate::error::SqlError;
+
+/// A session's values, by lower-cased canonical name (a missing one has its default).
+pub(crate) type Values = BTreeMap<String, String>;
 
 /// A known parameter: its canonical name, default, whether changes are reported to the client.
 struct Param {
@@ -54,7 +57,7 @@ const PARAMS: &[Param] = &[
     },
     Param {
         name: "server_version",
-        default: weir_sql::SERVER_VERSION,
+        default: crate::SERVER_VERSION,
         reported: false,
     },
     Param {
@@ -174,8 +177,6 @@ const PARAMS: &[Param] = &[
     },
 ];
 
-const METADATA_PREFIX: &str = "weir.setting.";
-
 fn find(name: &str) -> Option<&'static Param> {
     let name = match name.to_ascii_lowercase().as_str() {
         "rw_implicit_flush" => "implicit_flush".to_string(),
@@ -197,15 +198,14 @@ pub(crate) fn canonical(name: &str) -> Option<&'static str> {
     find(name).map(|p| p.name)
 }
 
-/// The current value of `name` in a session.
 /// `streaming_parallelism` as views created by this session use it (0 = all cores).
-pub(crate) fn streaming_parallelism(metadata: &HashMap<String, String>) -> usize {
-    get(metadata, "streaming_parallelism").map_or(0, |(_, v)| v.parse().unwrap_or(0))
+pub(crate) fn streaming_parallelism(values: &Values) -> usize {
+    get(values, "streaming_parallelism").map_or(0, |(_, v)| v.parse().unwrap_or(0))
 }
 
 /// The session's `statement_timeout` (None: off).
-pub(crate) fn statement_timeout(metadata: &HashMap<String, String>) -> Option<Duration> {
-    let (_, value) = get(metadata, "statement_timeout").ok()?;
+pub(crate) fn statement_timeout(values: &Values) -> Option<Duration> {
+    let (_, value) = get(values, "statement_timeout").ok()?;
     parse_timeout(&value).filter(|d| !d.is_zero())
 }
 
@@ -255,7 +255,8 @@ fn format_timeout(d: Duration) -> String {
 /// the session's user as a first. None when it calls neither. An unknown parameter is
 /// 42704, as in Postgres.
 pub(crate) fn resolve_session_functions(
-    metadata: &HashMap<String, String>,
+    values: &Values,
+    user: &str,
     statement: &ast::Statement,
 ) -> Result<Option<ast::Statement>, SqlError> {
     let mut statement = statement.clone();
@@ -271,10 +272,7 @@ pub(crate) fn resolve_session_functions(
             && matches!(&f.args, ast::FunctionArguments::None)
             || matches!(&f.args, ast::FunctionArguments::List(l) if l.args.is_empty() && name == "session_user")
         {
-            let user = metadata
-                .get(pgwire::api::METADATA_USER)
-                .cloned()
-                .unwrap_or_default();
+            let user = user.to_string();
             found = true;
             f.name = ast::ObjectName::from(vec![ast::Ident::new("session_user")]);
             f.args = ast::FunctionArguments::List(ast::FunctionArgumentList {
@@ -290,10 +288,7 @@ pub(crate) fn resolve_session_functions(
             return ControlFlow::Continue(());
         };
         if name == "has_table_privilege" && list.args.len() == 2 {
-            let user = metadata
-                .get(pgwire::api::METADATA_USER)
-                .cloned()
-                .unwrap_or_default();
+            let user = user.to_string();
             found = true;
             list.args.insert(
                 0,
@@ -317,7 +312,7 @@ pub(crate) fn resolve_session_functions(
         let value = if parameter.eq_ignore_ascii_case("server_version_num") {
             Ok(server_version_num())
         } else {
-            get(metadata, &parameter).map(|(_, v)| v)
+            get(values, &parameter).map(|(_, v)| v)
         };
         match value {
             Ok(value) => {
@@ -341,31 +336,17 @@ pub(crate) fn resolve_session_functions(
 
 /// `server_version_num` for the version weir reports (`15.0` -> `150000`).
 fn server_version_num() -> String {
-    let mut parts = weir_sql::SERVER_VERSION.split('.');
+    let mut parts = crate::SERVER_VERSION.split('.');
     let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
     let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
     (major * 10_000 + minor).to_string()
 }
 
-/// How this session's values are printed: pgwire's options plus the session's TimeZone.
-pub(crate) fn format_options(metadata: &HashMap<String, String>) -> FormatOptions {
-    let mut options = FormatOptions::from_client_metadata(metadata);
-    if let Ok((_, zone)) = get(metadata, "TimeZone") {
-        options.time_zone = zone;
-    }
-    options
-}
-
-pub(crate) fn get(
-    metadata: &HashMap<String, String>,
-    name: &str,
-) -> Result<(&'static str, String), SqlError> {
+/// The canonical name of `name` and its value.
+pub(crate) fn get(values: &Values, name: &str) -> Result<(&'static str, String), SqlError> {
     let p = find(name).ok_or_else(|| unknown(name))?;
-    let key = format!("{METADATA_PREFIX}{}", p.name.to_ascii_lowercase());
-    let value = metadata
-        .get(&key)
-        .or_else(|| metadata.get(p.name))
-        .or_else(|| metadata.get(&p.name.to_ascii_lowercase()))
+    let value = values
+        .get(&p.name.to_ascii_lowercase())
         .cloned()
         .unwrap_or_else(|| p.default.to_string());
     Ok((p.name, value))
@@ -373,7 +354,7 @@ pub(crate) fn get(
 
 /// Sets `name` (None resets it); returns the (name, value) to report to the client, if any.
 pub(crate) fn set(
-    metadata: &mut HashMap<String, String>,
+    values: &mut Values,
     name: &str,
     value: Option<&str>,
 ) -> Result<Option<(String, String)>, SqlError> {
@@ -382,13 +363,7 @@ pub(crate) fn set(
         .map(str::to_string)
         .unwrap_or_else(|| p.default.to_string());
     let value = normalize(p.name, &value)?;
-    metadata.insert(
-        format!("{METADATA_PREFIX}{}", p.name.to_ascii_lowercase()),
-        value.clone(),
-    );
-    if p.name == "TimeZone" {
-        metadata.insert("timezone".to_string(), value.clone());
-    }
+    values.insert(p.name.to_ascii_lowercase(), value.clone());
     Ok(p.reported.then(|| (p.name.to_string(), value)))
 }
 
@@ -464,10 +439,10 @@ fn normalize(name: &str, value: &str) -> Result<String, SqlError> {
 }
 
 /// Every parameter with its current value, for SHOW ALL.
-pub(crate) fn all(metadata: &HashMap<String, String>) -> Vec<(String, String)> {
+pub(crate) fn all(values: &Values) -> Vec<(String, String)> {
     PARAMS
         .iter()
-        .filter_map(|p| get(metadata, p.name).ok())
+        .filter_map(|p| get(values, p.name).ok())
         .map(|(n, v)| (n.to_string(), v))
         .collect()
 }
@@ -478,7 +453,7 @@ mod tests {
 
     #[test]
     fn set_show_reset_and_unknown() {
-        let mut m = HashMap::new();
+        let mut m = Values::new();
         assert_eq!(
             set(&mut m, "TIMEZONE", Some("Europe/Paris")).unwrap(),
             Some(("TimeZone".into(), "Europe/Paris".into()))
