@@ -309,7 +309,8 @@ fn no_role(name: &str) -> SqlError {
     SqlError::new("42704", format!("role \"{name}\" does not exist"))
 }
 
-pub(crate) fn password_failed(user: &str) -> SqlError {
+/// A login whose password does not match, or whose role has none (28P01).
+pub fn password_failed(user: &str) -> SqlError {
     SqlError::new(
         "28P01",
         format!("password authentication failed for user \"{user}\""),

@@ -116,18 +116,11 @@ impl Exchange {
                             .into_bytes()
                             .into(),
                     ))),
-                    None => Err(password_failed(&user)),
+                    None => Err(weir_sql::access::password_failed(&user)),
                 }
             }
         }
     }
-}
-
-pub(crate) fn password_failed(user: &str) -> SqlError {
-    SqlError::new(
-        "28P01",
-        format!("password authentication failed for user \"{user}\""),
-    )
 }
 
 fn protocol(message: &str) -> SqlError {
