@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what is missing (Tansu, PostgreSQL,
-# psycopg, DuckDB), then runs format and lint checks, unit tests and the end-to-end tests.
+# Chromium, psycopg, DuckDB), then runs format and lint checks, unit tests and the end-to-end tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +13,10 @@ fi
 if ! command -v psql >/dev/null 2>&1 || ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
   step "installing PostgreSQL (psql, and a server to compare output with)"
   apt-get update -qq && apt-get install -y -qq postgresql postgresql-client >/dev/null
+fi
+if ! command -v chromium >/dev/null 2>&1; then
+  step "installing Chromium (headless, for the web console's test)"
+  apt-get update -qq && apt-get install -y -qq chromium >/dev/null
 fi
 if ! python3 -c "import psycopg, sqlalchemy, pandas, duckdb" >/dev/null 2>&1; then
   step "installing psycopg 3, SQLAlchemy, pandas, DuckDB"

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use tokio_postgres::{Client, NoTls};
 
-use crate::harness::{WeirProcess, sqlstate};
+use crate::harness::{WeirProcess, http_get, sqlstate};
 
 const PASSWORD: &str = "correct horse";
 
@@ -497,15 +497,6 @@ fn files_under(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
     out
 }
 
-fn http_get(port: u16, path: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
-        .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    body
-}
-
 /// Rows of `sql` as text, for searching.
 async fn text_of(client: &Client, sql: &str) -> String {
     let mut out = String::new();
@@ -600,7 +591,7 @@ async fn credentials_in_with_options_are_never_shown_or_stored_in_the_clear() {
         panic!("the view never summed the topic");
     };
     sum().await;
-    shown.push_str(&http_get(weir.metrics_port, "/metrics"));
+    shown.push_str(&http_get(weir.http_addr(), "/metrics"));
     drop(client);
     let (status, _) = weir.terminate();
     assert!(status.success());
@@ -655,4 +646,80 @@ async fn credentials_in_with_options_are_never_shown_or_stored_in_the_clear() {
             .mode();
         assert_eq!(mode & 0o777, 0o600, "{name}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_http_api_logs_in_like_postgres_and_keeps_privileges() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let weir = password_server(dir.path(), &[]);
+    let admin = login(weir.addr(), "weir", PASSWORD).await.unwrap();
+    admin
+        .batch_execute(
+            "CREATE TABLE secret (k INT PRIMARY KEY, v VARCHAR);
+             INSERT INTO secret VALUES (1, 'x');
+             CREATE MATERIALIZED VIEW secret_view AS SELECT count(*) AS n FROM secret;
+             CREATE TABLE open (k INT PRIMARY KEY);
+             CREATE USER reader PASSWORD 'r34d';
+             GRANT SELECT ON open TO reader;",
+        )
+        .await
+        .unwrap();
+    let http = weir.http_addr();
+    let basic = |user: &str, password: &str| {
+        format!(
+            "authorization: Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        )
+    };
+    let query = |auth: Option<String>, sql: &str| {
+        let headers: Vec<String> = auth.into_iter().collect();
+        let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+        let (status, body) =
+            crate::harness::http_request(http, "POST", "/api/v1/query", &headers, sql);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        (
+            status,
+            v["error"]["sqlstate"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    // No credentials, a wrong password, an unknown user: 401, with the login's SQLSTATE.
+    assert_eq!(query(None, "SELECT 1"), (401, "28000".into()));
+    assert_eq!(
+        query(Some(basic("weir", "wrong")), "SELECT 1"),
+        (401, "28P01".into())
+    );
+    assert_eq!(
+        query(Some(basic("nobody", "x")), "SELECT 1"),
+        (401, "28000".into())
+    );
+    // The right one works, and the role's privileges hold.
+    assert_eq!(
+        query(Some(basic("weir", PASSWORD)), "SELECT * FROM secret"),
+        (200, String::new())
+    );
+    let reader = || Some(basic("reader", "r34d"));
+    assert_eq!(query(reader(), "SELECT * FROM open"), (200, String::new()));
+    assert_eq!(
+        query(reader(), "SELECT * FROM secret"),
+        (403, "42501".into())
+    );
+    assert_eq!(query(reader(), "DROP TABLE open"), (403, "42501".into()));
+    let get = |path: &str, auth: String| {
+        crate::harness::http_request(http, "GET", path, &[auth.as_str()], "").0
+    };
+    assert_eq!(
+        get("/api/v1/subscribe/secret_view", basic("reader", "r34d")),
+        403
+    );
+    assert_eq!(
+        get("/api/v1/dataflows/secret_view", basic("reader", "r34d")),
+        403
+    );
+    assert_eq!(
+        get("/api/v1/dataflows/secret_view", basic("weir", PASSWORD)),
+        200
+    );
+    // Prometheus and health checks need no login.
+    assert!(http_get(http, "/metrics").contains("weir_view_rows{view=\"secret_view\"}"));
 }

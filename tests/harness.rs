@@ -50,6 +50,11 @@ impl TestServer {
         self.handle.as_ref().unwrap().pg_addr
     }
 
+    /// The HTTP endpoint (metrics, console, JSON API).
+    pub(crate) fn http_addr(&self) -> SocketAddr {
+        self.handle.as_ref().unwrap().http_addr.unwrap()
+    }
+
     pub(crate) async fn client(&self) -> Client {
         connect(self.addr()).await.0
     }
@@ -68,7 +73,7 @@ async fn start_in(dir: &Path, checkpoint_interval: Duration) -> ServerHandle {
         pg_listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: Some(dir.to_path_buf()),
         checkpoint_interval,
-        metrics_listen: None,
+        http_listen: Some("127.0.0.1:0".parse().unwrap()),
         ..Config::default()
     })
     .await
@@ -98,6 +103,69 @@ pub(crate) async fn connect(
         }
     });
     (client, rx)
+}
+
+/// An HTTP/1.1 request on a connection of its own: the status and the body (read up to
+/// its content-length, or to the end). `headers` are whole lines without the CRLF.
+pub(crate) fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &str,
+) -> (u16, String) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n");
+    for h in headers {
+        head.push_str(h);
+        head.push_str("\r\n");
+    }
+    head.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
+    // Sent in pieces on purpose: the endpoint must read the whole request.
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body.as_bytes()).unwrap();
+    let mut reader = BufReader::new(s);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).unwrap();
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let mut length = None;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap() == 0 || line.trim().is_empty() {
+            break;
+        }
+        let lower = line.to_ascii_lowercase();
+        assert!(
+            !lower.starts_with("transfer-encoding"),
+            "a chunked answer to {path}"
+        );
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            length = v.trim().parse::<usize>().ok();
+        }
+    }
+    let mut answer = Vec::new();
+    match length {
+        Some(n) => {
+            answer.resize(n, 0);
+            reader.read_exact(&mut answer).unwrap();
+        }
+        None => {
+            reader.read_to_end(&mut answer).unwrap();
+        }
+    }
+    (status, String::from_utf8_lossy(&answer).into_owned())
+}
+
+/// GET `path`'s body, asserting 200.
+pub(crate) fn http_get(addr: SocketAddr, path: &str) -> String {
+    let (status, body) = http_request(addr, "GET", path, &[], "");
+    assert_eq!(status, 200, "GET {path}: {body}");
+    body
 }
 
 /// The SQLSTATE of a failed statement.
@@ -234,7 +302,7 @@ impl Drop for ChildGuard {
 pub(crate) struct WeirProcess {
     pub(crate) child: ChildGuard,
     pub(crate) port: u16,
-    pub(crate) metrics_port: u16,
+    pub(crate) http_port: u16,
 }
 
 impl WeirProcess {
@@ -269,29 +337,33 @@ impl WeirProcess {
             ),
             None => Stdio::null(),
         };
-        let (port, metrics_port) = (free_port(), free_port());
+        let (port, http_port) = (free_port(), free_port());
         let child = Command::new(env!("CARGO_BIN_EXE_weir"))
             .envs(env.iter().copied())
             .args(["serve", "--pg-listen", &format!("127.0.0.1:{port}")])
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
+            .args(["--http-listen", &format!("127.0.0.1:{http_port}")])
             .args(args)
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
             .unwrap();
         wait_for_port(port, "weir");
-        wait_for_port(metrics_port, "weir metrics");
+        wait_for_port(http_port, "weir http");
         Self {
             child: ChildGuard(child),
             port,
-            metrics_port,
+            http_port,
         }
     }
 
     pub(crate) fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub(crate) fn http_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.http_port))
     }
 
     /// SIGTERM, then the exit status and how long the process took to exit.

@@ -1,6 +1,6 @@
 //! Durability: the catalog and table rows survive a clean restart and a kill -9 of the binary.
 
-use crate::harness::{TestServer, WeirProcess, connect};
+use crate::harness::{TestServer, WeirProcess, connect, http_get};
 
 const DDL: &str = "
 CREATE TABLE users (id BIGINT PRIMARY KEY, name VARCHAR, city VARCHAR);
@@ -111,23 +111,17 @@ async fn acknowledged_dml_survives_kill_9() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_exits_cleanly_and_health_endpoint_answers() {
-    use std::io::{Read, Write};
     let dir = tempfile::tempdir().unwrap();
     let weir = WeirProcess::start(dir.path());
     let (client, _) = connect(weir.addr()).await;
     client.batch_execute("SELECT 1").await.unwrap();
-    let http = |path: &str| {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", weir.metrics_port)).unwrap();
-        // Sent in two writes on purpose: the endpoint must read the whole head.
-        s.write_all(format!("GET {path} ").as_bytes()).unwrap();
-        s.write_all(b"HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
-        let mut body = String::new();
-        s.read_to_string(&mut body).unwrap();
-        body
-    };
-    assert!(http("/healthz").starts_with("HTTP/1.1 200 OK"));
-    let metrics = http("/metrics");
+    assert_eq!(http_get(weir.http_addr(), "/healthz"), "ok\n");
+    let metrics = http_get(weir.http_addr(), "/metrics");
     assert!(metrics.contains("weir_pg_connections_total 1"), "{metrics}");
+    assert!(
+        metrics.contains(r#"weir_statements_total{kind="select"} 1"#),
+        "{metrics}"
+    );
     let (status, took) = weir.terminate();
     assert!(status.success(), "exit status {status:?}");
     assert!(took < std::time::Duration::from_secs(10), "took {took:?}");

@@ -7,6 +7,7 @@ mod barrier;
 mod dataflow;
 mod exchange;
 mod graph;
+mod operator_stats;
 mod paced;
 mod shared;
 mod split;
@@ -15,6 +16,9 @@ pub use barrier::Barriers;
 pub use dataflow::{Dataflow, Started};
 pub use exchange::{Partitioning, Router};
 pub use graph::{DataflowStats, Graph, GraphSnapshot, InputId, NodeId};
+pub use operator_stats::{
+    COMMIT_LATENCY_BUCKETS_MS, CommitLatency, OperatorInfo, OperatorStats, Topology,
+};
 pub use paced::Paced;
 pub use shared::{Handover, Joined, SplitShare};
 pub use split::{

@@ -39,9 +39,15 @@ struct ServeArgs {
     /// How often state is checkpointed, e.g. 10s.
     #[arg(long, env = "WEIR_CHECKPOINT_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     checkpoint_interval: Duration,
-    /// Prometheus /metrics and /healthz endpoint.
-    #[arg(long, env = "WEIR_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
-    metrics_listen: SocketAddr,
+    /// HTTP endpoint: the web console at /, Prometheus /metrics, /healthz and the JSON API
+    /// (`--metrics-listen` is the old name).
+    #[arg(
+        long,
+        alias = "metrics-listen",
+        env = "WEIR_HTTP_LISTEN",
+        default_value = "127.0.0.1:9464"
+    )]
+    http_listen: SocketAddr,
     /// Sessions open at once; more are refused (53300).
     #[arg(long, env = "WEIR_MAX_CONNECTIONS", default_value_t = crate::server::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
@@ -95,7 +101,7 @@ impl ServeArgs {
             pg_listen: self.pg_listen,
             data_dir: Some(self.data_dir.clone()),
             checkpoint_interval: self.checkpoint_interval,
-            metrics_listen: Some(self.metrics_listen),
+            http_listen: Some(self.http_listen),
             statement_timeout: (!self.statement_timeout.is_zero())
                 .then_some(self.statement_timeout),
             max_connections: self.max_connections,
@@ -187,13 +193,17 @@ async fn demo_setup(handle: &ServerHandle) -> anyhow::Result<()> {
         "\nweir demo is running with Nexmark sources person, auction, bid, a live bid stream\n\
          live_bid (10,000 events/s) and the windowed view bids_per_10s over it.\n\
          Connect with:\n\n    psql -h {} -p {} -U weir weir\n\n\
+         or open the web console at http://{}/ (live views, dataflow graphs, SQL).\n\n\
          Then try (more in examples/quickstart.sql):\n\n    \
          SELECT channel, count(*), avg(price) FROM bid GROUP BY channel ORDER BY 2 DESC;\n    \
          SELECT * FROM bids_per_10s ORDER BY window_start DESC LIMIT 3;\n    \
          COPY (SUBSCRIBE TO bids_per_10s) TO STDOUT;   -- watch it change; Ctrl-C ends it\n\n\
          Ctrl-C stops the server.\n",
         addr.ip(),
-        addr.port()
+        addr.port(),
+        handle
+            .http_addr
+            .map_or_else(|| "(no --http-listen)".to_string(), |a| a.to_string())
     );
     eprintln!("{banner}");
     Ok(())

@@ -1,8 +1,8 @@
-//! weir's server: the Postgres wire endpoint, sessions, and process lifecycle.
-//! `Server::start` binds the listeners and returns a handle; the CLI (`weir serve`, `weir demo`) wraps it.
+//! weir's server: the Postgres wire endpoint, the HTTP endpoint (metrics, console, JSON API),
+//! and process lifecycle. `Server::start` binds the listeners; the CLI (`weir serve`, `weir demo`) wraps it.
 
 mod cli;
-mod metrics;
+mod http;
 mod pg;
 mod server;
 mod tls;

@@ -111,7 +111,7 @@ impl Startup {
             .insert::<Arc<ConnectionHandle>>(handle);
         client.session_extensions().insert::<ConnectionGuard>(guard);
         finish_authentication(client, &self.parameters).await?;
-        crate::metrics::PG_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
+        crate::http::metrics::PROCESS.connection();
         Ok(())
     }
 }

@@ -1,5 +1,6 @@
 //! Server configuration, start-up and graceful shutdown.
-//! One tokio listener accepts Postgres connections; each gets its own task.
+//! One tokio listener accepts Postgres connections, each on its own task; the HTTP
+//! endpoint runs beside it.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,7 +20,8 @@ pub struct Config {
     /// None keeps everything in memory (tests of the wire protocol only).
     pub data_dir: Option<PathBuf>,
     pub checkpoint_interval: Duration,
-    pub metrics_listen: Option<SocketAddr>,
+    /// Metrics, the web console and the JSON API (None: no HTTP endpoint).
+    pub http_listen: Option<SocketAddr>,
     /// Sessions' `statement_timeout` until they set their own (None: off).
     pub statement_timeout: Option<Duration>,
     /// Sessions open at once; more are refused with 53300.
@@ -54,7 +56,7 @@ impl Default for Config {
             pg_listen: SocketAddr::from(([127, 0, 0, 1], 6875)),
             data_dir: Some(PathBuf::from("./weir-data")),
             checkpoint_interval: Duration::from_secs(10),
-            metrics_listen: None,
+            http_listen: None,
             statement_timeout: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             auth: AuthMode::Trust,
@@ -68,7 +70,7 @@ impl Default for Config {
 /// A running server.
 pub struct ServerHandle {
     pub pg_addr: SocketAddr,
-    pub metrics_addr: Option<SocketAddr>,
+    pub http_addr: Option<SocketAddr>,
     pub database: Arc<Database>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
@@ -107,8 +109,10 @@ impl Server {
             Some((cert, key)) => Some(crate::tls::acceptor(cert, key)?),
             None => None,
         };
-        let metrics_addr = match config.metrics_listen {
-            Some(addr) => Some(crate::metrics::serve(addr).await?),
+        let http_addr = match config.http_listen {
+            Some(addr) => Some(
+                crate::http::serve(addr, Arc::clone(&database), config.statement_timeout).await?,
+            ),
             None => None,
         };
         // Bound last: once clients can connect, everything else is up.
@@ -145,7 +149,7 @@ impl Server {
         tracing::info!(%pg_addr, "weir is listening");
         Ok(ServerHandle {
             pg_addr,
-            metrics_addr,
+            http_addr,
             database,
             shutdown,
             task,

@@ -327,6 +327,13 @@ impl Database {
     }
 
     /// The retained checkpoints, oldest first.
+    /// The newest committed checkpoint: (epoch, duration ms, bytes written).
+    pub fn last_checkpoint(&self) -> Option<(u64, u64, u64)> {
+        self.checkpoints()
+            .last()
+            .map(|c| (c.epoch, c.duration_ms, c.bytes))
+    }
+
     pub(crate) fn checkpoints(&self) -> Vec<crate::checkpoint::CheckpointInfo> {
         self.checkpointer
             .as_ref()

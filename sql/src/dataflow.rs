@@ -23,7 +23,9 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use weir_engine::operator::SharedView;
-use weir_engine::runtime::DataflowStats;
+use weir_engine::runtime::{
+    CommitLatency, DataflowStats, NodeId, OperatorInfo, OperatorStats, Topology,
+};
 
 pub(crate) use inputs::{InputContext, ProgressRegistry, shared_readers_of, stream_input};
 pub(crate) use lower::{Input, Lowering};
@@ -42,6 +44,11 @@ pub(crate) struct RunningDataflow {
     pub(crate) restored: bool,
     /// Why a checkpoint of it was not used, if one was not.
     pub(crate) restore_note: Option<String>,
+    /// Its operators, and what each has done.
+    pub(crate) topology: Topology,
+    pub(crate) operators: Arc<OperatorStats>,
+    /// The operator each input relation enters at.
+    pub(crate) inputs: Vec<(NodeId, String)>,
 }
 
 impl Drop for RunningDataflow {
@@ -70,17 +77,43 @@ impl std::fmt::Debug for ViewTable {
     }
 }
 
-/// What `weir_catalog.dataflows` shows for one view.
-pub(crate) struct ViewStatus {
-    pub(crate) rows: i64,
-    pub(crate) state_bytes: usize,
-    pub(crate) last_commit_ms: i64,
-    pub(crate) late_rows: u64,
-    pub(crate) error: Option<String>,
+/// What `weir_catalog.dataflows` and the metrics show for one view or sink.
+#[derive(Debug, Clone, Default)]
+pub struct ViewStatus {
+    /// Rows of a view; messages delivered by a sink.
+    pub rows: i64,
+    pub state_bytes: usize,
+    pub last_commit_ms: i64,
+    pub late_rows: u64,
+    /// Change rows its dataflow has read from its input relations.
+    pub input_rows: u64,
+    /// The relations it reads.
+    pub inputs: Vec<String>,
+    pub commit_latency: CommitLatency,
+    pub error: Option<String>,
     /// Instances of each keyed operator (0 once stopped).
-    pub(crate) parallelism: usize,
+    pub parallelism: usize,
     /// Why the dataflow's checkpoint was not used at the last start, if it was not.
-    pub(crate) restore_note: Option<String>,
+    pub restore_note: Option<String>,
+}
+
+/// A running dataflow's plan with what each operator has done: the console's graph.
+#[derive(Debug, Clone)]
+pub struct DataflowGraph {
+    pub parallelism: usize,
+    pub operators: Vec<OperatorReport>,
+    /// (operator, relation) per input relation.
+    pub inputs: Vec<(NodeId, String)>,
+}
+
+/// One operator of a `DataflowGraph`.
+#[derive(Debug, Clone)]
+pub struct OperatorReport {
+    pub info: OperatorInfo,
+    /// Change rows delivered to it.
+    pub rows: u64,
+    /// State it holds over all its instances.
+    pub state_bytes: usize,
 }
 
 impl ViewTable {
@@ -142,10 +175,44 @@ impl ViewTable {
             late_rows: running.as_ref().map_or(0, |r| {
                 r.late_rows.iter().map(|l| l.load(Ordering::Relaxed)).sum()
             }),
+            input_rows: running.as_ref().map_or(0, |r| {
+                r.inputs
+                    .iter()
+                    .map(|(node, _)| r.operators.rows(*node))
+                    .sum()
+            }),
+            inputs: running.as_ref().map_or_else(Vec::new, |r| {
+                let mut names: Vec<String> = r.inputs.iter().map(|i| i.1.clone()).collect();
+                names.dedup();
+                names
+            }),
+            commit_latency: stats
+                .as_ref()
+                .map(|s| s.commit_latency.clone())
+                .unwrap_or_default(),
             error: stats.and_then(|s| s.error),
             parallelism: running.as_ref().map_or(0, |r| r.parallelism),
             restore_note: running.as_ref().and_then(|r| r.restore_note.clone()),
         }
+    }
+
+    /// Its operators and what each has done (None once stopped).
+    pub(crate) fn graph(&self) -> Option<DataflowGraph> {
+        let running = self.running.lock();
+        let r = running.as_ref()?;
+        Some(DataflowGraph {
+            parallelism: r.parallelism,
+            operators: r
+                .topology
+                .iter()
+                .map(|info| OperatorReport {
+                    info: info.clone(),
+                    rows: r.operators.rows(info.id),
+                    state_bytes: r.operators.state_bytes(info.id),
+                })
+                .collect(),
+            inputs: r.inputs.clone(),
+        })
     }
 
     /// Whether the dataflow started from a checkpoint (its rows are served at once).

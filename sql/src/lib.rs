@@ -28,10 +28,12 @@ pub use database::{
     DATABASE_NAME, DEFAULT_CHECKPOINT_INTERVAL, Database, Executed, Output, QueryResult,
     SERVER_VERSION, Subscription,
 };
+pub use dataflow::{DataflowGraph, OperatorReport, ViewStatus};
 pub use error::{Result, SqlError, classify};
 pub use interrupt::{CancelOnDrop, Interrupt};
 pub use provider::ScanReport;
 pub use session::{Session, TransactionState};
+pub use sink::ProgressRow;
 pub use statement::{
     CreateSink, GrantTarget, MAX_QUERY_BYTES, ObjectKind, ParsedStatement, RoleOptions,
     RoleStatement, SinkInput, Statement, SubscribeTarget, TransactionKind,

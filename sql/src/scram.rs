@@ -81,6 +81,18 @@ impl ScramVerifier {
         })
     }
 
+    /// Whether `password` is the one this verifier was made from (for HTTP Basic logins,
+    /// where the client sends the password itself over TLS or loopback).
+    pub fn matches_password(&self, password: &str) -> bool {
+        let other = Self::with_salt(password, self.salt.clone(), self.iterations);
+        other
+            .stored_key
+            .iter()
+            .zip(self.stored_key)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+
     /// Checks a login's ClientProof over its AuthMessage (RFC 5802 §3); on success returns
     /// the ServerSignature the client checks in turn.
     pub fn verify(&self, auth_message: &[u8], client_proof: &[u8]) -> Option<Vec<u8>> {
@@ -167,6 +179,8 @@ mod tests {
         assert!(back.verify(auth, &bad).is_none());
         assert!(back.verify(b"other message", &good).is_none());
         assert!(ScramVerifier::parse("plain password").is_none());
+        assert!(back.matches_password("s3cret"));
+        assert!(!back.matches_password("s3cret!") && !back.matches_password(""));
     }
 
     #[test]

@@ -379,7 +379,7 @@ impl TableProvider for SinkRelation {
 
 /// Sinks' progress rows: (sink, topic, partition, messages, bytes, last epoch, errors,
 /// last error), one per partition written (one row with no partition before any).
-pub(crate) type ProgressRow = (
+pub type ProgressRow = (
     String,
     String,
     Option<i32>,
@@ -406,6 +406,12 @@ impl SinkRelation {
             state_bytes: own.as_ref().map_or(0, |s| s.state_bytes),
             last_commit_ms: own.as_ref().map_or(0, |s| s.last_commit_ms),
             late_rows: own.as_ref().map_or(0, |s| s.late_rows),
+            input_rows: own.as_ref().map_or(0, |s| s.input_rows),
+            inputs: own.as_ref().map_or_else(Vec::new, |s| s.inputs.clone()),
+            commit_latency: own
+                .as_ref()
+                .map(|s| s.commit_latency.clone())
+                .unwrap_or_default(),
             error: self
                 .error
                 .lock()

@@ -8,7 +8,6 @@
 //! over its inputs as a whole dataflow does, so epochs stay consistent across stages.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
@@ -17,7 +16,8 @@ use tokio::sync::{mpsc, watch};
 
 use super::alignment::Alignment;
 use super::exchange::{Partitioning, Router};
-use super::graph::{DataflowStats, Graph, GraphSnapshot, Node, NodeId, StateGauge};
+use super::graph::{DataflowStats, Graph, GraphSnapshot, Node, NodeId};
+use super::operator_stats::{OperatorStats, Topology};
 use super::{CHANNEL_CAPACITY, channel_stream};
 use crate::{EngineError, Message, Result};
 
@@ -48,6 +48,10 @@ pub struct Dataflow {
 pub struct Started {
     pub tasks: Vec<BoxFuture<'static, Result<()>>>,
     pub checkpointing: usize,
+    /// What each operator has done, while the tasks run.
+    pub operators: Arc<OperatorStats>,
+    /// The plan's operators (node ids as in `operators`).
+    pub topology: Topology,
 }
 
 impl Dataflow {
@@ -188,9 +192,8 @@ impl Dataflow {
             senders.push(tx);
             receivers.push(rx);
         }
-        let gauge = Arc::new(StateGauge(
-            (0..self.tasks()).map(|_| AtomicUsize::new(0)).collect(),
-        ));
+        let operators = Arc::new(OperatorStats::new(first.nodes.len(), self.tasks()));
+        let topology = first.topology();
         let mut tasks = Vec::new();
         let mut checkpointing = 0;
         let mut instances: Vec<Vec<Option<Node>>> = self
@@ -257,7 +260,7 @@ impl Dataflow {
                     }
                 }
                 checkpointing += usize::from(reads);
-                g.gauge = Some((Arc::clone(&gauge), tasks.len()));
+                g.stats = Some((Arc::clone(&operators), stage.nodes.clone()));
                 g.task = tasks.len();
                 if let Some(to) = &self.checkpoints {
                     g.checkpoint_to(to.clone());
@@ -272,6 +275,8 @@ impl Dataflow {
         Ok(Started {
             tasks,
             checkpointing,
+            operators,
+            topology,
         })
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicI64;
 use std::task::Poll;
 use std::time::Instant;
 
@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::alignment::Alignment;
 use super::exchange::{Partitioning, Router};
+use super::operator_stats::{CommitLatency, OperatorInfo, OperatorStats, Topology};
 use crate::message::{Barrier, Epoch, Message, SplitPosition, Watermark};
 use crate::operator::{Emitter, Operator};
 use crate::state::StateSnapshot;
@@ -70,6 +71,7 @@ pub struct DataflowStats {
     pub state_bytes: usize,
     pub last_commit_ms: i64,
     pub error: Option<String>,
+    pub commit_latency: CommitLatency,
 }
 
 /// An edge whose rows are repartitioned between stages (see `Dataflow`).
@@ -79,10 +81,6 @@ pub(super) struct ExchangeEdge {
     pub(super) port: usize,
     pub(super) partitioning: Partitioning,
 }
-
-/// Every stage instance's state size, summed into `DataflowStats::state_bytes`.
-#[derive(Debug)]
-pub(super) struct StateGauge(pub(super) Vec<AtomicUsize>);
 
 /// Operators and their edges. Nodes are added inputs-first.
 #[derive(Default)]
@@ -101,7 +99,8 @@ pub struct Graph {
     /// A stage instance's exit: what its last node emits, sent on after each message.
     pub(super) router: Option<Router>,
     outbox: Vec<Message>,
-    pub(super) gauge: Option<(Arc<StateGauge>, usize)>,
+    /// The dataflow's operator counters, and the plan's node id of each local node.
+    pub(super) stats: Option<(Arc<OperatorStats>, Vec<NodeId>)>,
     /// Where the snapshots taken at checkpoint barriers go.
     pub(super) checkpoints: Option<mpsc::UnboundedSender<GraphSnapshot>>,
     /// Which task of its dataflow it is (stage instances in order; 0 for a lone graph).
@@ -239,25 +238,42 @@ impl Graph {
         self.nodes[node].slots.len() - 1
     }
 
+    /// Each node, what it feeds and how many outside channels feed it.
+    pub fn topology(&self) -> Topology {
+        (0..self.nodes.len())
+            .map(|id| OperatorInfo {
+                id,
+                operator: self.nodes[id].op.describe(),
+                input_channels: self.inputs.iter().filter(|(n, ..)| *n == id).count(),
+                outputs: self.nodes[id]
+                    .targets()
+                    .map(|to| (to, None))
+                    .chain(
+                        self.exchanges
+                            .iter()
+                            .filter(|e| e.from == id)
+                            .map(|e| (e.to, Some(e.partitioning.describe()))),
+                    )
+                    .collect(),
+            })
+            .collect()
+    }
+
     /// One line per node, sinks last: what EXPLAIN CREATE MATERIALIZED VIEW prints.
     pub fn describe(&self) -> Vec<String> {
         let mut lines = Vec::new();
-        for (id, node) in self.nodes.iter().enumerate() {
-            let mut line = format!("{id}: {}", node.op.describe());
-            let inputs = self.inputs.iter().filter(|(n, ..)| *n == id).count();
-            if inputs > 0 {
-                let _ = write!(line, " <- {inputs} input channel(s)");
+        for op in self.topology() {
+            let mut line = format!("{}: {}", op.id, op.operator);
+            if op.input_channels > 0 {
+                let _ = write!(line, " <- {} input channel(s)", op.input_channels);
             }
-            let outs: Vec<String> = node
+            let outs: Vec<String> = op
                 .outputs
                 .iter()
-                .map(|(n, ..)| n.to_string())
-                .chain(
-                    self.exchanges
-                        .iter()
-                        .filter(|e| e.from == id)
-                        .map(|e| format!("{} (exchange: {})", e.to, e.partitioning.describe())),
-                )
+                .map(|(to, exchange)| match exchange {
+                    Some(p) => format!("{to} (exchange: {p})"),
+                    None => to.to_string(),
+                })
                 .collect();
             if !outs.is_empty() {
                 let _ = write!(line, " -> {}", outs.join(", "));
@@ -321,11 +337,7 @@ impl Graph {
                     }
                 }
                 if sized.elapsed().as_millis() >= 1000 || state_bytes == 0 {
-                    state_bytes = self.nodes.iter().map(|n| n.op.state_bytes()).sum();
-                    if let Some((gauge, slot)) = &self.gauge {
-                        gauge.0[*slot].store(state_bytes, Ordering::Relaxed);
-                        state_bytes = gauge.0.iter().map(|g| g.load(Ordering::Relaxed)).sum();
-                    }
+                    state_bytes = self.measure_state();
                     sized = Instant::now();
                 }
                 if self.router.is_some() {
@@ -335,10 +347,12 @@ impl Graph {
                         return Ok(());
                     }
                 } else {
+                    let now_ms = chrono::Utc::now().timestamp_millis();
                     committed.send_modify(|s| {
                         s.epoch = barrier.epoch;
                         s.last_commit_ms = barrier.ts_ms;
                         s.state_bytes = state_bytes;
+                        s.commit_latency.observe((now_ms - barrier.ts_ms) as f64);
                     });
                 }
                 continue;
@@ -381,6 +395,18 @@ impl Graph {
         }
     }
 
+    /// Records each node's state size; returns the whole dataflow's (this graph's alone
+    /// when it runs outside a `Dataflow`).
+    fn measure_state(&self) -> usize {
+        let Some((stats, global)) = &self.stats else {
+            return self.nodes.iter().map(|n| n.op.state_bytes()).sum();
+        };
+        for (node, &id) in self.nodes.iter().zip(global) {
+            stats.set_state(self.task, id, node.op.state_bytes());
+        }
+        stats.total_state_bytes()
+    }
+
     /// Sends what reached the exit on to the next stage; false once it is gone.
     async fn send_outbox(&mut self) -> Result<bool> {
         let Some(router) = &mut self.router else {
@@ -409,6 +435,9 @@ impl Graph {
             if id == EXIT {
                 self.outbox.push(Message::Data(batch));
                 continue;
+            }
+            if let Some((stats, global)) = &self.stats {
+                stats.add_rows(global[id], batch.num_rows());
             }
             let node = &mut self.nodes[id];
             node.op.on_batch(port, batch, &mut out)?;

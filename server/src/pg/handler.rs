@@ -101,7 +101,7 @@ impl SessionHandler {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        crate::metrics::STATEMENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        crate::http::metrics::PROCESS.statement(&parsed.text);
         let session = session_of(client);
         let mut session = session.lock().await;
         let streams = matches!(parsed.statement, Statement::Subscribe { cursor: None, .. });
@@ -128,6 +128,7 @@ impl SessionHandler {
             Ok(executed) => executed,
             Err(e) => {
                 session.statement_failed();
+                crate::http::metrics::PROCESS.error(e.code);
                 return Ok(Err(e));
             }
         };

@@ -18,10 +18,11 @@ use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 
 use super::{DATABASE_NAME, Database};
-use crate::dataflow::ViewTable;
+use crate::dataflow::{DataflowGraph, ViewStatus, ViewTable};
 use crate::error::{Result, SqlError};
 use crate::sink::SinkRelation;
 use crate::statement::ObjectKind;
+use weir_engine::runtime::SplitProgress;
 
 type Rows = Box<dyn Fn(&Database) -> DfResult<Vec<ArrayRef>> + Send + Sync>;
 
@@ -89,8 +90,8 @@ fn source_progress() -> (SchemaRef, Rows) {
         Field::new("last_error", DataType::Utf8, true),
     ]));
     let rows: Rows = Box::new(|db| {
-        let splits = db.progress.snapshot();
-        let int = |f: &dyn Fn(&weir_engine::runtime::SplitProgress) -> i64| -> ArrayRef {
+        let splits = db.source_progress();
+        let int = |f: &dyn Fn(&SplitProgress) -> i64| -> ArrayRef {
             Arc::new(Int64Array::from_iter_values(
                 splits.iter().map(|(_, _, p)| f(p)),
             ))
@@ -135,22 +136,7 @@ fn dataflows() -> (SchemaRef, Rows) {
     ]));
     let rows: Rows = Box::new(|db| {
         let retained = db.checkpoints();
-        let cat = db.catalog.lock();
-        let mut views: Vec<_> = cat
-            .providers(ObjectKind::MaterializedView)
-            .into_iter()
-            .chain(cat.providers(ObjectKind::Sink))
-            .filter_map(|(name, p)| {
-                let any: &dyn std::any::Any = p.as_ref();
-                let status = match any.downcast_ref::<SinkRelation>() {
-                    Some(sink) => sink.status(),
-                    None => any.downcast_ref::<ViewTable>()?.status(),
-                };
-                Some((name, status))
-            })
-            .collect();
-        drop(cat);
-        views.sort_by(|a, b| a.0.cmp(&b.0));
+        let views = db.dataflow_statuses();
         Ok(vec![
             Arc::new(StringArray::from_iter_values(
                 views.iter().map(|v| v.0.clone()),
@@ -264,6 +250,52 @@ fn checkpoints() -> (SchemaRef, Rows) {
         ])
     });
     (schema, rows)
+}
+
+impl Database {
+    /// Every view's and sink's status, by name.
+    pub fn dataflow_statuses(&self) -> Vec<(String, ViewStatus)> {
+        let cat = self.catalog.lock();
+        let mut all: Vec<_> = cat
+            .providers(ObjectKind::MaterializedView)
+            .into_iter()
+            .chain(cat.providers(ObjectKind::Sink))
+            .filter_map(|(name, p)| {
+                let any: &dyn std::any::Any = p.as_ref();
+                let status = match any.downcast_ref::<SinkRelation>() {
+                    Some(sink) => sink.status(),
+                    None => any.downcast_ref::<ViewTable>()?.status(),
+                };
+                Some((name, status))
+            })
+            .collect();
+        drop(cat);
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// A running view's operators and what each has done: 42P01 when there is no such
+    /// view, 42809 when the relation is not one.
+    pub fn dataflow_graph(&self, name: &str) -> Result<DataflowGraph> {
+        let provider = self
+            .catalog
+            .lock()
+            .get(name)
+            .map(|e| Arc::clone(&e.provider))
+            .ok_or_else(|| SqlError::undefined_table(name))?;
+        let any: &dyn std::any::Any = provider.as_ref();
+        any.downcast_ref::<ViewTable>()
+            .ok_or_else(|| {
+                SqlError::new("42809", format!("\"{name}\" is not a materialized view"))
+            })?
+            .graph()
+            .ok_or_else(|| SqlError::new("55000", format!("the dataflow of \"{name}\" stopped")))
+    }
+
+    /// Every source split's progress: (source, partition, progress).
+    pub fn source_progress(&self) -> Vec<(String, i32, SplitProgress)> {
+        self.progress.snapshot()
+    }
 }
 
 /// Registers the `weir_catalog` schema.

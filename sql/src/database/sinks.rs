@@ -367,7 +367,7 @@ impl Database {
     }
 
     /// The sinks' progress, one row per sink and partition written.
-    pub(crate) fn sink_progress(&self) -> Vec<crate::sink::ProgressRow> {
+    pub fn sink_progress(&self) -> Vec<crate::sink::ProgressRow> {
         self.catalog
             .lock()
             .providers(ObjectKind::Sink)

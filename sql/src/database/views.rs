@@ -364,6 +364,12 @@ impl Database {
             parallelism,
             restored,
             restore_note,
+            topology: started.topology,
+            operators: started.operators,
+            inputs: inputs
+                .iter()
+                .map(|i| (i.node, i.relation.clone()))
+                .collect(),
         };
         let table = Arc::new(ViewTable::new(schema, view, running, append_only));
         Ok((table, depends_on))
