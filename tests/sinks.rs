@@ -9,7 +9,7 @@ use serde_json::Value;
 use tokio_postgres::Client;
 
 use crate::harness::{
-    Broker, ConsumedMessage, TestServer, WeirProcess, connect, sorted_rows, sqlstate,
+    Broker, ConsumedMessage, TestServer, WeirProcess, connect, http_get, sorted_rows, sqlstate,
 };
 
 /// A JSON row as `a|b|c` in `columns` order, as `sorted_rows` spells a row.
@@ -207,6 +207,18 @@ async fn a_plain_sink_writes_every_row_of_an_append_only_view() {
         )
         .await,
         vec!["big_out"]
+    );
+    // /metrics counts the same messages, per partition written.
+    let metrics = http_get(server.http_addr(), "/metrics");
+    let sent: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("weir_sink_messages_total{sink=\"big_out\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(sent.to_string(), expected[0], "{metrics}");
+    assert!(
+        metrics.contains("weir_sink_lag_epochs{sink=\"big_out\""),
+        "{metrics}"
     );
     let show = sorted_rows(&client, "SHOW CREATE SINK big_out").await;
     assert!(show[0].contains("FORMAT PLAIN ENCODE JSON"), "{show:?}");

@@ -327,6 +327,11 @@ impl Database {
     }
 
     /// The retained checkpoints, oldest first.
+    /// The epoch the sources are in now.
+    pub fn current_epoch(&self) -> u64 {
+        self.barriers.current().epoch
+    }
+
     /// The newest committed checkpoint: (epoch, duration ms, bytes written).
     pub fn last_checkpoint(&self) -> Option<(u64, u64, u64)> {
         self.checkpoints()

@@ -402,9 +402,18 @@ fn sinks(db: &Database, encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::
     gauges(
         encoder,
         "weir_sink_last_epoch",
-        "The newest epoch the sink delivered",
+        "The newest epoch all of whose messages the sink has delivered",
         None,
         rows.iter().map(|r| (labels(r), r.5 as i64)),
+    )?;
+    let now = db.current_epoch();
+    gauges(
+        encoder,
+        "weir_sink_lag_epochs",
+        "Epochs since the newest one the sink delivered whole",
+        None,
+        rows.iter()
+            .map(|r| (labels(r), now.saturating_sub(r.5) as i64)),
     )?;
     Ok(())
 }
