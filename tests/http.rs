@@ -97,8 +97,17 @@ async fn metrics_follow_kafka_ingestion() {
     // An hour later in event time: the watermark delay falls by about 3600 s.
     let second = 10_000;
     broker.produce("bids", &bids(second, -3600, first));
-    let (m, _) = tokio::task::block_in_place(|| caught_up(first + second));
-    let delay_after = total(&m, "weir_source_watermark_delay_seconds") / 2.0;
+    let (mut m, _) = tokio::task::block_in_place(|| caught_up(first + second));
+    // A partition's watermark moves at the barrier after its rows: wait for both.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let delay_after = loop {
+        let delay = total(&m, "weir_source_watermark_delay_seconds") / 2.0;
+        if (3400.0..3800.0).contains(&delay) || Instant::now() > deadline {
+            break delay;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        m = tokio::task::block_in_place(|| http_get(http, "/metrics"));
+    };
     assert!(
         (3400.0..3800.0).contains(&delay_after),
         "delay went from {delay_before} to {delay_after}"

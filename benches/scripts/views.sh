@@ -5,6 +5,9 @@
 #   queries: q0 q1 q3 q4 q5 q7 q8 interval temporal interval_count q8_count temporal_count
 # Time runs from CREATE MATERIALIZED VIEW until every split delivered its rows and FLUSH
 # returned; EVENTS counts all Nexmark events (a source holds its table's share).
+# With PROFILE=dir, `perf record` samples the server while the view runs, and the top
+# entries by own time go to dir/QUERY.txt (perf.data stays in dir/QUERY.data for
+# `perf report -i`). Build the binary with `cargo build --release --bin weir`.
 BIN=$1; N=$2; shift 2; PORT=16992
 declare -A Q
 Q[q0]="SELECT auction, bidder, price, date_time FROM bid"
@@ -31,12 +34,22 @@ for q in "$@"; do
   $P -c "CREATE SOURCE auction (id BIGINT, item_name VARCHAR, description VARCHAR, initial_bid BIGINT, reserve BIGINT, date_time TIMESTAMP, expires TIMESTAMP, seller BIGINT, category BIGINT, extra VARCHAR, $W) WITH ($G, nexmark.table.type='auction')" >/dev/null
   $P -c "CREATE SOURCE bid (auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, date_time TIMESTAMP, extra VARCHAR, $W) WITH ($G, nexmark.table.type='bid')" >/dev/null
   $P -c "CREATE TABLE channels (channel VARCHAR PRIMARY KEY, label VARCHAR); INSERT INTO channels VALUES ('Google', 'search'), ('Facebook', 'social'), ('Baidu', 'search'), ('Apple', 'store')" >/dev/null
+  if [ -n "$PROFILE" ]; then
+    mkdir -p "$PROFILE"
+    perf record -F 999 -g -p $SP -o "$PROFILE/$q.data" 2>/dev/null & PERF=$!
+    sleep 0.5
+  fi
   start=$(date +%s.%N)
   $P -c "CREATE MATERIALIZED VIEW v AS ${Q[$q]}" >/dev/null
   # Every source's generated rows delivered (person + auction + bid = all events).
   while [ "$($P -c "SELECT coalesce(sum(rows),0) FROM weir_catalog.source_progress")" -lt "$expect" ]; do sleep 0.05; done
   $P -c "FLUSH" >/dev/null
   end=$(date +%s.%N)
+  if [ -n "$PROFILE" ]; then
+    kill -INT $PERF; wait $PERF
+    perf report -i "$PROFILE/$q.data" --no-children --sort symbol -g none --stdio --percent-limit 0.7 2>/dev/null \
+      | grep -v '^#' | grep -v '^$' | cut -c1-160 > "$PROFILE/$q.txt"
+  fi
   rss=$(grep VmHWM /proc/$SP/status | awk '{print $2}')
   rows=$($P -c "SELECT rows, state_bytes FROM weir_catalog.dataflows WHERE name = 'v'")
   echo "$q events=$N secs=$(echo "$end - $start" | bc) events_per_s=$(echo "$N / ($end - $start)" | bc) peak_rss_kb=$rss rows|state_bytes=$rows"

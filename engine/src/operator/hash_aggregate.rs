@@ -1,29 +1,35 @@
-//! `HashAggregate`: GROUP BY with DataFusion accumulators, maintained under retractions.
-//! Sums, counts and moments use DataFusion's sliding accumulators (`retract_batch`); min,
-//! max, DISTINCT and collectors (string_agg, array_agg, percentiles, ordered first_value)
-//! keep the group's argument values (and ORDER BY values) as a multiset and evaluate from
-//! it, so deleting the current extreme is exact. After each batch every touched group
-//! emits `-old`/`+new`. A global aggregate (no GROUP BY) always has its one row. Windowed groups close at the watermark:
-//! their state is freed, and under EMIT ON WINDOW CLOSE their final row is emitted then.
+//! `HashAggregate`: GROUP BY maintained under retractions. Groups are slots in columnar
+//! state: counts, sums and averages are weighted sums, min/max over append-only input one
+//! value per group, and the rest (moments, min/max under retractions, DISTINCT, collectors)
+//! DataFusion accumulators or value multisets per group (`group_state`, `per_group`).
+//! After each epoch every touched group emits `-old`/`+new`. A global aggregate (no GROUP
+//! BY) always has its one row. Windowed groups close at the watermark: their state is
+//! freed, and under EMIT ON WINDOW CLOSE their final row is emitted then.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, Int8Array, Int64Array, RecordBatch, UInt32Array};
-use arrow::compute::take;
-use arrow::datatypes::SchemaRef;
-use arrow::row::{OwnedRow, RowConverter, SortField};
-use datafusion_common::ScalarValue;
+use arrow::compute::{cast, concat, take};
+use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use arrow::row::{RowConverter, SortField};
 use datafusion_physical_expr::PhysicalExpr;
 use datafusion_physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion_physical_expr::expressions::Column;
 
+mod group_state;
+mod groups;
+mod per_group;
 mod snapshot;
+
+use group_state::{GroupState, LinearState, extreme};
+use groups::Groups;
+use per_group::{Kind, PerGroupState};
 
 use crate::message::{Barrier, Watermark};
 use crate::operator::{Emitter, Operator};
 use crate::state::StateSnapshot;
-use crate::{ChangeBatch, EngineError, HashMap, Result};
+use crate::{ChangeBatch, EngineError, Result};
 
 /// Aggregates whose sliding accumulators retract in any order (sums and counts of moments).
 const RETRACTABLE: &[&str] = &[
@@ -38,9 +44,6 @@ const RETRACTABLE: &[&str] = &[
     "var_pop",
     "var_samp",
 ];
-
-/// Aggregates whose result ignores duplicates: evaluated over the distinct values.
-const IDEMPOTENT: &[&str] = &["bool_and", "bool_or"];
 
 /// Aggregates evaluated from the multiset of their arguments.
 const FROM_MULTISET: &[&str] = &[
@@ -61,62 +64,6 @@ const FROM_MULTISET: &[&str] = &[
 /// order), evaluated from the multiset of their arguments and ordering values.
 const ORDERED_ONLY: &[&str] = &["first_value", "last_value"];
 
-/// How one aggregate is maintained.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Sliding,
-    Min,
-    Max,
-    /// Re-run a fresh accumulator over the multiset (DISTINCT: each value once).
-    Recompute,
-    /// DataFusion's ordinary accumulator, for input that never retracts: O(1) per group.
-    Plain,
-}
-
-struct Aggregate {
-    expr: Arc<AggregateFunctionExpr>,
-    kind: Kind,
-    /// Row encoding of the arguments, for multiset kinds (made from the first batch).
-    args: Option<RowConverter>,
-}
-
-impl Aggregate {
-    /// What the accumulator is fed: the arguments, then the ORDER BY expressions of an
-    /// ordered aggregate (`string_agg(a, ',' ORDER BY b)`), as DataFusion's accumulators
-    /// take them. A multiset kind keeps all of them per value.
-    fn inputs(&self) -> Vec<Arc<dyn PhysicalExpr>> {
-        let all = self.expr.all_expressions();
-        all.args.into_iter().chain(all.order_by_exprs).collect()
-    }
-
-    /// A new accumulator for the sliding and plain kinds.
-    fn fresh_accumulator(&self) -> Result<Box<dyn datafusion_expr::Accumulator>> {
-        let acc = if self.kind == Kind::Sliding {
-            self.expr.create_sliding_accumulator()
-        } else {
-            self.expr.create_accumulator()
-        };
-        acc.map_err(EngineError::from)
-    }
-}
-
-/// One aggregate's state in one group.
-enum State {
-    Sliding(Box<dyn datafusion_expr::Accumulator>),
-    Multiset(BTreeMap<OwnedRow, i64>),
-}
-
-/// One group's state.
-struct Group {
-    key: Vec<ScalarValue>,
-    states: Vec<State>,
-    rows: i64,
-    /// The row the view holds for it (key, then aggregate values).
-    emitted: Option<Vec<ScalarValue>>,
-    /// Changed since the last flush (listed in `HashAggregate::dirty`).
-    dirty: bool,
-}
-
 /// Changed groups that make an epoch's changes go out before its barrier: the burst at
 /// the barrier (on the path of every commit) stays bounded.
 const FLUSH_GROUPS: usize = 4096;
@@ -131,21 +78,75 @@ pub struct WindowClose {
     pub emit_on_close: bool,
 }
 
+/// One aggregate: its expression and its state over all groups.
+struct Aggregate {
+    expr: Arc<AggregateFunctionExpr>,
+    state: Box<dyn GroupState>,
+}
+
+impl Aggregate {
+    /// What the state is fed: the arguments, then the ORDER BY expressions of an ordered
+    /// aggregate (`string_agg(a, ',' ORDER BY b)`), as DataFusion's accumulators take them.
+    fn inputs(&self) -> Vec<Arc<dyn PhysicalExpr>> {
+        let all = self.expr.all_expressions();
+        all.args.into_iter().chain(all.order_by_exprs).collect()
+    }
+}
+
+/// The state that keeps aggregate `expr`; fails for one that cannot be kept under
+/// arbitrary retractions (when `append_only` is false).
+fn state_for(expr: &Arc<AggregateFunctionExpr>, append_only: bool) -> Result<Box<dyn GroupState>> {
+    let name = expr.fun().name().to_ascii_lowercase();
+    let out = expr.field().data_type().clone();
+    let plain = !expr.is_distinct() && expr.order_bys().is_empty();
+    if plain {
+        if let Some(linear) = LinearState::for_aggregate(&name, expr.expressions().len(), &out) {
+            return Ok(Box::new(linear));
+        }
+        if append_only
+            && matches!(name.as_str(), "min" | "max")
+            && let Some(state) = extreme(name == "max", &out)
+        {
+            return Ok(state);
+        }
+    }
+    let sliding = RETRACTABLE.contains(&name.as_str())
+        && !expr.is_distinct()
+        && expr
+            .create_sliding_accumulator()
+            .is_ok_and(|acc| acc.supports_retract_batch());
+    let ordered = !expr.order_bys().is_empty();
+    let kind = match name.as_str() {
+        _ if sliding => Kind::Sliding,
+        _ if append_only => Kind::Plain,
+        "min" => Kind::Min,
+        "max" => Kind::Max,
+        n if expr.is_distinct() || FROM_MULTISET.contains(&n) => Kind::Recompute,
+        // `first_value(x ORDER BY y)` (also what DISTINCT ON is planned as).
+        n if ordered && ORDERED_ONLY.contains(&n) => Kind::Recompute,
+        _ => {
+            return Err(EngineError::Config(format!(
+                "aggregate {name} cannot be maintained under retractions yet"
+            )));
+        }
+    };
+    Ok(Box::new(PerGroupState::new(Arc::clone(expr), kind)))
+}
+
 /// Incremental GROUP BY over change batches.
 pub struct HashAggregate {
     group_by: Vec<Arc<dyn PhysicalExpr>>,
     aggregates: Vec<Aggregate>,
     /// Output data columns: group keys, then aggregates.
     schema: SchemaRef,
+    /// Row encoding of the group key (an Int8 constant for a global aggregate).
     keys: RowConverter,
-    /// Groups by their key's row encoding (looked up by the encoded bytes: no allocation
-    /// per input row).
-    groups: HashMap<Box<[u8]>, Group>,
+    /// Row encoding of a group's aggregate values, what it last emitted.
+    values: RowConverter,
+    groups: Groups,
     close: Option<WindowClose>,
     /// Open groups by the event time at which they close.
-    closing: BTreeMap<i64, Vec<Box<[u8]>>>,
-    /// Groups changed since the last flush: their change goes out once per epoch.
-    dirty: Vec<Box<[u8]>>,
+    closing: BTreeMap<i64, Vec<u32>>,
 }
 
 impl HashAggregate {
@@ -155,59 +156,44 @@ impl HashAggregate {
         aggregates: Vec<Arc<AggregateFunctionExpr>>,
         schema: SchemaRef,
     ) -> Result<Self> {
-        let mut aggs = Vec::with_capacity(aggregates.len());
-        for a in aggregates {
-            let name = a.fun().name().to_ascii_lowercase();
-            let sliding = RETRACTABLE.contains(&name.as_str())
-                && !a.is_distinct()
-                && a.create_sliding_accumulator()
-                    .is_ok_and(|acc| acc.supports_retract_batch());
-            let ordered = !a.order_bys().is_empty();
-            let kind = match name.as_str() {
-                _ if sliding => Kind::Sliding,
-                "min" => Kind::Min,
-                "max" => Kind::Max,
-                n if a.is_distinct() || FROM_MULTISET.contains(&n) => Kind::Recompute,
-                // `first_value(x ORDER BY y)` (also what DISTINCT ON is planned as).
-                n if ordered && ORDERED_ONLY.contains(&n) => Kind::Recompute,
-                _ => {
-                    return Err(EngineError::Config(format!(
-                        "aggregate {name} cannot be maintained under retractions yet"
-                    )));
-                }
-            };
-            aggs.push(Aggregate {
-                expr: a,
-                kind,
-                args: None,
-            });
-        }
+        let aggregates = aggregates
+            .into_iter()
+            .map(|expr| {
+                Ok(Aggregate {
+                    state: state_for(&expr, false)?,
+                    expr,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         let key_fields = if group_by.is_empty() {
-            vec![SortField::new(arrow::datatypes::DataType::Int8)]
+            vec![SortField::new(DataType::Int8)]
         } else {
             (0..group_by.len())
                 .map(|i| SortField::new(schema.field(i).data_type().clone()))
                 .collect()
         };
+        let value_fields = schema.fields()[group_by.len()..]
+            .iter()
+            .map(|f| SortField::new(f.data_type().clone()))
+            .collect();
         Ok(Self {
             group_by,
-            aggregates: aggs,
+            aggregates,
             schema,
             keys: RowConverter::new(key_fields)?,
-            groups: HashMap::default(),
+            values: RowConverter::new(value_fields)?,
+            groups: Groups::default(),
             close: None,
             closing: BTreeMap::new(),
-            dirty: Vec::new(),
         })
     }
 
-    /// For input that only ever inserts (sources, APPEND ONLY tables): min, max, DISTINCT
-    /// and the rest keep DataFusion's ordinary accumulators instead of value multisets.
+    /// For input that only ever inserts (sources, APPEND ONLY tables): min and max keep one
+    /// value per group, DISTINCT and the rest DataFusion's ordinary accumulators, instead
+    /// of value multisets.
     pub fn with_append_only_input(mut self) -> Self {
         for a in &mut self.aggregates {
-            if a.kind != Kind::Sliding {
-                a.kind = Kind::Plain;
-            }
+            a.state = state_for(&a.expr, true).expect("append-only input keeps any aggregate");
         }
         self
     }
@@ -231,152 +217,141 @@ impl HashAggregate {
         self.close.is_some_and(|c| c.emit_on_close)
     }
 
-    fn new_group(&mut self, k: &[u8], key: Vec<ScalarValue>) -> Result<()> {
-        let states = self
-            .aggregates
-            .iter()
-            .map(|a| match a.kind {
-                Kind::Sliding | Kind::Plain => a.fresh_accumulator().map(State::Sliding),
-                _ => Ok(State::Multiset(BTreeMap::new())),
-            })
-            .collect::<Result<_>>()?;
-        if let Some(c) = self.close
-            && let Some(ScalarValue::TimestampNanosecond(Some(t), _)) =
-                key.get(c.column).and_then(|v| {
-                    v.cast_to(&arrow::datatypes::DataType::Timestamp(
-                        arrow::datatypes::TimeUnit::Nanosecond,
-                        None,
-                    ))
-                    .ok()
-                })
-        {
-            self.closing
-                .entry(t.saturating_add(c.offset_ns))
-                .or_default()
-                .push(k.into());
+    /// The key encoding of the one group of a global aggregate.
+    fn global_key(&self) -> Result<Box<[u8]>> {
+        let rows = self
+            .keys
+            .convert_columns(&[Arc::new(Int8Array::from(vec![0])) as ArrayRef])?;
+        Ok(rows.row(0).data().into())
+    }
+
+    /// The event time at which each row's group closes (window key column plus offset).
+    fn close_times(&self, key_arrays: &[ArrayRef]) -> Result<Option<Int64Array>> {
+        let Some(c) = self.close else {
+            return Ok(None);
+        };
+        let Some(column) = key_arrays.get(c.column) else {
+            return Ok(None);
+        };
+        let ns = cast(column, &DataType::Timestamp(TimeUnit::Nanosecond, None))?;
+        let ns = cast(&ns, &DataType::Int64)?;
+        let ns = ns
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .expect("invariant: cast to Int64");
+        Ok(Some(
+            ns.iter()
+                .map(|t| t.map(|t| t.saturating_add(c.offset_ns)))
+                .collect(),
+        ))
+    }
+
+    /// Frees a group and its state.
+    fn remove(&mut self, slot: u32) {
+        self.groups.remove(slot);
+        for a in &mut self.aggregates {
+            a.state.clear(slot);
         }
-        self.groups.insert(
-            k.into(),
-            Group {
-                key,
-                states,
-                rows: 0,
-                emitted: None,
-                dirty: false,
-            },
-        );
-        Ok(())
+    }
+
+    /// The aggregate values of `slots` now, in the output types.
+    fn evaluate(&mut self, slots: &[u32]) -> Result<Vec<ArrayRef>> {
+        let width = self.group_by.len();
+        self.aggregates
+            .iter_mut()
+            .enumerate()
+            .map(|(j, a)| {
+                let values = a.state.evaluate(slots)?;
+                Ok(cast(&values, self.schema.field(width + j).data_type())?)
+            })
+            .collect()
+    }
+
+    /// Output rows: the keys of `slots` followed by `values` (one array per aggregate).
+    fn rows_of(&self, slots: &[u32], values: Vec<ArrayRef>) -> Result<Vec<ArrayRef>> {
+        let mut columns = if self.is_global() {
+            Vec::new()
+        } else {
+            let parser = self.keys.parser();
+            self.keys
+                .convert_rows(slots.iter().map(|&s| parser.parse(self.groups.key(s))))?
+        };
+        columns.extend(values);
+        Ok(columns)
     }
 
     /// Emits the change of every group touched since the last flush: one retraction of
     /// its old row and one insert of its new row, however many batches touched it in the
     /// epoch. Groups left with no rows go.
     fn flush(&mut self, out: &mut Emitter) -> Result<()> {
-        if self.dirty.is_empty() {
+        let dirty = self.groups.take_dirty();
+        if dirty.is_empty() {
             return Ok(());
         }
         let global = self.is_global();
-        let mut changes = Vec::new();
-        for k in std::mem::take(&mut self.dirty) {
-            let Some(g) = self.groups.get_mut(&k) else {
-                continue;
-            };
-            g.dirty = false;
-            let new = evaluate_group(&self.aggregates, global, g)?;
-            if new != g.emitted {
-                if let Some(old) = g.emitted.take() {
-                    changes.push((old, -1));
-                }
-                if let Some(new) = &new {
-                    changes.push((new.clone(), 1));
-                }
-                g.emitted = new;
-            }
-            if g.rows == 0 && !global {
-                self.groups.remove(&k);
-            }
-        }
-        out.emit(self.output(changes)?);
-        Ok(())
-    }
-
-    /// Output rows from whole rows of scalars (group key, then aggregate values).
-    fn output(&self, changes: Vec<(Vec<ScalarValue>, i64)>) -> Result<ChangeBatch> {
-        let columns = (0..self.schema.fields().len())
-            .map(|c| self.column_of(c, changes.iter().map(|(row, _)| &row[c])))
-            .collect::<Result<Vec<_>>>()?;
-        ChangeBatch::from_columns(&self.schema, columns, changes.iter().map(|(_, w)| *w))
-    }
-
-    /// Output column `c` from scalars.
-    fn column_of<'s>(
-        &self,
-        c: usize,
-        values: impl ExactSizeIterator<Item = &'s ScalarValue>,
-    ) -> Result<ArrayRef> {
-        let ty = self.schema.field(c).data_type();
-        let array = if values.len() == 0 {
-            arrow::array::new_empty_array(ty)
+        let live: Vec<u32> = dirty
+            .iter()
+            .copied()
+            .filter(|&s| global || self.groups.rows(s) > 0)
+            .collect();
+        let values = self.evaluate(&live)?;
+        // Without aggregates (GROUP BY only) a group's row is its key: empty values.
+        let encoded = if self.aggregates.is_empty() {
+            None
         } else {
-            ScalarValue::iter_to_array(values.cloned()).map_err(EngineError::from)?
+            Some(self.values.convert_columns(&values)?)
         };
-        Ok(arrow::compute::cast(&array, ty)?)
-    }
-}
-
-/// A group's output row now, key then aggregate values (None once it holds no rows,
-/// unless the aggregate is global).
-fn evaluate_group(
-    aggregates: &[Aggregate],
-    global: bool,
-    g: &mut Group,
-) -> Result<Option<Vec<ScalarValue>>> {
-    if g.rows <= 0 && !global {
-        return Ok(None);
-    }
-    let mut row = g.key.clone();
-    for (a, state) in aggregates.iter().zip(g.states.iter_mut()) {
-        row.push(evaluate_state(a, state)?);
-    }
-    Ok(Some(row))
-}
-
-fn evaluate_state(a: &Aggregate, state: &mut State) -> Result<ScalarValue> {
-    let out_type = a.expr.field().data_type().clone();
-    match state {
-        State::Sliding(acc) => acc.evaluate().map_err(EngineError::from),
-        State::Multiset(values) => {
-            let Some(converter) = a.args.as_ref() else {
-                // No input yet: the aggregate of nothing.
-                let mut acc = a.expr.create_accumulator().map_err(EngineError::from)?;
-                return acc.evaluate().map_err(EngineError::from);
-            };
-            let pick = match a.kind {
-                Kind::Min => values.keys().next(),
-                Kind::Max => values.keys().next_back(),
-                _ => None,
-            };
-            if matches!(a.kind, Kind::Min | Kind::Max) {
-                return match pick {
-                    Some(r) => {
-                        let cols = converter.convert_rows([r.row()])?;
-                        ScalarValue::try_from_array(&cols[0], 0)
-                            .and_then(|v| v.cast_to(&out_type))
-                            .map_err(EngineError::from)
-                    }
-                    None => ScalarValue::try_from(&out_type).map_err(EngineError::from),
-                };
-            }
-            let distinct = a.expr.is_distinct()
-                || IDEMPOTENT.contains(&a.expr.fun().name().to_ascii_lowercase().as_str());
-            let rows = values.iter().flat_map(|(r, &n)| {
-                std::iter::repeat_n(r.row(), if distinct { 1 } else { n.max(0) as usize })
+        let (mut retracted, mut old, mut inserted) = (Vec::new(), Vec::new(), Vec::new());
+        let mut next = 0;
+        for &s in &dirty {
+            let new = (live.get(next) == Some(&s)).then(|| {
+                next += 1;
+                next - 1
             });
-            let cols = converter.convert_rows(rows)?;
-            let mut acc = a.expr.create_accumulator().map_err(EngineError::from)?;
-            acc.update_batch(&cols).map_err(EngineError::from)?;
-            acc.evaluate().map_err(EngineError::from)
+            let new_row = new.map(|i| encoded.as_ref().map_or(&[][..], |e| e.row(i).data()));
+            if new_row == self.groups.emitted(s) {
+                continue;
+            }
+            if let Some(row) = self.groups.set_emitted(s, new_row) {
+                retracted.push(s);
+                old.push(row);
+            }
+            if let Some(i) = new {
+                inserted.push(i as u32);
+            }
         }
+        let parser = self.values.parser();
+        let old_values = self
+            .values
+            .convert_rows(old.iter().map(|r| parser.parse(r)))?;
+        let retractions = self.rows_of(&retracted, old_values)?;
+        let inserted = UInt32Array::from(inserted);
+        let new_slots: Vec<u32> = inserted
+            .values()
+            .iter()
+            .map(|&i| live[i as usize])
+            .collect();
+        let new_values = values
+            .iter()
+            .map(|c| take(c, &inserted, None))
+            .collect::<Result<Vec<_>, _>>()?;
+        let insertions = self.rows_of(&new_slots, new_values)?;
+        let columns = retractions
+            .iter()
+            .zip(&insertions)
+            .map(|(r, i)| concat(&[r.as_ref(), i.as_ref()]))
+            .collect::<Result<Vec<_>, _>>()?;
+        let weights =
+            std::iter::repeat_n(-1, retracted.len()).chain(std::iter::repeat_n(1, new_slots.len()));
+        out.emit(ChangeBatch::from_columns(&self.schema, columns, weights)?);
+        if !global {
+            for s in dirty {
+                if self.groups.rows(s) <= 0 {
+                    self.remove(s);
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -384,75 +359,6 @@ fn evaluate(expr: &dyn PhysicalExpr, data: &RecordBatch) -> Result<ArrayRef> {
     expr.evaluate(data)
         .and_then(|v| v.into_array(data.num_rows()))
         .map_err(EngineError::from)
-}
-
-/// Row indexes repeated by their weights' magnitudes: (for inserts, for retractions).
-fn expand(weights: &Int64Array) -> (UInt32Array, UInt32Array) {
-    let (mut ins, mut del) = (Vec::new(), Vec::new());
-    for (i, &w) in weights.values().iter().enumerate() {
-        let target = if w > 0 { &mut ins } else { &mut del };
-        target.extend(std::iter::repeat_n(i as u32, w.unsigned_abs() as usize));
-    }
-    (UInt32Array::from(ins), UInt32Array::from(del))
-}
-
-/// Applies one group's rows (`args`, the aggregate's argument columns, and `weights`: this
-/// group's slice of the batch) to one aggregate's state.
-fn update_state(
-    a: &Aggregate,
-    state: &mut State,
-    args: &[ArrayRef],
-    weights: &Int64Array,
-) -> Result<()> {
-    match state {
-        State::Sliding(acc) => {
-            let w = weights.values();
-            // The common cases need no copy: all inserts, or all retractions, once each.
-            if w.iter().all(|&w| w == 1) {
-                return acc.update_batch(args).map_err(EngineError::from);
-            }
-            if w.iter().all(|&w| w == -1) {
-                return acc.retract_batch(args).map_err(EngineError::from);
-            }
-            let (ins, del) = expand(weights);
-            if !ins.is_empty() {
-                let values = args
-                    .iter()
-                    .map(|c| take(c, &ins, None))
-                    .collect::<Result<Vec<_>, _>>()?;
-                acc.update_batch(&values).map_err(EngineError::from)?;
-            }
-            if !del.is_empty() {
-                let values = args
-                    .iter()
-                    .map(|c| take(c, &del, None))
-                    .collect::<Result<Vec<_>, _>>()?;
-                acc.retract_batch(&values).map_err(EngineError::from)?;
-            }
-        }
-        State::Multiset(values) => {
-            let converter = a
-                .args
-                .as_ref()
-                .expect("invariant: multiset kinds have args");
-            let rows = converter.convert_columns(args)?;
-            // min and max are read off the multiset, so it must not hold NULLs; the others
-            // replay it to DataFusion's accumulator, which skips NULLs where the aggregate
-            // does (string_agg) and keeps them where it does not (array_agg, first_value).
-            let skip_nulls = matches!(a.kind, Kind::Min | Kind::Max);
-            for (j, &w) in weights.values().iter().enumerate() {
-                if skip_nulls && args.first().is_some_and(|c| c.is_null(j)) {
-                    continue;
-                }
-                let e = values.entry(rows.row(j).owned()).or_insert(0);
-                *e += w;
-                if *e == 0 {
-                    values.remove(&rows.row(j).owned());
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 impl Operator for HashAggregate {
@@ -483,101 +389,55 @@ impl Operator for HashAggregate {
 
     fn on_batch(&mut self, _input: usize, batch: ChangeBatch, out: &mut Emitter) -> Result<()> {
         let data = batch.data();
-        let key_arrays = if self.is_global() {
-            vec![Arc::new(Int8Array::from(vec![0; data.num_rows()])) as ArrayRef]
+        let n = data.num_rows();
+        let weights = batch.weights();
+        let slots: Vec<u32> = if self.is_global() {
+            let key = self.global_key()?;
+            let slot = self.groups.find_or_insert(&key, None);
+            vec![slot; n]
         } else {
-            self.group_by
+            let key_arrays = self
+                .group_by
                 .iter()
                 .map(|e| evaluate(e.as_ref(), &data))
-                .collect::<Result<Vec<_>>>()?
-        };
-        let key_rows = self.keys.convert_columns(&key_arrays)?;
-        let args: Vec<Vec<ArrayRef>> = self
-            .aggregates
-            .iter()
-            .map(|a| {
-                a.inputs()
-                    .iter()
-                    .map(|e| evaluate(e.as_ref(), &data))
-                    .collect::<Result<Vec<_>>>()
-            })
-            .collect::<Result<_>>()?;
-        for (a, args) in self.aggregates.iter_mut().zip(&args) {
-            if matches!(a.kind, Kind::Min | Kind::Max | Kind::Recompute) && a.args.is_none() {
-                let fields = args
-                    .iter()
-                    .map(|c| SortField::new(c.data_type().clone()))
-                    .collect();
-                a.args = Some(RowConverter::new(fields)?);
-            }
-        }
-        // Rows of this batch by group (by the key's encoded bytes), in first-seen order.
-        let mut by_group: HashMap<&[u8], usize> = HashMap::default();
-        let mut batch_groups: Vec<(&[u8], Vec<u32>)> = Vec::new();
-        for i in 0..data.num_rows() {
-            let k = key_rows.row(i).data();
-            let at = *by_group.entry(k).or_insert_with(|| {
-                batch_groups.push((k, Vec::new()));
-                batch_groups.len() - 1
-            });
-            batch_groups[at].1.push(i as u32);
-        }
-        // The batch's rows ordered by group (one take per column); each group is then a
-        // zero-copy slice.
-        let order = UInt32Array::from_iter_values(
-            batch_groups
-                .iter()
-                .flat_map(|(_, rows)| rows.iter().copied()),
-        );
-        let args = args
-            .iter()
-            .map(|cols| {
-                cols.iter()
-                    .map(|c| take(c, &order, None))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let weights = take(batch.weights(), &order, None)?;
-        let weights = weights
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .expect("invariant: weights are Int64");
-        let global = self.is_global();
-        let emit_on_close = self.emit_on_close();
-        let mut offset = 0;
-        for (k, indices) in batch_groups {
-            let (start, len) = (offset, indices.len());
-            offset += len;
-            if !self.groups.contains_key(k) {
-                let first = indices[0] as usize;
-                let key = if global {
-                    Vec::new()
-                } else {
-                    key_arrays
-                        .iter()
-                        .map(|a| ScalarValue::try_from_array(a, first).map_err(EngineError::from))
-                        .collect::<Result<_>>()?
-                };
-                self.new_group(k, key)?;
-            }
-            let g = self.groups.get_mut(k).expect("invariant: inserted above");
-            let group_weights = weights.slice(start, len);
-            for ((a, state), args) in self.aggregates.iter().zip(&mut g.states).zip(&args) {
-                let group_args: Vec<ArrayRef> = args.iter().map(|c| c.slice(start, len)).collect();
-                update_state(a, state, &group_args, &group_weights)?;
-            }
-            g.rows += group_weights.values().iter().sum::<i64>();
-            if emit_on_close {
-                if g.rows == 0 && !global {
-                    self.groups.remove(k);
+                .collect::<Result<Vec<_>>>()?;
+            let close_times = self.close_times(&key_arrays)?;
+            let key_rows = self.keys.convert_columns(&key_arrays)?;
+            let mut slots = Vec::with_capacity(n);
+            for i in 0..n {
+                let close_at = close_times
+                    .as_ref()
+                    .and_then(|t| t.is_valid(i).then(|| t.value(i)));
+                let (slot, new) = self
+                    .groups
+                    .find_or_insert_new(key_rows.row(i).data(), close_at);
+                if new && let Some(t) = close_at {
+                    self.closing.entry(t).or_default().push(slot);
                 }
-            } else if !g.dirty {
-                // Its change goes out at the barrier (or when its window closes).
-                g.dirty = true;
-                self.dirty.push(k.into());
+                slots.push(slot);
+            }
+            slots
+        };
+        for a in &mut self.aggregates {
+            let args = a
+                .inputs()
+                .iter()
+                .map(|e| evaluate(e.as_ref(), &data))
+                .collect::<Result<Vec<_>>>()?;
+            a.state.update(&slots, &args, weights)?;
+        }
+        let emit_on_close = self.emit_on_close();
+        for (&s, &w) in slots.iter().zip(weights.values()) {
+            self.groups.add_rows(s, w, !emit_on_close);
+        }
+        if emit_on_close && !self.is_global() {
+            for &s in &slots {
+                if self.groups.in_use(s) && self.groups.rows(s) == 0 {
+                    self.remove(s);
+                }
             }
         }
-        if self.dirty.len() >= FLUSH_GROUPS {
+        if self.groups.dirty_count() >= FLUSH_GROUPS {
             self.flush(out)?;
         }
         Ok(())
@@ -590,24 +450,39 @@ impl Operator for HashAggregate {
         // Groups whose close time is <= t are complete.
         let open = self.closing.split_off(&t.saturating_add(1));
         let closed = std::mem::replace(&mut self.closing, open);
-        // A closing group's last change goes out before its state does.
-        if closed
-            .values()
+        // A slot freed and reused since it was listed closes with its new group's time.
+        let closed: Vec<u32> = closed
+            .into_values()
             .flatten()
-            .any(|k| self.groups.get(k).is_some_and(|g| g.dirty))
-        {
+            .filter(|&s| self.groups.in_use(s) && self.groups.close_at(s).is_some_and(|c| c <= t))
+            .collect();
+        // A closing group's last change goes out before its state does.
+        if closed.iter().any(|&s| self.groups.is_dirty(s)) {
             self.flush(out)?;
         }
-        let mut changes = Vec::new();
-        for k in closed.into_values().flatten() {
-            if let Some(mut g) = self.groups.remove(&k)
-                && self.emit_on_close()
-                && let Some(row) = evaluate_group(&self.aggregates, self.is_global(), &mut g)?
-            {
-                changes.push((row, 1));
-            }
+        let mut closed: Vec<u32> = closed
+            .into_iter()
+            .filter(|&s| self.groups.in_use(s))
+            .collect();
+        closed.sort_unstable();
+        closed.dedup();
+        if self.emit_on_close() {
+            let live: Vec<u32> = closed
+                .iter()
+                .copied()
+                .filter(|&s| self.groups.rows(s) > 0)
+                .collect();
+            let values = self.evaluate(&live)?;
+            let columns = self.rows_of(&live, values)?;
+            out.emit(ChangeBatch::from_columns(
+                &self.schema,
+                columns,
+                std::iter::repeat_n(1, live.len()),
+            )?);
         }
-        out.emit(self.output(changes)?);
+        for s in closed {
+            self.remove(s);
+        }
         Ok(watermark)
     }
 
@@ -619,24 +494,13 @@ impl Operator for HashAggregate {
     }
 
     fn on_barrier(&mut self, _barrier: Barrier, out: &mut Emitter) -> Result<()> {
-        self.flush(out)?;
         // A global aggregate has its row from the start, even over no input.
-        if self.is_global() && self.groups.is_empty() {
-            let k = self
-                .keys
-                .convert_columns(&[Arc::new(Int8Array::from(vec![0])) as ArrayRef])?;
-            let k: Box<[u8]> = k.row(0).data().into();
-            self.new_group(&k, Vec::new())?;
-            let mut g = self.groups.remove(&k).expect("invariant: inserted above");
-            let row = evaluate_group(&self.aggregates, self.is_global(), &mut g)?;
-            if let Some(row) = &row {
-                out.emit(self.output(vec![(row.clone(), 1)])?);
-            }
-            // A global group's key is empty: its row is its aggregate values.
-            g.emitted = row;
-            self.groups.insert(k, g);
+        if self.is_global() && self.groups.len() == 0 {
+            let key = self.global_key()?;
+            let slot = self.groups.find_or_insert(&key, None);
+            self.groups.mark_dirty(slot);
         }
-        Ok(())
+        self.flush(out)
     }
 
     fn snapshot(&mut self) -> Result<StateSnapshot> {
@@ -648,19 +512,12 @@ impl Operator for HashAggregate {
     }
 
     fn state_bytes(&self) -> usize {
-        self.groups
-            .values()
-            .map(|g| {
-                64 + g
-                    .states
-                    .iter()
-                    .map(|s| match s {
-                        State::Sliding(a) => a.size(),
-                        State::Multiset(m) => m.keys().map(|r| r.row().as_ref().len() + 40).sum(),
-                    })
-                    .sum::<usize>()
-            })
-            .sum()
+        self.groups.size()
+            + self
+                .aggregates
+                .iter()
+                .map(|a| a.state.size())
+                .sum::<usize>()
     }
 }
 
