@@ -13,6 +13,11 @@ use arrow_ipc::writer::StreamWriter;
 
 use crate::{EngineError, Result};
 
+/// The version of the operators' snapshot layouts, bumped whenever one changes: a
+/// checkpoint is restored only into the version that wrote it (2: HashAggregate's
+/// columnar group state).
+pub const STATE_FORMAT: u32 = 2;
+
 /// One operator's state at an epoch boundary: named Arrow tables. Stateless operators
 /// have none. Each stateful operator writes its keyed rows with their counts, so the
 /// same few shapes (rows + Int64 counters, one-row tables of scalars) cover them all.

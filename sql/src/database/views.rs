@@ -466,9 +466,13 @@ fn lower_view<'a>(
     Ok((lowering, view))
 }
 
-/// A hash of a dataflow's plan (its EXPLAIN lines) and parallelism: a checkpoint is restored
-/// only into the dataflow it was taken of.
+/// A hash of a dataflow's plan (its EXPLAIN lines), parallelism and the operators' state
+/// format: a checkpoint is restored only into the dataflow it was taken of.
 fn fingerprint(describe: &[String], parallelism: usize) -> String {
-    let text = format!("{}\nparallelism {parallelism}", describe.join("\n"));
+    let text = format!(
+        "{}\nparallelism {parallelism}\nstate format {}",
+        describe.join("\n"),
+        weir_engine::state::STATE_FORMAT
+    );
     format!("{:08x}", crc32fast::hash(text.as_bytes()))
 }
