@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, Int8Array, Int64Array, RecordBatch, UInt32Array};
 use arrow::compute::{cast, concat, take};
-use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 use datafusion_physical_expr::PhysicalExpr;
 use datafusion_physical_expr::aggregate::AggregateFunctionExpr;
@@ -27,7 +27,7 @@ use groups::Groups;
 use per_group::{Kind, PerGroupState};
 
 use crate::message::{Barrier, Watermark};
-use crate::operator::{Emitter, Operator};
+use crate::operator::{Emitter, Operator, timestamps_ns};
 use crate::state::StateSnapshot;
 use crate::{ChangeBatch, EngineError, Result};
 
@@ -98,8 +98,8 @@ impl Aggregate {
 fn state_for(expr: &Arc<AggregateFunctionExpr>, append_only: bool) -> Result<Box<dyn GroupState>> {
     let name = expr.fun().name().to_ascii_lowercase();
     let out = expr.field().data_type().clone();
-    let plain = !expr.is_distinct() && expr.order_bys().is_empty();
-    if plain {
+    let ordered = !expr.order_bys().is_empty();
+    if !expr.is_distinct() && !ordered {
         if let Some(linear) = LinearState::for_aggregate(&name, expr.expressions().len(), &out) {
             return Ok(Box::new(linear));
         }
@@ -115,7 +115,6 @@ fn state_for(expr: &Arc<AggregateFunctionExpr>, append_only: bool) -> Result<Box
         && expr
             .create_sliding_accumulator()
             .is_ok_and(|acc| acc.supports_retract_batch());
-    let ordered = !expr.order_bys().is_empty();
     let kind = match name.as_str() {
         _ if sliding => Kind::Sliding,
         _ if append_only => Kind::Plain,
@@ -141,6 +140,8 @@ pub struct HashAggregate {
     schema: SchemaRef,
     /// Row encoding of the group key (an Int8 constant for a global aggregate).
     keys: RowConverter,
+    /// The key of a global aggregate's one group.
+    global_key: Option<Box<[u8]>>,
     /// Row encoding of a group's aggregate values, what it last emitted.
     values: RowConverter,
     groups: Groups,
@@ -172,6 +173,13 @@ impl HashAggregate {
                 .map(|i| SortField::new(schema.field(i).data_type().clone()))
                 .collect()
         };
+        let keys = RowConverter::new(key_fields)?;
+        let global_key = if group_by.is_empty() {
+            let rows = keys.convert_columns(&[Arc::new(Int8Array::from(vec![0])) as ArrayRef])?;
+            Some(rows.row(0).data().into())
+        } else {
+            None
+        };
         let value_fields = schema.fields()[group_by.len()..]
             .iter()
             .map(|f| SortField::new(f.data_type().clone()))
@@ -180,7 +188,8 @@ impl HashAggregate {
             group_by,
             aggregates,
             schema,
-            keys: RowConverter::new(key_fields)?,
+            keys,
+            global_key,
             values: RowConverter::new(value_fields)?,
             groups: Groups::default(),
             close: None,
@@ -217,14 +226,6 @@ impl HashAggregate {
         self.close.is_some_and(|c| c.emit_on_close)
     }
 
-    /// The key encoding of the one group of a global aggregate.
-    fn global_key(&self) -> Result<Box<[u8]>> {
-        let rows = self
-            .keys
-            .convert_columns(&[Arc::new(Int8Array::from(vec![0])) as ArrayRef])?;
-        Ok(rows.row(0).data().into())
-    }
-
     /// The event time at which each row's group closes (window key column plus offset).
     fn close_times(&self, key_arrays: &[ArrayRef]) -> Result<Option<Int64Array>> {
         let Some(c) = self.close else {
@@ -233,14 +234,9 @@ impl HashAggregate {
         let Some(column) = key_arrays.get(c.column) else {
             return Ok(None);
         };
-        let ns = cast(column, &DataType::Timestamp(TimeUnit::Nanosecond, None))?;
-        let ns = cast(&ns, &DataType::Int64)?;
-        let ns = ns
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .expect("invariant: cast to Int64");
         Ok(Some(
-            ns.iter()
+            timestamps_ns(column)?
+                .iter()
                 .map(|t| t.map(|t| t.saturating_add(c.offset_ns)))
                 .collect(),
         ))
@@ -391,9 +387,8 @@ impl Operator for HashAggregate {
         let data = batch.data();
         let n = data.num_rows();
         let weights = batch.weights();
-        let slots: Vec<u32> = if self.is_global() {
-            let key = self.global_key()?;
-            let slot = self.groups.find_or_insert(&key, None);
+        let slots: Vec<u32> = if let Some(key) = &self.global_key {
+            let slot = self.groups.find_or_insert(key, None);
             vec![slot; n]
         } else {
             let key_arrays = self
@@ -495,9 +490,10 @@ impl Operator for HashAggregate {
 
     fn on_barrier(&mut self, _barrier: Barrier, out: &mut Emitter) -> Result<()> {
         // A global aggregate has its row from the start, even over no input.
-        if self.is_global() && self.groups.len() == 0 {
-            let key = self.global_key()?;
-            let slot = self.groups.find_or_insert(&key, None);
+        if let Some(key) = &self.global_key
+            && self.groups.len() == 0
+        {
+            let slot = self.groups.find_or_insert(key, None);
             self.groups.mark_dirty(slot);
         }
         self.flush(out)
