@@ -596,8 +596,17 @@ async fn credentials_in_with_options_are_never_shown_or_stored_in_the_clear() {
     let (status, _) = weir.terminate();
     assert!(status.success());
 
-    // The catalog reopens with the credentials: the source and sink are re-created.
-    let weir = WeirProcess::start_logged(dir.path(), &[], &env, Some(&log));
+    // The catalog reopens with the credentials: the source and sink are re-created. The
+    // key moves out of the data dir to --secret-key-file, so a copy of the dir opens nothing.
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = keys.path().join("weir.key");
+    let key_arg = key_file.to_str().unwrap();
+    let weir = WeirProcess::start_logged(
+        dir.path(),
+        &["--secret-key-file", key_arg],
+        &env,
+        Some(&log),
+    );
     let client = crate::harness::connect(weir.addr()).await.0;
     let sum = || async {
         for _ in 0..100 {
@@ -639,12 +648,13 @@ async fn credentials_in_with_options_are_never_shown_or_stored_in_the_clear() {
         }
     }
     use std::os::unix::fs::PermissionsExt;
-    for name in ["catalog.json", "secret.key"] {
-        let mode = std::fs::metadata(dir.path().join(name))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600, "{name}");
+    assert!(
+        !dir.path().join("secret.key").exists(),
+        "the key left the data dir"
+    );
+    for path in [dir.path().join("catalog.json"), key_file] {
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", path.display());
     }
 }
 

@@ -95,6 +95,14 @@ async fn pathological_statements_get_errors_and_the_server_stays_up() {
             Err("42601"),
         ),
         (format!("SELECT {}1", "- ".repeat(10_000)), Err("54001")),
+        // Found by the 200k-statement fuzz: planned, then refused by Arrow's kernel (XX000).
+        ("SELECT - now()::timestamp".to_string(), Err("42883")),
+        (
+            "CREATE MATERIALIZED VIEW neg AS SELECT - ts FROM (VALUES (now()::timestamp)) AS v(ts)"
+                .to_string(),
+            Err("42883"),
+        ),
+        ("SELECT - 'a'".to_string(), Err("42883")),
         (format!("SELECT length('{}')", "x".repeat(1 << 20)), Ok(1)),
         (format!("SELECT {}", "9".repeat(100_000)), Ok(1)),
         (format!("SELECT '{}'", "x".repeat(17 << 20)), Err("54000")),

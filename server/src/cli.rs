@@ -36,6 +36,11 @@ struct ServeArgs {
     /// Catalog, table logs and checkpoints (created if missing).
     #[arg(long, env = "WEIR_DATA_DIR", default_value = "./weir-data")]
     data_dir: PathBuf,
+    /// The key that seals credentials of WITH options in the catalog, kept outside the
+    /// data dir so that copies of it (backups) do not open them. Created if missing; a key
+    /// already in the data dir moves there.
+    #[arg(long, env = "WEIR_SECRET_KEY_FILE")]
+    secret_key_file: Option<PathBuf>,
     /// How often state is checkpointed, e.g. 10s.
     #[arg(long, env = "WEIR_CHECKPOINT_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     checkpoint_interval: Duration,
@@ -101,6 +106,7 @@ impl ServeArgs {
             pg_listen: self.pg_listen,
             data_dir: Some(self.data_dir.clone()),
             checkpoint_interval: self.checkpoint_interval,
+            secret_key_file: self.secret_key_file.clone(),
             http_listen: Some(self.http_listen),
             statement_timeout: (!self.statement_timeout.is_zero())
                 .then_some(self.statement_timeout),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use weir_sql::Database;
+use weir_sql::{Database, Storage};
 
 use crate::pg::{HandlerFactory, SessionOptions};
 
@@ -20,6 +20,8 @@ pub struct Config {
     /// None keeps everything in memory (tests of the wire protocol only).
     pub data_dir: Option<PathBuf>,
     pub checkpoint_interval: Duration,
+    /// The key sealing credentials in the catalog, outside the data dir (None: in it).
+    pub secret_key_file: Option<PathBuf>,
     /// Metrics, the web console and the JSON API (None: no HTTP endpoint).
     pub http_listen: Option<SocketAddr>,
     /// Sessions' `statement_timeout` until they set their own (None: off).
@@ -56,6 +58,7 @@ impl Default for Config {
             pg_listen: SocketAddr::from(([127, 0, 0, 1], 6875)),
             data_dir: Some(PathBuf::from("./weir-data")),
             checkpoint_interval: Duration::from_secs(10),
+            secret_key_file: None,
             http_listen: None,
             statement_timeout: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
@@ -90,10 +93,11 @@ pub struct Server;
 
 impl Server {
     pub async fn start(config: Config) -> anyhow::Result<ServerHandle> {
-        let database = Database::open_with(
-            config.data_dir.clone(),
-            Some(config.checkpoint_interval).filter(|i| !i.is_zero()),
-        )
+        let database = Database::open(Storage {
+            data_dir: config.data_dir.clone(),
+            checkpoint_interval: Some(config.checkpoint_interval).filter(|i| !i.is_zero()),
+            secret_key_file: config.secret_key_file.clone(),
+        })
         .map_err(|e| anyhow::anyhow!("{e}"))?;
         if config.auth == AuthMode::Password {
             database

@@ -55,9 +55,13 @@ pub(crate) struct Catalog {
 
 impl Catalog {
     /// The stored entries of the catalog at `dir`, in creation order (empty when new).
-    pub(crate) fn load(dir: Option<&Path>) -> Result<(Self, Vec<StoredEntry>)> {
+    /// `key_file` is the sealing key's file when it is not in the data dir.
+    pub(crate) fn load(
+        dir: Option<&Path>,
+        key_file: Option<&Path>,
+    ) -> Result<(Self, Vec<StoredEntry>)> {
         let path = dir.map(|d| d.join("catalog.json"));
-        let sealer = dir.map(Sealer::open).transpose()?;
+        let sealer = dir.map(|d| Sealer::open(d, key_file)).transpose()?;
         let mut stored: Vec<StoredEntry> = match &path {
             Some(p) if p.exists() => {
                 let text = fs::read_to_string(p).map_err(io_error)?;

@@ -28,6 +28,7 @@ use crate::cpu_runtime::CpuRuntime;
 use crate::dataflow::{ProgressRegistry, ViewTable};
 use crate::error::{Result, SqlError};
 use crate::interrupt::Interrupt;
+use crate::operand_types::check_operand_types;
 use crate::pg_class::PgCatalogWithMatviews;
 use crate::provider::ScanReport;
 use crate::provider::{Lookup, SessionKeys, TemporalFunction, WindowFunction};
@@ -115,19 +116,38 @@ impl std::fmt::Debug for Database {
     }
 }
 
-impl Database {
-    /// Opens the database in `data_dir` (created if missing), re-creating every stored object.
-    /// None keeps everything in memory.
-    pub fn open(data_dir: Option<PathBuf>) -> Result<Arc<Self>> {
-        Self::open_with(data_dir, Some(DEFAULT_CHECKPOINT_INTERVAL))
-    }
+/// Where a database keeps what it stores, and how often it checkpoints.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    /// Catalog, table logs and checkpoints (created if missing); None keeps everything
+    /// in memory.
+    pub data_dir: Option<PathBuf>,
+    /// How often views are checkpointed (None: only at shutdown).
+    pub checkpoint_interval: Option<Duration>,
+    /// The key sealing credentials in the catalog, kept outside the data dir (None: the
+    /// data dir's `secret.key`).
+    pub secret_key_file: Option<PathBuf>,
+}
 
-    /// As `open`, checkpointing every `checkpoint_interval` (None: only at shutdown). Views
-    /// are restored from the last committed checkpoint in the data dir.
-    pub fn open_with(
-        data_dir: Option<PathBuf>,
-        checkpoint_interval: Option<Duration>,
-    ) -> Result<Arc<Self>> {
+impl Default for Storage {
+    fn default() -> Self {
+        Self {
+            data_dir: None,
+            checkpoint_interval: Some(DEFAULT_CHECKPOINT_INTERVAL),
+            secret_key_file: None,
+        }
+    }
+}
+
+impl Database {
+    /// Opens the database `storage` describes, re-creating every stored object and
+    /// restoring views from the last committed checkpoint in the data dir.
+    pub fn open(storage: Storage) -> Result<Arc<Self>> {
+        let Storage {
+            data_dir,
+            checkpoint_interval,
+            secret_key_file,
+        } = storage;
         if let Some(dir) = &data_dir {
             std::fs::create_dir_all(dir.join("tables")).map_err(io_error)?;
         }
@@ -228,7 +248,7 @@ impl Database {
         if let Ok(signum) = datafusion::execution::FunctionRegistry::udf(&ctx, "signum") {
             ctx.register_udf(signum.as_ref().clone().with_aliases(["sign"]));
         }
-        let (catalog, stored) = Catalog::load(data_dir.as_deref())?;
+        let (catalog, stored) = Catalog::load(data_dir.as_deref(), secret_key_file.as_deref())?;
         let cpu = CpuRuntime::new()?;
         let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
         let db = Arc::new_cyclic(|weak: &Weak<Self>| {
@@ -537,6 +557,7 @@ impl Database {
                 let plan = state
                     .statement_to_plan(DFStatement::Statement(Box::new(statement)))
                     .await?;
+                check_operand_types(&plan)?;
                 finish_names(plan, &names, false)
             })
             .await??;

@@ -91,6 +91,10 @@ fn from_arrow(e: &arrow_error::ArrowError) -> SqlError {
         A::DivideByZero => SqlError::new("22012", "division by zero"),
         A::ArithmeticOverflow(m) => SqlError::new("22003", m.clone()),
         A::JsonError(m) => SqlError::new("22P02", m.clone()),
+        // A kernel refusing its operand types: planning refuses the known cases first.
+        A::InvalidArgumentError(m) if m.starts_with("Invalid arithmetic operation") => {
+            SqlError::new("42883", m.clone())
+        }
         other => SqlError::new("XX000", other.to_string()),
     }
 }
@@ -149,7 +153,10 @@ pub fn classify(e: &DataFusionError) -> SqlError {
             if let Some(name) = m.strip_prefix("table '").and_then(|r| r.split('\'').next()) {
                 let short = name.rsplit('.').next().unwrap_or(name);
                 SqlError::undefined_table(short)
-            } else if m.contains("Invalid function") || m.contains("No function matches") {
+            } else if m.contains("Invalid function")
+                || m.contains("No function matches")
+                || m.starts_with("Unary operator")
+            {
                 SqlError::new("42883", m.clone())
             } else if m.contains("Cannot cast") || m.contains("Unsupported CAST") {
                 SqlError::new("42846", m.clone())

@@ -11,6 +11,7 @@ mod dataflow;
 mod error;
 mod functions;
 mod interrupt;
+mod operand_types;
 mod pg_class;
 mod provider;
 mod relation;
@@ -26,7 +27,7 @@ mod types;
 pub use cpu_runtime::panic_message;
 pub use database::{
     DATABASE_NAME, DEFAULT_CHECKPOINT_INTERVAL, Database, Executed, Output, QueryResult,
-    SERVER_VERSION, Subscription,
+    SERVER_VERSION, Storage, Subscription,
 };
 pub use dataflow::{DataflowGraph, OperatorReport, ViewStatus};
 pub use error::{Result, SqlError, classify};

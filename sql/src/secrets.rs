@@ -1,7 +1,7 @@
 //! Credentials in WITH options (`*password*`, `*secret*`, `*token*`, `sasl.jaas.config`,
 //! `ssl.key.*`): hidden wherever SQL is shown back, and sealed (AES-256-GCM) where it is stored.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -16,7 +16,8 @@ use crate::error::{Result, SqlError};
 pub const REDACTED: &str = "[REDACTED]";
 /// The prefix of a sealed value in the catalog file.
 const SEALED_PREFIX: &str = "weir-sealed:v1:";
-/// The sealing key's file in the data dir (32 random bytes, mode 0600).
+/// The sealing key's file in the data dir, unless `--secret-key-file` puts it elsewhere
+/// (32 random bytes, mode 0600).
 const KEY_FILE: &str = "secret.key";
 
 /// Whether an option of this name holds a credential.
@@ -110,9 +111,15 @@ fn map_secret_values(sql: &str, mut f: impl FnMut(&str) -> Result<String>) -> Re
     Ok(out)
 }
 
+fn key_error(path: &Path, e: std::io::Error) -> SqlError {
+    SqlError::new("58030", format!("secret key {}: {e}", path.display()))
+}
+
 /// Seals and opens secret values of SQL kept in the data dir, with a key of its own.
 pub(crate) struct Sealer {
     key: LessSafeKey,
+    /// The key's file, named when a sealed value does not open.
+    path: PathBuf,
 }
 
 impl std::fmt::Debug for Sealer {
@@ -122,11 +129,31 @@ impl std::fmt::Debug for Sealer {
 }
 
 impl Sealer {
-    /// The data dir's key, created on first use.
-    pub(crate) fn open(dir: &Path) -> Result<Self> {
-        let path = dir.join(KEY_FILE);
+    /// The sealing key: `key_file` when given (`--secret-key-file`, kept apart from the
+    /// data dir so that a copy of the data dir does not carry it), else `secret.key` in
+    /// `dir`. A missing key is created; a data dir's key moves to a new `key_file`.
+    pub(crate) fn open(dir: &Path, key_file: Option<&Path>) -> Result<Self> {
+        let in_dir = dir.join(KEY_FILE);
+        let path = key_file.map_or_else(|| in_dir.clone(), Path::to_path_buf);
         let bytes = if path.exists() {
-            std::fs::read(&path).map_err(crate::catalog::io_error)?
+            let bytes = std::fs::read(&path).map_err(|e| key_error(&path, e))?;
+            if path != in_dir && in_dir.exists() {
+                if std::fs::read(&in_dir).ok().as_ref() == Some(&bytes) {
+                    std::fs::remove_file(&in_dir).map_err(|e| key_error(&in_dir, e))?;
+                } else {
+                    tracing::warn!(
+                        key = %in_dir.display(),
+                        "the data dir holds another secret key than --secret-key-file; it is not used"
+                    );
+                }
+            }
+            bytes
+        } else if path != in_dir && in_dir.exists() {
+            let bytes = std::fs::read(&in_dir).map_err(|e| key_error(&in_dir, e))?;
+            crate::catalog::write_private(&path, &bytes)?;
+            std::fs::remove_file(&in_dir).map_err(|e| key_error(&in_dir, e))?;
+            tracing::info!(from = %in_dir.display(), to = %path.display(), "moved the secret key out of the data dir");
+            bytes
         } else {
             let mut bytes = vec![0u8; AES_256_GCM.key_len()];
             SystemRandom::new()
@@ -140,6 +167,7 @@ impl Sealer {
         })?;
         Ok(Self {
             key: LessSafeKey::new(key),
+            path,
         })
     }
 
@@ -176,7 +204,10 @@ impl Sealer {
             let corrupt = || {
                 SqlError::new(
                     "XX001",
-                    "a sealed secret in the catalog does not open with secret.key",
+                    format!(
+                        "a sealed secret in the catalog does not open with the key in {}",
+                        self.path.display()
+                    ),
                 )
             };
             let bytes = STANDARD.decode(encoded).map_err(|_| corrupt())?;
@@ -225,21 +256,51 @@ mod tests {
     #[test]
     fn sealed_sql_opens_to_the_original() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let sealer = Sealer::open(dir.path()).expect("key");
+        let sealer = Sealer::open(dir.path(), None).expect("key");
         let sealed = sealer.seal(SQL).expect("seal");
         assert!(
             !sealed.contains("hun''ter2") && !sealed.contains("user pass"),
             "{sealed}"
         );
         assert_eq!(sealer.seal(&sealed).expect("idempotent"), sealed);
-        let again = Sealer::open(dir.path()).expect("same key");
+        let again = Sealer::open(dir.path(), None).expect("same key");
         assert_eq!(again.unseal(&sealed).expect("unseal"), SQL);
         let other = tempfile::tempdir().expect("tempdir");
         assert!(
-            Sealer::open(other.path())
+            Sealer::open(other.path(), None)
                 .expect("key")
                 .unseal(&sealed)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_key_file_outside_the_data_dir_takes_the_data_dirs_key_with_it() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let sealed = Sealer::open(data.path(), None)
+            .expect("key")
+            .seal(SQL)
+            .expect("seal");
+        assert!(data.path().join(KEY_FILE).exists());
+        let keys = tempfile::tempdir().expect("tempdir");
+        let key_file = keys.path().join("weir.key");
+        let moved = Sealer::open(data.path(), Some(&key_file)).expect("moved key");
+        assert_eq!(moved.unseal(&sealed).expect("unseal"), SQL);
+        assert!(
+            !data.path().join(KEY_FILE).exists(),
+            "the data dir keeps no key"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file)
+            .expect("key file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // Without the key file, the data dir alone cannot open what was sealed.
+        let e = Sealer::open(data.path(), None)
+            .expect("a new key")
+            .unseal(&sealed)
+            .unwrap_err();
+        assert!(e.message.contains("does not open"), "{e:?}");
     }
 }

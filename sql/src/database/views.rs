@@ -29,6 +29,7 @@ use crate::column_names::{finish_names, name_select_list};
 use crate::cpu_runtime::panic_message;
 use crate::dataflow::{InputContext, Lowering, RunningDataflow, ViewTable, stream_input};
 use crate::error::{Result, SqlError};
+use crate::operand_types::check_operand_types;
 use crate::spellings::normalize_spellings;
 use crate::statement::{CreateRelation, ObjectKind, ParsedStatement, Statement, parse_duration};
 
@@ -94,6 +95,7 @@ impl Database {
                 let plan = state
                     .statement_to_plan(DFStatement::Statement(Box::new(statement)))
                     .await?;
+                check_operand_types(&plan)?;
                 let plan = finish_names(plan, &names, true)?;
                 Ok(state.optimize(&plan)?)
             })
