@@ -243,6 +243,30 @@ async fn grants_decide_what_a_role_reads_and_changes() {
         .unwrap();
     assert_eq!(relations.len(), 1);
     assert!(!privilege("SELECT has_table_privilege('total', 'SELECT')").await);
+    // information_schema lists only what the role holds a privilege on, as in Postgres.
+    let listed = |sql: &'static str| {
+        let dash = &dash;
+        async move {
+            let rows = dash.query(sql, &[]).await.unwrap();
+            rows.iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect::<Vec<_>>()
+        }
+    };
+    let public_tables =
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1";
+    let public_columns = "SELECT DISTINCT table_name FROM information_schema.columns \
+        WHERE table_schema = 'public' ORDER BY 1";
+    assert!(listed(public_tables).await.is_empty());
+    assert!(listed(public_columns).await.is_empty());
+    assert!(
+        !listed(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'pg_catalog'"
+        )
+        .await
+        .is_empty(),
+        "the system catalogs stay listed"
+    );
 
     weir.batch_execute("GRANT SELECT ON total TO dash")
         .await
@@ -251,6 +275,16 @@ async fn grants_decide_what_a_role_reads_and_changes() {
     assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (2, 30));
     assert!(privilege("SELECT has_table_privilege('total', 'SELECT')").await);
     assert!(privilege("SELECT has_table_privilege('public.total', 'select')").await);
+    assert_eq!(listed(public_tables).await, ["total"]);
+    assert_eq!(listed(public_columns).await, ["total"]);
+    let all = weir
+        .query(public_tables, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect::<Vec<_>>();
+    assert_eq!(all, ["t", "total"], "a superuser sees every relation");
     assert!(!privilege("SELECT has_table_privilege('total', 'INSERT')").await);
     assert!(!privilege("SELECT has_table_privilege('t', 'SELECT')").await);
     assert!(privilege("SELECT has_table_privilege('weir', 't', 'SELECT')").await);

@@ -1,6 +1,8 @@
 //! Who may do what: logins (trust, or SCRAM verifiers), and the one check every statement
 //! passes before it runs. Also what pg_catalog says of it (`pg_roles`, `has_table_privilege`).
 
+mod visible;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 

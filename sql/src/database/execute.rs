@@ -141,6 +141,7 @@ impl Database {
                     None => self.plan_for(session, parsed, q).await?,
                 };
                 self.authorize(&user, parsed, Some(&plan)).await?;
+                let plan = self.access.hide_unprivileged(&user, plan)?;
                 let result = self.execute_plan(plan).await?;
                 if session.implicit_flush() && matches!(result.output, Output::Command { .. }) {
                     self.flush().await?;
