@@ -1,6 +1,7 @@
 //! Crash safety through the real binary: views over a Kafka topic, a generator and a DML
 //! table, kill -9 at seeded moments (some during a checkpoint's write), a checkpoint
-//! whose manifest never landed, SIGTERM; at the end every view equals its batch query.
+//! whose manifest never landed, SIGTERM, restarts at another parallelism; at the end every
+//! view equals its batch query.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
@@ -172,14 +173,26 @@ async fn converge(client: &Client) {
 }
 
 /// The crash test: five views over Kafka, a DML table and a view, and one over
-/// a generator, through kills at random moments, a torn checkpoint, and a SIGTERM.
+/// a generator, through kills at random moments, a torn checkpoint, and a SIGTERM. Each
+/// restart runs the views' keyed operators on another number of instances (as on a
+/// machine with more or fewer cores): their state is dealt to the new instances.
 #[tokio::test(flavor = "multi_thread")]
 async fn views_survive_kill_9_exactly() {
     let broker = Broker::start();
     broker.create_topic("ev", PARTITIONS as u32);
     let dir = tempfile::tempdir().unwrap();
-    let args = ["--checkpoint-interval", "1s"];
-    let mut weir = WeirProcess::start_with(dir.path(), &args);
+    let parallelism = [2, 3, 1, 2, 4, 3, 1, 2];
+    let start = |round: usize| {
+        let width = parallelism[round].to_string();
+        let args = [
+            "--checkpoint-interval",
+            "1s",
+            "--streaming-parallelism",
+            &width,
+        ];
+        WeirProcess::start_with(dir.path(), &args)
+    };
+    let mut weir = start(0);
     let (mut client, _) = connect(weir.addr()).await;
     client
         .batch_execute(&format!(
@@ -236,7 +249,7 @@ async fn views_survive_kill_9_exactly() {
             assert!(names.len() >= 2, "two checkpoints retained: {names:?}");
             std::fs::remove_file(names.last().unwrap()).unwrap();
         }
-        weir = WeirProcess::start_with(dir.path(), &args);
+        weir = start(round + 1);
         port.store(weir.port, Ordering::Relaxed);
         let (again, _) = connect(weir.addr()).await;
         // Every view was restored from the checkpoint, not derived again.

@@ -137,7 +137,7 @@ pub fn with_weight(schema: &Schema) -> SchemaRef {
 }
 
 fn invalid(msg: &str) -> EngineError {
-    EngineError::Config(msg.to_string())
+    EngineError::Internal(msg.to_string())
 }
 
 #[cfg(test)]

@@ -18,8 +18,19 @@ pub enum EngineError {
     DuplicateKey { table: String, detail: String },
     #[error("null value in column \"{column}\" violates not-null constraint")]
     NullKey { column: String },
+    /// A setting or option the user gave is invalid (a window size, a connector option).
     #[error("{0}")]
-    Config(String),
+    InvalidParameter(String),
+    /// What the engine cannot do (yet): an aggregate under retractions, a retraction
+    /// reaching an append-only sink.
+    #[error("{0}")]
+    Unsupported(String),
+    /// A system outside weir failed or stopped answering (a broker, a file).
+    #[error("{0}")]
+    External(String),
+    /// A broken invariant: a bug in weir, never the user's input.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// A checkpoint that cannot be used (torn, from another plan, unreadable).
     #[error("checkpoint is unusable: {0}")]
     CorruptCheckpoint(String),
@@ -36,7 +47,9 @@ impl From<rdkafka::error::KafkaError> for EngineError {
     fn from(e: rdkafka::error::KafkaError) -> Self {
         match e {
             rdkafka::error::KafkaError::ClientConfig(_, description, key, _) => {
-                EngineError::Config(format!("kafka: client property {key}: {description}"))
+                EngineError::InvalidParameter(format!(
+                    "kafka: client property {key}: {description}"
+                ))
             }
             e => EngineError::Kafka(e),
         }

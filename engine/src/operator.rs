@@ -22,7 +22,7 @@ pub use top_n::{Limit, SortKey, TopN};
 pub use union::Union;
 
 use crate::message::{Barrier, Watermark};
-use crate::state::StateSnapshot;
+use crate::state::{StateRouter, StateSnapshot};
 use crate::{ChangeBatch, Result};
 
 /// Collects what an operator emits while handling one message.
@@ -91,5 +91,21 @@ pub trait Operator: Send + 'static {
     /// Rebuilds the state `snapshot` holds, before the operator sees any input.
     fn restore(&mut self, _snapshot: &StateSnapshot) -> Result<()> {
         Ok(())
+    }
+
+    /// Deals the snapshots of this operator's instances (`old`, one per former instance,
+    /// empty for one that held nothing) to `router.instances()` new ones, for a restore at
+    /// another parallelism: new instance `i` gets the state of the keys the exchange now
+    /// sends it, and carries on as if it had held them all along. Called on an operator
+    /// built from the same plan (its state is not read). Stateless operators need nothing;
+    /// a stateful one that does not implement it cannot change parallelism.
+    fn rescale(&self, old: Vec<StateSnapshot>, router: &StateRouter) -> Result<Vec<StateSnapshot>> {
+        if old.iter().all(StateSnapshot::is_empty) {
+            return Ok(vec![StateSnapshot::default(); router.instances()]);
+        }
+        Err(crate::EngineError::Unsupported(format!(
+            "{} cannot be restored at another parallelism",
+            self.name()
+        )))
     }
 }

@@ -5,10 +5,11 @@
 mod alignment;
 mod barrier;
 mod dataflow;
-mod exchange;
+pub(crate) mod exchange;
 mod graph;
 mod operator_stats;
 mod paced;
+mod rescale;
 mod shared;
 mod split;
 

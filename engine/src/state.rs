@@ -13,6 +13,10 @@ use arrow_ipc::writer::StreamWriter;
 
 use crate::{EngineError, Result};
 
+pub(crate) mod rescale;
+
+pub use rescale::StateRouter;
+
 /// The version of the operators' snapshot layouts, bumped whenever one changes: a
 /// checkpoint is restored only into the version that wrote it (2: HashAggregate's
 /// columnar group state).
@@ -93,7 +97,9 @@ impl StateSnapshot {
     pub fn from_bytes(mut bytes: &[u8]) -> Result<Self> {
         fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Result<&'a [u8]> {
             if bytes.len() < n {
-                return Err(EngineError::Config("state snapshot is truncated".into()));
+                return Err(EngineError::CorruptCheckpoint(
+                    "state snapshot is truncated".into(),
+                ));
             }
             let (head, rest) = bytes.split_at(n);
             *bytes = rest;
@@ -103,7 +109,7 @@ impl StateSnapshot {
         while !bytes.is_empty() {
             let len = u32::from_le_bytes(take(&mut bytes, 4)?.try_into().expect("4 bytes"));
             let name = String::from_utf8(take(&mut bytes, len as usize)?.to_vec())
-                .map_err(|e| EngineError::Config(format!("state table name: {e}")))?;
+                .map_err(|e| EngineError::CorruptCheckpoint(format!("state table name: {e}")))?;
             let len = u64::from_le_bytes(take(&mut bytes, 8)?.try_into().expect("8 bytes"));
             let stream = take(&mut bytes, len as usize)?;
             let reader = StreamReader::try_new(Cursor::new(stream), None)?;
@@ -155,7 +161,9 @@ pub(crate) fn counter<'a>(table: &'a RecordBatch, name: &str) -> Result<&'a Int6
     table
         .column_by_name(name)
         .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
-        .ok_or_else(|| EngineError::Config(format!("state table has no Int64 column {name}")))
+        .ok_or_else(|| {
+            EngineError::CorruptCheckpoint(format!("state table has no Int64 column {name}"))
+        })
 }
 
 #[cfg(test)]

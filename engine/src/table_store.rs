@@ -164,7 +164,7 @@ impl TableStore {
         deliver: Subscriber,
     ) -> Result<Vec<(u64, ChangeBatch)>> {
         if !self.can_resume_from(after) {
-            return Err(EngineError::Config(format!(
+            return Err(EngineError::CorruptCheckpoint(format!(
                 "table {} cannot resume after change {after} (it is at {})",
                 self.name, self.lsn
             )));
@@ -289,7 +289,7 @@ impl TableStore {
             .as_any()
             .downcast_ref::<Int64Array>()
             .ok_or_else(|| {
-                EngineError::Config("change batch without Int64 weight column".into())
+                EngineError::Internal("change batch without Int64 weight column".into())
             })?;
         let rows = self.row_converter.convert_columns(&data)?;
         let keys = if self.key_columns.is_empty() {
@@ -334,7 +334,7 @@ impl TableStore {
                 .find(|(_, r)| *r == row)
                 .map(|(k, _)| k.clone());
             found.ok_or_else(|| {
-                EngineError::Config("delete of a row that is not in the table".into())
+                EngineError::Internal("delete of a row that is not in the table".into())
             })
         }
     }

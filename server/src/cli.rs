@@ -74,6 +74,11 @@ struct ServeArgs {
     /// Refuse connections that do not use TLS.
     #[arg(long, env = "WEIR_TLS_REQUIRED")]
     tls_required: bool,
+    /// Instances of each keyed operator (join, grouped aggregate, TopN) of views whose
+    /// session set no `streaming_parallelism`; 0 = one per core. Views checkpointed at
+    /// another parallelism are restored at this one.
+    #[arg(long, env = "WEIR_STREAMING_PARALLELISM", default_value_t = 0)]
+    streaming_parallelism: usize,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -115,6 +120,7 @@ impl ServeArgs {
             bootstrap_password,
             tls: self.tls_cert.clone().zip(self.tls_key.clone()),
             tls_required: self.tls_required,
+            parallelism: (self.streaming_parallelism > 0).then_some(self.streaming_parallelism),
         })
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use weir_sql::{Database, Storage};
+use weir_sql::{Database, Options};
 
 use crate::pg::{HandlerFactory, SessionOptions};
 
@@ -37,6 +37,8 @@ pub struct Config {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Refuse connections without TLS.
     pub tls_required: bool,
+    /// Instances of each keyed operator of views that set none (None: one per core).
+    pub parallelism: Option<usize>,
 }
 
 /// `--auth`: how a session proves who it is.
@@ -66,6 +68,7 @@ impl Default for Config {
             bootstrap_password: None,
             tls: None,
             tls_required: false,
+            parallelism: None,
         }
     }
 }
@@ -93,10 +96,11 @@ pub struct Server;
 
 impl Server {
     pub async fn start(config: Config) -> anyhow::Result<ServerHandle> {
-        let database = Database::open(Storage {
+        let database = Database::open(Options {
             data_dir: config.data_dir.clone(),
             checkpoint_interval: Some(config.checkpoint_interval).filter(|i| !i.is_zero()),
             secret_key_file: config.secret_key_file.clone(),
+            parallelism: config.parallelism,
         })
         .map_err(|e| anyhow::anyhow!("{e}"))?;
         if config.auth == AuthMode::Password {

@@ -116,9 +116,10 @@ impl std::fmt::Debug for Database {
     }
 }
 
-/// Where a database keeps what it stores, and how often it checkpoints.
+/// How a database is opened: where it keeps what it stores, how often it checkpoints, and
+/// how many instances its views run keyed operators on by default.
 #[derive(Debug, Clone)]
-pub struct Storage {
+pub struct Options {
     /// Catalog, table logs and checkpoints (created if missing); None keeps everything
     /// in memory.
     pub data_dir: Option<PathBuf>,
@@ -127,14 +128,19 @@ pub struct Storage {
     /// The key sealing credentials in the catalog, kept outside the data dir (None: the
     /// data dir's `secret.key`).
     pub secret_key_file: Option<PathBuf>,
+    /// Instances of each keyed operator of a view whose session set no
+    /// `streaming_parallelism` (None: one per core). A view checkpointed at another
+    /// parallelism is restored at this one.
+    pub parallelism: Option<usize>,
 }
 
-impl Default for Storage {
+impl Default for Options {
     fn default() -> Self {
         Self {
             data_dir: None,
             checkpoint_interval: Some(DEFAULT_CHECKPOINT_INTERVAL),
             secret_key_file: None,
+            parallelism: None,
         }
     }
 }
@@ -142,12 +148,13 @@ impl Default for Storage {
 impl Database {
     /// Opens the database `storage` describes, re-creating every stored object and
     /// restoring views from the last committed checkpoint in the data dir.
-    pub fn open(storage: Storage) -> Result<Arc<Self>> {
-        let Storage {
+    pub fn open(options: Options) -> Result<Arc<Self>> {
+        let Options {
             data_dir,
             checkpoint_interval,
             secret_key_file,
-        } = storage;
+            parallelism,
+        } = options;
         if let Some(dir) = &data_dir {
             std::fs::create_dir_all(dir.join("tables")).map_err(io_error)?;
         }
@@ -250,7 +257,9 @@ impl Database {
         }
         let (catalog, stored) = Catalog::load(data_dir.as_deref(), secret_key_file.as_deref())?;
         let cpu = CpuRuntime::new()?;
-        let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let parallelism = parallelism
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
         let db = Arc::new_cyclic(|weak: &Weak<Self>| {
             let weak = Weak::clone(weak);
             let lookup: Lookup = Arc::new(move |name: &str| {

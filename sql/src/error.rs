@@ -74,7 +74,10 @@ impl From<EngineError> for SqlError {
                 format!("null value in column \"{column}\" violates not-null constraint"),
             ),
             EngineError::Arrow(a) => from_arrow(&a),
-            EngineError::Config(m) => SqlError::new("22023", m),
+            EngineError::InvalidParameter(m) => SqlError::new("22023", m),
+            EngineError::Unsupported(m) => SqlError::new("0A000", m),
+            EngineError::External(m) => SqlError::new("58000", m),
+            EngineError::DataFusion(d) => classify(&d),
             EngineError::Kafka(k) => SqlError::new("58000", format!("kafka: {k}")),
             EngineError::CorruptCheckpoint(_) | EngineError::CorruptLog { .. } => {
                 SqlError::new("XX001", e.to_string())

@@ -26,8 +26,8 @@ mod types;
 
 pub use cpu_runtime::panic_message;
 pub use database::{
-    DATABASE_NAME, DEFAULT_CHECKPOINT_INTERVAL, Database, Executed, Output, QueryResult,
-    SERVER_VERSION, Storage, Subscription,
+    DATABASE_NAME, DEFAULT_CHECKPOINT_INTERVAL, Database, Executed, Options, Output, QueryResult,
+    SERVER_VERSION, Subscription,
 };
 pub use dataflow::{DataflowGraph, OperatorReport, ViewStatus};
 pub use error::{Result, SqlError, classify};

@@ -33,19 +33,42 @@ pub(crate) struct Built {
 /// Fills in defaults that must not change after creation; returns them to be stored.
 pub(crate) fn resolve_defaults(c: &CreateRelation) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    let key = match c.options.get("connector").map(String::as_str) {
-        Some("nexmark") => "nexmark.base.time",
-        Some("datagen") => "datagen.base.time",
+    let prefix = match c.options.get("connector").map(String::as_str) {
+        Some("nexmark") => "nexmark",
+        Some("datagen") => "datagen",
         _ => return out,
     };
-    if !c.options.contains_key(key) {
+    let base_time = format!("{prefix}.base.time");
+    if !c.options.contains_key(&base_time) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis())
             .unwrap_or_default();
-        out.insert(key.to_string(), now.to_string());
+        out.insert(base_time, now.to_string());
+    }
+    // A generator's rows are dealt to its shards by index: checkpointed positions mean
+    // the same rows only as long as the shards stay the same, whatever the cores later.
+    let split_num = format!("{prefix}.split.num");
+    if !c.options.contains_key(&split_num) {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        out.insert(split_num, cores.to_string());
     }
     out
+}
+
+/// `{prefix}.split.num`: how many shards a generator is read as (None: decided by its
+/// first reader, for sources created before it was fixed at creation).
+fn split_num(c: &CreateRelation, prefix: &str) -> Result<Option<u64>> {
+    let key = format!("{prefix}.split.num");
+    c.options
+        .get(&key)
+        .map(|v| match v.parse::<u64>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(SqlError::invalid_parameter(format!(
+                "{key} must be a positive integer, got '{v}'"
+            ))),
+        })
+        .transpose()
 }
 
 /// Builds the provider. `tables_dir` holds DML tables' logs; `fresh` clears an old log first.
@@ -178,7 +201,12 @@ fn build_nexmark(c: &CreateRelation) -> Result<Built> {
     }
     Ok(Built {
         provider: Arc::new(
-            GeneratorSource::new(&c.name, Generator::Nexmark(options)).with_rate(rate(
+            GeneratorSource::new(
+                &c.name,
+                Generator::Nexmark(options),
+                split_num(c, "nexmark")?,
+            )
+            .with_rate(rate(
                 c,
                 "nexmark.min.event.gap.in.ns",
                 // Events of every kind are spaced by the gap; this relation has its share.
@@ -253,11 +281,12 @@ fn build_datagen(c: &CreateRelation) -> Result<Built> {
     };
     Ok(Built {
         provider: Arc::new(
-            GeneratorSource::new(&c.name, Generator::Datagen(options)).with_rate(rate(
-                c,
-                "datagen.rows.per.second",
-                |r| r,
-            )?),
+            GeneratorSource::new(
+                &c.name,
+                Generator::Datagen(options),
+                split_num(c, "datagen")?,
+            )
+            .with_rate(rate(c, "datagen.rows.per.second", |r| r)?),
         ),
         schema,
     })

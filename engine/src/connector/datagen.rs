@@ -121,7 +121,7 @@ fn column(g: &FieldGen, ty: &DataType, first: u64, n: usize, base_ms: i64) -> Re
         other => other.clone(),
     };
     cast(&raw, &target)
-        .map_err(|e| EngineError::Config(format!("datagen cannot produce {ty}: {e}")))
+        .map_err(|e| EngineError::InvalidParameter(format!("datagen cannot produce {ty}: {e}")))
 }
 
 fn random_string(seed: u64, i: u64, length: usize) -> String {

@@ -15,8 +15,9 @@ use crate::{DecodeStats, EngineError, JsonDecoder, Result};
 
 /// Files matching `pattern` (a path or a glob), sorted by name.
 pub fn list_files(pattern: &str) -> Result<Vec<PathBuf>> {
-    let entries = glob::glob(pattern)
-        .map_err(|e| EngineError::Config(format!("invalid path pattern '{pattern}': {e}")))?;
+    let entries = glob::glob(pattern).map_err(|e| {
+        EngineError::InvalidParameter(format!("invalid path pattern '{pattern}': {e}"))
+    })?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok())
         .filter(|p| p.is_file())
@@ -94,10 +95,10 @@ impl FileCursor {
             FileFormat::Parquet => CursorSource::Batches {
                 batches: Box::new(
                     parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-                        .map_err(|e| EngineError::Config(format!("{}: {e}", path.display())))?
+                        .map_err(|e| EngineError::External(format!("{}: {e}", path.display())))?
                         .with_batch_size(max_batch)
                         .build()
-                        .map_err(|e| EngineError::Config(format!("{}: {e}", path.display())))?,
+                        .map_err(|e| EngineError::External(format!("{}: {e}", path.display())))?,
                 ),
                 stats: DecodeStats {
                     bytes,

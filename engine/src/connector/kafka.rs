@@ -98,9 +98,11 @@ impl KafkaConfig {
             .topics()
             .iter()
             .find(|t| t.name() == self.topic)
-            .ok_or_else(|| EngineError::Config(format!("topic \"{}\" not found", self.topic)))?;
+            .ok_or_else(|| {
+                EngineError::InvalidParameter(format!("topic \"{}\" not found", self.topic))
+            })?;
         if let Some(err) = topic.error() {
-            return Err(EngineError::Config(format!(
+            return Err(EngineError::InvalidParameter(format!(
                 "topic \"{}\": {:?}",
                 self.topic, err
             )));
@@ -179,7 +181,7 @@ impl KafkaConfig {
             match consumer.poll(Duration::from_millis(200)) {
                 None => {
                     if last_progress.elapsed() > STALL_TIMEOUT {
-                        return Err(EngineError::Config(format!(
+                        return Err(EngineError::External(format!(
                             "topic \"{}\" partition {} stalled at offset {next} (end {})",
                             self.topic, range.partition, range.end
                         )));

@@ -29,7 +29,7 @@ impl NexmarkTable {
             "person" => Ok(Self::Person),
             "auction" => Ok(Self::Auction),
             "bid" => Ok(Self::Bid),
-            other => Err(EngineError::Config(format!(
+            other => Err(EngineError::InvalidParameter(format!(
                 "unknown nexmark.table.type '{other}' (expected Person, Auction or Bid)"
             ))),
         }

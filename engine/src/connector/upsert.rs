@@ -114,7 +114,7 @@ impl UpsertSplit {
             if offset > last.0 {
                 last = (offset, std::time::Instant::now());
             } else if last.1.elapsed() > STALL_TIMEOUT {
-                return Err(crate::EngineError::Config(format!(
+                return Err(crate::EngineError::External(format!(
                     "partition {} stalled at offset {offset} (end {})",
                     self.partition, self.backfill_end
                 )));

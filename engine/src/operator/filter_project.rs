@@ -42,7 +42,7 @@ impl FilterProject {
             let mask = mask
                 .as_any()
                 .downcast_ref::<BooleanArray>()
-                .ok_or_else(|| EngineError::Config("filter predicate is not boolean".into()))?;
+                .ok_or_else(|| EngineError::Internal("filter predicate is not boolean".into()))?;
             // NULL counts as false, as in WHERE.
             input = filter_record_batch(&input, mask)?;
         }
@@ -61,7 +61,7 @@ impl FilterProject {
 fn evaluate(expr: &dyn PhysicalExpr, data: &RecordBatch) -> Result<ArrayRef> {
     expr.evaluate(data)
         .and_then(|v| v.into_array(data.num_rows()))
-        .map_err(|e| EngineError::Config(format!("evaluating {expr}: {e}")))
+        .map_err(|e| EngineError::DataFusion(e.context(format!("evaluating {expr}"))))
 }
 
 impl Operator for FilterProject {

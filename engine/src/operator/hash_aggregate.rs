@@ -28,7 +28,7 @@ use per_group::{Kind, PerGroupState};
 
 use crate::message::{Barrier, Watermark};
 use crate::operator::{Emitter, Operator, timestamps_ns};
-use crate::state::StateSnapshot;
+use crate::state::{StateRouter, StateSnapshot};
 use crate::{ChangeBatch, EngineError, Result};
 
 /// Aggregates whose sliding accumulators retract in any order (sums and counts of moments).
@@ -124,7 +124,7 @@ fn state_for(expr: &Arc<AggregateFunctionExpr>, append_only: bool) -> Result<Box
         // `first_value(x ORDER BY y)` (also what DISTINCT ON is planned as).
         n if ordered && ORDERED_ONLY.contains(&n) => Kind::Recompute,
         _ => {
-            return Err(EngineError::Config(format!(
+            return Err(EngineError::Unsupported(format!(
                 "aggregate {name} cannot be maintained under retractions yet"
             )));
         }
@@ -505,6 +505,10 @@ impl Operator for HashAggregate {
 
     fn restore(&mut self, snapshot: &StateSnapshot) -> Result<()> {
         self.restore_state(snapshot)
+    }
+
+    fn rescale(&self, old: Vec<StateSnapshot>, router: &StateRouter) -> Result<Vec<StateSnapshot>> {
+        self.rescale_state(&old, router)
     }
 
     fn state_bytes(&self) -> usize {

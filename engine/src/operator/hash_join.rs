@@ -21,7 +21,7 @@ mod snapshot;
 use crate::message::{Barrier, Watermark};
 use crate::operator::time_window::EventClock;
 use crate::operator::{Emitter, Operator, timestamps_ns};
-use crate::state::StateSnapshot;
+use crate::state::{StateRouter, StateSnapshot};
 use crate::{ChangeBatch, EngineError, HashMap, Result, row_converter};
 
 /// What a join emits. Sides are 0 (left) and 1 (right).
@@ -135,7 +135,7 @@ impl HashJoin {
         nulls_equal: bool,
     ) -> Result<Self> {
         if left_keys.is_empty() || left_keys.len() != right_keys.len() {
-            return Err(EngineError::Config(
+            return Err(EngineError::Internal(
                 "a join needs pairs of equal keys".into(),
             ));
         }
@@ -235,7 +235,7 @@ impl HashJoin {
         let verdict = verdict
             .as_any()
             .downcast_ref::<arrow::array::BooleanArray>()
-            .ok_or_else(|| EngineError::Config("a join condition must be boolean".into()))?;
+            .ok_or_else(|| EngineError::Internal("a join condition must be boolean".into()))?;
         for (n, (i, r, w)) in candidates.into_iter().enumerate() {
             if verdict.is_valid(n) && verdict.value(n) {
                 out[i].push((r.clone(), w));
@@ -570,6 +570,10 @@ impl Operator for HashJoin {
     fn restore(&mut self, snapshot: &StateSnapshot) -> Result<()> {
         self.restore_state(snapshot)
     }
+
+    fn rescale(&self, old: Vec<StateSnapshot>, router: &StateRouter) -> Result<Vec<StateSnapshot>> {
+        Self::rescale_state(&old, router)
+    }
 }
 
 #[cfg(test)]
@@ -583,7 +587,7 @@ mod tests {
     use super::*;
     use arrow::array::Int64Array;
 
-    use crate::operator::proptests::restored;
+    use crate::operator::proptests::{Parallel, rescales, restored};
     use crate::with_weight;
 
     type Row = (Option<i64>, i64);
@@ -674,31 +678,37 @@ mod tests {
         out
     }
 
-    /// Feeds `steps` to a join `make` builds and, after each, compares its accumulated
-    /// output with the join of both sides recomputed from scratch under `cond`. After step
-    /// i, if `restores[i]`, a barrier passes and the join is replaced by one restored from
-    /// its snapshot.
+    /// Feeds `steps` to a join `make` builds, on `width` instances each owning the keys
+    /// that hash to it, and after each step compares their accumulated output with the
+    /// join of both sides recomputed from scratch under `cond`. After step i, if
+    /// `rescales[i]`, a barrier passes and the instances are replaced by that many
+    /// restored from their snapshots.
     fn run_against_recomputation(
-        make: impl Fn() -> HashJoin,
+        make: impl Fn() -> HashJoin + 'static,
         kind: JoinKind,
         steps: Vec<(usize, Vec<(Row, i64)>)>,
-        restores: Vec<bool>,
+        width: usize,
+        rescales: Vec<Option<usize>>,
         cond: impl Fn(&Row, &Row) -> bool + Copy,
     ) -> Result<(), TestCaseError> {
-        let mut op = make();
+        let key = |name: &str| vec![Arc::new(Column::new(name, 0)) as Arc<dyn PhysicalExpr>];
+        let mut op = Parallel::new(make, vec![key("lk"), key("rk")], width);
         let mut sides: [HashMap<Row, i64>; 2] = [HashMap::new(), HashMap::new()];
         let mut output = HashMap::new();
         let mut out = Emitter::default();
-        for ((side, rows), restore) in steps.into_iter().zip(restores) {
+        for ((side, rows), rescale) in steps.into_iter().zip(rescales) {
             let prefix = if side == 0 { "l" } else { "r" };
-            op.on_batch(side, batch(prefix, &rows), &mut out).unwrap();
+            op.on_batch(side, batch(prefix, &rows), &mut out);
             for (row, w) in rows {
                 *sides[side].entry(row).or_insert(0) += w;
             }
             sides[side].retain(|_, w| *w != 0);
-            if restore {
-                op.on_barrier(Barrier::new(1, 0), &mut out).unwrap();
-                op = restored(&mut op, make());
+            if let Some(to) = rescale {
+                op.each(
+                    |op, out| op.on_barrier(Barrier::new(1, 0), out).unwrap(),
+                    &mut out,
+                );
+                op.rescale(to);
             }
             collect(&mut output, out.drain());
             prop_assert_eq!(&output, &recompute_with(kind, &sides, cond));
@@ -858,7 +868,7 @@ mod tests {
         /// recomputation: outer rows are padded, semi rows kept and anti rows dropped by
         /// whether they have a pair that meets it.
         #[test]
-        fn with_a_condition_equals_recomputation(kind in kind(), steps in proptest::collection::vec(step(), 1..25), restores in restores()) {
+        fn with_a_condition_equals_recomputation(kind in kind(), steps in proptest::collection::vec(step(), 1..25), width in 1usize..=4, rescales in rescales(25)) {
             use datafusion_expr::Operator as Op;
             use datafusion_physical_expr::expressions::BinaryExpr;
             let pairs = Arc::new(Schema::new(
@@ -869,15 +879,16 @@ mod tests {
                 Op::Lt,
                 Arc::new(Column::new("rv", 3)),
             ));
-            let make = || join(kind).with_condition(Arc::clone(&less), Arc::clone(&pairs));
-            run_against_recomputation(make, kind, steps, restores, |l, r| l.1 < r.1)?;
+            let make = move || join(kind).with_condition(Arc::clone(&less), Arc::clone(&pairs));
+            run_against_recomputation(make, kind, steps, width, rescales, |l, r| l.1 < r.1)?;
         }
 
         /// After every batch the join's accumulated output equals the join recomputed
-        /// from scratch over both sides (weights -1..=2, NULL and duplicate keys).
+        /// from scratch over both sides (weights -1..=2, NULL and duplicate keys), on 1 to
+        /// 4 instances restored at random steps at another number of instances.
         #[test]
-        fn equals_recomputation(kind in kind(), steps in proptest::collection::vec(step(), 1..25), restores in restores()) {
-            run_against_recomputation(|| join(kind), kind, steps, restores, |_, _| true)?;
+        fn equals_recomputation(kind in kind(), steps in proptest::collection::vec(step(), 1..25), width in 1usize..=4, rescales in rescales(25)) {
+            run_against_recomputation(move || join(kind), kind, steps, width, rescales, |_, _| true)?;
         }
     }
 }

@@ -236,7 +236,7 @@ fn repeat_rows(batch: &RecordBatch, indices: impl Iterator<Item = u32>) -> Resul
 }
 
 fn negative(n: i64) -> EngineError {
-    EngineError::Config(format!(
+    EngineError::Internal(format!(
         "view holds a row with negative count {n}: a retraction without its insert"
     ))
 }
@@ -314,7 +314,7 @@ impl Operator for Materialize {
     /// The committed rows (each repeated by its count) and the epoch they are as of.
     fn snapshot(&mut self) -> Result<StateSnapshot> {
         if !self.pending.is_empty() {
-            return Err(EngineError::Config(
+            return Err(EngineError::Internal(
                 "a view's state is taken only after a barrier".into(),
             ));
         }

@@ -1,7 +1,9 @@
 //! Model-based property tests for the stateful operators whose files hold only example
 //! tests: random change batches go through the operator, and after every step its
 //! accumulated output must equal the answer recomputed from scratch by a plain model.
-//! At random barriers the operator is replaced by one restored from its snapshot.
+//! The operator runs as several instances behind a hash exchange (`Parallel`), and at
+//! random barriers they are replaced by instances restored from their snapshots, at
+//! another parallelism too.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -14,9 +16,14 @@ use datafusion_functions_aggregate::sum::sum_udaf;
 use datafusion_physical_expr::aggregate::AggregateExprBuilder;
 use proptest::prelude::*;
 
+use arrow::array::UInt32Array;
+use arrow::compute::take_record_batch;
+use datafusion_physical_expr::PhysicalExpr;
+
 use crate::message::{Barrier, Watermark};
 use crate::operator::{Emitter, HashAggregate, Operator, SessionWindow, column, timestamps_ns};
-use crate::state::StateSnapshot;
+use crate::runtime::Partitioning;
+use crate::state::{StateRouter, StateSnapshot};
 use crate::{ChangeBatch, with_weight};
 
 /// One change: insert a row `weight` times, or delete one copy of the n-th live row.
@@ -43,6 +50,90 @@ pub(super) fn restored<O: Operator>(op: &mut O, mut fresh: O) -> O {
         .restore(&StateSnapshot::from_bytes(&bytes).unwrap())
         .unwrap();
     fresh
+}
+
+/// Instances of one keyed operator behind hash exchanges, as a stage runs them: each input
+/// port's rows go to the instance their key hashes to (the exchange's rule), and
+/// `rescale` replaces the instances by another number of them restored from their
+/// snapshots (through Arrow IPC bytes), as a checkpoint restored at another parallelism is.
+pub(super) struct Parallel<O: Operator> {
+    make: Box<dyn Fn() -> O>,
+    pub(super) ops: Vec<O>,
+    /// The key of each input port.
+    ports: Vec<Option<Partitioning>>,
+}
+
+impl<O: Operator> Parallel<O> {
+    pub(super) fn new(
+        make: impl Fn() -> O + 'static,
+        keys: Vec<Vec<Arc<dyn PhysicalExpr>>>,
+        instances: usize,
+    ) -> Self {
+        Self {
+            ops: (0..instances).map(|_| make()).collect(),
+            make: Box::new(make),
+            ports: keys
+                .into_iter()
+                .map(|k| Some(Partitioning::Hash(k)))
+                .collect(),
+        }
+    }
+
+    fn router(&self, instances: usize) -> StateRouter {
+        StateRouter::new(instances, self.ports.clone())
+    }
+
+    /// Deals `batch` (rows of input `port`) to the instances that own its keys.
+    pub(super) fn on_batch(&mut self, port: usize, batch: ChangeBatch, out: &mut Emitter) {
+        let owners = self
+            .router(self.ops.len())
+            .owners_of_rows(port, batch.batch())
+            .unwrap();
+        for (i, op) in self.ops.iter_mut().enumerate() {
+            let rows: Vec<u32> = (0..owners.len() as u32)
+                .filter(|&r| owners[r as usize] == i)
+                .collect();
+            let part = take_record_batch(batch.batch(), &UInt32Array::from(rows)).unwrap();
+            op.on_batch(port, ChangeBatch::try_new(part).unwrap(), out)
+                .unwrap();
+        }
+    }
+
+    /// `f` on every instance, in order.
+    pub(super) fn each(&mut self, mut f: impl FnMut(&mut O, &mut Emitter), out: &mut Emitter) {
+        for op in &mut self.ops {
+            f(op, out);
+        }
+    }
+
+    /// Replaces the instances by `instances` new ones, each restored from its part of
+    /// their snapshots (taken after a barrier).
+    pub(super) fn rescale(&mut self, instances: usize) {
+        let old: Vec<StateSnapshot> = self
+            .ops
+            .iter_mut()
+            .map(|op| {
+                let bytes = op.snapshot().unwrap().to_bytes().unwrap();
+                StateSnapshot::from_bytes(&bytes).unwrap()
+            })
+            .collect();
+        let parts = (self.make)().rescale(old, &self.router(instances)).unwrap();
+        assert_eq!(parts.len(), instances);
+        self.ops = parts
+            .iter()
+            .map(|part| {
+                let mut op = (self.make)();
+                op.restore(part).unwrap();
+                op
+            })
+            .collect();
+    }
+}
+
+/// Per step, None, or the number of instances (1 to 4) to rescale to after it.
+pub(super) fn rescales(steps: usize) -> impl Strategy<Value = Vec<Option<usize>>> {
+    let at = prop_oneof![3 => Just(None), 1 => (1usize..=4).prop_map(Some)];
+    proptest::collection::vec(at, steps)
 }
 
 /// Whether a barrier follows each step (a step per batch, so epochs of random length).
@@ -172,30 +263,36 @@ fn accumulate(into: &mut HashMap<AggRow, i64>, batches: Vec<ChangeBatch>) {
 
 proptest! {
     /// Sums, counts, min/max (also when the extreme is deleted) and count(DISTINCT) per
-    /// group equal the model at every barrier, with epochs of random numbers of batches
-    /// and restores from snapshots at random barriers; groups vanish with their last row.
+    /// group equal the model at every barrier, with epochs of random numbers of batches,
+    /// on 1 to 4 instances, restored from snapshots at random barriers at another number
+    /// of instances; groups vanish with their last row.
     #[test]
-    fn hash_aggregate_equals_recomputation(steps in changes(2), ends in epoch_ends(), restores in epoch_ends()) {
-        run_aggregate(false, steps, &ends, &restores)?;
+    fn hash_aggregate_equals_recomputation(steps in changes(2), ends in epoch_ends(), width in 1usize..=4, rescales in rescales(25)) {
+        run_aggregate(false, steps, &ends, width, &rescales)?;
     }
 
     /// Over insert-only input (plain accumulators, O(1) per group) the same holds.
     #[test]
-    fn hash_aggregate_over_inserts_equals_recomputation(steps in changes(2), ends in epoch_ends(), restores in epoch_ends()) {
-        run_aggregate(true, steps, &ends, &restores)?;
+    fn hash_aggregate_over_inserts_equals_recomputation(steps in changes(2), ends in epoch_ends(), width in 1usize..=4, rescales in rescales(25)) {
+        run_aggregate(true, steps, &ends, width, &rescales)?;
     }
 }
 
-/// Feeds `steps` to the aggregate (only their inserts when `append_only`), with a barrier
-/// after step i when `ends[i]` (and after the last), comparing with the model at each
-/// barrier and restoring the operator from its snapshot there when `restores[i]`.
+/// Feeds `steps` to the aggregate on `width` instances (only their inserts when
+/// `append_only`), with a barrier after step i when `ends[i]` (and after the last),
+/// comparing with the model at each barrier and rescaling to `rescales[i]` instances there.
 fn run_aggregate(
     append_only: bool,
     steps: Vec<Vec<Change>>,
     ends: &[bool],
-    restores: &[bool],
+    width: usize,
+    rescales: &[Option<usize>],
 ) -> Result<(), TestCaseError> {
-    let mut op = aggregate(append_only);
+    let mut op = Parallel::new(
+        move || aggregate(append_only),
+        vec![vec![column("k", 0)]],
+        width,
+    );
     let (mut live, mut output) = (BTreeMap::new(), HashMap::new());
     let mut out = Emitter::default();
     let last = steps.len() - 1;
@@ -204,13 +301,16 @@ fn run_aggregate(
             step.retain(|c| matches!(c, Change::Insert(..)));
         }
         let rows = resolve(&mut live, &step);
-        op.on_batch(0, kv_batch(&rows), &mut out).unwrap();
+        op.on_batch(0, kv_batch(&rows), &mut out);
         if ends[i] || i == last {
-            op.on_barrier(Barrier::new(i as u64, 0), &mut out).unwrap();
+            op.each(
+                |op, out| op.on_barrier(Barrier::new(i as u64, 0), out).unwrap(),
+                &mut out,
+            );
             accumulate(&mut output, out.drain());
             prop_assert_eq!(&output, &aggregate_model(&live));
-            if restores[i] {
-                op = restored(&mut op, aggregate(append_only));
+            if let Some(to) = rescales[i] {
+                op.rescale(to);
             }
         }
     }
@@ -274,26 +374,29 @@ proptest! {
     /// Per-user sessions under inserts, retractions (weights -1..=2) and watermarks: the
     /// accumulated output equals every accepted row with its session now, late rows are
     /// dropped and counted, and closed sessions are freed without changing the result,
-    /// also across restores from snapshots.
+    /// also on 1 to 4 instances restored from snapshots at another number of them.
     #[test]
-    fn session_window_equals_recomputation(steps in session_steps(), restores in epoch_ends()) {
+    fn session_window_equals_recomputation(steps in session_steps(), width in 1usize..=4, rescales in rescales(30)) {
         let make = || SessionWindow::try_new(&session_schema(), vec![0], 1, GAP * S).unwrap();
-        let mut op = make();
+        let mut op = Parallel::new(make, vec![vec![column("u", 0)]], width);
+        let late_rows = |op: &Parallel<SessionWindow>| -> u64 {
+            op.ops.iter().map(|o| o.late_rows().load(std::sync::atomic::Ordering::Relaxed)).sum()
+        };
         let mut live: BTreeMap<(i64, i64, i64), i64> = BTreeMap::new();
         let (mut output, mut wm, mut late) = (HashMap::new(), None::<i64>, 0u64);
         let mut out = Emitter::default();
-        for (step, restore) in steps.into_iter().zip(restores.into_iter().chain(std::iter::repeat(false))) {
-            if restore {
-                // Late counts are metrics, not state: the new operator counts afresh.
-                late -= op.late_rows().load(std::sync::atomic::Ordering::Relaxed);
-                op.on_barrier(Barrier::new(1, 0), &mut out).unwrap();
-                op = restored(&mut op, make());
+        for (step, rescale) in steps.into_iter().zip(rescales) {
+            if let Some(to) = rescale {
+                // Late counts are metrics, not state: the new operators count afresh.
+                late -= late_rows(&op);
+                op.each(|op, out| op.on_barrier(Barrier::new(1, 0), out).unwrap(), &mut out);
+                op.rescale(to);
             }
             match step {
                 SessionStep::Advance(by) => {
                     let next = wm.map_or(by, |w| w + by);
                     wm = Some(next);
-                    op.on_watermark(Watermark::EventTime(next * S), &mut out).unwrap();
+                    op.each(|op, out| { op.on_watermark(Watermark::EventTime(next * S), out).unwrap(); }, &mut out);
                 }
                 SessionStep::Rows(rows) => {
                     let cols: Vec<ArrayRef> = vec![
@@ -303,7 +406,7 @@ proptest! {
                         Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
                     ];
                     let batch = RecordBatch::try_new(with_weight(&session_schema()), cols).unwrap();
-                    op.on_batch(0, ChangeBatch::try_new(batch).unwrap(), &mut out).unwrap();
+                    op.on_batch(0, ChangeBatch::try_new(batch).unwrap(), &mut out);
                     for (row, w) in rows {
                         if wm.is_some_and(|wm| row.1 < wm) {
                             late += 1;
@@ -329,10 +432,10 @@ proptest! {
             }
             output.retain(|_, w| *w != 0);
             prop_assert_eq!(&output, &session_model(&live));
-            prop_assert_eq!(op.late_rows().load(std::sync::atomic::Ordering::Relaxed), late);
+            prop_assert_eq!(late_rows(&op), late);
         }
         // Once the watermark passes every session, no key is left.
-        op.on_watermark(Watermark::EventTime(1000 * S), &mut out).unwrap();
-        prop_assert_eq!(op.open_keys(), 0);
+        op.each(|op, out| { op.on_watermark(Watermark::EventTime(1000 * S), out).unwrap(); }, &mut out);
+        prop_assert_eq!(op.ops.iter().map(SessionWindow::open_keys).sum::<usize>(), 0);
     }
 }

@@ -14,7 +14,8 @@ use arrow::row::{OwnedRow, RowConverter, SortField};
 use crate::message::Watermark;
 use crate::operator::time_window::{CLOCK, EventClock, ns_to};
 use crate::operator::{Emitter, Operator, timestamps_ns};
-use crate::state::{StateSnapshot, counter, rows_table, table_rows};
+use crate::state::rescale::{deal_input_rows, lowest_values};
+use crate::state::{StateRouter, StateSnapshot, counter, rows_table, table_rows};
 use crate::{ChangeBatch, EngineError, HashMap, Result, row_converter};
 
 /// One key's open rows, by event time, and the sessions they form (sorted, disjoint).
@@ -48,13 +49,15 @@ impl SessionWindow {
     pub fn try_new(input: &Schema, key: Vec<usize>, time_column: usize, gap: i64) -> Result<Self> {
         let time = input.field(time_column).data_type().clone();
         if !matches!(time, DataType::Timestamp(..)) {
-            return Err(EngineError::Config(format!(
+            return Err(EngineError::InvalidParameter(format!(
                 "session time column {} must be a TIMESTAMP, not {time}",
                 input.field(time_column).name()
             )));
         }
         if gap <= 0 {
-            return Err(EngineError::Config("a session gap must be positive".into()));
+            return Err(EngineError::InvalidParameter(
+                "a session gap must be positive".into(),
+            ));
         }
         let sort = |i: &usize| SortField::new(input.field(*i).data_type().clone());
         let key_fields = if key.is_empty() {
@@ -287,6 +290,15 @@ impl Operator for SessionWindow {
             snapshot.put(ROWS, rows_table(&self.rows, rows, &[("__count", counts)])?);
         }
         Ok(snapshot)
+    }
+
+    /// Its rows are its input's rows: they go where the exchange sends them, and every
+    /// instance keeps the (equal) watermark.
+    fn rescale(&self, old: Vec<StateSnapshot>, router: &StateRouter) -> Result<Vec<StateSnapshot>> {
+        let mut parts = vec![StateSnapshot::default(); router.instances()];
+        lowest_values(&old, &mut parts, CLOCK)?;
+        deal_input_rows(&old, &mut parts, ROWS, 0, 1, router)?;
+        Ok(parts)
     }
 
     fn restore(&mut self, snapshot: &StateSnapshot) -> Result<()> {

@@ -10,7 +10,8 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use crate::message::Watermark;
 use crate::operator::{Emitter, Operator};
-use crate::state::StateSnapshot;
+use crate::state::rescale::lowest_values;
+use crate::state::{StateRouter, StateSnapshot};
 use crate::{ChangeBatch, EngineError, Result, with_weight};
 
 /// Which windows a row belongs to; sizes in ns, aligned to the Unix epoch.
@@ -56,13 +57,15 @@ impl TimeWindow {
     pub fn try_new(input: &Schema, time_column: usize, kind: WindowKind) -> Result<Self> {
         let time = input.field(time_column).data_type().clone();
         if !matches!(time, DataType::Timestamp(..)) {
-            return Err(EngineError::Config(format!(
+            return Err(EngineError::InvalidParameter(format!(
                 "window time column {} must be a TIMESTAMP, not {time}",
                 input.field(time_column).name()
             )));
         }
         if kind.size() <= 0 || matches!(kind, WindowKind::Hop { slide, .. } if slide <= 0) {
-            return Err(EngineError::Config("window sizes must be positive".into()));
+            return Err(EngineError::InvalidParameter(
+                "window sizes must be positive".into(),
+            ));
         }
         let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
         fields.push(Field::new("window_start", time.clone(), true));
@@ -132,7 +135,7 @@ pub fn timestamps_ns(column: &ArrayRef) -> Result<Int64Array> {
         .as_any()
         .downcast_ref::<Int64Array>()
         .cloned()
-        .ok_or_else(|| EngineError::Config("timestamp cast".into()))
+        .ok_or_else(|| EngineError::Internal("timestamp cast".into()))
 }
 
 pub(crate) fn ns_to(values: Vec<i64>, ty: &DataType) -> Result<ArrayRef> {
@@ -194,6 +197,14 @@ impl Operator for TimeWindow {
     fn restore(&mut self, snapshot: &StateSnapshot) -> Result<()> {
         self.clock.watermark = snapshot.value(CLOCK, "watermark")?;
         Ok(())
+    }
+
+    /// Instances of a source's stage read different splits, so their watermarks differ:
+    /// each new one starts at the lowest.
+    fn rescale(&self, old: Vec<StateSnapshot>, router: &StateRouter) -> Result<Vec<StateSnapshot>> {
+        let mut parts = vec![StateSnapshot::default(); router.instances()];
+        lowest_values(&old, &mut parts, CLOCK)?;
+        Ok(parts)
     }
 }
 

@@ -14,7 +14,8 @@ use arrow::row::{OwnedRow, RowConverter, Rows, SortField};
 use datafusion_physical_expr::PhysicalExpr;
 
 use crate::operator::{Emitter, Operator};
-use crate::state::{StateSnapshot, counter, rows_table, table_rows};
+use crate::state::rescale::deal_input_rows;
+use crate::state::{StateRouter, StateSnapshot, counter, rows_table, table_rows};
 use crate::{ChangeBatch, EngineError, HashMap, Result, row_converter};
 
 /// One sort key: an expression and its direction.
@@ -275,6 +276,13 @@ impl Operator for TopN {
             snapshot.put(ROWS, rows_table(&self.rows, rows, &[("__count", counts)])?);
         }
         Ok(snapshot)
+    }
+
+    /// Its rows are its input's rows: they go where the exchange sends them.
+    fn rescale(&self, old: Vec<StateSnapshot>, router: &StateRouter) -> Result<Vec<StateSnapshot>> {
+        let mut parts = vec![StateSnapshot::default(); router.instances()];
+        deal_input_rows(&old, &mut parts, ROWS, 0, 1, router)?;
+        Ok(parts)
     }
 
     /// Groups and sort keys are recomputed from the rows; what a group emitted is its top.

@@ -16,27 +16,112 @@ use tokio::sync::{mpsc, watch};
 
 use super::alignment::Alignment;
 use super::exchange::{Partitioning, Router};
-use super::graph::{DataflowStats, Graph, GraphSnapshot, Node, NodeId};
+use super::graph::{DataflowStats, ExchangeEdge, Graph, GraphSnapshot, Node, NodeId};
 use super::operator_stats::{OperatorStats, Topology};
+use super::rescale::rescale;
 use super::{CHANNEL_CAPACITY, channel_stream};
 use crate::{EngineError, Message, Result};
 
 /// A connected part of the graph between exchanges, run as `width` instances.
-struct Stage {
+pub(super) struct Stage {
     /// Its nodes, ascending (so topological).
-    nodes: Vec<NodeId>,
-    width: usize,
+    pub(super) nodes: Vec<NodeId>,
+    pub(super) width: usize,
     /// The exchange its output leaves by (none for the last stage).
     exit: Option<usize>,
     /// The exchanges it reads.
     entries: Vec<usize>,
 }
 
+/// How a plan runs at one parallelism: its stages, and the stage of each node. Its tasks
+/// are the stages' instances in order (what `GraphSnapshot::task` counts).
+pub(super) struct Stages {
+    pub(super) stages: Vec<Stage>,
+    pub(super) stage_of: Vec<usize>,
+}
+
+impl Stages {
+    /// Cuts a plan of `nodes` at its exchanges, for `parallelism` instances of each keyed
+    /// stage. On one instance exchanges are plain edges: the plan is one task.
+    pub(super) fn cut(
+        nodes: usize,
+        edges: &[(NodeId, NodeId)],
+        exchanges: &[ExchangeEdge],
+        parallelism: usize,
+    ) -> Result<Self> {
+        let mut root: Vec<NodeId> = (0..nodes).collect();
+        fn find(root: &mut [NodeId], mut x: NodeId) -> NodeId {
+            while root[x] != x {
+                root[x] = root[root[x]];
+                x = root[x];
+            }
+            x
+        }
+        let inlined = exchanges.iter().map(|e| (e.from, e.to));
+        let joined: Vec<(NodeId, NodeId)> = if parallelism == 1 {
+            edges.iter().copied().chain(inlined).collect()
+        } else {
+            edges.to_vec()
+        };
+        for (from, to) in joined {
+            let (a, b) = (find(&mut root, from), find(&mut root, to));
+            root[a.max(b)] = a.min(b);
+        }
+        let mut stages: Vec<Stage> = Vec::new();
+        let mut of_root = vec![usize::MAX; nodes];
+        let stage_of: Vec<usize> = (0..nodes)
+            .map(|node| {
+                let r = find(&mut root, node);
+                if of_root[r] == usize::MAX {
+                    of_root[r] = stages.len();
+                    stages.push(Stage {
+                        nodes: Vec::new(),
+                        width: parallelism,
+                        exit: None,
+                        entries: Vec::new(),
+                    });
+                }
+                stages[of_root[r]].nodes.push(node);
+                of_root[r]
+            })
+            .collect();
+        if parallelism > 1 {
+            for (i, e) in exchanges.iter().enumerate() {
+                let from = &mut stages[stage_of[e.from]];
+                if from.exit.replace(i).is_some() {
+                    return Err(EngineError::Internal(format!(
+                        "node {} feeds two exchanges",
+                        e.from
+                    )));
+                }
+                let to = &mut stages[stage_of[e.to]];
+                to.entries.push(i);
+                if matches!(e.partitioning, Partitioning::Single) {
+                    to.width = 1;
+                }
+            }
+        }
+        Ok(Self { stages, stage_of })
+    }
+
+    /// Each task's (stage, instance), in task order.
+    pub(super) fn tasks(&self) -> Vec<(usize, usize)> {
+        self.stages
+            .iter()
+            .enumerate()
+            .flat_map(|(s, stage)| (0..stage.width).map(move |i| (s, i)))
+            .collect()
+    }
+}
+
 /// A dataflow ready to start: one graph per core, and the streams of its relations.
 pub struct Dataflow {
     instances: Vec<Graph>,
-    stages: Vec<Stage>,
-    stage_of: Vec<usize>,
+    layout: Stages,
+    /// The plan's edges within stages and its exchanges (before one instance inlines
+    /// them): how it ran at another parallelism, for a checkpoint taken then.
+    edges: Vec<(NodeId, NodeId)>,
+    exchanges: Vec<ExchangeEdge>,
     streams: Vec<(NodeId, Vec<BoxStream<'static, Message>>)>,
     checkpoints: Option<mpsc::UnboundedSender<GraphSnapshot>>,
     /// Per task, the state it starts from.
@@ -59,62 +144,24 @@ impl Dataflow {
     /// With one instance, exchanges become plain edges and the dataflow runs as one task.
     pub fn new(mut instances: Vec<Graph>) -> Result<Self> {
         if instances.is_empty() {
-            return Err(EngineError::Config("a dataflow needs a graph".into()));
+            return Err(EngineError::Internal("a dataflow needs a graph".into()));
         }
+        let edges = instances[0].edges();
+        let exchanges = instances[0].exchanges.clone();
         if instances.len() == 1 {
             instances[0].inline_exchanges()?;
         }
-        let first = &instances[0];
-        let n = first.nodes.len();
-        // Stages: components of the graph without its exchange edges.
-        let mut root: Vec<NodeId> = (0..n).collect();
-        fn find(root: &mut [NodeId], mut x: NodeId) -> NodeId {
-            while root[x] != x {
-                root[x] = root[root[x]];
-                x = root[x];
-            }
-            x
-        }
-        for (from, to) in first.edges() {
-            let (a, b) = (find(&mut root, from), find(&mut root, to));
-            root[a.max(b)] = a.min(b);
-        }
-        let mut stages: Vec<Stage> = Vec::new();
-        let mut of_root = vec![usize::MAX; n];
-        let stage_of: Vec<usize> = (0..n)
-            .map(|node| {
-                let r = find(&mut root, node);
-                if of_root[r] == usize::MAX {
-                    of_root[r] = stages.len();
-                    stages.push(Stage {
-                        nodes: Vec::new(),
-                        width: instances.len(),
-                        exit: None,
-                        entries: Vec::new(),
-                    });
-                }
-                stages[of_root[r]].nodes.push(node);
-                of_root[r]
-            })
-            .collect();
-        for (i, e) in first.exchanges.iter().enumerate() {
-            let from = &mut stages[stage_of[e.from]];
-            if from.exit.replace(i).is_some() {
-                return Err(EngineError::Config(format!(
-                    "node {} feeds two exchanges",
-                    e.from
-                )));
-            }
-            let to = &mut stages[stage_of[e.to]];
-            to.entries.push(i);
-            if matches!(e.partitioning, Partitioning::Single) {
-                to.width = 1;
-            }
-        }
+        let layout = Stages::cut(
+            instances[0].nodes.len(),
+            &edges,
+            &exchanges,
+            instances.len(),
+        )?;
         Ok(Self {
             instances,
-            stages,
-            stage_of,
+            layout,
+            edges,
+            exchanges,
             streams: Vec::new(),
             checkpoints: None,
             restored: Vec::new(),
@@ -129,8 +176,17 @@ impl Dataflow {
     }
 
     /// Starts each task from its snapshot in `checkpoint`: snapshots of one checkpoint of
-    /// a dataflow built from the same plan and parallelism.
-    pub fn restore(&mut self, checkpoint: Vec<GraphSnapshot>) -> Result<()> {
+    /// a dataflow built from the same plan, at `parallelism` instances (when that is not
+    /// this dataflow's, keyed state is dealt to its instances as its exchanges deal rows).
+    pub fn restore(&mut self, checkpoint: Vec<GraphSnapshot>, parallelism: usize) -> Result<()> {
+        let checkpoint = if parallelism == self.instances.len() {
+            checkpoint
+        } else {
+            let nodes = self.instances[0].nodes.len();
+            let old = Stages::cut(nodes, &self.edges, &self.exchanges, parallelism)?;
+            let plan = &self.instances[0];
+            rescale(plan, &self.exchanges, &old, &self.layout, checkpoint)?
+        };
         let tasks = self.tasks();
         let ids: std::collections::BTreeSet<_> = checkpoint.iter().map(|s| s.checkpoint).collect();
         if ids.len() > 1 {
@@ -162,7 +218,7 @@ impl Dataflow {
 
     /// How many tasks the dataflow runs as.
     pub fn tasks(&self) -> usize {
-        self.stages.iter().map(|s| s.width).sum()
+        self.layout.stages.iter().map(|s| s.width).sum()
     }
 
     /// One future per stage instance; the last stage's commits are published on
@@ -178,8 +234,8 @@ impl Dataflow {
         let mut senders: Vec<Vec<Vec<mpsc::Sender<Message>>>> = Vec::with_capacity(exchanges);
         let mut receivers: Vec<Vec<Vec<mpsc::Receiver<Message>>>> = Vec::with_capacity(exchanges);
         for e in &first.exchanges {
-            let up = self.stages[self.stage_of[e.from]].width;
-            let down = self.stages[self.stage_of[e.to]].width;
+            let up = self.layout.stages[self.layout.stage_of[e.from]].width;
+            let down = self.layout.stages[self.layout.stage_of[e.to]].width;
             let mut tx = vec![Vec::with_capacity(down); up];
             let mut rx: Vec<Vec<_>> = (0..down).map(|_| Vec::with_capacity(up)).collect();
             for sender in tx.iter_mut() {
@@ -201,7 +257,7 @@ impl Dataflow {
             .iter_mut()
             .map(|g| std::mem::take(&mut g.nodes).into_iter().map(Some).collect())
             .collect();
-        for (s, stage) in self.stages.iter().enumerate() {
+        for (s, stage) in self.layout.stages.iter().enumerate() {
             for i in 0..stage.width {
                 let mut g = Graph::new();
                 let mut local = vec![usize::MAX; instances[i].len()];
@@ -233,7 +289,7 @@ impl Dataflow {
                     }
                 }
                 for (node, relation) in self.streams.iter_mut() {
-                    if self.stage_of[*node] != s {
+                    if self.layout.stage_of[*node] != s {
                         continue;
                     }
                     let mut mine: Vec<_> = relation
@@ -306,11 +362,12 @@ mod tests {
     use crate::runtime::graph::tests::{messages, sorted, windowed_sums};
 
     /// Runs the windowed sums on `width` instances over `input` (one split), restored from
-    /// `checkpoint` if given; returns the view's rows and the checkpoints taken.
+    /// `checkpoint` (taken at the parallelism it comes with) if given; returns the view's
+    /// rows and the checkpoints taken.
     async fn run(
         width: usize,
         input: Vec<Message>,
-        checkpoint: Option<Vec<GraphSnapshot>>,
+        checkpoint: Option<(Vec<GraphSnapshot>, usize)>,
     ) -> (Vec<Vec<Option<i64>>>, Vec<GraphSnapshot>) {
         let mut graphs = Vec::new();
         let mut view = None;
@@ -328,8 +385,8 @@ mod tests {
         dataflow.input(0, vec![super::super::unbounded_stream(rx)]);
         let (to, mut taken) = mpsc::unbounded_channel();
         dataflow.checkpoint_to(to);
-        if let Some(c) = checkpoint {
-            dataflow.restore(c).unwrap();
+        if let Some((c, at)) = checkpoint {
+            dataflow.restore(c, at).unwrap();
         }
         let (stats, _) = watch::channel(DataflowStats::default());
         let started = dataflow.start(Arc::new(stats)).unwrap();
@@ -361,14 +418,21 @@ mod tests {
             .iter()
             .position(|m| matches!(m, Message::Barrier(b) if b.checkpoint > 0))
             .unwrap();
-        let (resumed, _) = run(2, all[after + 1..].to_vec(), Some(checkpoint.clone())).await;
+        let rest = all[after + 1..].to_vec();
+        let (resumed, _) = run(2, rest.clone(), Some((checkpoint.clone(), 2))).await;
         assert!(whole.len() > 10);
         assert_eq!(resumed, whole);
-        let (one, _) = run(1, all, None).await;
+        let (one, at_one) = run(1, all.clone(), None).await;
         assert_eq!(one, whole, "the same view on one instance");
+        // Restored at another parallelism: keyed state is dealt to the new instances.
+        for (from, to) in [(2, 3), (2, 1), (1, 3)] {
+            let taken = if from == 2 { &checkpoint } else { &at_one };
+            let (rescaled, _) = run(to, rest.clone(), Some((taken.clone(), from))).await;
+            assert_eq!(rescaled, whole, "checkpointed at {from}, restored at {to}");
+        }
         let mut twice = checkpoint.clone();
         twice.push(checkpoint[0].clone());
         let (graphs, _): (Vec<_>, Vec<_>) = (0..2).map(|_| windowed_sums(true)).unzip();
-        assert!(Dataflow::new(graphs).unwrap().restore(twice).is_err());
+        assert!(Dataflow::new(graphs).unwrap().restore(twice, 2).is_err());
     }
 }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, UInt32Array};
+use arrow::array::{ArrayRef, RecordBatch, UInt32Array};
 use arrow::compute::take_record_batch;
 use datafusion_common::hash_utils::{RandomState, create_hashes};
 use datafusion_physical_expr::PhysicalExpr;
@@ -87,16 +87,10 @@ impl Router {
             return Ok(vec![(0, batch.clone())]);
         };
         let rows = batch.batch();
-        let columns = keys
-            .iter()
-            .map(|k| k.evaluate(rows)?.into_array(rows.num_rows()))
-            .collect::<datafusion_common::Result<Vec<ArrayRef>>>()?;
-        self.hashes.clear();
-        self.hashes.resize(rows.num_rows(), 0);
-        create_hashes(&columns, &RandomState::with_seed(SEED), &mut self.hashes)?;
+        let columns = evaluate_keys(keys, rows)?;
         let mut parts: Vec<Vec<u32>> = vec![Vec::new(); n];
-        for (i, h) in self.hashes.iter().enumerate() {
-            parts[(*h % n as u64) as usize].push(i as u32);
+        for (i, to) in owners(&columns, n, &mut self.hashes)?.enumerate() {
+            parts[to].push(i as u32);
         }
         let mut out = Vec::with_capacity(n);
         for (to, indices) in parts.into_iter().enumerate() {
@@ -111,6 +105,32 @@ impl Router {
         }
         Ok(out)
     }
+}
+
+/// The partitioning expressions evaluated over `rows`: the values a key is hashed from.
+pub(crate) fn evaluate_keys(
+    keys: &[Arc<dyn PhysicalExpr>],
+    rows: &RecordBatch,
+) -> Result<Vec<ArrayRef>> {
+    Ok(keys
+        .iter()
+        .map(|k| k.evaluate(rows)?.into_array(rows.num_rows()))
+        .collect::<datafusion_common::Result<Vec<ArrayRef>>>()?)
+}
+
+/// The instance (of `instances`) that owns each row's key, given the key's values: the one
+/// rule every router deals by and a restore at another parallelism re-deals state by.
+/// `hashes` is scratch space.
+pub(crate) fn owners<'a>(
+    keys: &[ArrayRef],
+    instances: usize,
+    hashes: &'a mut Vec<u64>,
+) -> Result<impl Iterator<Item = usize> + 'a> {
+    let rows = keys.first().map_or(0, |k| k.len());
+    hashes.clear();
+    hashes.resize(rows, 0);
+    create_hashes(keys, &RandomState::with_seed(SEED), hashes)?;
+    Ok(hashes.iter().map(move |h| (*h % instances as u64) as usize))
 }
 
 #[cfg(test)]

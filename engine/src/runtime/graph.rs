@@ -37,7 +37,7 @@ enum Slot {
 }
 
 pub(super) struct Node {
-    op: Box<dyn Operator>,
+    pub(super) op: Box<dyn Operator>,
     /// Downstream (node, port, slot).
     outputs: Vec<(NodeId, usize, usize)>,
     slots: Vec<Slot>,
@@ -75,6 +75,7 @@ pub struct DataflowStats {
 }
 
 /// An edge whose rows are repartitioned between stages (see `Dataflow`).
+#[derive(Clone)]
 pub(super) struct ExchangeEdge {
     pub(super) from: NodeId,
     pub(super) to: NodeId,
@@ -174,7 +175,7 @@ impl Graph {
         partitioning: Partitioning,
     ) -> Result<()> {
         if from >= to || to >= self.nodes.len() {
-            return Err(EngineError::Config(format!(
+            return Err(EngineError::Internal(format!(
                 "edge {from} -> {to} is not in topological order"
             )));
         }
@@ -207,7 +208,7 @@ impl Graph {
     /// Feeds `from`'s output into `to`'s input `port`.
     pub fn connect(&mut self, from: NodeId, to: NodeId, port: usize) -> Result<()> {
         if from >= to || to >= self.nodes.len() {
-            return Err(EngineError::Config(format!(
+            return Err(EngineError::Internal(format!(
                 "edge {from} -> {to} is not in topological order"
             )));
         }
@@ -290,7 +291,7 @@ impl Graph {
         committed: &watch::Sender<DataflowStats>,
     ) -> Result<()> {
         if receivers.len() != self.inputs.len() {
-            return Err(EngineError::Config(
+            return Err(EngineError::Internal(
                 "one receiver per input expected".into(),
             ));
         }
@@ -559,7 +560,7 @@ impl Graph {
 
     fn restore_nodes(&mut self, snapshots: &[StateSnapshot]) -> Result<()> {
         if snapshots.len() != self.nodes.len() {
-            return Err(EngineError::Config(format!(
+            return Err(EngineError::CorruptCheckpoint(format!(
                 "a snapshot of {} operators does not fit a dataflow of {}",
                 snapshots.len(),
                 self.nodes.len()

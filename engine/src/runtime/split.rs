@@ -73,7 +73,7 @@ fn as_ns(values: &ArrayRef) -> Result<TimestampNanosecondArray> {
     ns.as_any()
         .downcast_ref::<TimestampNanosecondArray>()
         .cloned()
-        .ok_or_else(|| EngineError::Config("watermark must be a timestamp".into()))
+        .ok_or_else(|| EngineError::InvalidParameter("watermark must be a timestamp".into()))
 }
 
 /// The offset in ns when `expr` is `column - INTERVAL '..'` without months: the common
@@ -111,7 +111,7 @@ impl WatermarkSpec {
             .expr
             .evaluate(rows)
             .and_then(|v| v.into_array(rows.num_rows()))
-            .map_err(|e| EngineError::Config(e.to_string()))?;
+            .map_err(|e| EngineError::InvalidParameter(e.to_string()))?;
         Ok((as_ns(&values)?, time))
     }
 }

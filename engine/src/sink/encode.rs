@@ -46,7 +46,7 @@ pub struct SinkEncoder {
 impl SinkEncoder {
     pub fn new(format: SinkFormat, schema: SchemaRef, key: Vec<usize>, name: &str) -> Result<Self> {
         if let Some(&bad) = key.iter().find(|&&k| k >= schema.fields().len()) {
-            return Err(EngineError::Config(format!(
+            return Err(EngineError::Internal(format!(
                 "key column {bad} out of range"
             )));
         }
@@ -69,14 +69,14 @@ impl SinkEncoder {
         let data = changes.data();
         let weights = changes.weights().values();
         if data.schema().fields() != self.schema.fields() {
-            return Err(EngineError::Config(
+            return Err(EngineError::Internal(
                 "the view's columns changed under its sink".into(),
             ));
         }
         match self.format {
             SinkFormat::Plain { force_append_only } => {
                 if !force_append_only && weights.iter().any(|&w| w < 0) {
-                    return Err(EngineError::Config(
+                    return Err(EngineError::Unsupported(
                         "a PLAIN sink got a retraction (an update or delete upstream); use \
                          FORMAT UPSERT or DEBEZIUM, or force_append_only = 'true' to drop them"
                             .into(),
@@ -192,7 +192,7 @@ fn json_rows(batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
         .map(<[u8]>::to_vec)
         .collect();
     if rows.len() != batch.num_rows() {
-        return Err(EngineError::Config(format!(
+        return Err(EngineError::Internal(format!(
             "encoded {} rows as {} JSON lines",
             batch.num_rows(),
             rows.len()

@@ -209,7 +209,7 @@ impl FileSink {
     fn appended(&self, changes: &ChangeBatch) -> Result<RecordBatch> {
         let weights = changes.weights().values();
         if !self.config.force_append_only && weights.iter().any(|&w| w < 0) {
-            return Err(EngineError::Config(
+            return Err(EngineError::Unsupported(
                 "a file sink got a retraction (an update or delete upstream); files can only \
                  be appended to (force_append_only = 'true' drops retractions)"
                     .into(),

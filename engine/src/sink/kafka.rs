@@ -157,7 +157,7 @@ impl KafkaSink {
                     p.last_error = Some(e.to_string());
                 }
                 if is_permanent(&e) {
-                    return Err(EngineError::Config(format!(
+                    return Err(EngineError::External(format!(
                         "sink topic {} refused a message: {e}",
                         self.topic
                     )));
@@ -174,7 +174,7 @@ impl KafkaSink {
                 self.in_flight.append(&mut rest);
                 Ok(())
             }
-            Err(_) => Err(EngineError::Config("the sink's producer stopped".into())),
+            Err(_) => Err(EngineError::External("the sink's producer stopped".into())),
         }
     }
 }

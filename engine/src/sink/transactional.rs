@@ -75,7 +75,7 @@ impl std::fmt::Debug for TransactionalKafkaSink {
 }
 
 fn blocking_error(e: tokio::task::JoinError) -> EngineError {
-    EngineError::Config(format!("a Kafka transaction call stopped: {e}"))
+    EngineError::External(format!("a Kafka transaction call stopped: {e}"))
 }
 
 impl TransactionalKafkaSink {
@@ -173,7 +173,7 @@ impl TransactionalKafkaSink {
                 }
                 Ok(Ok(_)) => {}
                 Ok(Err((e, _))) => return Err(e.into()),
-                Err(_) => return Err(EngineError::Config("the sink's producer stopped".into())),
+                Err(_) => return Err(EngineError::External("the sink's producer stopped".into())),
             }
         }
         let p = self.producer.clone();

@@ -292,9 +292,8 @@ impl Database {
             ))
             .catch_unwind();
             let result = run.await.unwrap_or_else(|panic| {
-                Err(weir_engine::EngineError::Config(format!(
-                    "internal error: {}",
-                    panic_message(panic.as_ref())
+                Err(weir_engine::EngineError::Internal(panic_message(
+                    panic.as_ref(),
                 )))
             });
             if let Err(e) = result {

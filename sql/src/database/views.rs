@@ -242,7 +242,7 @@ impl Database {
         // The plan once per core: each copy's keyed operators own the keys that hash to it.
         let (mut lowering, view) = lower_view(plan, &props, emit_on_close)?;
         let meta = ViewMeta {
-            fingerprint: fingerprint(&lowering.graph.describe(), parallelism),
+            fingerprint: fingerprint(&lowering.graph.describe()),
             parallelism,
             inputs: lowering
                 .inputs
@@ -267,7 +267,10 @@ impl Database {
         let positions = match restore {
             Some(r) => match self.restorable(&meta, &r, &inputs) {
                 Ok(positions) => {
-                    dataflow.restore(r.snapshots)?;
+                    if r.meta.parallelism != parallelism {
+                        tracing::info!(view = %name, from = r.meta.parallelism, to = parallelism, "restoring at another parallelism: keyed state is dealt to the new instances");
+                    }
+                    dataflow.restore(r.snapshots, r.meta.parallelism)?;
                     Some(positions)
                 }
                 Err(why) => {
@@ -340,9 +343,8 @@ impl Database {
                 let _ = gate.wait_for(|open| *open).await;
                 let run = std::panic::AssertUnwindSafe(run).catch_unwind();
                 let result = run.await.unwrap_or_else(|panic| {
-                    Err(weir_engine::EngineError::Config(format!(
-                        "internal error: {}",
-                        panic_message(panic.as_ref())
+                    Err(weir_engine::EngineError::Internal(panic_message(
+                        panic.as_ref(),
                     )))
                 });
                 if let Err(e) = result {
@@ -385,15 +387,10 @@ impl Database {
         restore: &RestoredView,
         inputs: &[crate::dataflow::Input],
     ) -> std::result::Result<BTreeMap<usize, BTreeMap<i32, SplitPosition>>, String> {
-        if restore.meta.fingerprint != meta.fingerprint
-            || restore.meta.parallelism != meta.parallelism
-        {
+        if restore.meta.fingerprint != meta.fingerprint {
             return Err(format!(
-                "its plan or parallelism changed since (checkpointed {} at parallelism {}, now {} at {})",
-                restore.meta.fingerprint,
-                restore.meta.parallelism,
-                meta.fingerprint,
-                meta.parallelism
+                "its plan changed since (checkpointed {}, now {})",
+                restore.meta.fingerprint, meta.fingerprint
             ));
         }
         let mut positions: BTreeMap<usize, BTreeMap<i32, SplitPosition>> = BTreeMap::new();
@@ -468,11 +465,12 @@ fn lower_view<'a>(
     Ok((lowering, view))
 }
 
-/// A hash of a dataflow's plan (its EXPLAIN lines), parallelism and the operators' state
-/// format: a checkpoint is restored only into the dataflow it was taken of.
-fn fingerprint(describe: &[String], parallelism: usize) -> String {
+/// A hash of a dataflow's plan (its EXPLAIN lines) and the operators' state format: a
+/// checkpoint is restored only into the plan it was taken of (at any parallelism: keyed
+/// state is dealt to the instances there are now).
+fn fingerprint(describe: &[String]) -> String {
     let text = format!(
-        "{}\nparallelism {parallelism}\nstate format {}",
+        "{}\nstate format {}",
         describe.join("\n"),
         weir_engine::state::STATE_FORMAT
     );

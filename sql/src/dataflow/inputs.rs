@@ -216,9 +216,14 @@ impl StreamInput for GeneratorSource {
         self.shared_readers().open(cx, shards, reader)
     }
 
-    /// A shard's rows are computed from their index: it resumes at any row.
-    fn can_resume(&self, _positions: &BTreeMap<i32, SplitPosition>) -> bool {
-        true
+    /// A shard's rows are computed from their index: it resumes at any row, as long as the
+    /// source is read as the shards the positions are of (a source created before its
+    /// shard count was fixed takes the checkpoint's).
+    fn can_resume(&self, positions: &BTreeMap<i32, SplitPosition>) -> bool {
+        let shards = self.shard_count(positions.len().max(1) as u64);
+        positions.is_empty()
+            || (positions.len() as u64 == shards
+                && positions.keys().all(|&p| p >= 0 && (p as u64) < shards))
     }
 }
 

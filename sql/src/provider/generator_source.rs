@@ -57,7 +57,8 @@ pub(crate) struct GeneratorSource {
     /// possible.
     rate: Option<f64>,
     shared: SharedReaders,
-    /// How many shards its readers make (fixed by the first dataflow that reads it).
+    /// How many shards its readers make: `*.split.num`, fixed at CREATE SOURCE (for a
+    /// source created before that was stored, by the first dataflow that reads it).
     shards: Mutex<Option<u64>>,
 }
 
@@ -76,14 +77,14 @@ impl GeneratorSource {
         self
     }
 
-    pub(crate) fn new(name: &str, generator: Generator) -> Self {
+    pub(crate) fn new(name: &str, generator: Generator, shards: Option<u64>) -> Self {
         Self {
             name: name.to_string(),
             schema: generator.schema(),
             generator,
             rate: None,
             shared: SharedReaders::default(),
-            shards: Mutex::new(None),
+            shards: Mutex::new(shards),
         }
     }
 
@@ -92,8 +93,9 @@ impl GeneratorSource {
         &self.shared
     }
 
-    /// How many shards the source is read as: `wanted` (the first reader's cores), then
-    /// the same for every later reader, whose backfills must make the same rows.
+    /// How many shards the source is read as: its `*.split.num`, else `wanted` (the first
+    /// reader's), then the same for every later reader, whose backfills must make the same
+    /// rows.
     pub(crate) fn shard_count(&self, wanted: u64) -> u64 {
         *self.shards.lock().get_or_insert(wanted)
     }

@@ -67,7 +67,9 @@ fn column<T: 'static>(columns: &[ArrayRef], i: usize) -> Result<&T> {
     columns
         .get(i)
         .and_then(|c| c.as_any().downcast_ref::<T>())
-        .ok_or_else(|| EngineError::Config(format!("aggregate state column {i} is missing")))
+        .ok_or_else(|| {
+            EngineError::CorruptCheckpoint(format!("aggregate state column {i} is missing"))
+        })
 }
 
 /// What a linear aggregate adds up.
@@ -381,7 +383,7 @@ impl<T: ArrowPrimitiveType> GroupState for ExtremeState<T> {
     ) -> Result<()> {
         let values = columns
             .first()
-            .ok_or_else(|| EngineError::Config("min/max state has no column".into()))?;
+            .ok_or_else(|| EngineError::CorruptCheckpoint("min/max state has no column".into()))?;
         let ones = Int64Array::from(vec![1; values.len()]);
         self.update(slots, std::slice::from_ref(values), &ones)
     }

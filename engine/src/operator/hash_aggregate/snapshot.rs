@@ -9,7 +9,8 @@ use arrow::compute::take;
 use arrow::datatypes::{Field, Schema};
 
 use super::HashAggregate;
-use crate::state::{StateSnapshot, counter};
+use crate::state::rescale::{concat_table, deal, table_names, with_counter};
+use crate::state::{StateRouter, StateSnapshot, counter};
 use crate::{EngineError, Result};
 
 const GROUPS: &str = "groups";
@@ -79,6 +80,67 @@ impl HashAggregate {
         Ok(snapshot)
     }
 
+    /// Groups go where their keys hash (the exchange's expressions are the group keys);
+    /// the multiset rows of a group follow it, renumbered to its row in its new table.
+    pub(super) fn rescale_state(
+        &self,
+        old: &[StateSnapshot],
+        router: &StateRouter,
+    ) -> Result<Vec<StateSnapshot>> {
+        let mut parts = vec![StateSnapshot::default(); router.instances()];
+        let Some(groups) = concat_table(old, GROUPS)? else {
+            return Ok(parts);
+        };
+        let width = self.group_by.len();
+        let owners = if width == 0 {
+            vec![0; groups.num_rows()]
+        } else {
+            router.owners_of_keys(&groups.columns()[..width])?
+        };
+        deal(&mut parts, GROUPS, &groups, &owners)?;
+        // Each group's row in its new table, and where each old part's groups begin.
+        let mut next = vec![0i64; parts.len()];
+        let moved: Vec<i64> = owners
+            .iter()
+            .map(|&o| {
+                next[o] += 1;
+                next[o] - 1
+            })
+            .collect();
+        let mut first = Vec::with_capacity(old.len());
+        let mut offset = 0;
+        for part in old {
+            first.push(offset);
+            offset += part.table(GROUPS).map_or(0, RecordBatch::num_rows);
+        }
+        for name in table_names(old, "a", "multiset") {
+            let tables: Vec<(usize, &RecordBatch)> = old
+                .iter()
+                .enumerate()
+                .filter_map(|(p, s)| Some((p, s.table(&name)?)))
+                .collect();
+            let (mut to, mut group) = (Vec::new(), Vec::new());
+            for (p, table) in &tables {
+                for &g in counter(table, "__group")?.values() {
+                    let at = first[*p] + g as usize;
+                    let owner = *owners.get(at).ok_or_else(|| missing("__group"))?;
+                    to.push(owner);
+                    group.push(moved[at]);
+                }
+            }
+            let Some(all) = concat_table(old, &name)? else {
+                continue;
+            };
+            deal(
+                &mut parts,
+                &name,
+                &with_counter(&all, "__group", group)?,
+                &to,
+            )?;
+        }
+        Ok(parts)
+    }
+
     pub(super) fn restore_state(&mut self, snapshot: &StateSnapshot) -> Result<()> {
         let Some(groups) = snapshot.table(GROUPS) else {
             return Ok(());
@@ -140,5 +202,5 @@ impl HashAggregate {
 }
 
 fn missing(column: &str) -> EngineError {
-    EngineError::Config(format!("aggregate state has no column {column}"))
+    EngineError::CorruptCheckpoint(format!("aggregate state has no column {column}"))
 }

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use super::HashJoin;
 use crate::operator::time_window::CLOCK;
 use crate::operator::timestamps_ns;
-use crate::state::{StateSnapshot, counter, rows_table, table_rows};
+use crate::state::rescale::{deal_input_rows, lowest_values};
+use crate::state::{StateRouter, StateSnapshot, counter, rows_table, table_rows};
 use crate::{EngineError, Result};
 
 const SIDES: [&str; 2] = ["left", "right"];
@@ -18,7 +19,7 @@ const WATERMARKS: [&str; 3] = ["both", "left", "right"];
 impl HashJoin {
     pub(super) fn snapshot_state(&self) -> Result<StateSnapshot> {
         if self.held.as_ref().is_some_and(|h| !h.is_empty()) {
-            return Err(EngineError::Config(
+            return Err(EngineError::Internal(
                 "a lookup join's state is taken only after its first barrier".into(),
             ));
         }
@@ -45,6 +46,19 @@ impl HashJoin {
             .collect();
         snapshot.put_values(CLOCK, &values)?;
         Ok(snapshot)
+    }
+
+    /// Each side's rows are that input's rows: they go where its exchange sends them.
+    pub(super) fn rescale_state(
+        old: &[StateSnapshot],
+        router: &StateRouter,
+    ) -> Result<Vec<StateSnapshot>> {
+        let mut parts = vec![StateSnapshot::default(); router.instances()];
+        lowest_values(old, &mut parts, CLOCK)?;
+        for (side, name) in SIDES.iter().enumerate() {
+            deal_input_rows(old, &mut parts, name, side, 2, router)?;
+        }
+        Ok(parts)
     }
 
     pub(super) fn restore_state(&mut self, snapshot: &StateSnapshot) -> Result<()> {
