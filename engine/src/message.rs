@@ -23,9 +23,9 @@ pub struct Barrier {
     /// epoch commits carries it (SUBSCRIBE's `weir_ts`).
     pub ts_ms: i64,
     /// The newest checkpoint started by the time this epoch was (0: none): checkpoints are
-    /// numbered by the epoch that started them. A graph snapshots its operators at the
+    /// numbered by the epoch that started them. A stage task snapshots its operators at the
     /// first barrier it handles whose `checkpoint` is newer than its last snapshot's
-    /// (`Graph::checkpoint_to`), so an input that skipped the starting epoch still takes
+    /// (`Dataflow::checkpoint_to`), so an input that skipped the starting epoch still takes
     /// part, at its next barrier.
     pub checkpoint: Epoch,
 }

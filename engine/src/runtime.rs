@@ -12,11 +12,12 @@ mod paced;
 mod rescale;
 mod shared;
 mod split;
+mod stage;
 
 pub use barrier::Barriers;
 pub use dataflow::{Dataflow, Started};
 pub use exchange::{Partitioning, Router};
-pub use graph::{DataflowStats, Graph, GraphSnapshot, InputId, NodeId};
+pub use graph::{Graph, InputId, NodeId};
 pub use operator_stats::{
     COMMIT_LATENCY_BUCKETS_MS, CommitLatency, OperatorInfo, OperatorStats, Topology,
 };
@@ -25,11 +26,12 @@ pub use shared::{Handover, Joined, SplitShare};
 pub use split::{
     ReadResult, SplitOutput, SplitProgress, SplitReader, SplitStart, WatermarkSpec, spawn_split,
 };
+pub use stage::{DataflowStats, GraphSnapshot};
 
 /// Bounded capacity of a split's channel, in messages (batches): backpressure to readers.
 pub const CHANNEL_CAPACITY: usize = 16;
 
-/// A bounded channel's receiving end as the stream `Graph::run` takes.
+/// A bounded channel's receiving end as the stream a stage task takes.
 pub fn channel_stream(
     mut rx: tokio::sync::mpsc::Receiver<crate::Message>,
 ) -> futures::stream::BoxStream<'static, crate::Message> {
@@ -37,7 +39,7 @@ pub fn channel_stream(
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
 }
 
-/// An unbounded channel's receiving end as the stream `Graph::run` takes.
+/// An unbounded channel's receiving end as the stream a stage task takes.
 pub fn unbounded_stream(
     mut rx: tokio::sync::mpsc::UnboundedReceiver<crate::Message>,
 ) -> futures::stream::BoxStream<'static, crate::Message> {

@@ -16,9 +16,10 @@ use tokio::sync::{mpsc, watch};
 
 use super::alignment::Alignment;
 use super::exchange::{Partitioning, Router};
-use super::graph::{DataflowStats, ExchangeEdge, Graph, GraphSnapshot, Node, NodeId};
+use super::graph::{ExchangeEdge, Graph, NodeId, PlanNode};
 use super::operator_stats::{OperatorStats, Topology};
 use super::rescale::rescale;
+use super::stage::{DataflowStats, GraphSnapshot, StageTask};
 use super::{CHANNEL_CAPACITY, channel_stream};
 use crate::{EngineError, Message, Result};
 
@@ -230,10 +231,16 @@ impl Dataflow {
             .then(|| Arc::new(Alignment::new(first.limits.clone())));
         // Per exchange, the senders of each upstream instance and the receivers of each
         // downstream one.
-        let exchanges = first.exchanges.len();
-        let mut senders: Vec<Vec<Vec<mpsc::Sender<Message>>>> = Vec::with_capacity(exchanges);
-        let mut receivers: Vec<Vec<Vec<mpsc::Receiver<Message>>>> = Vec::with_capacity(exchanges);
-        for e in &first.exchanges {
+        // On one instance the exchanges are plain edges: no stage reads or leaves by one.
+        let exchanges: &[ExchangeEdge] = if self.instances.len() > 1 {
+            &self.exchanges
+        } else {
+            &[]
+        };
+        let mut senders: Vec<Vec<Vec<mpsc::Sender<Message>>>> = Vec::with_capacity(exchanges.len());
+        let mut receivers: Vec<Vec<Vec<mpsc::Receiver<Message>>>> =
+            Vec::with_capacity(exchanges.len());
+        for e in exchanges {
             let up = self.layout.stages[self.layout.stage_of[e.from]].width;
             let down = self.layout.stages[self.layout.stage_of[e.to]].width;
             let mut tx = vec![Vec::with_capacity(down); up];
@@ -249,42 +256,45 @@ impl Dataflow {
             receivers.push(rx);
         }
         let operators = Arc::new(OperatorStats::new(first.nodes.len(), self.tasks()));
-        let topology = first.topology();
+        let splits: Vec<(NodeId, usize)> =
+            self.streams.iter().map(|(n, s)| (*n, s.len())).collect();
+        let topology = first.topology_with(&splits);
         let mut tasks = Vec::new();
         let mut checkpointing = 0;
-        let mut instances: Vec<Vec<Option<Node>>> = self
+        let mut instances: Vec<Vec<Option<PlanNode>>> = self
             .instances
             .iter_mut()
             .map(|g| std::mem::take(&mut g.nodes).into_iter().map(Some).collect())
             .collect();
         for (s, stage) in self.layout.stages.iter().enumerate() {
             for i in 0..stage.width {
-                let mut g = Graph::new();
+                let mut task = StageTask::new(tasks.len(), Arc::clone(&operators));
                 let mut local = vec![usize::MAX; instances[i].len()];
-                for (new, &old) in stage.nodes.iter().enumerate() {
-                    local[old] = new;
-                }
-                for &old in &stage.nodes {
-                    let mut node = instances[i][old]
+                let mut edges = Vec::new();
+                for &id in &stage.nodes {
+                    let node = instances[i][id]
                         .take()
                         .expect("invariant: a node belongs to one stage");
-                    node.remap_outputs(&local);
-                    g.nodes.push(node);
+                    local[id] = task.add(node.op, id);
+                    edges.extend(node.outputs.into_iter().map(|(to, port)| (id, to, port)));
+                }
+                for (from, to, port) in edges {
+                    task.connect(local[from], local[to], port);
                 }
                 let mut streams = Vec::new();
                 let mut reads = !stage.entries.is_empty();
                 if let Some(e) = stage.exit {
-                    let edge = &self.instances[i].exchanges[e];
+                    let edge = &self.exchanges[e];
                     let router = Router::new(
                         edge.partitioning.clone(),
                         std::mem::take(&mut senders[e][i]),
                     );
-                    g.set_exit(local[edge.from], router);
+                    task.set_exit(local[edge.from], router);
                 }
                 for &e in &stage.entries {
-                    let edge = &self.instances[i].exchanges[e];
+                    let edge = &self.exchanges[e];
                     for rx in std::mem::take(&mut receivers[e][i]) {
-                        g.input(local[edge.to], edge.port);
+                        task.input(local[edge.to], edge.port, None);
                         streams.push(channel_stream(rx));
                     }
                 }
@@ -299,33 +309,28 @@ impl Dataflow {
                         .map(|(_, st)| std::mem::replace(st, futures::stream::empty().boxed()))
                         .collect();
                     reads |= !mine.is_empty();
-                    let placeholder = mine.is_empty();
-                    if placeholder {
-                        // No split for this instance: an input that ends at once is idle.
+                    // No split for this instance: an input that ends at once is idle.
+                    let label = (!mine.is_empty()).then_some(*node);
+                    if mine.is_empty() {
                         mine.push(futures::stream::empty().boxed());
                     }
                     for st in mine {
-                        let id = g.input(local[*node], 0);
+                        let id = task.input(local[*node], 0, label);
                         if let Some(a) = &alignment {
-                            g.align_input(id, a, *node);
-                        }
-                        if !placeholder {
-                            g.label_input(id, *node);
+                            task.align_input(id, a, *node);
                         }
                         streams.push(st);
                     }
                 }
                 checkpointing += usize::from(reads);
-                g.stats = Some((Arc::clone(&operators), stage.nodes.clone()));
-                g.task = tasks.len();
                 if let Some(to) = &self.checkpoints {
-                    g.checkpoint_to(to.clone());
+                    task.checkpoint_to(to.clone());
                 }
-                if let Some(snapshot) = self.restored.get_mut(g.task).and_then(Option::take) {
-                    g.restore(&snapshot)?;
+                if let Some(snapshot) = self.restored.get_mut(tasks.len()).and_then(Option::take) {
+                    task.restore(&snapshot)?;
                 }
                 let committed = Arc::clone(&committed);
-                tasks.push(async move { g.run(streams, &committed).await }.boxed());
+                tasks.push(async move { task.run(streams, &committed).await }.boxed());
             }
         }
         Ok(Started {
@@ -334,25 +339,6 @@ impl Dataflow {
             operators,
             topology,
         })
-    }
-}
-
-impl Graph {
-    /// Edges within the graph, as (from, to).
-    fn edges(&self) -> Vec<(NodeId, NodeId)> {
-        self.nodes
-            .iter()
-            .enumerate()
-            .flat_map(|(from, n)| n.targets().map(move |to| (from, to)))
-            .collect()
-    }
-
-    /// Turns every exchange into a plain edge (a dataflow on one core).
-    fn inline_exchanges(&mut self) -> Result<()> {
-        for e in std::mem::take(&mut self.exchanges) {
-            self.connect(e.from, e.to, e.port)?;
-        }
-        Ok(())
     }
 }
 
@@ -372,7 +358,7 @@ mod tests {
         let mut graphs = Vec::new();
         let mut view = None;
         for _ in 0..width {
-            let (g, v) = windowed_sums(true);
+            let (g, v) = windowed_sums();
             view.get_or_insert(v);
             graphs.push(g);
         }
@@ -412,8 +398,15 @@ mod tests {
         let all = messages(20);
         let (whole, checkpoint) = run(2, all.clone(), None).await;
         // Two window tasks (one has no split and ends at once), two aggregate tasks and
-        // the view's.
+        // the view's: one snapshot each, at the one checkpoint barrier.
         assert_eq!(checkpoint.len(), 4);
+        assert!(checkpoint.iter().all(|s| s.epoch == 21));
+        assert!(
+            checkpoint
+                .iter()
+                .any(|s| s.nodes[0].table("groups").is_some()),
+            "open windows at the checkpoint"
+        );
         let after = all
             .iter()
             .position(|m| matches!(m, Message::Barrier(b) if b.checkpoint > 0))
@@ -425,14 +418,14 @@ mod tests {
         let (one, at_one) = run(1, all.clone(), None).await;
         assert_eq!(one, whole, "the same view on one instance");
         // Restored at another parallelism: keyed state is dealt to the new instances.
-        for (from, to) in [(2, 3), (2, 1), (1, 3)] {
+        for (from, to) in [(1, 1), (2, 3), (2, 1), (1, 3)] {
             let taken = if from == 2 { &checkpoint } else { &at_one };
             let (rescaled, _) = run(to, rest.clone(), Some((taken.clone(), from))).await;
             assert_eq!(rescaled, whole, "checkpointed at {from}, restored at {to}");
         }
         let mut twice = checkpoint.clone();
         twice.push(checkpoint[0].clone());
-        let (graphs, _): (Vec<_>, Vec<_>) = (0..2).map(|_| windowed_sums(true)).unzip();
+        let (graphs, _): (Vec<_>, Vec<_>) = (0..2).map(|_| windowed_sums()).unzip();
         assert!(Dataflow::new(graphs).unwrap().restore(twice, 2).is_err());
     }
 }

@@ -3,7 +3,8 @@
 //! ones (`Operator::rescale`), and they are put together again per new task.
 
 use super::dataflow::Stages;
-use super::graph::{ExchangeEdge, Graph, GraphSnapshot};
+use super::graph::{ExchangeEdge, Graph};
+use super::stage::GraphSnapshot;
 use crate::state::{StateRouter, StateSnapshot};
 use crate::{EngineError, Result};
 
