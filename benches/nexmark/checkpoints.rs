@@ -218,42 +218,45 @@ async fn wait_until(client: &tokio_postgres::Client, sql: &str, value: i64, what
 pub fn markdown(events: u64, cost: &[CostRow], recovery: &Recovery) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "## Checkpoints\n");
-    let _ = writeln!(
-        out,
-        "Throughput over the generator ({events} events) with a checkpoint every 10 s and every 1 s, \
-         against none (only the final one at shutdown); the last checkpoint's duration and size.\n"
-    );
-    let _ = writeln!(
-        out,
-        "| query | checkpoints | events/s | vs none | last checkpoint |"
-    );
-    let _ = writeln!(out, "|---|---|---|---|---|");
-    for row in cost {
-        let rate = events as f64 / row.outcome.seconds;
-        let base = cost
-            .iter()
-            .find(|r| r.query == row.query && r.interval_ms == 0)
-            .map(|r| events as f64 / r.outcome.seconds);
-        let every = match row.interval_ms {
-            0 => "none".to_string(),
-            ms => format!("every {} s", ms / 1000),
-        };
-        let cost = match (row.interval_ms, base) {
-            (0, _) | (_, None) => "".to_string(),
-            (_, Some(b)) => format!("{:+.1}%", (rate - b) / b * 100.0),
-        };
-        let last = row
-            .outcome
-            .checkpoints
-            .map_or("-".to_string(), |(_, ms, bytes)| {
-                format!("{ms} ms, {:.1} MiB", bytes as f64 / 1048576.0)
-            });
+    // The throughput table, unless only the recovery was measured.
+    if !cost.is_empty() {
         let _ = writeln!(
             out,
-            "| {} | {every} | {:.2}M | {cost} | {last} |",
-            row.query,
-            rate / 1e6
+            "Throughput over the generator ({events} events) with a checkpoint every 10 s and every 1 s, \
+             against none (only the final one at shutdown); the last checkpoint's duration and size.\n"
         );
+        let _ = writeln!(
+            out,
+            "| query | checkpoints | events/s | vs none | last checkpoint |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|---|");
+        for row in cost {
+            let rate = events as f64 / row.outcome.seconds;
+            let base = cost
+                .iter()
+                .find(|r| r.query == row.query && r.interval_ms == 0)
+                .map(|r| events as f64 / r.outcome.seconds);
+            let every = match row.interval_ms {
+                0 => "none".to_string(),
+                ms => format!("every {} s", ms / 1000),
+            };
+            let cost = match (row.interval_ms, base) {
+                (0, _) | (_, None) => "".to_string(),
+                (_, Some(b)) => format!("{:+.1}%", (rate - b) / b * 100.0),
+            };
+            let last = row
+                .outcome
+                .checkpoints
+                .map_or("-".to_string(), |(_, ms, bytes)| {
+                    format!("{ms} ms, {:.1} MiB", bytes as f64 / 1048576.0)
+                });
+            let _ = writeln!(
+                out,
+                "| {} | {every} | {:.2}M | {cost} | {last} |",
+                row.query,
+                rate / 1e6
+            );
+        }
     }
     let r = recovery;
     let _ = writeln!(

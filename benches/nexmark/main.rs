@@ -17,10 +17,13 @@
 //! checkpoint every 10 s and 1 s against none, and a large view's recovery after kill -9
 //! against deriving it again from Kafka (default 5M bids). `--sinks` measures the PLAIN
 //! Kafka sink against a raw producer and the Parquet sink against DuckDB's COPY. The smoke
-//! run does all of them.
+//! run does all of them. `--recovery [--recovery-events N]` measures the recovery alone;
+//! `--data-dir-minutes N` samples the data dir's size over N minutes of ingestion and table
+//! updates with a checkpoint every second.
 
 #![allow(clippy::unwrap_used, clippy::print_stdout, dead_code, unreachable_pub)]
 
+mod bounded;
 mod checkpoints;
 mod data;
 #[path = "../../tests/harness.rs"]
@@ -70,6 +73,10 @@ struct Options {
     smoke: bool,
     /// Bids in the recovery experiment.
     recovery_events: u64,
+    /// Measure recovery only (`--recovery`).
+    recovery_only: bool,
+    /// Measure the data dir's size over this many minutes only (`--data-dir-minutes N`).
+    data_dir_minutes: Option<u64>,
 }
 
 fn options() -> Options {
@@ -122,6 +129,9 @@ fn options() -> Options {
                     .expect("--recovery-events takes a number")
             })
             .unwrap_or(if bench { 5_000_000 } else { 20_000 }),
+        recovery_only: args.iter().any(|a| a == "--recovery"),
+        data_dir_minutes: value("--data-dir-minutes")
+            .map(|v| v.parse().expect("--data-dir-minutes takes a number")),
     }
 }
 
@@ -165,8 +175,13 @@ async fn main() {
         println!("OUTCOME {}", serde_json::to_string(&outcome).unwrap());
         return;
     }
-    if o.checkpoints_only || o.sinks_only {
-        let markdown = if o.checkpoints_only {
+    if o.checkpoints_only || o.sinks_only || o.recovery_only || o.data_dir_minutes.is_some() {
+        let markdown = if let Some(minutes) = o.data_dir_minutes {
+            bounded::markdown(&bounded::data_dir_bound(minutes).await)
+        } else if o.recovery_only {
+            let recovery = checkpoints::recovery(o.recovery_events, BASE_TIME_MS).await;
+            checkpoints::markdown(o.events, &[], &recovery)
+        } else if o.checkpoints_only {
             checkpoint_section(&o).await
         } else {
             sink_section(&o).await
