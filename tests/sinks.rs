@@ -805,3 +805,97 @@ async fn an_exactly_once_sink_commits_each_row_once_across_crashes() {
     }
     drop(mock);
 }
+
+/// A sink whose broker goes away: its view and the other views of its table carry on,
+/// what the sink has yet to write past `sink.buffer.bytes` waits on disk (queued_bytes grows
+/// past the bound), and once the broker is back every row arrives.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sink_whose_broker_is_away_queues_on_disk_and_loses_nothing() {
+    let mut broker = Broker::start();
+    broker.create_topic("clicks_out", 1);
+    let server = TestServer::start_with_checkpoints(Duration::from_secs(1)).await;
+    let client = server.client().await;
+    let buffer = 64 * 1024;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE clicks (id BIGINT, page VARCHAR) APPEND ONLY;
+             CREATE MATERIALIZED VIEW per_page AS SELECT page, count(*) AS n FROM clicks GROUP BY page;
+             CREATE SINK clicks_out FROM clicks WITH (connector = 'kafka', topic = 'clicks_out',
+               properties.bootstrap.server = '{}', sink.buffer.bytes = '{buffer}')
+               FORMAT PLAIN ENCODE JSON",
+            broker.bootstrap()
+        ))
+        .await
+        .unwrap();
+    let insert = |from: i64, to: i64| {
+        let rows: Vec<String> = (from..to)
+            .map(|i| format!("({i}, '/page/{}/{}')", i % 10, "x".repeat(100)))
+            .collect();
+        format!("INSERT INTO clicks VALUES {}", rows.join(", "))
+    };
+    client.batch_execute(&insert(0, 500)).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while broker.consume("clicks_out").len() < 500 {
+        assert!(
+            Instant::now() < deadline,
+            "the first rows were not delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    broker.stop();
+    let total = 20_000;
+    for from in (500..total).step_by(500) {
+        client
+            .batch_execute(&insert(from, from + 500))
+            .await
+            .unwrap();
+    }
+    client.batch_execute("FLUSH").await.unwrap();
+    // The other view of the table is not held back by the sink.
+    assert_eq!(
+        sorted_rows(&client, "SELECT sum(n) FROM per_page").await,
+        vec![total.to_string()]
+    );
+    // What waits for the broker is past the memory bound: the rest is on disk.
+    let waiting = queued_bytes(&client, "clicks_out").await;
+    assert!(waiting > buffer, "queued {waiting} bytes, bound {buffer}");
+    let spill = server.dir.path().join("sinks/clicks_out.spill");
+    let spilled = std::fs::metadata(&spill).map_or(0, |m| m.len());
+    assert!(spilled > 0, "the queue past its bound is on disk");
+    let metrics = http_get(server.http_addr(), "/metrics");
+    assert!(
+        metrics.contains("weir_sink_queued_bytes{sink=\"clicks_out\"}"),
+        "{metrics}"
+    );
+    broker.resume();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let ids = loop {
+        let messages = broker.consume("clicks_out");
+        let ids: std::collections::BTreeSet<i64> = messages
+            .iter()
+            .map(|(_, _, v)| json(v.as_ref().unwrap())["id"].as_i64().unwrap())
+            .collect();
+        if ids.len() == total as usize || Instant::now() > deadline {
+            eprintln!(
+                "{} messages for {} rows after the broker came back",
+                messages.len(),
+                ids.len()
+            );
+            break ids;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(ids, (0..total).collect(), "every row arrived");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while queued_bytes(&client, "clicks_out").await > 0 || spill.exists() {
+        assert!(Instant::now() < deadline, "the queue did not drain");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Bytes of commits waiting for `sink`'s writer.
+async fn queued_bytes(client: &Client, sink: &str) -> i64 {
+    let sql =
+        format!("SELECT max(queued_bytes) FROM weir_catalog.sink_progress WHERE sink = '{sink}'");
+    sorted_rows(client, &sql).await[0].parse().unwrap()
+}

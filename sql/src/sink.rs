@@ -10,8 +10,17 @@
 //! from that checkpoint and the sink from the same epoch: a Kafka sink sends again what it
 //! had sent after it (the duplicates at-least-once allows); a file sink deletes what it had
 //! not committed, so its files are exactly-once.
+//!
+//! Between the view and the writer is a `SinkQueue`: commits wait there, in memory up to
+//! `sink.buffer.bytes` and on disk past it, so a destination that is slow or away costs
+//! disk, not memory, and the view and its sources carry on.
+
+mod queue;
+
+pub(crate) use queue::{DEFAULT_MEMORY_BYTES, SinkQueue};
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -42,6 +51,20 @@ pub(crate) struct SinkSpec {
     /// `primary_key = 'a,b'`: the key of UPSERT and DEBEZIUM messages, when the query's own
     /// unique key is not known (or is to be overridden).
     pub(crate) primary_key: Option<Vec<String>>,
+    /// `sink.buffer.bytes`: the commits it keeps in memory before spilling to disk.
+    pub(crate) buffer_bytes: usize,
+}
+
+/// `sink.buffer.bytes`, or its default.
+fn buffer_bytes(c: &CreateSink) -> Result<usize> {
+    match c.options.get("sink.buffer.bytes") {
+        None => Ok(DEFAULT_MEMORY_BYTES),
+        Some(v) => v.parse().ok().filter(|&n: &usize| n > 0).ok_or_else(|| {
+            SqlError::invalid_parameter(format!(
+                "sink.buffer.bytes must be a positive integer, got '{v}'"
+            ))
+        }),
+    }
 }
 
 /// Where exactly-once sinks record which checkpoint each transaction committed, unless
@@ -72,7 +95,7 @@ impl SinkTarget {
 /// Reads a CREATE SINK's options (RisingWave's names: `connector`, `topic`,
 /// `properties.*`, `primary_key`, `type`, `force_append_only`; `sink.semantic =
 /// 'exactly_once'` and `sink.progress.topic` for transactions; for files `path`,
-/// `format = 'parquet'` and `file.max_bytes`).
+/// `format = 'parquet'` and `file.max_bytes`; for every sink `sink.buffer.bytes`).
 pub(crate) fn sink_spec(c: &CreateSink) -> Result<SinkSpec> {
     let option = |k: &str| c.options.get(k).map(String::as_str);
     let force = option("force_append_only")
@@ -171,6 +194,7 @@ pub(crate) fn sink_spec(c: &CreateSink) -> Result<SinkSpec> {
             exactly_once,
         },
         primary_key,
+        buffer_bytes: buffer_bytes(c)?,
     })
 }
 
@@ -207,6 +231,7 @@ fn file_sink_spec(c: &CreateSink, force_append_only: bool) -> Result<SinkSpec> {
             force_append_only,
         }),
         primary_key: None,
+        buffer_bytes: buffer_bytes(c)?,
     })
 }
 
@@ -256,7 +281,7 @@ const UNCHECKPOINTED_COMMIT_MS: i64 = 10_000;
 /// checkpointer (`report` and `committed` None) it prepares and commits every
 /// `UNCHECKPOINTED_COMMIT_MS`.
 pub(crate) async fn write(
-    mut events: mpsc::UnboundedReceiver<SinkEvent>,
+    events: SinkQueue,
     mut sink: Box<dyn SinkWriter>,
     report: Option<mpsc::UnboundedSender<GraphSnapshot>>,
     mut committed: Option<watch::Receiver<Epoch>>,
@@ -271,7 +296,8 @@ pub(crate) async fn write(
             }
         };
         let event = tokio::select! {
-            event = events.recv() => event,
+            // Cancel-safe: an event is taken off the queue only when pop returns it.
+            event = events.pop() => event?,
             Ok(checkpoint) = commit => {
                 sink.commit(checkpoint).await?;
                 continue;
@@ -326,6 +352,9 @@ fn writer_part(barrier: &Barrier, state: StateSnapshot) -> GraphSnapshot {
 pub(crate) struct SinkRelation {
     pub(crate) schema: SchemaRef,
     pub(crate) progress: Arc<Mutex<SinkProgress>>,
+    /// The commits its writer has yet to take, and their bytes (in memory or spilled).
+    pub(crate) queue: SinkQueue,
+    pub(crate) queued: Arc<AtomicU64>,
     /// Why the writer stopped, if it failed.
     pub(crate) error: Arc<Mutex<Option<String>>>,
     pub(crate) task: JoinHandle<()>,
@@ -347,6 +376,7 @@ impl std::fmt::Debug for SinkRelation {
 
 impl Drop for SinkRelation {
     fn drop(&mut self) {
+        self.queue.close();
         self.task.abort();
         if let Some(own) = &self.own {
             own.drop_view();
@@ -377,18 +407,23 @@ impl TableProvider for SinkRelation {
     }
 }
 
-/// Sinks' progress rows: (sink, topic, partition, messages, bytes, last epoch, errors,
-/// last error), one per partition written (one row with no partition before any).
-pub type ProgressRow = (
-    String,
-    String,
-    Option<i32>,
-    u64,
-    u64,
-    u64,
-    u64,
-    Option<String>,
-);
+/// A sink's progress at one partition it writes (`partition` None before it wrote any).
+#[derive(Debug, Clone)]
+pub struct ProgressRow {
+    pub sink: String,
+    /// The topic or directory.
+    pub destination: String,
+    pub partition: Option<i32>,
+    /// Messages (rows) and bytes delivered there.
+    pub rows: u64,
+    pub bytes: u64,
+    /// The newest epoch the sink delivered whole.
+    pub last_epoch: u64,
+    pub errors: u64,
+    pub last_error: Option<String>,
+    /// Bytes of commits waiting for the writer (in memory or spilled to disk).
+    pub queued_bytes: u64,
+}
 
 impl SinkRelation {
     /// Its row in `weir_catalog.dataflows`: messages delivered, and its own query's state.
@@ -425,17 +460,17 @@ impl SinkRelation {
     pub(crate) fn progress_rows(&self, name: &str) -> Vec<ProgressRow> {
         let p = self.progress.lock().clone();
         let error = self.error.lock().clone().or(p.last_error.clone());
-        let row = |partition, (rows, bytes): (u64, u64)| {
-            (
-                name.to_string(),
-                self.topic.clone(),
-                partition,
-                rows,
-                bytes,
-                p.last_epoch,
-                p.errors,
-                error.clone(),
-            )
+        let queued_bytes = self.queued.load(Ordering::Relaxed);
+        let row = |partition, (rows, bytes): (u64, u64)| ProgressRow {
+            sink: name.to_string(),
+            destination: self.topic.clone(),
+            partition,
+            rows,
+            bytes,
+            last_epoch: p.last_epoch,
+            errors: p.errors,
+            last_error: error.clone(),
+            queued_bytes,
         };
         if p.partitions.is_empty() {
             return vec![row(None, (0, 0))];

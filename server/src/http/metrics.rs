@@ -372,29 +372,26 @@ fn views(db: &Database, encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::
 }
 
 fn sinks(db: &Database, encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-    let rows: Vec<_> = db
-        .sink_progress()
-        .into_iter()
-        .filter(|r| r.2.is_some())
-        .collect();
+    let all = db.sink_progress();
+    let rows: Vec<_> = all.iter().filter(|r| r.partition.is_some()).collect();
     let labels = |r: &weir_sql::ProgressRow| -> Labels {
         vec![
-            ("sink", r.0.clone()),
-            ("topic", r.1.clone()),
-            ("partition", r.2.unwrap_or_default().to_string()),
+            ("sink", r.sink.clone()),
+            ("topic", r.destination.clone()),
+            ("partition", r.partition.unwrap_or_default().to_string()),
         ]
     };
     for (name, help, f) in [
         (
             "weir_sink_messages",
             "Messages the sink delivered",
-            (|r| r.3) as fn(&weir_sql::ProgressRow) -> u64,
+            (|r| r.rows) as fn(&weir_sql::ProgressRow) -> u64,
         ),
-        ("weir_sink_bytes", "Bytes the sink delivered", |r| r.4),
+        ("weir_sink_bytes", "Bytes the sink delivered", |r| r.bytes),
         (
             "weir_sink_errors",
             "Deliveries that failed (and were retried)",
-            |r| r.6,
+            |r| r.errors,
         ),
     ] {
         counters(encoder, name, help, rows.iter().map(|r| (labels(r), f(r))))?;
@@ -404,7 +401,7 @@ fn sinks(db: &Database, encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::
         "weir_sink_last_epoch",
         "The newest epoch all of whose messages the sink has delivered",
         None,
-        rows.iter().map(|r| (labels(r), r.5 as i64)),
+        rows.iter().map(|r| (labels(r), r.last_epoch as i64)),
     )?;
     let now = db.current_epoch();
     gauges(
@@ -413,7 +410,21 @@ fn sinks(db: &Database, encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::
         "Epochs since the newest one the sink delivered whole",
         None,
         rows.iter()
-            .map(|r| (labels(r), now.saturating_sub(r.5) as i64)),
+            .map(|r| (labels(r), now.saturating_sub(r.last_epoch) as i64)),
+    )?;
+    // Per sink (every row of a sink has the same): what waits for its writer.
+    let mut queued: Vec<(Labels, i64)> = Vec::new();
+    for r in &all {
+        if !queued.iter().any(|(l, _)| l[0].1 == r.sink) {
+            queued.push((vec![("sink", r.sink.clone())], r.queued_bytes as i64));
+        }
+    }
+    gauges(
+        encoder,
+        "weir_sink_queued_bytes",
+        "Bytes of commits waiting for the sink's writer, in memory or spilled to disk",
+        None,
+        queued,
     )?;
     Ok(())
 }

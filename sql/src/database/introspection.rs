@@ -187,30 +187,31 @@ fn sink_progress() -> (SchemaRef, Rows) {
         Field::new("last_epoch", DataType::Int64, false),
         Field::new("errors", DataType::Int64, false),
         Field::new("last_error", DataType::Utf8, true),
+        Field::new("queued_bytes", DataType::Int64, false),
     ]));
     let rows: Rows = Box::new(|db| {
         let sinks = db.sink_progress();
+        let int = |f: fn(&crate::sink::ProgressRow) -> u64| -> ArrayRef {
+            Arc::new(Int64Array::from_iter_values(
+                sinks.iter().map(|r| f(r) as i64),
+            ))
+        };
         Ok(vec![
             Arc::new(StringArray::from_iter_values(
-                sinks.iter().map(|r| r.0.clone()),
+                sinks.iter().map(|r| r.sink.clone()),
             )),
             Arc::new(StringArray::from_iter_values(
-                sinks.iter().map(|r| r.1.clone()),
+                sinks.iter().map(|r| r.destination.clone()),
             )),
-            Arc::new(Int32Array::from_iter(sinks.iter().map(|r| r.2))),
-            Arc::new(Int64Array::from_iter_values(
-                sinks.iter().map(|r| r.3 as i64),
+            Arc::new(Int32Array::from_iter(sinks.iter().map(|r| r.partition))),
+            int(|r| r.rows),
+            int(|r| r.bytes),
+            int(|r| r.last_epoch),
+            int(|r| r.errors),
+            Arc::new(StringArray::from_iter(
+                sinks.iter().map(|r| r.last_error.clone()),
             )),
-            Arc::new(Int64Array::from_iter_values(
-                sinks.iter().map(|r| r.4 as i64),
-            )),
-            Arc::new(Int64Array::from_iter_values(
-                sinks.iter().map(|r| r.5 as i64),
-            )),
-            Arc::new(Int64Array::from_iter_values(
-                sinks.iter().map(|r| r.6 as i64),
-            )),
-            Arc::new(StringArray::from_iter(sinks.iter().map(|r| r.7.clone()))),
+            int(|r| r.queued_bytes),
         ])
     });
     (schema, rows)

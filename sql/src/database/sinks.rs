@@ -3,6 +3,7 @@
 //! catalog (restored on start at the epoch its last checkpoint delivered).
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use datafusion::catalog::TableProvider;
 use datafusion::logical_expr::LogicalPlan;
@@ -21,7 +22,7 @@ use crate::checkpoint::manifest::ViewMeta;
 use crate::cpu_runtime::panic_message;
 use crate::dataflow::ViewTable;
 use crate::error::{Result, SqlError};
-use crate::sink::{SinkEvent, SinkRelation, SinkTarget, sink_spec, unique_key, write};
+use crate::sink::{SinkEvent, SinkQueue, SinkRelation, SinkTarget, sink_spec, unique_key, write};
 use crate::statement::{
     CreateRelation, CreateSink, ObjectKind, ParsedStatement, SinkInput, Statement,
 };
@@ -237,16 +238,24 @@ impl Database {
                 })?,
             ),
         };
-        let (tx, rx) = mpsc::unbounded_channel();
+        // Commits wait for the writer here: in memory up to the bound, then on disk.
+        let queued = Arc::new(AtomicU64::new(0));
+        let spill_dir = match &self.data_dir {
+            Some(dir) => dir.join("sinks"),
+            None => std::env::temp_dir().join(format!("weir-sinks-{}", std::process::id())),
+        };
+        std::fs::create_dir_all(&spill_dir).map_err(weir_engine::EngineError::from)?;
+        let spill = spill_dir.join(crate::relation::table_file_name(&c.name, "spill"));
+        let queue = SinkQueue::new(spill, spec.buffer_bytes, Arc::clone(&queued));
         let shared = view.view();
         let mut state = shared.lock();
         let epoch = state.epoch();
-        let events = tx.clone();
+        let events = queue.clone();
         let current = state.subscribe(Box::new(move |event| match event {
-            ViewEvent::Commit { barrier, changes } => events
-                .send(SinkEvent::Commit(*barrier, changes.cloned()))
-                .is_ok(),
-            ViewEvent::Watermark(_) => !events.is_closed(),
+            ViewEvent::Commit { barrier, changes } => {
+                events.push(SinkEvent::Commit(*barrier, changes.cloned()))
+            }
+            ViewEvent::Watermark(_) => events.is_open(),
         }))?;
         let restored = resume_at.is_some_and(|e| e == epoch && epoch > 0);
         if !restored && current.num_rows() > 0 {
@@ -254,13 +263,12 @@ impl Database {
                 0 => self.barriers.current().ts_ms,
                 t => t,
             };
-            let _ = tx.send(SinkEvent::Snapshot(
+            queue.push(SinkEvent::Snapshot(
                 ChangeBatch::from_data(&current, 1)?,
                 ts,
             ));
         }
         drop(state);
-        drop(tx);
         // Its checkpoints: the writer reports once delivered up to each one.
         let (report, reports) = mpsc::unbounded_channel();
         let checkpointer = self.checkpointer.as_ref().map(Arc::clone);
@@ -280,11 +288,12 @@ impl Database {
         let failed = Arc::clone(&error);
         let name = c.name.clone();
         let first_checkpoint = self.barriers.current().checkpoint;
+        let reader = queue.clone();
         let mut gate = self.gate.subscribe();
         let task = self.cpu.spawn(async move {
             let _ = gate.wait_for(|open| *open).await;
             let run = std::panic::AssertUnwindSafe(write(
-                rx,
+                reader,
                 writer,
                 checkpointer.is_some().then_some(report),
                 checkpointer.as_ref().map(|c| c.committed()),
@@ -307,6 +316,8 @@ impl Database {
         let relation = Arc::new(SinkRelation {
             schema: Arc::clone(&schema),
             progress,
+            queue,
+            queued,
             error,
             task,
             _reads: reads,

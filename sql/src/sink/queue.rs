@@ -1,0 +1,308 @@
+//! `SinkQueue`: the commits a sink has yet to write, in order. They are kept in memory up to
+//! a bound, and past it appended to a spill file (Arrow IPC frames) that the writer reads
+//! back in order as it catches up: a slow or unreachable destination costs disk, never
+//! unbounded memory, and never holds back the view or the other views of its sources.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use weir_engine::{Barrier, ChangeBatch, EngineError, Result, StateSnapshot};
+
+use super::SinkEvent;
+
+/// Bytes of commits a sink keeps in memory before it spills (`sink.buffer.bytes`).
+pub(crate) const DEFAULT_MEMORY_BYTES: usize = 64 << 20;
+
+/// The writing end, called at each commit of the view (on its dataflow's thread), and the
+/// reading end, the sink's writer task.
+#[derive(Clone)]
+pub(crate) struct SinkQueue {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    ready: Notify,
+    memory_bytes: usize,
+    /// Where it spills (created when first needed, removed once read to its end).
+    path: PathBuf,
+    /// Bytes waiting: in memory and in the spill file, not yet read.
+    queued: Arc<AtomicU64>,
+}
+
+#[derive(Default)]
+struct State {
+    memory: VecDeque<(SinkEvent, usize)>,
+    in_memory: usize,
+    /// Once spilling, every new event goes to the file until it is read to its end, so the
+    /// order stays that of the commits.
+    spill: Option<Spill>,
+    closed: bool,
+}
+
+struct Spill {
+    writer: BufWriter<File>,
+    reader: BufReader<File>,
+    /// Frames written and not yet read.
+    frames: u64,
+}
+
+impl SinkQueue {
+    /// A queue that spills to `path` (an earlier spill file there is stale: a restart
+    /// resends from its checkpoint), and reports the bytes it holds in `queued`.
+    pub(crate) fn new(path: PathBuf, memory_bytes: usize, queued: Arc<AtomicU64>) -> Self {
+        let _ = std::fs::remove_file(&path);
+        Self {
+            inner: Arc::new(Shared {
+                state: Mutex::new(State::default()),
+                ready: Notify::new(),
+                memory_bytes,
+                path,
+                queued,
+            }),
+        }
+    }
+
+    /// Adds the next event; false once the reader is gone (or the spill file failed, which
+    /// stops the sink: an event is never dropped silently).
+    pub(crate) fn push(&self, event: SinkEvent) -> bool {
+        let size = event.bytes();
+        let mut state = self.inner.state.lock();
+        if state.closed {
+            return false;
+        }
+        if state.spill.is_none() && state.in_memory + size <= self.inner.memory_bytes {
+            state.in_memory += size;
+            state.memory.push_back((event, size));
+        } else if let Err(e) = self.spill(&mut state, &event) {
+            tracing::error!(path = %self.inner.path.display(), error = %e, "a sink cannot spill its queue; it stops");
+            state.closed = true;
+            return false;
+        }
+        self.inner.queued.fetch_add(size as u64, Ordering::Relaxed);
+        drop(state);
+        self.inner.ready.notify_one();
+        true
+    }
+
+    fn spill(&self, state: &mut State, event: &SinkEvent) -> Result<()> {
+        if state.spill.is_none() {
+            let file = File::create(&self.inner.path)?;
+            // Opened apart: a cloned handle would share the writer's offset.
+            let reader = BufReader::new(File::open(&self.inner.path)?);
+            state.spill = Some(Spill {
+                writer: BufWriter::new(file),
+                reader,
+                frames: 0,
+            });
+        }
+        let spill = state.spill.as_mut().expect("invariant: opened above");
+        let frame = event.to_frame()?;
+        spill
+            .writer
+            .write_all(&(frame.len() as u64).to_le_bytes())?;
+        spill.writer.write_all(&frame)?;
+        spill.frames += 1;
+        Ok(())
+    }
+
+    /// Whether events are still taken (the sink was not dropped, its writer did not stop).
+    pub(crate) fn is_open(&self) -> bool {
+        !self.inner.state.lock().closed
+    }
+
+    /// No more events: the reader gets those queued, then None.
+    pub(crate) fn close(&self) {
+        self.inner.state.lock().closed = true;
+        self.inner.ready.notify_one();
+    }
+
+    /// The next event in commit order; None once closed and drained.
+    pub(crate) async fn pop(&self) -> Result<Option<SinkEvent>> {
+        loop {
+            let notified = self.inner.ready.notified();
+            {
+                let mut state = self.inner.state.lock();
+                if let Some(event) = self.take(&mut state)? {
+                    return Ok(Some(event));
+                }
+                if state.closed {
+                    return Ok(None);
+                }
+            }
+            notified.await;
+        }
+    }
+
+    fn take(&self, state: &mut State) -> Result<Option<SinkEvent>> {
+        if let Some((event, size)) = state.memory.pop_front() {
+            state.in_memory -= size;
+            self.inner.queued.fetch_sub(size as u64, Ordering::Relaxed);
+            return Ok(Some(event));
+        }
+        let Some(spill) = state.spill.as_mut() else {
+            return Ok(None);
+        };
+        if spill.frames == 0 {
+            // Read to its end: back to memory, and the file goes.
+            state.spill = None;
+            let _ = std::fs::remove_file(&self.inner.path);
+            return Ok(None);
+        }
+        spill.writer.flush()?;
+        let mut len = [0u8; 8];
+        spill.reader.read_exact(&mut len)?;
+        let mut frame = vec![0u8; u64::from_le_bytes(len) as usize];
+        spill.reader.read_exact(&mut frame)?;
+        let (event, size) = SinkEvent::from_frame(&frame)?;
+        spill.frames -= 1;
+        self.inner.queued.fetch_sub(size, Ordering::Relaxed);
+        Ok(Some(event))
+    }
+}
+
+impl SinkEvent {
+    /// What it holds in memory (the bound counts these).
+    fn bytes(&self) -> usize {
+        match self {
+            Self::Snapshot(rows, _) => rows.batch().get_array_memory_size(),
+            Self::Commit(_, changes) => {
+                changes
+                    .as_ref()
+                    .map_or(0, |c| c.batch().get_array_memory_size())
+                    + size_of::<Barrier>()
+            }
+        }
+    }
+
+    /// The event as a `StateSnapshot`: its changes as a table, and the barrier (or the
+    /// snapshot's time) as values.
+    fn to_frame(&self) -> Result<Vec<u8>> {
+        let mut frame = StateSnapshot::default();
+        let (kind, rows, barrier) = match self {
+            Self::Snapshot(rows, ts_ms) => (0, Some(rows), Barrier::new(0, *ts_ms)),
+            Self::Commit(barrier, changes) => (1, changes.as_ref(), *barrier),
+        };
+        frame.put_values(
+            "event",
+            &[
+                ("kind", Some(kind)),
+                ("epoch", Some(barrier.epoch as i64)),
+                ("ts_ms", Some(barrier.ts_ms)),
+                ("checkpoint", Some(barrier.checkpoint as i64)),
+                // Counted as it was when queued (decoded, its buffers differ).
+                ("bytes", Some(self.bytes() as i64)),
+            ],
+        )?;
+        if let Some(rows) = rows {
+            frame.put("changes", rows.batch().clone());
+        }
+        frame.to_bytes()
+    }
+
+    /// The event and the bytes it was counted as when queued.
+    fn from_frame(bytes: &[u8]) -> Result<(Self, u64)> {
+        let frame = StateSnapshot::from_bytes(bytes)?;
+        let value = |name: &str| -> Result<i64> {
+            frame.value("event", name)?.ok_or_else(|| {
+                EngineError::Internal(format!("a sink's spilled event has no {name}"))
+            })
+        };
+        let changes = frame
+            .table("changes")
+            .map(|t| ChangeBatch::try_new(t.clone()))
+            .transpose()?;
+        let barrier = Barrier {
+            epoch: value("epoch")? as u64,
+            ts_ms: value("ts_ms")?,
+            checkpoint: value("checkpoint")? as u64,
+        };
+        let event = match value("kind")? {
+            0 => Self::Snapshot(
+                changes.ok_or_else(|| {
+                    EngineError::Internal("a spilled snapshot has no rows".into())
+                })?,
+                barrier.ts_ms,
+            ),
+            _ => Self::Commit(barrier, changes),
+        };
+        Ok((event, value("bytes")? as u64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use datafusion::arrow::array::{Int64Array, RecordBatch};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    fn changes(values: &[i64]) -> ChangeBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)]));
+        let data = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(values.to_vec()))])
+            .unwrap();
+        ChangeBatch::from_data(&data, 1).unwrap()
+    }
+
+    fn values(event: &SinkEvent) -> (u64, Vec<i64>) {
+        let (epoch, rows) = match event {
+            SinkEvent::Snapshot(rows, _) => (0, Some(rows)),
+            SinkEvent::Commit(b, rows) => (b.epoch, rows.as_ref()),
+        };
+        let values = rows.map_or_else(Vec::new, |r| {
+            let a = r
+                .batch()
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap();
+            a.values().to_vec()
+        });
+        (epoch, values)
+    }
+
+    /// Past its memory bound the queue spills; the reader gets every event in commit
+    /// order, memory and file alike, and the file goes once read.
+    #[tokio::test]
+    async fn events_past_the_bound_spill_and_come_back_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.spill");
+        let queued = Arc::new(AtomicU64::new(0));
+        let one = changes(&[0; 100]).batch().get_array_memory_size();
+        let queue = SinkQueue::new(path.clone(), one * 3, Arc::clone(&queued));
+        assert!(queue.push(SinkEvent::Snapshot(changes(&[-1]), 5)));
+        for epoch in 1..=20 {
+            let rows = changes(&vec![epoch as i64; 100]);
+            assert!(queue.push(SinkEvent::Commit(Barrier::new(epoch, 0), Some(rows))));
+        }
+        assert!(path.exists(), "past the bound it spilled");
+        assert!(queued.load(Ordering::Relaxed) > (one * 20) as u64);
+        let first = queue.pop().await.unwrap().unwrap();
+        assert_eq!(values(&first), (0, vec![-1]));
+        for epoch in 1..=20u64 {
+            let event = queue.pop().await.unwrap().unwrap();
+            assert_eq!(values(&event), (epoch, vec![epoch as i64; 100]));
+        }
+        // Drained: the next push is in memory again, after the file is gone.
+        let reader = {
+            let queue = queue.clone();
+            tokio::spawn(async move { queue.pop().await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!path.exists(), "the spill file is removed once read");
+        assert!(queue.push(SinkEvent::Commit(Barrier::new(21, 0), None)));
+        let last = reader.await.unwrap().unwrap().unwrap();
+        assert_eq!(values(&last), (21, vec![]));
+        queue.close();
+        assert!(queue.pop().await.unwrap().is_none());
+        assert_eq!(queued.load(Ordering::Relaxed), 0);
+    }
+}
