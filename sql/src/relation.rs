@@ -33,21 +33,23 @@ pub(crate) struct Built {
 /// Fills in defaults that must not change after creation; returns them to be stored.
 pub(crate) fn resolve_defaults(c: &CreateRelation) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    let prefix = match c.options.get("connector").map(String::as_str) {
-        Some("nexmark") => "nexmark",
-        Some("datagen") => "datagen",
+    let (prefix, generator) = match c.options.get("connector").map(String::as_str) {
+        Some("nexmark") => ("nexmark", true),
+        Some("datagen") => ("datagen", true),
+        Some("file") => ("file", false),
         _ => return out,
     };
     let base_time = format!("{prefix}.base.time");
-    if !c.options.contains_key(&base_time) {
+    if generator && !c.options.contains_key(&base_time) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis())
             .unwrap_or_default();
         out.insert(base_time, now.to_string());
     }
-    // A generator's rows are dealt to its shards by index: checkpointed positions mean
-    // the same rows only as long as the shards stay the same, whatever the cores later.
+    // A generator's rows are dealt to its shards by index, a file source's files to its
+    // splits by a hash: checkpointed positions mean the same rows only as long as the
+    // shards stay the same, whatever the cores later.
     let split_num = format!("{prefix}.split.num");
     if !c.options.contains_key(&split_num) {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -56,8 +58,9 @@ pub(crate) fn resolve_defaults(c: &CreateRelation) -> BTreeMap<String, String> {
     out
 }
 
-/// `{prefix}.split.num`: how many shards a generator is read as (None: decided by its
-/// first reader, for sources created before it was fixed at creation).
+/// `{prefix}.split.num`: how many shards a generator (or splits a file source) is read as
+/// (None: decided by its first reader, for sources created before it was fixed at
+/// creation).
 fn split_num(c: &CreateRelation, prefix: &str) -> Result<Option<u64>> {
     let key = format!("{prefix}.split.num");
     c.options
@@ -493,7 +496,12 @@ fn build_file(c: &CreateRelation) -> Result<Built> {
     }
     let schema = declared_schema(c)?;
     Ok(Built {
-        provider: Arc::new(FileSource::new(path, encoding, Arc::clone(&schema))),
+        provider: Arc::new(FileSource::new(
+            path,
+            encoding,
+            Arc::clone(&schema),
+            split_num(c, "file")?,
+        )),
         schema,
     })
 }

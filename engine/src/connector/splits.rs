@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::Duration;
 
+use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use parking_lot::Mutex;
 
@@ -81,50 +82,40 @@ impl SplitReader for DatagenSplit {
     }
 }
 
-/// Which of a file source's splits reads each file: files are dealt round-robin in the
-/// order they are first seen, and a file keeps its split (one that later sorts before known
-/// files does not move, so no file is read twice or skipped).
-#[derive(Default)]
-pub struct FileAssignment {
-    owners: crate::HashMap<PathBuf, usize>,
-    next: usize,
+/// Which of a file source's `splits` splits reads `file`: by a hash of its name, so a file
+/// keeps its split across restarts and whatever other files appear.
+fn file_owner(file: &Path, splits: usize) -> usize {
+    let name = file.file_name().map(|n| n.to_string_lossy());
+    crc32fast::hash(name.unwrap_or_default().as_bytes()) as usize % splits.max(1)
 }
 
-impl FileAssignment {
-    fn owner(&mut self, file: &Path, splits: usize) -> usize {
-        if let Some(&owner) = self.owners.get(file) {
-            return owner;
-        }
-        let owner = self.next % splits.max(1);
-        self.next += 1;
-        self.owners.insert(file.to_path_buf(), owner);
-        owner
-    }
-}
-
-/// One split of a file source: the files matching a pattern that are dealt to it, in name
-/// order, each read a batch at a time; files that appear later are read when seen (each
-/// file once).
+/// One split of a file source: the files matching a pattern that hash to it, in name order,
+/// each read a batch at a time; files that appear later are read when seen (each file
+/// once). Its offset is the rows it has emitted: a split resumed at an offset reads its
+/// files again from the first and skips that many rows, so a file added since must sort
+/// after those it had read (as names stamped with a time do).
 pub struct FileSplit {
     pattern: String,
     format: FileFormat,
     schema: SchemaRef,
     split: usize,
     splits: usize,
-    assignment: Arc<Mutex<FileAssignment>>,
     done: BTreeSet<PathBuf>,
     current: Option<(PathBuf, FileCursor)>,
+    /// Rows still to skip (emitted before the checkpoint it resumes from).
+    skip: u64,
     progress: Arc<Mutex<SplitProgress>>,
 }
 
 impl FileSplit {
-    /// Split `split` of `splits`, sharing `assignment` with the others.
+    /// Split `split` of `splits`, after the first `skip` rows it emits (0 unless resumed;
+    /// `progress` starts at that offset).
     pub fn new(
         pattern: String,
         format: FileFormat,
         schema: SchemaRef,
         (split, splits): (usize, usize),
-        assignment: Arc<Mutex<FileAssignment>>,
+        skip: u64,
         progress: Arc<Mutex<SplitProgress>>,
     ) -> Self {
         Self {
@@ -133,11 +124,22 @@ impl FileSplit {
             schema,
             split,
             splits,
-            assignment,
             done: BTreeSet::new(),
             current: None,
+            skip,
             progress,
         }
+    }
+
+    /// The rows of `batch` past those still to skip, if any.
+    fn past_skip(&mut self, batch: RecordBatch) -> Option<RecordBatch> {
+        let rows = batch.num_rows() as u64;
+        if rows <= self.skip {
+            self.skip -= rows;
+            return None;
+        }
+        let from = std::mem::take(&mut self.skip) as usize;
+        Some(batch.slice(from, batch.num_rows() - from))
     }
 }
 
@@ -146,12 +148,17 @@ impl SplitReader for FileSplit {
         loop {
             if let Some((path, cursor)) = &mut self.current {
                 if let Some(batch) = cursor.next_batch()? {
+                    let Some(batch) = self.past_skip(batch) else {
+                        continue;
+                    };
+                    let mut p = self.progress.lock();
+                    p.next_offset += batch.num_rows() as i64;
+                    p.high_watermark = p.next_offset;
+                    drop(p);
                     return Ok(ReadResult::Rows(batch));
                 }
                 let stats = cursor.stats();
                 let mut p = self.progress.lock();
-                p.next_offset += 1;
-                p.high_watermark = p.next_offset;
                 p.bytes += stats.bytes;
                 p.parse_errors += stats.errors;
                 if stats.last_error.is_some() {
@@ -161,13 +168,9 @@ impl SplitReader for FileSplit {
                 self.done.insert(path.clone());
                 self.current = None;
             }
-            let files = list_files(&self.pattern)?;
-            let next = {
-                let mut assignment = self.assignment.lock();
-                files.into_iter().find(|f| {
-                    !self.done.contains(f) && assignment.owner(f, self.splits) == self.split
-                })
-            };
+            let next = list_files(&self.pattern)?
+                .into_iter()
+                .find(|f| !self.done.contains(f) && file_owner(f, self.splits) == self.split);
             let Some(file) = next else {
                 std::thread::sleep(IDLE_WAIT * 4);
                 return Ok(ReadResult::Idle);
@@ -282,44 +285,63 @@ mod tests {
     }
 
     #[test]
-    fn file_splits_read_every_file_once_even_as_files_appear() {
+    fn file_splits_read_every_file_once_even_as_files_appear_and_resume_at_their_offset() {
         let dir = tempfile::tempdir().unwrap();
-        let write = |name: &str, xs: &[i64]| {
-            let lines: String = xs.iter().map(|x| format!("{{\"x\": {x}}}\n")).collect();
+        let write = |name: &str, xs: std::ops::Range<i64>| {
+            let lines: String = xs.map(|x| format!("{{\"x\": {x}}}\n")).collect();
             std::fs::write(dir.path().join(name), lines).unwrap();
         };
-        write("b.ndjson", &[1, 2, 3]);
-        write("c.ndjson", &[4, 5]);
-        write("d.ndjson", &[6]);
+        for (i, name) in ["b", "c", "d", "e", "f", "g"].iter().enumerate() {
+            let from = i as i64 * 10;
+            write(&format!("{name}.ndjson"), from..from + 3 + i as i64);
+        }
         let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)]));
-        let assignment = Arc::new(Mutex::new(FileAssignment::default()));
         let pattern = format!("{}/*.ndjson", dir.path().display());
-        let mut splits: Vec<FileSplit> = (0..2)
-            .map(|s| {
-                FileSplit::new(
-                    pattern.clone(),
-                    FileFormat::Json,
-                    Arc::clone(&schema),
-                    (s, 2),
-                    Arc::clone(&assignment),
-                    Arc::new(Mutex::new(SplitProgress::default())),
-                )
-            })
-            .collect();
+        let split = |s: usize, skip: u64| {
+            let progress = Arc::new(Mutex::new(SplitProgress {
+                next_offset: skip as i64,
+                ..SplitProgress::default()
+            }));
+            let schema = Arc::clone(&schema);
+            FileSplit::new(
+                pattern.clone(),
+                FileFormat::Json,
+                schema,
+                (s, 2),
+                skip,
+                progress,
+            )
+        };
+        let mut splits: Vec<FileSplit> = (0..2).map(|s| split(s, 0)).collect();
         let mut seen: Vec<Vec<i64>> = splits.iter_mut().map(drain).collect();
         assert!(
             seen.iter().all(|xs| !xs.is_empty()),
             "both splits read: {seen:?}"
         );
         // A file that sorts first appears later: read once, by one split.
-        write("a.ndjson", &[7, 8]);
+        write("a.ndjson", 100..102);
         for (s, split) in splits.iter_mut().enumerate() {
             seen[s].extend(drain(split));
         }
         let mut all: Vec<i64> = seen.concat();
         all.sort_unstable();
-        assert_eq!(all, (1..=8).collect::<Vec<_>>());
-        let files: i64 = splits.iter().map(|s| s.progress.lock().next_offset).sum();
-        assert_eq!(files, 4);
+        let mut expected: Vec<i64> = (0..6).flat_map(|i| i * 10..i * 10 + 3 + i).collect();
+        expected.extend([100, 101]);
+        expected.sort_unstable();
+        assert_eq!(all, expected);
+        // Offsets count the rows emitted.
+        let emitted: i64 = splits.iter().map(|s| s.progress.lock().next_offset).sum();
+        assert_eq!(emitted, expected.len() as i64);
+        // A split resumed at an offset emits the rest of its rows, in the same order.
+        for (s, rows) in seen.iter().enumerate() {
+            let mut ordered = split(s, 0);
+            let once = drain(&mut ordered);
+            assert_eq!(once.len(), rows.len());
+            for at in [0, 1, once.len() / 2, once.len()] {
+                let mut resumed = split(s, at as u64);
+                assert_eq!(drain(&mut resumed), once[at..], "split {s} resumed at {at}");
+                assert_eq!(resumed.progress.lock().next_offset, once.len() as i64);
+            }
+        }
     }
 }

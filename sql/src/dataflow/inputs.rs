@@ -12,9 +12,7 @@ use tokio::sync::mpsc;
 use weir_engine::connector::file::FileFormat;
 use weir_engine::connector::kafka::{KafkaSplit, PartitionRange, StartupMode};
 use weir_engine::connector::nexmark::NexmarkReader;
-use weir_engine::connector::splits::{
-    ChangelogSplit, DatagenSplit, FileAssignment, FileSplit, GeneratedSplit,
-};
+use weir_engine::connector::splits::{ChangelogSplit, DatagenSplit, FileSplit, GeneratedSplit};
 use weir_engine::connector::upsert::UpsertSplit;
 use weir_engine::runtime::{
     Barriers, CHANNEL_CAPACITY, Paced, SplitOutput, SplitProgress, SplitReader, SplitStart,
@@ -279,23 +277,39 @@ impl StreamInput for FileSource {
             FileEncoding::Csv { header, delimiter } => FileFormat::Csv { header, delimiter },
             FileEncoding::Parquet => FileFormat::Parquet,
         };
-        // Files are dealt to one reader per core: each decodes its own.
-        let splits = cx.parallelism.max(1);
-        let assignment = Arc::new(Mutex::new(FileAssignment::default()));
+        // Files are dealt to readers (one per core where the source was created): each
+        // decodes its own.
+        let splits = self.splits().unwrap_or(cx.parallelism.max(1) as u64) as usize;
         (0..splits)
             .map(|s| {
+                let skip = cx
+                    .resume
+                    .and_then(|r| r.get(&(s as i32)))
+                    .map_or(0, |p| p.offset.max(0));
                 cx.spawn(s as i32, |progress| {
+                    {
+                        let mut p = progress.lock();
+                        p.next_offset = skip;
+                        p.high_watermark = skip;
+                    }
                     Ok(Box::new(FileSplit::new(
                         pattern.to_string(),
                         format,
                         Arc::clone(schema),
                         (s, splits),
-                        Arc::clone(&assignment),
+                        skip as u64,
                         progress,
                     )))
                 })
             })
             .collect()
+    }
+
+    /// A split skips the rows it had emitted, when the source's splits are fixed (a source
+    /// created before they were is derived again).
+    fn can_resume(&self, positions: &BTreeMap<i32, SplitPosition>) -> bool {
+        self.splits()
+            .is_some_and(|splits| positions.keys().all(|&p| p >= 0 && (p as u64) < splits))
     }
 }
 

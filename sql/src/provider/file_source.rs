@@ -39,6 +39,9 @@ pub(crate) struct FileSource {
     pattern: String,
     encoding: FileEncoding,
     schema: SchemaRef,
+    /// How many splits a dataflow reads it as: `file.split.num`, fixed at CREATE SOURCE
+    /// (None for a source created before it was: one per core of the reader).
+    splits: Option<u64>,
 }
 
 impl FileSource {
@@ -47,12 +50,22 @@ impl FileSource {
         (&self.pattern, &self.encoding, &self.schema)
     }
 
-    pub(crate) fn new(pattern: String, encoding: FileEncoding, schema: SchemaRef) -> Self {
+    pub(crate) fn new(
+        pattern: String,
+        encoding: FileEncoding,
+        schema: SchemaRef,
+        splits: Option<u64>,
+    ) -> Self {
         Self {
             pattern,
             encoding,
             schema,
+            splits,
         }
+    }
+
+    pub(crate) fn splits(&self) -> Option<u64> {
+        self.splits
     }
 }
 
