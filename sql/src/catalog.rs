@@ -11,8 +11,12 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
 use serde::{Deserialize, Serialize};
 
+use crate::dataflow::shared_readers::SharedReaders;
+use crate::dataflow::{StreamInput, ViewTable};
 use crate::error::{Result, SqlError};
+use crate::provider::DmlTable;
 use crate::secrets::Sealer;
+use crate::sink::SinkRelation;
 use crate::statement::{CreateRelation, ObjectKind};
 
 /// What the catalog file keeps per object.
@@ -30,13 +34,44 @@ pub(crate) struct StoredEntry {
     pub(crate) depends_on: Vec<String>,
 }
 
+/// What a catalog object is and can do, asked of the object (each kind implements it
+/// beside its provider) instead of found by downcasting its `TableProvider`.
+pub(crate) trait CatalogRelation: TableProvider {
+    /// How a dataflow reads it; None for what no view reads (a sink).
+    fn stream_input(&self) -> Option<&dyn StreamInput> {
+        None
+    }
+
+    /// Whether it only ever inserts: sources, APPEND ONLY tables, append-only views.
+    fn inserts_only(&self) -> bool {
+        false
+    }
+
+    /// The split readers the views of a source share (Kafka and generator sources).
+    fn shared_readers(&self) -> Option<&SharedReaders> {
+        None
+    }
+
+    fn as_view(&self) -> Option<&ViewTable> {
+        None
+    }
+
+    fn as_table(&self) -> Option<&DmlTable> {
+        None
+    }
+
+    fn as_sink(&self) -> Option<&SinkRelation> {
+        None
+    }
+}
+
 /// A live catalog object.
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
     pub(crate) stored: StoredEntry,
     pub(crate) create: CreateRelation,
     pub(crate) schema: SchemaRef,
-    pub(crate) provider: Arc<dyn TableProvider>,
+    pub(crate) provider: Arc<dyn CatalogRelation>,
 }
 
 /// Objects by name, written through to `catalog.json` in the data dir.
@@ -105,7 +140,7 @@ impl Catalog {
     }
 
     /// Live objects of `kind` with their providers, sorted by name.
-    pub(crate) fn providers(&self, kind: ObjectKind) -> Vec<(String, Arc<dyn TableProvider>)> {
+    pub(crate) fn providers(&self, kind: ObjectKind) -> Vec<(String, Arc<dyn CatalogRelation>)> {
         self.entries
             .values()
             .filter(|e| e.stored.kind == kind)

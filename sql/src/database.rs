@@ -20,6 +20,7 @@ use weir_engine::runtime::{Barriers, GraphSnapshot};
 use weir_engine::{SplitPosition, TableBase};
 
 use crate::access::{Access, HasTablePrivilege, RolesCatalog};
+use crate::catalog::CatalogRelation;
 use crate::catalog::{Catalog, Entry, StoredEntry, io_error};
 use crate::checkpoint::Checkpointer;
 use crate::checkpoint::manifest::{Loaded, ViewMeta};
@@ -320,8 +321,7 @@ impl Database {
         db.gate.send_replace(true);
         // Restored views have subscribed: tables need not keep their replayed changes.
         for (_, provider) in db.catalog.lock().providers(ObjectKind::Table) {
-            let any: &dyn std::any::Any = provider.as_ref();
-            if let Some(table) = any.downcast_ref::<crate::provider::DmlTable>() {
+            if let Some(table) = provider.as_table() {
                 table.store().lock().forget_replayed();
             }
         }
@@ -348,14 +348,21 @@ impl Database {
             c.stop();
         }
         for (_, provider) in self.catalog.lock().providers(ObjectKind::MaterializedView) {
-            let any: &dyn std::any::Any = provider.as_ref();
-            if let Some(view) = any.downcast_ref::<ViewTable>() {
+            if let Some(view) = provider.as_view() {
                 view.drop_view();
             }
         }
     }
 
     /// The retained checkpoints, oldest first.
+    /// The catalog's relation `name`.
+    pub(crate) fn relation(&self, name: &str) -> Option<Arc<dyn CatalogRelation>> {
+        self.catalog
+            .lock()
+            .get(name)
+            .map(|e| Arc::clone(&e.provider))
+    }
+
     /// The epoch the sources are in now.
     pub fn current_epoch(&self) -> u64 {
         self.barriers.current().epoch
@@ -497,7 +504,7 @@ impl Database {
         self.create(create, stored.sql.clone(), stored.resolved.clone(), false)?;
         if let Some(positions) = source_positions.get(&name)
             && let Some(entry) = self.catalog.lock().get(&name)
-            && let Some(readers) = crate::dataflow::shared_readers_of(entry.provider.as_ref())
+            && let Some(readers) = entry.provider.shared_readers()
         {
             readers.resume_at(positions.clone());
         }
@@ -513,14 +520,15 @@ impl Database {
     ) -> Result<()> {
         let base = self.restoring_tables.lock().remove(&create.name);
         let built = build(&create, self.tables_dir().as_deref(), fresh, base)?;
-        if let Some(c) = &self.checkpointer {
-            let any: &dyn std::any::Any = built.provider.as_ref();
-            if let Some(table) = any.downcast_ref::<crate::provider::DmlTable>() {
-                c.register_table(&create.name, table.store());
-            }
+        if let Some(c) = &self.checkpointer
+            && let Some(table) = built.provider.as_table()
+        {
+            c.register_table(&create.name, table.store());
         }
-        self.ctx
-            .register_table(create.name.as_str(), Arc::clone(&built.provider))?;
+        self.ctx.register_table(
+            create.name.as_str(),
+            Arc::clone(&built.provider) as Arc<dyn datafusion::catalog::TableProvider>,
+        )?;
         let stored = StoredEntry {
             kind: create.kind,
             name: create.name.clone(),
@@ -776,8 +784,7 @@ impl Database {
             Some(_) => {}
         }
         if let Some(entry) = cat.remove(name)? {
-            let any: &dyn std::any::Any = entry.provider.as_ref();
-            if let Some(view) = any.downcast_ref::<ViewTable>() {
+            if let Some(view) = entry.provider.as_view() {
                 view.drop_view();
                 if let Some(c) = &self.checkpointer {
                     c.unregister(name);

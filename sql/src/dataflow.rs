@@ -27,7 +27,7 @@ use weir_engine::runtime::{
     CommitLatency, DataflowStats, NodeId, OperatorInfo, OperatorStats, Topology,
 };
 
-pub(crate) use inputs::{InputContext, ProgressRegistry, shared_readers_of, stream_input};
+pub(crate) use inputs::{InputContext, ProgressRegistry, StreamInput};
 pub(crate) use lower::{Input, Lowering};
 
 /// A dataflow's tasks (one per stage instance) and what it reports; dropping it stops

@@ -14,6 +14,7 @@ use weir_engine::connector::nexmark::{NexmarkOptions, NexmarkTable};
 use weir_engine::connector::upsert::ChangelogFormat;
 use weir_engine::{TableBase, TableStore};
 
+use crate::catalog::CatalogRelation;
 use crate::error::{Result, SqlError};
 use crate::provider::{
     DmlTable, FileEncoding, FileSource, Generator, GeneratorSource, KafkaSource, UpsertTable,
@@ -27,7 +28,7 @@ const RESERVED_COLUMNS: [&str; 2] = ["__weight", "__time"];
 /// A built relation.
 pub(crate) struct Built {
     pub schema: SchemaRef,
-    pub provider: Arc<dyn TableProvider>,
+    pub provider: Arc<dyn CatalogRelation>,
 }
 
 /// Fills in defaults that must not change after creation; returns them to be stored.

@@ -481,3 +481,9 @@ impl SinkRelation {
             .collect()
     }
 }
+
+impl crate::catalog::CatalogRelation for SinkRelation {
+    fn as_sink(&self) -> Option<&SinkRelation> {
+        Some(self)
+    }
+}

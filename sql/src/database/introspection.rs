@@ -18,9 +18,8 @@ use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 
 use super::{DATABASE_NAME, Database};
-use crate::dataflow::{DataflowGraph, ViewStatus, ViewTable};
+use crate::dataflow::{DataflowGraph, ViewStatus};
 use crate::error::{Result, SqlError};
-use crate::sink::SinkRelation;
 use crate::statement::ObjectKind;
 use weir_engine::runtime::SplitProgress;
 
@@ -262,10 +261,9 @@ impl Database {
             .into_iter()
             .chain(cat.providers(ObjectKind::Sink))
             .filter_map(|(name, p)| {
-                let any: &dyn std::any::Any = p.as_ref();
-                let status = match any.downcast_ref::<SinkRelation>() {
+                let status = match p.as_sink() {
                     Some(sink) => sink.status(),
-                    None => any.downcast_ref::<ViewTable>()?.status(),
+                    None => p.as_view()?.status(),
                 };
                 Some((name, status))
             })
@@ -278,14 +276,11 @@ impl Database {
     /// A running view's operators and what each has done: 42P01 when there is no such
     /// view, 42809 when the relation is not one.
     pub fn dataflow_graph(&self, name: &str) -> Result<DataflowGraph> {
-        let provider = self
-            .catalog
-            .lock()
-            .get(name)
-            .map(|e| Arc::clone(&e.provider))
+        let relation = self
+            .relation(name)
             .ok_or_else(|| SqlError::undefined_table(name))?;
-        let any: &dyn std::any::Any = provider.as_ref();
-        any.downcast_ref::<ViewTable>()
+        relation
+            .as_view()
             .ok_or_else(|| {
                 SqlError::new("42809", format!("\"{name}\" is not a materialized view"))
             })?

@@ -17,6 +17,7 @@ use weir_engine::sink::{
 };
 
 use super::{Database, Output, command};
+use crate::catalog::CatalogRelation;
 use crate::catalog::{Entry, StoredEntry};
 use crate::checkpoint::manifest::ViewMeta;
 use crate::cpu_runtime::panic_message;
@@ -101,7 +102,7 @@ impl Database {
                 let restore = self.restoring.lock().remove(&dataflow);
                 let (table, depends_on) =
                     self.start_dataflow(&dataflow, &plan, false, parallelism, true, restore)?;
-                let provider: Arc<dyn TableProvider> = Arc::clone(&table) as _;
+                let provider: Arc<dyn CatalogRelation> = Arc::clone(&table) as _;
                 (provider, Some(table), plan, depends_on)
             }
         };
@@ -137,14 +138,13 @@ impl Database {
         parallelism: usize,
         persist: bool,
         spec: &crate::sink::SinkSpec,
-        reads: Arc<dyn TableProvider>,
+        reads: Arc<dyn CatalogRelation>,
         own: Option<Arc<ViewTable>>,
         plan: &LogicalPlan,
         depends_on: Vec<String>,
     ) -> Result<()> {
-        let any: &dyn std::any::Any = reads.as_ref();
-        let view = any
-            .downcast_ref::<ViewTable>()
+        let view = reads
+            .as_view()
             .ok_or_else(|| SqlError::new("XX000", "a sink's input is not a view"))?;
         let schema = view.schema();
         if let SinkFormat::Plain {
@@ -353,7 +353,7 @@ impl Database {
                 format: c.format.clone(),
             },
             schema,
-            provider: relation as Arc<dyn TableProvider>,
+            provider: relation as Arc<dyn CatalogRelation>,
         };
         let inserted = self.catalog.lock().insert(entry, persist);
         if inserted.is_err()
@@ -383,8 +383,7 @@ impl Database {
             .providers(ObjectKind::Sink)
             .into_iter()
             .flat_map(|(name, p)| {
-                let any: &dyn std::any::Any = p.as_ref();
-                any.downcast_ref::<SinkRelation>()
+                p.as_sink()
                     .map(|s| s.progress_rows(&name))
                     .unwrap_or_default()
             })

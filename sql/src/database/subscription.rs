@@ -174,14 +174,10 @@ impl Database {
     ) -> Result<Subscription> {
         let (table, own) = match target {
             SubscribeTarget::View(name) => {
-                let provider = self
-                    .catalog
-                    .lock()
-                    .get(name)
-                    .map(|e| Arc::clone(&e.provider))
+                let relation = self
+                    .relation(name)
                     .ok_or_else(|| SqlError::undefined_table(name))?;
-                let any: &dyn std::any::Any = provider.as_ref();
-                let table = any.downcast_ref::<ViewTable>().ok_or_else(|| {
+                let table = relation.as_view().ok_or_else(|| {
                     SqlError::new(
                         "42809",
                         format!("\"{name}\" is not a materialized view; SUBSCRIBE to a query over it instead"),

@@ -23,11 +23,12 @@ use weir_engine::operator::{Materialize, SharedView};
 use weir_engine::runtime::{Dataflow, DataflowStats, Partitioning, WatermarkSpec};
 
 use super::{Database, Output, RestoredView, command};
+use crate::catalog::CatalogRelation;
 use crate::catalog::{Entry, StoredEntry};
 use crate::checkpoint::manifest::ViewMeta;
 use crate::column_names::{finish_names, name_select_list};
 use crate::cpu_runtime::panic_message;
-use crate::dataflow::{InputContext, Lowering, RunningDataflow, ViewTable, stream_input};
+use crate::dataflow::{InputContext, Lowering, RunningDataflow, ViewTable};
 use crate::error::{Result, SqlError};
 use crate::operand_types::check_operand_types;
 use crate::spellings::normalize_spellings;
@@ -109,7 +110,8 @@ impl Database {
         emit_on_close: bool,
     ) -> Result<(Output, Vec<String>)> {
         let props = ExecutionProps::new();
-        let (lowering, _) = lower_view(plan, &props, emit_on_close)?;
+        let relations = |name: &str| self.relation(name);
+        let (lowering, _) = lower_view(plan, &props, &relations, emit_on_close)?;
         let mut lines = lowering.graph.describe();
         for input in &lowering.inputs {
             lines.push(format!("input {}: {}", input.node, input.relation));
@@ -209,7 +211,7 @@ impl Database {
             stored,
             create,
             schema: table.schema(),
-            provider: Arc::clone(&table) as Arc<dyn TableProvider>,
+            provider: Arc::clone(&table) as Arc<dyn CatalogRelation>,
         };
         let persisted = self.catalog.lock().insert(entry, persist);
         if let Err(e) = persisted {
@@ -238,9 +240,10 @@ impl Database {
             n => n,
         };
         let props = ExecutionProps::new();
+        let relations = |name: &str| self.relation(name);
         let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
         // The plan once per core: each copy's keyed operators own the keys that hash to it.
-        let (mut lowering, view) = lower_view(plan, &props, emit_on_close)?;
+        let (mut lowering, view) = lower_view(plan, &props, &relations, emit_on_close)?;
         let meta = ViewMeta {
             fingerprint: fingerprint(&lowering.graph.describe()),
             parallelism,
@@ -253,7 +256,7 @@ impl Database {
         let mut graphs = Vec::with_capacity(parallelism);
         let mut late_rows = std::mem::take(&mut lowering.late_rows);
         for _ in 1..parallelism {
-            let (mut copy, _) = lower_view(plan, &props, emit_on_close)?;
+            let (mut copy, _) = lower_view(plan, &props, &relations, emit_on_close)?;
             late_rows.append(&mut copy.late_rows);
             graphs.push(copy.graph);
         }
@@ -297,7 +300,7 @@ impl Database {
                     entry.stored.kind == ObjectKind::Source,
                 )
             };
-            let source = stream_input(input.provider.as_ref()).ok_or_else(|| {
+            let source = input.provider.stream_input().ok_or_else(|| {
                 SqlError::unsupported(format!(
                     "\"{}\" cannot feed a materialized view",
                     input.relation
@@ -401,7 +404,10 @@ impl Database {
         }
         for input in inputs {
             let at = positions.entry(input.node).or_default();
-            let resumes = stream_input(input.provider.as_ref()).is_some_and(|s| s.can_resume(at));
+            let resumes = input
+                .provider
+                .stream_input()
+                .is_some_and(|s| s.can_resume(at));
             if !resumes {
                 return Err(format!("{} cannot resume from it", input.relation));
             }
@@ -425,10 +431,7 @@ impl Database {
             .lock()
             .providers(ObjectKind::MaterializedView)
             .into_iter()
-            .filter_map(|(_, p)| {
-                let any: &dyn std::any::Any = p.as_ref();
-                any.downcast_ref::<ViewTable>()?.stats()
-            })
+            .filter_map(|(_, p)| p.as_view()?.stats())
             .collect();
         for stats in views {
             wait_for_epoch(stats, epoch).await;
@@ -452,9 +455,10 @@ pub(super) const PARALLELISM_KEY: &str = "streaming_parallelism";
 fn lower_view<'a>(
     plan: &LogicalPlan,
     props: &'a ExecutionProps,
+    relations: &'a dyn Fn(&str) -> Option<Arc<dyn CatalogRelation>>,
     emit_on_close: bool,
 ) -> Result<(Lowering<'a>, SharedView)> {
-    let mut lowering = Lowering::new(props, emit_on_close);
+    let mut lowering = Lowering::new(props, relations, emit_on_close);
     let out = lowering.lower_plan(plan)?;
     let materialize = Materialize::new(Arc::new(plan.schema().as_arrow().clone()))?;
     let view = materialize.view();

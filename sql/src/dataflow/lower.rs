@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64};
 
 use datafusion::arrow::datatypes::Schema;
-use datafusion::catalog::TableProvider;
 use datafusion::common::DFSchema;
 use datafusion::datasource::source_as_provider;
 use datafusion::execution::context::ExecutionProps;
@@ -27,16 +26,14 @@ use weir_engine::operator::{
 };
 use weir_engine::runtime::{Graph, NodeId, Partitioning};
 
-use crate::dataflow::ViewTable;
+use crate::catalog::CatalogRelation;
 use crate::error::{Result, SqlError};
-use crate::provider::{
-    DmlTable, FileSource, GeneratorSource, KafkaSource, TemporalTable, WindowTable, Windowing,
-};
+use crate::provider::{TemporalTable, WindowTable, Windowing};
 
 /// A relation the dataflow reads, and the node its streams enter.
 pub(crate) struct Input {
     pub(crate) relation: String,
-    pub(crate) provider: Arc<dyn TableProvider>,
+    pub(crate) provider: Arc<dyn CatalogRelation>,
     pub(crate) node: NodeId,
     /// The event time its readers may read up to (watermark alignment).
     pub(crate) read_limit: Arc<AtomicI64>,
@@ -53,6 +50,8 @@ pub(crate) struct Lowering<'a> {
     /// Whether the lowered plan's output only ever inserts (set by `lower_plan`).
     pub(crate) append_only: bool,
     props: &'a ExecutionProps,
+    /// The catalog's relations by name: what a scan reads.
+    relations: &'a dyn Fn(&str) -> Option<Arc<dyn CatalogRelation>>,
     emit_on_close: bool,
 }
 
@@ -65,20 +64,6 @@ struct Lowered {
     append_only: bool,
 }
 
-/// Whether a relation only ever inserts: sources, APPEND ONLY tables, append-only views.
-fn inserts_only(provider: &dyn TableProvider) -> bool {
-    let any: &dyn std::any::Any = provider;
-    any.is::<GeneratorSource>()
-        || any.is::<KafkaSource>()
-        || any.is::<FileSource>()
-        || any
-            .downcast_ref::<ViewTable>()
-            .is_some_and(ViewTable::append_only)
-        || any
-            .downcast_ref::<DmlTable>()
-            .is_some_and(DmlTable::append_only)
-}
-
 fn unsupported(what: &str) -> SqlError {
     SqlError::unsupported(format!(
         "{what} in a materialized view is not supported yet"
@@ -86,7 +71,11 @@ fn unsupported(what: &str) -> SqlError {
 }
 
 impl<'a> Lowering<'a> {
-    pub(crate) fn new(props: &'a ExecutionProps, emit_on_close: bool) -> Self {
+    pub(crate) fn new(
+        props: &'a ExecutionProps,
+        relations: &'a dyn Fn(&str) -> Option<Arc<dyn CatalogRelation>>,
+        emit_on_close: bool,
+    ) -> Self {
         Self {
             graph: Graph::new(),
             inputs: Vec::new(),
@@ -94,6 +83,7 @@ impl<'a> Lowering<'a> {
             notices: Vec::new(),
             append_only: false,
             props,
+            relations,
             emit_on_close,
         }
     }
@@ -135,7 +125,7 @@ impl<'a> Lowering<'a> {
         )?)
     }
 
-    fn input(&mut self, relation: &str, provider: Arc<dyn TableProvider>) -> Result<NodeId> {
+    fn input(&mut self, relation: &str, provider: Arc<dyn CatalogRelation>) -> Result<NodeId> {
         let node = self.add(Box::new(Union::new(relation)), &[])?;
         self.inputs.push(Input {
             relation: relation.to_string(),
@@ -211,7 +201,7 @@ impl<'a> Lowering<'a> {
                                 let op = TimeWindow::try_new(&schema, w.time_column, *kind)?;
                                 windows.push(Some(kind.size()));
                                 let late = op.late_rows();
-                                (Box::new(op), late, inserts_only(w.input.as_ref()))
+                                (Box::new(op), late, w.input.inserts_only())
                             }
                             Windowing::Session { gap, key } => {
                                 let op = SessionWindow::try_new(
@@ -246,14 +236,22 @@ impl<'a> Lowering<'a> {
                         // A temporal table is read like its table; the join looks it up.
                         let (relation, provider) = match any.downcast_ref::<TemporalTable>() {
                             Some(t) => (t.relation.as_str(), Arc::clone(&t.input)),
-                            None => (scan.table_name.table(), Arc::clone(&provider)),
+                            None => {
+                                let name = scan.table_name.table();
+                                let relation = (self.relations)(name).ok_or_else(|| {
+                                    SqlError::unsupported(format!(
+                                        "\"{name}\" cannot feed a materialized view"
+                                    ))
+                                })?;
+                                (name, relation)
+                            }
                         };
                         let node = self.input(relation, Arc::clone(&provider))?;
                         let n = provider.schema().fields().len();
                         Lowered {
                             node,
                             windows: vec![None; n],
-                            append_only: inserts_only(provider.as_ref()),
+                            append_only: provider.inserts_only(),
                         }
                     }
                 };

@@ -1,6 +1,13 @@
 //! A DML table (`CREATE TABLE ... PRIMARY KEY`) as a DataFusion table.
 //! INSERT, UPDATE and DELETE are planned by DataFusion and applied here, atomically, to the WAL-backed store.
 
+use crate::catalog::CatalogRelation;
+use crate::dataflow::{InputContext, StreamInput};
+use futures::stream::BoxStream;
+use std::collections::BTreeMap;
+use weir_engine::connector::splits::ChangelogSplit;
+use weir_engine::{ChangeBatch, Message, SplitPosition};
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -282,4 +289,57 @@ fn conform(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<RecordBatch> {
         out.push(RecordBatch::try_new(Arc::clone(schema), cols)?);
     }
     Ok(concat_batches(schema, &out)?)
+}
+
+impl StreamInput for DmlTable {
+    /// The table's rows, then its changes; the position is the table's log position. A
+    /// dataflow restored at a position gets the changes after it instead of the rows.
+    fn open(
+        &self,
+        cx: &InputContext<'_>,
+    ) -> crate::error::Result<Vec<BoxStream<'static, Message>>> {
+        let (tx, rx) = std::sync::mpsc::channel::<(u64, ChangeBatch)>();
+        let first = tx.clone();
+        let deliver = Box::new(move |lsn, c| tx.send((lsn, c)).is_ok());
+        {
+            // What goes first is taken under the store's lock: nothing missed or doubled.
+            let store = self.store();
+            let mut store = store.lock();
+            match cx.resume.and_then(|r| r.get(&0)) {
+                Some(p) => {
+                    for change in store.subscribe_from(p.offset.max(0) as u64, deliver)? {
+                        let _ = first.send(change);
+                    }
+                }
+                None => {
+                    let (lsn, snapshot) = store.subscribe(deliver)?;
+                    let _ = first.send((lsn, ChangeBatch::from_data(&snapshot, 1)?));
+                }
+            }
+        }
+        let stream = cx.spawn(0, |progress| {
+            Ok(Box::new(ChangelogSplit::new(rx, progress)))
+        })?;
+        Ok(vec![stream])
+    }
+
+    fn can_resume(&self, positions: &BTreeMap<i32, SplitPosition>) -> bool {
+        positions
+            .get(&0)
+            .is_some_and(|p| self.store().lock().can_resume_from(p.offset.max(0) as u64))
+    }
+}
+
+impl CatalogRelation for DmlTable {
+    fn stream_input(&self) -> Option<&dyn StreamInput> {
+        Some(self)
+    }
+
+    fn inserts_only(&self) -> bool {
+        self.append_only()
+    }
+
+    fn as_table(&self) -> Option<&DmlTable> {
+        Some(self)
+    }
 }

@@ -1,6 +1,14 @@
 //! The `file` connector as a DataFusion table: the files a path or glob names, read ad hoc.
 //! NDJSON goes through weir's decoder (bad lines skipped and counted); CSV and Parquet through DataFusion.
 
+use crate::catalog::CatalogRelation;
+use crate::dataflow::{InputContext, StreamInput};
+use futures::stream::BoxStream;
+use std::collections::BTreeMap;
+use weir_engine::connector::file::FileFormat;
+use weir_engine::connector::splits::FileSplit;
+use weir_engine::{Message, SplitPosition};
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -157,5 +165,62 @@ impl PartitionStream for NdjsonFile {
         blocking_scan(Arc::clone(&self.schema), &ctx, move |emit| {
             read_ndjson(&path, schema, BATCH_ROWS, emit)
         })
+    }
+}
+
+impl StreamInput for FileSource {
+    fn open(
+        &self,
+        cx: &InputContext<'_>,
+    ) -> crate::error::Result<Vec<BoxStream<'static, Message>>> {
+        let (pattern, encoding, schema) = self.parts();
+        let format = match *encoding {
+            FileEncoding::Json => FileFormat::Json,
+            FileEncoding::Csv { header, delimiter } => FileFormat::Csv { header, delimiter },
+            FileEncoding::Parquet => FileFormat::Parquet,
+        };
+        // Files are dealt to readers (one per core where the source was created): each
+        // decodes its own.
+        let splits = self.splits().unwrap_or(cx.parallelism.max(1) as u64) as usize;
+        (0..splits)
+            .map(|s| {
+                let skip = cx
+                    .resume
+                    .and_then(|r| r.get(&(s as i32)))
+                    .map_or(0, |p| p.offset.max(0));
+                cx.spawn(s as i32, |progress| {
+                    {
+                        let mut p = progress.lock();
+                        p.next_offset = skip;
+                        p.high_watermark = skip;
+                    }
+                    Ok(Box::new(FileSplit::new(
+                        pattern.to_string(),
+                        format,
+                        Arc::clone(schema),
+                        (s, splits),
+                        skip as u64,
+                        progress,
+                    )))
+                })
+            })
+            .collect()
+    }
+
+    /// A split skips the rows it had emitted, when the source's splits are fixed (a source
+    /// created before they were is derived again).
+    fn can_resume(&self, positions: &BTreeMap<i32, SplitPosition>) -> bool {
+        self.splits()
+            .is_some_and(|splits| positions.keys().all(|&p| p >= 0 && (p as u64) < splits))
+    }
+}
+
+impl CatalogRelation for FileSource {
+    fn stream_input(&self) -> Option<&dyn StreamInput> {
+        Some(self)
+    }
+
+    fn inserts_only(&self) -> bool {
+        true
     }
 }

@@ -1,6 +1,15 @@
 //! The built-in generators (`nexmark`, `datagen`) as DataFusion tables: each scan regenerates
 //! the same rows, split across partitions. Unbounded generators refuse a scan without a LIMIT.
 
+use crate::catalog::CatalogRelation;
+use crate::dataflow::shared_readers::{MakeReader, SharedReaders};
+use crate::dataflow::{InputContext, StreamInput};
+use futures::stream::BoxStream;
+use std::collections::BTreeMap;
+use weir_engine::connector::splits::{DatagenSplit, GeneratedSplit};
+use weir_engine::runtime::{Paced, SplitReader};
+use weir_engine::{Message, SplitPosition};
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -18,7 +27,6 @@ use futures::StreamExt;
 use weir_engine::connector::datagen::DatagenOptions;
 use weir_engine::connector::nexmark::{NexmarkOptions, NexmarkReader};
 
-use crate::dataflow::shared_readers::SharedReaders;
 use crate::error::SqlError;
 use parking_lot::Mutex;
 
@@ -218,5 +226,60 @@ impl PartitionStream for GeneratorSplit {
             Arc::clone(&self.schema),
             batches,
         ))
+    }
+}
+
+impl StreamInput for GeneratorSource {
+    /// Shards of the source, as many as the cores of the dataflow that starts them;
+    /// offsets are rows made. A backfill is not paced.
+    fn open(
+        &self,
+        cx: &InputContext<'_>,
+    ) -> crate::error::Result<Vec<BoxStream<'static, Message>>> {
+        let splits = self.shard_count(cx.parallelism.max(1) as u64);
+        let reader: MakeReader<'_> = &|s, start, until, progress| {
+            let (s, done) = (s as u64, start.max(0) as u64);
+            let reader: Box<dyn SplitReader> = match self.generator() {
+                Generator::Nexmark(o) => Box::new(NexmarkReader::resume(o, s, splits, done)),
+                Generator::Datagen(o) => Box::new(DatagenSplit::resume(o.clone(), s, splits, done)),
+            };
+            {
+                let mut p = progress.lock();
+                p.next_offset = start;
+                p.high_watermark = start;
+            }
+            let reader = GeneratedSplit::new(reader, progress);
+            Ok(match (until, self.rate()) {
+                (Some(end), _) => Box::new(reader.until(end)),
+                (None, Some(r)) => Box::new(Paced::new(Box::new(reader), r / splits as f64)),
+                (None, None) => Box::new(reader),
+            })
+        };
+        let shards = || Ok((0..splits as i32).map(|s| (s, 0)).collect());
+        self.shared_readers().open(cx, shards, reader)
+    }
+
+    /// A shard's rows are computed from their index: it resumes at any row, as long as the
+    /// source is read as the shards the positions are of (a source created before its
+    /// shard count was fixed takes the checkpoint's).
+    fn can_resume(&self, positions: &BTreeMap<i32, SplitPosition>) -> bool {
+        let shards = self.shard_count(positions.len().max(1) as u64);
+        positions.is_empty()
+            || (positions.len() as u64 == shards
+                && positions.keys().all(|&p| p >= 0 && (p as u64) < shards))
+    }
+}
+
+impl CatalogRelation for GeneratorSource {
+    fn stream_input(&self) -> Option<&dyn StreamInput> {
+        Some(self)
+    }
+
+    fn inserts_only(&self) -> bool {
+        true
+    }
+
+    fn shared_readers(&self) -> Option<&SharedReaders> {
+        Some(&self.shared)
     }
 }

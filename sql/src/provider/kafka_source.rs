@@ -1,6 +1,14 @@
 //! A Kafka topic as a DataFusion table: each ad hoc scan reads every partition from its start
 //! offset to the high watermark seen when the query began, partitions in parallel.
 
+use crate::catalog::CatalogRelation;
+use crate::dataflow::shared_readers::{MakeReader, SharedReaders};
+use crate::dataflow::{InputContext, StreamInput};
+use futures::stream::BoxStream;
+use std::collections::BTreeMap;
+use weir_engine::connector::kafka::KafkaSplit;
+use weir_engine::{Message, SplitPosition};
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -14,7 +22,6 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use weir_engine::connector::kafka::{KafkaConfig, KafkaMeta, PartitionRange, output_schema};
 
-use crate::dataflow::shared_readers::SharedReaders;
 use crate::error::SqlError;
 use crate::provider::blocking_scan;
 
@@ -129,5 +136,66 @@ impl PartitionStream for PartitionScan {
         blocking_scan(Arc::clone(&self.schema), &ctx, move |emit| {
             config.scan_partition(range, value_schema, &includes, BATCH_ROWS, emit)
         })
+    }
+}
+
+impl StreamInput for KafkaSource {
+    fn open(
+        &self,
+        cx: &InputContext<'_>,
+    ) -> crate::error::Result<Vec<BoxStream<'static, Message>>> {
+        let (config, value_schema, includes) = self.parts();
+        let reader: MakeReader<'_> = &|partition, start, until, progress| {
+            let range = PartitionRange {
+                partition,
+                start,
+                end: until.unwrap_or(start),
+            };
+            let split = KafkaSplit::new(
+                config.clone(),
+                range,
+                Arc::clone(value_schema),
+                includes.to_vec(),
+                progress,
+            );
+            Ok(Box::new(match until {
+                Some(end) => split.until(end),
+                None => split,
+            }))
+        };
+        let partitions = || match config.partition_ranges() {
+            Ok(ranges) => Ok(ranges.iter().map(|r| (r.partition, r.start)).collect()),
+            // The broker is down: a restored dataflow knows its partitions and offsets, so
+            // it is served from its checkpoint and reads on once the broker is back (its
+            // readers retry). Views created later backfill from these offsets.
+            Err(e) => match cx.resume.filter(|r| !r.is_empty()) {
+                Some(resume) => {
+                    tracing::warn!(source = %cx.relation, error = %e, "broker unreachable; resuming at the checkpointed offsets");
+                    Ok(resume.iter().map(|(p, at)| (*p, at.offset)).collect())
+                }
+                None => Err(e.into()),
+            },
+        };
+        self.shared_readers().open(cx, partitions, reader)
+    }
+
+    /// A partition resumes at its stored offset (a partition the checkpoint does not
+    /// name, added since, starts where the source starts).
+    fn can_resume(&self, _positions: &BTreeMap<i32, SplitPosition>) -> bool {
+        true
+    }
+}
+
+impl CatalogRelation for KafkaSource {
+    fn stream_input(&self) -> Option<&dyn StreamInput> {
+        Some(self)
+    }
+
+    fn inserts_only(&self) -> bool {
+        true
+    }
+
+    fn shared_readers(&self) -> Option<&SharedReaders> {
+        Some(&self.shared)
     }
 }

@@ -27,7 +27,8 @@ const SESSION_ID: &str = "__weir_session";
 /// Rows of `table` with their session bounds: a session of one key is a maximal run of
 /// its rows (in time order) less than `gap` apart, `[first, last + gap)`.
 pub(super) fn plan(table: &WindowTable, gap: i64, key: &[usize]) -> Result<LogicalPlan> {
-    let source = provider_as_source(Arc::clone(&table.input));
+    let source =
+        provider_as_source(Arc::clone(&table.input) as Arc<dyn datafusion::catalog::TableProvider>);
     let scan = LogicalPlanBuilder::scan(table.relation.clone(), source, None)?.build()?;
     let input_columns: Vec<Expr> = scan
         .schema()

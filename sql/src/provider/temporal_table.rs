@@ -14,12 +14,13 @@ use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 
 use super::window_table::{Lookup, ident};
+use crate::catalog::CatalogRelation;
 
 /// A relation looked up as of processing time.
 #[derive(Debug)]
 pub(crate) struct TemporalTable {
     pub(crate) relation: String,
-    pub(crate) input: Arc<dyn TableProvider>,
+    pub(crate) input: Arc<dyn CatalogRelation>,
 }
 
 #[async_trait]

@@ -3,6 +3,13 @@
 //! key applied: its `after`, none after a delete). Read ad hoc from the whole topic at query
 //! start, folded by the same `UpsertSplit` a view's dataflow reads it with.
 
+use crate::catalog::CatalogRelation;
+use crate::dataflow::{InputContext, StreamInput};
+use futures::stream::BoxStream;
+use std::collections::BTreeMap;
+use weir_engine::connector::kafka::StartupMode;
+use weir_engine::{Message, SplitPosition};
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -115,5 +122,53 @@ impl TableProvider for UpsertTable {
             self.schema(),
             projection.cloned(),
         )?)
+    }
+}
+
+impl StreamInput for UpsertTable {
+    fn open(
+        &self,
+        cx: &InputContext<'_>,
+    ) -> crate::error::Result<Vec<BoxStream<'static, Message>>> {
+        // A table is all of its topic: read from the start whatever the source said.
+        let mut config = self.config().clone();
+        config.startup = StartupMode::Earliest;
+        let schema = self.schema();
+        config
+            .partition_ranges()?
+            .into_iter()
+            .map(|range| {
+                let resume = cx.resume.and_then(|r| r.get(&range.partition));
+                cx.spawn(range.partition, |progress| {
+                    let split = UpsertSplit::new(
+                        config.clone(),
+                        range,
+                        Arc::clone(&schema),
+                        self.format().clone(),
+                        progress,
+                    )?;
+                    Ok(Box::new(match resume {
+                        Some(at) => split.resume_at(at.offset),
+                        None => split,
+                    }))
+                })
+            })
+            .collect()
+    }
+
+    fn reports_progress(&self) -> bool {
+        true
+    }
+
+    /// Each partition is read from its start again (the keys' rows), sending only the
+    /// changes after the checkpointed offset.
+    fn can_resume(&self, _positions: &BTreeMap<i32, SplitPosition>) -> bool {
+        true
+    }
+}
+
+impl CatalogRelation for UpsertTable {
+    fn stream_input(&self) -> Option<&dyn StreamInput> {
+        Some(self)
     }
 }

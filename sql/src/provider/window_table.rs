@@ -16,8 +16,10 @@ use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, cast, lit}
 use datafusion::physical_plan::ExecutionPlan;
 use weir_engine::operator::WindowKind;
 
+use crate::catalog::CatalogRelation;
+
 /// Finds a catalog relation's provider by name.
-pub(crate) type Lookup = Arc<dyn Fn(&str) -> Option<Arc<dyn TableProvider>> + Send + Sync>;
+pub(crate) type Lookup = Arc<dyn Fn(&str) -> Option<Arc<dyn CatalogRelation>> + Send + Sync>;
 
 /// How rows are assigned to windows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,7 +35,7 @@ pub(crate) enum Windowing {
 #[derive(Debug, Clone)]
 pub(crate) struct WindowTable {
     pub(crate) relation: String,
-    pub(crate) input: Arc<dyn TableProvider>,
+    pub(crate) input: Arc<dyn CatalogRelation>,
     pub(crate) time_column: usize,
     pub(crate) windowing: Windowing,
     pub(crate) schema: SchemaRef,
@@ -70,7 +72,7 @@ impl WindowTable {
         if let Windowing::Session { gap, key } = &self.windowing {
             return super::session_plan::plan(self, *gap, key);
         }
-        let source = provider_as_source(Arc::clone(&self.input));
+        let source = provider_as_source(Arc::clone(&self.input) as Arc<dyn TableProvider>);
         let scan = LogicalPlanBuilder::scan(self.relation.clone(), source, None)?.build()?;
         let time_type = self.schema.field(self.time_column).data_type().clone();
         let as_time = |ns: Expr| {
