@@ -1,6 +1,7 @@
 //! DataFusion table providers over weir's relations: generator and Kafka sources, DML tables.
 //! Ad hoc SELECTs read them through DataFusion; DML goes through `insert_into`, `update`, `delete_from`.
 
+mod constant;
 mod dml_table;
 mod file_source;
 mod generator_source;
@@ -11,6 +12,7 @@ mod temporal_table;
 mod upsert_table;
 mod window_table;
 
+pub(crate) use constant::{CONSTANT_RELATION, ConstantRelation};
 pub(crate) use dml_table::DmlTable;
 pub(crate) use file_source::{FileEncoding, FileSource};
 pub(crate) use generator_source::{Generator, GeneratorSource};

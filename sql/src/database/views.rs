@@ -31,6 +31,7 @@ use crate::cpu_runtime::panic_message;
 use crate::dataflow::{InputContext, Lowering, RunningDataflow, ViewTable};
 use crate::error::{Result, SqlError};
 use crate::operand_types::check_operand_types;
+use crate::provider::CONSTANT_RELATION;
 use crate::spellings::normalize_spellings;
 use crate::statement::{CreateRelation, ObjectKind, ParsedStatement, Statement, parse_duration};
 
@@ -290,7 +291,11 @@ impl Database {
         let no_positions = BTreeMap::new();
         let mut depends_on: Vec<String> = Vec::new();
         for input in &inputs {
-            let (watermark, is_source) = {
+            // A constant relation (a query reading no table) is no catalog object.
+            let constant = input.relation == CONSTANT_RELATION;
+            let (watermark, is_source) = if constant {
+                (None, false)
+            } else {
                 let cat = self.catalog.lock();
                 let entry = cat
                     .get(&input.relation)
@@ -319,7 +324,7 @@ impl Database {
                     .map(|p| p.get(&input.node).unwrap_or(&no_positions)),
             };
             dataflow.input(input.node, source.open(&cx)?);
-            if !depends_on.contains(&input.relation) {
+            if !constant && !depends_on.contains(&input.relation) {
                 depends_on.push(input.relation.clone());
             }
         }

@@ -28,7 +28,7 @@ use weir_engine::runtime::{Graph, NodeId, Partitioning};
 
 use crate::catalog::CatalogRelation;
 use crate::error::{Result, SqlError};
-use crate::provider::{TemporalTable, WindowTable, Windowing};
+use crate::provider::{CONSTANT_RELATION, ConstantRelation, TemporalTable, WindowTable, Windowing};
 
 /// A relation the dataflow reads, and the node its streams enter.
 pub(crate) struct Input {
@@ -400,9 +400,16 @@ impl<'a> Lowering<'a> {
             LogicalPlan::Window(_) => Err(unsupported(
                 "a window function (OVER) other than row_number() <= n",
             )),
-            LogicalPlan::EmptyRelation(_) => Err(unsupported(
-                "a query that is always empty (such as LIMIT 0 or WHERE false)",
-            )),
+            // No table (SELECT 1), or none left (WHERE false): a constant relation feeds it,
+            // so the view commits epochs and holds its row (or none).
+            LogicalPlan::EmptyRelation(e) => {
+                let provider = Arc::new(ConstantRelation::new(e.produce_one_row));
+                Ok(Lowered {
+                    node: self.input(CONSTANT_RELATION, provider)?,
+                    windows: vec![None; e.schema.fields().len()],
+                    append_only: true,
+                })
+            }
             other => Err(unsupported(
                 other
                     .display()
