@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use arrow::array::{
     Array, ArrayRef, ArrowPrimitiveType, AsArray, Decimal128Array, Float64Array, Int64Array,
-    PrimitiveArray,
+    PrimitiveArray, StringArray,
 };
 use arrow::buffer::NullBuffer;
 use arrow::compute::cast;
@@ -279,7 +279,7 @@ pub(super) struct ExtremeState<T: ArrowPrimitiveType> {
     present: Vec<bool>,
 }
 
-/// The columnar min or max for output type `out`, for the primitive types.
+/// The columnar min or max for output type `out`, for the primitive and string types.
 pub(super) fn extreme(max: bool, out: &DataType) -> Option<Box<dyn GroupState>> {
     fn make<T: ArrowPrimitiveType>(max: bool, out: &DataType) -> Option<Box<dyn GroupState>> {
         Some(Box::new(ExtremeState::<T> {
@@ -307,7 +307,89 @@ pub(super) fn extreme(max: bool, out: &DataType) -> Option<Box<dyn GroupState>> 
         DataType::Timestamp(TimeUnit::Millisecond, _) => make::<TimestampMillisecondType>(max, out),
         DataType::Timestamp(TimeUnit::Microsecond, _) => make::<TimestampMicrosecondType>(max, out),
         DataType::Timestamp(TimeUnit::Nanosecond, _) => make::<TimestampNanosecondType>(max, out),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+            Some(Box::new(ExtremeString {
+                max,
+                out: out.clone(),
+                values: Vec::new(),
+                bytes: 0,
+            }))
+        }
         _ => None,
+    }
+}
+
+/// `min(x)` or `max(x)` of strings over input that never retracts: the extreme so far per
+/// group, its text (compared bytewise, as DataFusion's and Postgres's "C" collation do).
+pub(super) struct ExtremeString {
+    max: bool,
+    out: DataType,
+    values: Vec<Option<Box<str>>>,
+    /// Bytes of text held.
+    bytes: usize,
+}
+
+impl GroupState for ExtremeString {
+    fn update(&mut self, slots: &[u32], args: &[ArrayRef], weights: &Int64Array) -> Result<()> {
+        let Some(&top) = slots.iter().max() else {
+            return Ok(());
+        };
+        cover(&mut self.values, top, None);
+        let arg = cast(&args[0], &DataType::Utf8)?;
+        let x = arg.as_string::<i32>();
+        for (i, &s) in slots.iter().enumerate() {
+            if x.is_null(i) || weights.value(i) <= 0 {
+                continue;
+            }
+            let v = x.value(i);
+            let slot = &mut self.values[s as usize];
+            let replaces = match slot.as_deref() {
+                None => true,
+                Some(old) if self.max => v > old,
+                Some(old) => v < old,
+            };
+            if replaces {
+                self.bytes = self.bytes + v.len() - slot.as_ref().map_or(0, |o| o.len());
+                *slot = Some(v.into());
+            }
+        }
+        Ok(())
+    }
+
+    fn evaluate(&mut self, slots: &[u32]) -> Result<ArrayRef> {
+        let values: StringArray = slots
+            .iter()
+            .map(|&s| self.values.get(s as usize).and_then(|v| v.as_deref()))
+            .collect();
+        Ok(cast(&values, &self.out)?)
+    }
+
+    fn clear(&mut self, slot: u32) {
+        if let Some(v) = self.values.get_mut(slot as usize).and_then(Option::take) {
+            self.bytes -= v.len();
+        }
+    }
+
+    fn size(&self) -> usize {
+        self.values.capacity() * size_of::<Option<Box<str>>>() + self.bytes
+    }
+
+    fn snapshot(&mut self, slots: &[u32], _: &str, _: &mut StateSnapshot) -> Result<Vec<ArrayRef>> {
+        Ok(vec![self.evaluate(slots)?])
+    }
+
+    fn restore(
+        &mut self,
+        slots: &[u32],
+        columns: &[ArrayRef],
+        _: &str,
+        _: &StateSnapshot,
+    ) -> Result<()> {
+        let values = columns
+            .first()
+            .ok_or_else(|| EngineError::CorruptCheckpoint("min/max state has no column".into()))?;
+        let ones = Int64Array::from(vec![1; values.len()]);
+        self.update(slots, std::slice::from_ref(values), &ones)
     }
 }
 
@@ -457,6 +539,38 @@ mod tests {
         let v = sum.evaluate(&[0]).unwrap();
         assert_eq!(v.data_type(), &out);
         assert_eq!(v.as_primitive::<Decimal128Type>().value(0), 150 + 3 * 275);
+    }
+
+    #[test]
+    fn string_extremes_compare_bytewise_skip_nulls_and_restore() {
+        let text = |v: &[Option<&str>]| -> ArrayRef { Arc::new(StringArray::from(v.to_vec())) };
+        let strings = |a: ArrayRef| -> Vec<Option<String>> {
+            let a = a.as_string::<i32>();
+            (0..a.len())
+                .map(|i| a.is_valid(i).then(|| a.value(i).to_string()))
+                .collect()
+        };
+        for (max, expected) in [(true, ["b", "é"]), (false, ["a", "Z"])] {
+            let mut state = extreme(max, &DataType::Utf8).unwrap();
+            let x = text(&[Some("b"), Some("a"), None, Some("é"), Some("Z")]);
+            state
+                .update(&[0, 0, 0, 1, 1], &[x], &weights(&[1, 1, 1, 1, 1]))
+                .unwrap();
+            let got = strings(state.evaluate(&[0, 1, 2]).unwrap());
+            let want = vec![
+                Some(expected[0].to_string()),
+                Some(expected[1].to_string()),
+                None,
+            ];
+            assert_eq!(got, want, "max = {max}");
+            let mut extra = StateSnapshot::default();
+            let columns = state.snapshot(&[0, 1], "a0_", &mut extra).unwrap();
+            let mut back = extreme(max, &DataType::Utf8).unwrap();
+            back.restore(&[5, 3], &columns, "a0_", &extra).unwrap();
+            assert_eq!(strings(back.evaluate(&[5, 3]).unwrap()), want[..2]);
+            back.clear(5);
+            assert_eq!(strings(back.evaluate(&[5]).unwrap()), vec![None]);
+        }
     }
 
     #[test]
