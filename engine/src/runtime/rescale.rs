@@ -28,6 +28,7 @@ pub(super) fn rescale(
         .map(|n| vec![StateSnapshot::default(); old.stages[old.stage_of[n]].width])
         .collect();
     let old_tasks = old.tasks();
+    let mut seen = vec![false; old_tasks.len()];
     for snapshot in checkpoint {
         let &(s, instance) = old_tasks.get(snapshot.task).ok_or_else(|| {
             EngineError::CorruptCheckpoint(format!(
@@ -35,6 +36,12 @@ pub(super) fn rescale(
                 snapshot.task
             ))
         })?;
+        if std::mem::replace(&mut seen[snapshot.task], true) {
+            return Err(EngineError::CorruptCheckpoint(format!(
+                "task {} appears twice in a checkpoint",
+                snapshot.task
+            )));
+        }
         let stage = &old.stages[s];
         if snapshot.nodes.len() != stage.nodes.len() {
             return Err(EngineError::CorruptCheckpoint(format!(
