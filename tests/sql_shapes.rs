@@ -35,6 +35,18 @@ const SHAPE_VIEWS: &[(&str, &str)] = &[
         "SELECT id, grp FROM items WHERE grp NOT IN (SELECT v FROM items WHERE s = 'a' AND v IS NOT NULL)",
     ),
     (
+        "above_average",
+        "SELECT id, v FROM items WHERE v > (SELECT avg(v) FROM items)",
+    ),
+    (
+        "from_the_min",
+        "SELECT id, grp, v - (SELECT min(v) FROM items WHERE s = 'a') AS above_min FROM items",
+    ),
+    (
+        "share_of_total",
+        "SELECT grp, sum(v) AS s, (SELECT count(*) FROM items) AS total FROM items GROUP BY grp",
+    ),
+    (
         "filtered_global",
         "SELECT count(DISTINCT s) FILTER (WHERE v % 2 = 0) AS even_s, min(v) FILTER (WHERE grp = 1) AS g1_min \
          FROM items",

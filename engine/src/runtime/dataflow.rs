@@ -426,8 +426,16 @@ mod tests {
         let mut twice = checkpoint.clone();
         twice.push(checkpoint[0].clone());
         let (graphs, _): (Vec<_>, Vec<_>) = (0..2).map(|_| windowed_sums()).unzip();
-        assert!(Dataflow::new(graphs).unwrap().restore(twice.clone(), 2).is_err());
+        assert!(
+            Dataflow::new(graphs)
+                .unwrap()
+                .restore(twice.clone(), 2)
+                .is_err()
+        );
         let (graphs, _): (Vec<_>, Vec<_>) = (0..3).map(|_| windowed_sums()).unzip();
-        assert!(Dataflow::new(graphs).unwrap().restore(twice, 2).is_err(), "rescaled too");
+        assert!(
+            Dataflow::new(graphs).unwrap().restore(twice, 2).is_err(),
+            "rescaled too"
+        );
     }
 }

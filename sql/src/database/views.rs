@@ -88,7 +88,14 @@ impl Database {
         // On the statement threads, whose stacks hold the deepest statement parsed.
         let parser = Arc::clone(&self.parser);
         let query = query.to_string();
-        let state = self.ctx.state();
+        let mut state = self.ctx.state();
+        // A scalar subquery becomes a join a dataflow can keep (DataFusion's own plan runs
+        // an uncorrelated one once, apart: right for a batch, not for a view).
+        state
+            .config_mut()
+            .options_mut()
+            .optimizer
+            .enable_physical_uncorrelated_scalar_subquery = false;
         self.cpu
             .plan(async move {
                 let mut statement = parser.parse_view_query(&query)?;

@@ -1,6 +1,7 @@
 //! Lowering of joins: equi-joins become a `HashJoin`, temporal ones in lookup mode, with
 //! the time bounds of window and interval joins and a NOTICE when state is unbounded;
-//! NOT IN (a null-aware anti join) is built from an anti join and the subquery's counts.
+//! NOT IN (a null-aware anti join) is built from an anti join and the subquery's counts, a
+//! join with a one-row side (a scalar subquery) from an equi-join on a constant.
 
 use std::sync::Arc;
 
@@ -33,6 +34,9 @@ impl Lowering<'_> {
             other => return Err(unsupported(&format!("a {other} join"))),
         };
         if j.on.is_empty() {
+            if at_most_one_row(&j.left) || at_most_one_row(&j.right) {
+                return self.join_one_row(j);
+            }
             return Err(unsupported("a JOIN without an equality condition"));
         }
         if is_temporal(&j.left) {
@@ -199,8 +203,69 @@ impl Lowering<'_> {
     }
 }
 
-/// Columns of the NOT IN rewrite: the constant join key of each side, the subquery's row
-/// count and its count of NULL values.
+impl Lowering<'_> {
+    /// A join without equalities whose one side has at most one row: what DataFusion makes
+    /// of a scalar subquery (`WHERE v > (SELECT max(v) FROM t)`, a subquery in the select
+    /// list). It becomes an equi-join on a constant, so a change of the one row re-joins
+    /// the other side's rows (kept in the join's state), as a dynamic filter does. The
+    /// constant key puts every row in one instance.
+    fn join_one_row(&mut self, j: &Join) -> Result<Lowered> {
+        let keyed = |side: &LogicalPlan, key: &str| -> Result<LogicalPlan> {
+            let columns = side.schema().columns().into_iter().map(Expr::Column);
+            Ok(
+                LogicalPlanBuilder::from(without_one_row_limits(side.clone())?)
+                    .project(columns.chain([lit(1i64).alias(key)]))?
+                    .build()?,
+            )
+        };
+        let output: Vec<Expr> = j.schema.columns().into_iter().map(Expr::Column).collect();
+        let plan = LogicalPlanBuilder::from(keyed(&j.left, ONE_LEFT)?)
+            .join_with_expr_keys(
+                keyed(&j.right, ONE_RIGHT)?,
+                j.join_type,
+                (vec![col(ONE_LEFT)], vec![col(ONE_RIGHT)]),
+                j.filter.clone(),
+            )?
+            .project(output)?
+            .build()?;
+        self.lower(&plan)
+    }
+}
+
+/// Whether `plan` yields at most one row: an aggregate without GROUP BY, through
+/// projections, filters, aliases and limits (a scalar subquery's plan has `LIMIT 1`).
+fn at_most_one_row(plan: &LogicalPlan) -> bool {
+    match plan {
+        LogicalPlan::Aggregate(a) => a.group_expr.is_empty(),
+        LogicalPlan::Projection(_)
+        | LogicalPlan::Filter(_)
+        | LogicalPlan::SubqueryAlias(_)
+        | LogicalPlan::Limit(_) => plan.inputs().into_iter().all(at_most_one_row),
+        _ => false,
+    }
+}
+
+/// `plan` without the `LIMIT n` (n >= 1, no OFFSET) over parts that have one row at most:
+/// they change nothing, and a view keeps no LIMIT without ORDER BY.
+fn without_one_row_limits(plan: LogicalPlan) -> Result<LogicalPlan> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::logical_expr::{FetchType, SkipType};
+    Ok(plan
+        .transform_up(|p| {
+            if let LogicalPlan::Limit(l) = &p
+                && matches!(l.get_skip_type()?, SkipType::Literal(0))
+                && matches!(l.get_fetch_type()?, FetchType::Literal(Some(n)) if n >= 1)
+                && at_most_one_row(&l.input)
+            {
+                return Ok(Transformed::yes(l.input.as_ref().clone()));
+            }
+            Ok(Transformed::no(p))
+        })?
+        .data)
+}
+
+/// Columns of the NOT IN rewrite and of a join with a one-row side: the constant join key
+/// of each side; and the NOT IN subquery's row count and its count of NULL values.
 const ONE_LEFT: &str = "__weir_not_in_one_l";
 const ONE_RIGHT: &str = "__weir_not_in_one_r";
 const ROWS: &str = "__weir_not_in_rows";
