@@ -47,6 +47,19 @@ const SHAPE_VIEWS: &[(&str, &str)] = &[
         "SELECT grp, sum(v) AS s, (SELECT count(*) FROM items) AS total FROM items GROUP BY grp",
     ),
     (
+        "same_s_or_both_null",
+        "SELECT a.id, b.id AS other FROM items a JOIN items b \
+         ON a.s IS NOT DISTINCT FROM b.s AND a.grp = b.grp WHERE a.id < b.id",
+    ),
+    (
+        "has_a_bigger_peer",
+        "SELECT id FROM items a WHERE EXISTS (SELECT 1 FROM items b WHERE b.grp = a.grp AND b.v > a.v)",
+    ),
+    (
+        "biggest_of_its_group",
+        "SELECT id FROM items a WHERE NOT EXISTS (SELECT 1 FROM items b WHERE b.grp = a.grp AND b.v > a.v)",
+    ),
+    (
         "filtered_global",
         "SELECT count(DISTINCT s) FILTER (WHERE v % 2 = 0) AS even_s, min(v) FILTER (WHERE grp = 1) AS g1_min \
          FROM items",

@@ -99,6 +99,30 @@ pub(crate) fn with_budget<T>(
     }
 }
 
+/// `a IS [NOT] DISTINCT FROM b`, with `b` bound as Postgres binds it: up to an operator of
+/// lower precedence than IS (AND, OR, NOT). sqlparser takes a whole expression after FROM,
+/// so `x IS NOT DISTINCT FROM y AND z` was `x IS NOT DISTINCT FROM (y AND z)`.
+fn is_distinct_from(parser: &mut Parser<'_>, expr: &Expr) -> Option<Result<Expr, ParserError>> {
+    let negated = if parser.parse_keywords(&[Keyword::IS, Keyword::DISTINCT, Keyword::FROM]) {
+        false
+    } else if parser.parse_keywords(&[Keyword::IS, Keyword::NOT, Keyword::DISTINCT, Keyword::FROM])
+    {
+        true
+    } else {
+        return None;
+    };
+    let right = match parser.parse_subexpr(PG.prec_value(Precedence::Is)) {
+        Ok(right) => Box::new(right),
+        Err(e) => return Some(Err(e)),
+    };
+    let left = Box::new(expr.clone());
+    Some(Ok(if negated {
+        Expr::IsNotDistinctFrom(left, right)
+    } else {
+        Expr::IsDistinctFrom(left, right)
+    }))
+}
+
 /// PostgreSQL's dialect with named function arguments by identifier (as Postgres has them)
 /// and the budget check; it reports itself as PostgreSQL to the parser's dialect tests.
 #[derive(Debug, Default)]
@@ -122,6 +146,14 @@ macro_rules! postgres_with_budget {
                     return Some(Err(ParserError::RecursionLimitExceeded));
                 }
                 PG.parse_prefix(parser)
+            }
+            fn parse_infix(
+                &self,
+                parser: &mut Parser<'_>,
+                expr: &Expr,
+                _precedence: u8,
+            ) -> Option<Result<Expr, ParserError>> {
+                is_distinct_from(parser, expr)
             }
             fn supports_named_fn_args_with_expr_name(&self) -> bool {
                 $named_args_by_expr
@@ -313,6 +345,32 @@ mod tests {
                 .map(|_| ())
                 .map_err(|e| SqlError::syntax(e.to_string(), None))
         })
+    }
+
+    #[test]
+    fn is_distinct_from_binds_tighter_than_and() {
+        for dialect in [&WeirDialect as &dyn Dialect, &BudgetedPostgres] {
+            let expr = Parser::new(dialect)
+                .try_with_sql("a IS NOT DISTINCT FROM b AND c = d OR e IS DISTINCT FROM f = g")
+                .unwrap()
+                .parse_expr()
+                .unwrap();
+            assert_eq!(
+                expr.to_string(),
+                "a IS NOT DISTINCT FROM b AND c = d OR e IS DISTINCT FROM f = g"
+            );
+            let Expr::BinaryOp { left, .. } = &expr else {
+                panic!("{expr:?}")
+            };
+            let Expr::BinaryOp { left, right, .. } = left.as_ref() else {
+                panic!("{left:?}")
+            };
+            assert!(
+                matches!(left.as_ref(), Expr::IsNotDistinctFrom(..)),
+                "{left:?}"
+            );
+            assert!(matches!(right.as_ref(), Expr::BinaryOp { .. }), "{right:?}");
+        }
     }
 
     #[test]
