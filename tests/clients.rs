@@ -222,7 +222,8 @@ async fn node_postgres_queries() {
     assert_eq!(lines, vec![r#"[{"k":"8","v":"b"},{"k":"9","v":"c"}]"#, "3"]);
 }
 
-/// `\dm` lists materialized views (relkind `m` in pg_class), `\dv` does not, `\du` runs.
+/// `\dm` lists materialized views (relkind `m` in pg_class), `\dv` does not, `\du`, `\df`
+/// and `\dn` run.
 #[tokio::test(flavor = "multi_thread")]
 async fn psql_lists_materialized_views_with_dm() {
     let server = TestServer::start().await;
@@ -238,10 +239,26 @@ async fn psql_lists_materialized_views_with_dm() {
             "\\dv",
             "\\echo DU",
             "\\du",
+            "\\echo DF",
+            "\\df",
+            "\\echo DN",
+            "\\dn",
         ],
     );
+    // \df runs (weir has no functions of its own to list), \dn lists the schemas.
+    let df = out.split("DF").nth(1).unwrap_or_default();
+    assert!(df.contains("List of functions"), "{out}");
+    let dn = out.split("DN").nth(1).unwrap_or_default();
+    assert!(
+        dn.contains("public") && dn.contains("weir_catalog"),
+        "{out}"
+    );
     // \du runs (its ARRAY(SELECT ...) subquery is rewritten); no roles exist yet.
-    let du = out.split("DU").nth(1).unwrap_or_default();
+    let du = out
+        .split("DU")
+        .nth(1)
+        .and_then(|s| s.split("DF").next())
+        .unwrap_or_default();
     assert!(du.contains("List of roles"), "{out}");
     let dm = out
         .split("DM")

@@ -252,6 +252,9 @@ impl Database {
         for name in ["pg_function_is_visible", "pg_type_is_visible"] {
             ctx.register_udf(crate::functions::is_visible_udf(name));
         }
+        for name in ["pg_get_function_result", "pg_get_function_arguments"] {
+            ctx.register_udf(crate::functions::no_function_udf(name));
+        }
         // Postgres spells DataFusion's signum `sign`.
         if let Ok(signum) = datafusion::execution::FunctionRegistry::udf(&ctx, "signum") {
             ctx.register_udf(signum.as_ref().clone().with_aliases(["sign"]));

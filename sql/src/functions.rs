@@ -114,6 +114,23 @@ pub(crate) fn is_visible_udf(name: &str) -> ScalarUDF {
     )
 }
 
+/// `pg_get_function_result(oid)` and `pg_get_function_arguments(oid)` (psql's `\df`): weir
+/// has no user-defined functions (pg_proc lists none), so there is never one to describe:
+/// NULL.
+pub(crate) fn no_function_udf(name: &str) -> ScalarUDF {
+    create_udf(
+        name,
+        vec![DataType::Int64],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(|args| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let none: StringArray = (0..arrays[0].len()).map(|_| None::<&str>).collect();
+            Ok(ColumnarValue::Array(Arc::new(none)))
+        }),
+    )
+}
+
 /// `to_regtype(name)`: the type's OID, or NULL when weir has no such type.
 pub(crate) fn to_regtype_udf() -> ScalarUDF {
     create_udf(
