@@ -1,5 +1,7 @@
 //! SQL shapes that streaming users write, each kept by a view that must equal its query run
-//! as a batch after random inserts, updates and deletes (NULLs included).
+//! as a batch after random inserts, updates and deletes (NULLs included): FILTER and
+//! ordered aggregates, DISTINCT ON, NOT IN, scalar subqueries, IS NOT DISTINCT FROM joins,
+//! correlated EXISTS, window functions over partitions.
 
 use crate::harness::{
     Lcg, TestServer, assert_views_equal_queries, create_views_at_parallelism_1_to_3, sorted_rows,
@@ -58,6 +60,21 @@ const SHAPE_VIEWS: &[(&str, &str)] = &[
     (
         "biggest_of_its_group",
         "SELECT id FROM items a WHERE NOT EXISTS (SELECT 1 FROM items b WHERE b.grp = a.grp AND b.v > a.v)",
+    ),
+    (
+        "lagged",
+        "SELECT id, grp, v, lag(v) OVER (PARTITION BY grp ORDER BY id) AS prev, \
+         lead(v, 2) OVER (PARTITION BY grp ORDER BY id) AS after_next FROM items",
+    ),
+    (
+        "ranked",
+        "SELECT id, grp, rank() OVER (PARTITION BY grp ORDER BY v) AS r, \
+         dense_rank() OVER (PARTITION BY grp ORDER BY v) AS dr FROM items",
+    ),
+    (
+        "running",
+        "SELECT id, grp, sum(v) OVER (PARTITION BY grp ORDER BY id) AS running, \
+         count(*) OVER (PARTITION BY grp) AS in_group, row_number() OVER (ORDER BY id) AS n FROM items",
     ),
     (
         "filtered_global",

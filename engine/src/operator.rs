@@ -5,6 +5,7 @@ mod filter_project;
 mod hash_aggregate;
 mod hash_join;
 mod materialize;
+mod over_window;
 #[cfg(test)]
 mod proptests;
 mod session_window;
@@ -16,6 +17,7 @@ pub use filter_project::FilterProject;
 pub use hash_aggregate::{HashAggregate, WindowClose, column};
 pub use hash_join::{Expiry, HashJoin, JoinKind};
 pub use materialize::{Materialize, SharedView, ViewEvent, ViewState, ViewSubscriber};
+pub use over_window::OverWindow;
 pub use session_window::SessionWindow;
 pub use time_window::{TimeWindow, WindowKind, timestamps_ns};
 pub use top_n::{Limit, SortKey, TopN};

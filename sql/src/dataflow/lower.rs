@@ -397,9 +397,7 @@ impl<'a> Lowering<'a> {
                 Some(limit) => self.top_n(s, Limit { offset: 0, limit }),
             },
             LogicalPlan::Limit(l) => self.limit(l),
-            LogicalPlan::Window(_) => Err(unsupported(
-                "a window function (OVER) other than row_number() <= n",
-            )),
+            LogicalPlan::Window(w) => self.over_window(w),
             // No table (SELECT 1), or none left (WHERE false): a constant relation feeds it,
             // so the view commits epochs and holds its row (or none).
             LogicalPlan::EmptyRelation(e) => {

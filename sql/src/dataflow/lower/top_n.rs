@@ -1,5 +1,6 @@
 //! Lowering of TopN: `ORDER BY .. LIMIT n [OFFSET m]`, and the per-group form
-//! `WHERE rn <= n` over `row_number() OVER (PARTITION BY .. ORDER BY ..) AS rn`.
+//! `WHERE rn <= n` over `row_number() OVER (PARTITION BY .. ORDER BY ..) AS rn`; other
+//! window functions over partitions become an `OverWindow`.
 
 use std::sync::Arc;
 
@@ -7,13 +8,15 @@ use datafusion::arrow::compute::SortOptions;
 use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::logical_expr::expr::WindowFunction;
 use datafusion::logical_expr::logical_plan::{FetchType, SkipType};
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::{
     BinaryExpr, Expr, Filter, LogicalPlan, Operator as Op, Sort, SortExpr, WindowFunctionDefinition,
 };
-use weir_engine::operator::{Limit, SortKey, TopN};
+use datafusion::physical_planner::create_window_expr;
+use weir_engine::operator::{Limit, OverWindow, SortKey, TopN};
 
 use super::{Lowered, Lowering, unsupported};
-use crate::error::Result;
+use crate::error::{Result, SqlError};
 
 impl Lowering<'_> {
     /// `LIMIT` (with OFFSET) over an `ORDER BY`.
@@ -104,6 +107,41 @@ impl Lowering<'_> {
             windows,
             append_only: false,
         }))
+    }
+
+    /// Window functions over partitions (`lag`, `rank`, a running `sum`, ...): an
+    /// `OverWindow` per instance, owning the partitions that hash to it.
+    pub(super) fn over_window(&mut self, w: &datafusion::logical_expr::Window) -> Result<Lowered> {
+        let input = self.lower(&w.input)?;
+        let functions = w
+            .window_expr
+            .iter()
+            .map(|e| {
+                Ok(create_window_expr(
+                    e,
+                    w.input.schema(),
+                    self.props,
+                    &PhysicalPlanningContext::default(),
+                )?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let partition_by = functions
+            .first()
+            .map(|f| f.partition_by().to_vec())
+            .unwrap_or_default();
+        let op = OverWindow::try_new(
+            functions,
+            Arc::new(w.input.schema().as_arrow().clone()),
+            Arc::new(w.schema.as_arrow().clone()),
+        )
+        .map_err(|e| SqlError::unsupported(e.to_string()))?;
+        let mut windows = input.windows;
+        windows.resize(w.schema.fields().len(), None);
+        Ok(Lowered {
+            node: self.add_keyed(Box::new(op), input.node, partition_by)?,
+            windows,
+            append_only: false,
+        })
     }
 
     fn sort_keys(&self, exprs: &[SortExpr], schema: &DFSchema) -> Result<Vec<SortKey>> {
