@@ -167,13 +167,20 @@ pub fn markdown(b: &Bound) -> String {
         settled.iter().copied().max().unwrap_or(0),
     );
     let mean = settled.iter().sum::<u64>() as f64 / settled.len().max(1) as f64;
+    let mut sorted = settled.clone();
+    sorted.sort_unstable();
+    let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0);
+    // Two checkpoints are kept; a sample taken while a third is written sees three.
+    let above = settled.iter().filter(|&&b| b as f64 > median as f64 * 1.2).count();
     let seconds = b.samples.last().map_or(1.0, |s| s.0);
     let _ = writeln!(
         out,
         "Data directory over {} minutes of Kafka ingestion ({:.0} messages/s into three views) \
          and table updates ({:.0}/s, each its own statement, over {KEYS} keys), with a checkpoint \
          every second (the last one's epoch: {}): {} messages, {} updates. After the first {} s it \
-         stayed between {:.1} and {:.1} MiB, {:+.0}% / {:+.0}% of its mean ({:.1} MiB).\n",
+         stayed between {:.1} and {:.1} MiB, {:+.0}% / {:+.0}% of its mean ({:.1} MiB); its median \
+         was {:.1} MiB, and {above} of {} samples were more than 20% above it (taken while a \
+         third checkpoint was being written, before the oldest of the two kept is deleted).\n",
         b.minutes,
         b.produced as f64 / seconds,
         b.updates as f64 / seconds,
@@ -185,7 +192,9 @@ pub fn markdown(b: &Bound) -> String {
         mib(hi),
         (lo as f64 - mean) / mean * 100.0,
         (hi as f64 - mean) / mean * 100.0,
-        mean / 1048576.0
+        mean / 1048576.0,
+        mib(median),
+        settled.len()
     );
     let _ = writeln!(out, "| minute | data dir MiB |");
     let _ = writeln!(out, "|---:|---:|");
