@@ -171,7 +171,10 @@ pub fn markdown(b: &Bound) -> String {
     sorted.sort_unstable();
     let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0);
     // Two checkpoints are kept; a sample taken while a third is written sees three.
-    let above = settled.iter().filter(|&&b| b as f64 > median as f64 * 1.2).count();
+    let above = settled
+        .iter()
+        .filter(|&&b| b as f64 > median as f64 * 1.2)
+        .count();
     let seconds = b.samples.last().map_or(1.0, |s| s.0);
     let _ = writeln!(
         out,
