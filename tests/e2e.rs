@@ -18,6 +18,7 @@ mod http;
 mod joins;
 mod kafka;
 mod nexmark_kafka;
+mod nexmark_views;
 mod pg_wire;
 mod postgres_compat;
 mod restart;
