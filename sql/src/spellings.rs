@@ -1,6 +1,7 @@
 //! Postgres spellings DataFusion does not read, rewritten before planning: timestamps
 //! without seconds (`timestamp '2020-04-15 12:02'`), hex bytea (`'\x01ff'`), `ARRAY(query)`,
-//! and the relation's own name for an unaliased `HOP(bid, ...)` or temporal join.
+//! `to_char`'s template patterns (`'YYYY-MM-DD HH24:MI'`), and the relation's own name for
+//! an unaliased `HOP(bid, ...)` or temporal join.
 
 use std::ops::ControlFlow;
 
@@ -25,6 +26,7 @@ pub(crate) fn normalize_spellings(statement: &mut Statement) {
     let _ = visit_expressions_mut(statement, |expr| {
         rewrite_literal(expr);
         rewrite_array_subquery(expr);
+        rewrite_to_char(expr);
         ControlFlow::<()>::Continue(())
     });
     let _ = statement.visit(&mut RelationAliases);
@@ -208,6 +210,87 @@ fn rewrite_literal(expr: &mut Expr) {
     }
 }
 
+/// `to_char(x, '<template>')` with Postgres's template patterns (YYYY, MM, DD, HH24, MI,
+/// ...) written as the strftime patterns DataFusion's `to_char` reads. A template with a
+/// `%` already is taken as strftime (what `to_char` read before), and left alone.
+fn rewrite_to_char(expr: &mut Expr) {
+    let Expr::Function(f) = expr else { return };
+    if !f.name.to_string().eq_ignore_ascii_case("to_char") {
+        return;
+    }
+    let FunctionArguments::List(list) = &mut f.args else {
+        return;
+    };
+    if let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v)))) = list.args.get_mut(1)
+        && let Value::SingleQuotedString(template) = &mut v.value
+        && !template.contains('%')
+    {
+        *template = strftime_of(template);
+    }
+}
+
+/// Postgres's to_char template patterns, longest first, as strftime patterns (the case of
+/// a pattern does not change what it means here; Postgres's fill mode and ordinal suffixes
+/// are not read).
+const TEMPLATE_PATTERNS: &[(&str, &str)] = &[
+    ("HH24", "%H"),
+    ("HH12", "%I"),
+    ("YYYY", "%Y"),
+    ("MONTH", "%B"),
+    ("DDD", "%j"),
+    ("MON", "%b"),
+    ("DAY", "%A"),
+    ("HH", "%I"),
+    ("MI", "%M"),
+    ("SS", "%S"),
+    ("MS", "%3f"),
+    ("US", "%6f"),
+    ("YY", "%y"),
+    ("MM", "%m"),
+    ("DD", "%d"),
+    ("DY", "%a"),
+    ("AM", "%p"),
+    ("PM", "%p"),
+    ("TZ", "%Z"),
+];
+
+/// A Postgres to_char template as a strftime format: patterns replaced, double-quoted text
+/// copied as is, every other character copied (`%` doubled).
+fn strftime_of(template: &str) -> String {
+    let mut out = String::with_capacity(template.len() + 8);
+    let mut rest = template;
+    while let Some(c) = rest.chars().next() {
+        if c == '"' {
+            let quoted = &rest[1..];
+            let (text, after) = match quoted.find('"') {
+                Some(end) => (&quoted[..end], &quoted[end + 1..]),
+                None => (quoted, ""),
+            };
+            out.push_str(&text.replace('%', "%%"));
+            rest = after;
+            continue;
+        }
+        let head: String = rest
+            .chars()
+            .take(5)
+            .collect::<String>()
+            .to_ascii_uppercase();
+        if let Some((pattern, strftime)) =
+            TEMPLATE_PATTERNS.iter().find(|(p, _)| head.starts_with(p))
+        {
+            out.push_str(strftime);
+            rest = &rest[pattern.len()..];
+            continue;
+        }
+        if c == '%' {
+            out.push('%');
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
 /// `YYYY-MM-DD HH:MM` (then nothing, or a zone) with `:00` seconds inserted; None if the
 /// value is not of that form.
 fn add_seconds(value: &str) -> Option<String> {
@@ -269,6 +352,20 @@ fn call(name: &str, args: Vec<Expr>, order_by: Vec<OrderByExpr>) -> Expr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn to_char_templates_become_strftime() {
+        for (template, strftime) in [
+            ("YYYY-MM-DD", "%Y-%m-%d"),
+            ("yyyy-mm-dd", "%Y-%m-%d"),
+            ("HH24:MI:SS.MS", "%H:%M:%S.%3f"),
+            ("HH:mm", "%I:%m"),
+            ("Day, DD Mon YYYY", "%A, %d %b %Y"),
+            ("\"at\" HH12 AM 100%", "at %I %p 100%%"),
+        ] {
+            assert_eq!(strftime_of(template), strftime, "{template}");
+        }
+    }
 
     #[test]
     fn timestamps_without_seconds_get_them() {

@@ -220,6 +220,13 @@ to_timestamp(0)
 to_timestamp(1586952000)
 timestamp '2020-04-15 12:00:00' < timestamp '2020-04-15 13:00:00'
 CAST('2020-04-15 12:00:00' AS timestamp)
+to_char(timestamp '2020-04-05 14:07:09.123', 'YYYY-MM-DD HH24:MI:SS.MS')
+to_char(timestamp '2020-04-05 14:07:09', 'yyyy-mm-dd')
+to_char(timestamp '2020-04-05 04:07:09', 'HH12:MI AM')
+to_char(timestamp '2020-04-05 14:07:09', 'HH:mm')
+to_char(timestamp '2020-04-05 14:07:09', 'Dy DD Mon YY, DDD')
+to_char(timestamp '2020-04-05 14:07:09', '"day" DD "at" HH24')
+to_char(date '2020-04-05', 'YYYY/MM/DD')
 -- timestamptz
 timestamptz '2020-01-01 00:00:00+00'
 timestamptz '2020-07-01 12:00:00+02'
