@@ -1,160 +1,110 @@
-//! A sqllogictest runner over our own pg wire: every `tests/slt/*.slt` file runs against a
-//! fresh server through tokio-postgres. The subset of the format RisingWave's files use:
-//! `statement ok`, `statement error <substring>`, `query <types> [rowsort]` with the
-//! expected rows after `----` (values separated by spaces, NULL spelled out, an empty
-//! string as `(empty)`), `sleep <n>ms|s`, and `#` comments.
+//! The `tests/slt/*.slt` files, run by the `sqllogictest` crate (the runner DataFusion and
+//! RisingWave use), each against a fresh server through tokio-postgres. Values are compared
+//! as psql prints them (NULL as `NULL`, an empty string as `(empty)`), as RisingWave's e2e
+//! files expect, so files of its suite run unchanged. `WEIR_SLT_COMPLETE=1` rewrites each
+//! file's expected results from what weir answers (review the diff before keeping it).
 
 use std::path::Path;
 use std::time::Duration;
 
+use sqllogictest::{DBOutput, DefaultColumnType, Runner};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-use crate::harness::TestServer;
+use crate::harness::{TestServer, connect};
 
-/// One record of a .slt file, with the line it starts on.
-#[derive(Debug)]
-enum Record {
-    Statement {
-        sql: String,
-        error: Option<String>,
-    },
-    Query {
-        sql: String,
-        sort: bool,
-        expected: Vec<String>,
-    },
-    Sleep(Duration),
+/// One session of weir, as the runner sees a database.
+struct Weir {
+    client: Client,
 }
 
-fn parse(text: &str) -> Vec<(usize, Record)> {
-    let lines: Vec<&str> = text.lines().collect();
-    let mut records = Vec::new();
-    let mut i = 0;
-    while i < lines.len() {
-        let line = lines[i].trim();
-        let start = i + 1;
-        i += 1;
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let words: Vec<&str> = line.split_whitespace().collect();
-        // The SQL runs to the first blank line (or `----` for queries).
-        let mut sql = Vec::new();
-        while i < lines.len() && !lines[i].trim().is_empty() && lines[i].trim() != "----" {
-            sql.push(lines[i]);
-            i += 1;
-        }
-        let sql = sql.join("\n");
-        match words.as_slice() {
-            ["statement", "ok"] => records.push((start, Record::Statement { sql, error: None })),
-            ["statement", "error", rest @ ..] => records.push((
-                start,
-                Record::Statement {
-                    sql,
-                    error: Some(rest.join(" ")),
-                },
-            )),
-            ["query", _types, rest @ ..] => {
-                let mut expected = Vec::new();
-                if i < lines.len() && lines[i].trim() == "----" {
-                    i += 1;
-                    while i < lines.len() && !lines[i].trim().is_empty() {
-                        expected.push(lines[i].split_whitespace().collect::<Vec<_>>().join(" "));
-                        i += 1;
-                    }
-                }
-                let sort = rest.contains(&"rowsort");
-                records.push((
-                    start,
-                    Record::Query {
-                        sql,
-                        sort,
-                        expected,
-                    },
-                ));
-            }
-            ["sleep", d] => {
-                let ms = match d.strip_suffix("ms") {
-                    Some(ms) => ms.parse().unwrap(),
-                    None => d.trim_end_matches('s').parse::<u64>().unwrap() * 1000,
-                };
-                records.push((start, Record::Sleep(Duration::from_millis(ms))));
-            }
-            other => panic!("line {start}: unknown record {other:?}"),
+/// A statement's error as the runner matches it: the server's message (tokio-postgres
+/// prints only "db error"), and its SQLSTATE.
+#[derive(Debug)]
+struct WeirError(tokio_postgres::Error);
+
+impl std::fmt::Display for WeirError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.as_db_error() {
+            Some(db) => write!(f, "{}", db.message()),
+            None => write!(f, "{}", self.0),
         }
     }
-    records
 }
 
-/// A query's rows as slt lines.
-async fn rows(client: &Client, sql: &str) -> Result<Vec<String>, tokio_postgres::Error> {
-    Ok(client
-        .simple_query(sql)
-        .await?
-        .iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some(
-                (0..r.len())
-                    .map(|i| match r.get(i) {
-                        None => "NULL".to_string(),
-                        Some("") => "(empty)".to_string(),
-                        Some(v) => v.to_string(),
-                    })
-                    .collect::<Vec<_>>()
-                    .join(" ")
-                    .split_whitespace()
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            ),
-            _ => None,
-        })
-        .collect())
-}
+impl std::error::Error for WeirError {}
 
-async fn run_file(path: &Path) {
-    let text = std::fs::read_to_string(path).unwrap();
-    let server = TestServer::start().await;
-    let client = server.client().await;
-    let name = path.file_name().unwrap().to_string_lossy();
-    for (line, record) in parse(&text) {
-        match record {
-            Record::Statement { sql, error: None } => {
-                if let Err(e) = client.batch_execute(&sql).await {
-                    panic!("{name}:{line}: {sql}\nfailed: {e:?}");
-                }
+#[async_trait::async_trait]
+impl sqllogictest::AsyncDB for Weir {
+    type Error = WeirError;
+    type ColumnType = DefaultColumnType;
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, Self::Error> {
+        let mut columns = None;
+        let mut rows = Vec::new();
+        let mut count = 0;
+        for message in self.client.simple_query(sql).await.map_err(WeirError)? {
+            match message {
+                SimpleQueryMessage::RowDescription(d) => columns = Some(d.len()),
+                SimpleQueryMessage::Row(r) => rows.push(
+                    (0..r.len())
+                        .map(|i| match r.get(i) {
+                            None => "NULL".to_string(),
+                            Some("") => "(empty)".to_string(),
+                            Some(v) => v.to_string(),
+                        })
+                        .collect(),
+                ),
+                SimpleQueryMessage::CommandComplete(n) => count = n,
+                _ => {}
             }
-            Record::Statement {
-                sql,
-                error: Some(want),
-            } => match client.batch_execute(&sql).await {
-                Ok(()) => panic!("{name}:{line}: {sql}\nsucceeded, expected an error"),
-                Err(e) => {
-                    let message = e
-                        .as_db_error()
-                        .map(|d| d.message().to_string())
-                        .unwrap_or_default();
-                    assert!(
-                        message.contains(&want),
-                        "{name}:{line}: error {message:?} lacks {want:?}"
-                    );
-                }
-            },
-            Record::Query {
-                sql,
-                sort,
-                mut expected,
-            } => {
-                let mut got = rows(&client, &sql)
-                    .await
-                    .unwrap_or_else(|e| panic!("{name}:{line}: {sql}\nfailed: {e:?}"));
-                if sort {
-                    got.sort();
-                    expected.sort();
-                }
-                assert_eq!(got, expected, "{name}:{line}: {sql}");
-            }
-            Record::Sleep(d) => tokio::time::sleep(d).await,
         }
+        Ok(match columns {
+            Some(n) => DBOutput::Rows {
+                types: vec![DefaultColumnType::Any; n],
+                rows,
+            },
+            None => DBOutput::StatementComplete(count),
+        })
+    }
+
+    async fn shutdown(&mut self) {}
+
+    fn engine_name(&self) -> &str {
+        "weir"
+    }
+
+    async fn sleep(dur: Duration) {
+        tokio::time::sleep(dur).await;
+    }
+
+    fn error_sql_state(e: &Self::Error) -> Option<String> {
+        e.0.code().map(|c| c.code().to_string())
+    }
+}
+
+/// Runs (or, with `WEIR_SLT_COMPLETE`, completes) one file against a fresh server.
+async fn run_file(path: &Path) {
+    let server = TestServer::start().await;
+    let addr = server.addr();
+    let mut runner = Runner::new(move || async move {
+        let (client, _) = connect(addr).await;
+        Ok::<_, WeirError>(Weir { client })
+    });
+    if std::env::var_os("WEIR_SLT_COMPLETE").is_some() {
+        runner
+            .update_test_file(
+                path,
+                " ",
+                sqllogictest::default_validator,
+                sqllogictest::default_normalizer,
+                sqllogictest::default_column_validator,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        return;
+    }
+    if let Err(e) = runner.run_file_async(path).await {
+        panic!("{}", e.display(false));
     }
 }
 
