@@ -199,7 +199,12 @@ with e.connect() as c:
     df = pd.read_sql("SELECT id, n, d FROM ty ORDER BY id", c)
     print(list(df["id"]), [float(x) for x in df["n"]], [str(x) for x in df["d"]])
     print(c.execute(sa.text("SELECT count(*) FROM ty WHERE id > :v"), {"v": 1}).scalar())
-    print(sa.inspect(c).get_table_names())
+    i = sa.inspect(c)
+    print(i.get_table_names())
+    c.execute(sa.text("CREATE MATERIALIZED VIEW per_id AS SELECT id, count(*) AS n FROM ty GROUP BY id"))
+    # What Superset's SQLAlchemy inspector asks when it lists a database.
+    print(i.get_schema_names(), i.get_materialized_view_names())
+    print(" ".join(i.get_view_definition("per_id").split()))
 "#;
     let lines = run_python(script, addr);
     assert_eq!(
@@ -207,7 +212,9 @@ with e.connect() as c:
         vec![
             "[1, 2] [12.34, 0.5] ['2024-05-01', '2024-05-02']",
             "1",
-            "['ty']"
+            "['ty']",
+            "['public', 'weir_catalog'] ['per_id']",
+            "SELECT id, count(*) AS n FROM ty GROUP BY id",
         ]
     );
 }
@@ -280,4 +287,73 @@ async fn psql_lists_materialized_views_with_dm() {
         .unwrap_or_default();
     assert!(dv.contains(" source_progress "), "{out}");
     assert!(!dv.contains("per_k") && !dv.contains("total"), "{out}");
+}
+
+/// `\d+ name` describes a materialized view with its query and a table with its columns;
+/// `\d+` lists sizes (a view's state, none for a table); `\l` and `\di` run; and
+/// `pg_get_viewdef` gives the query.
+#[tokio::test(flavor = "multi_thread")]
+async fn psql_describes_relations_with_d_plus() {
+    let server = TestServer::start().await;
+    let out = psql(
+        &server,
+        &[
+            "CREATE TABLE t (k INT, v INT)",
+            "INSERT INTO t VALUES (1, 10), (2, 20), (1, 30)",
+            "CREATE MATERIALIZED VIEW per_k AS SELECT k, sum(v) AS total FROM t GROUP BY k",
+            "\\echo DVIEW",
+            "\\d+ per_k",
+            "\\echo DTABLE",
+            "\\d+ t",
+            "\\echo DLIST",
+            "\\d+",
+            "\\echo L",
+            "\\l",
+            "\\echo DI",
+            "\\di",
+            "\\echo VIEWDEF",
+            "SELECT pg_get_viewdef(oid, true) AS def FROM pg_class WHERE relname = 'per_k'",
+        ],
+    );
+    let section = |from: &str, to: &str| {
+        out.split(from)
+            .nth(1)
+            .and_then(|s| s.split(to).next())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let view = section("DVIEW", "DTABLE");
+    assert!(view.contains("Materialized view \"public.per_k\""), "{out}");
+    assert!(view.contains("View definition:"), "{out}");
+    assert!(view.contains("GROUP BY k"), "{out}");
+    assert!(
+        view.lines().any(|l| l.trim_start().starts_with("total")),
+        "{out}"
+    );
+    let table = section("DTABLE", "DLIST");
+    assert!(table.contains("Table \"public.t\""), "{out}");
+    assert!(
+        table.lines().any(|l| l.trim_start().starts_with("v ")),
+        "{out}"
+    );
+    let list = section("DLIST", "L\n");
+    let size_of = |name: &str| {
+        let row = list
+            .lines()
+            .find(|l| l.split('|').nth(1).map(str::trim) == Some(name))
+            .unwrap_or_else(|| panic!("\\d+ lacks {name}: {out}"));
+        row.split('|').nth(6).unwrap_or_default().trim().to_string()
+    };
+    let view_size = size_of("per_k");
+    assert!(
+        view_size.ends_with(" bytes") || view_size.ends_with(" kB"),
+        "the view's state size: {view_size:?} in {out}"
+    );
+    assert_eq!(size_of("t"), "", "a table has no state size: {out}");
+    assert!(section("L\n", "DI").contains("List of databases"), "{out}");
+    let definition = section("VIEWDEF", "\n(1 row)");
+    assert!(
+        definition.contains("SELECT k, sum(v) AS total FROM t GROUP BY k"),
+        "{out}"
+    );
 }

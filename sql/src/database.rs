@@ -246,14 +246,21 @@ impl Database {
             )?;
         }
         ctx.register_udf(crate::functions::version_udf());
+        ctx.register_udf(crate::functions::size_pretty_udf());
+        ctx.register_udf(crate::functions::like_pattern_udf());
+        ctx.register_udf(crate::functions::json_build_object_udf());
         ctx.register_udf(crate::functions::to_regtype_udf());
         ctx.register_udf(crate::functions::current_setting_udf());
         ctx.register_udf(crate::functions::session_user_udf());
-        for name in ["pg_function_is_visible", "pg_type_is_visible"] {
+        for name in [
+            "pg_function_is_visible",
+            "pg_type_is_visible",
+            "pg_collation_is_visible",
+        ] {
             ctx.register_udf(crate::functions::is_visible_udf(name));
         }
-        for name in ["pg_get_function_result", "pg_get_function_arguments"] {
-            ctx.register_udf(crate::functions::no_function_udf(name));
+        for udf in crate::functions::nothing_to_describe_udfs() {
+            ctx.register_udf(udf);
         }
         // Postgres spells DataFusion's signum `sign`.
         if let Ok(signum) = datafusion::execution::FunctionRegistry::udf(&ctx, "signum") {

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, Int32Array, StringArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int32Array, StringArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::logical_expr::{
@@ -97,8 +97,8 @@ pub(crate) fn session_user_udf() -> ScalarUDF {
     ))
 }
 
-/// `pg_function_is_visible(oid)` and `pg_type_is_visible(oid)`: true, as every function
-/// and type weir has is in the search path.
+/// `pg_function_is_visible(oid)`, `pg_type_is_visible(oid)` and `pg_collation_is_visible`:
+/// true, as every function, type and collation weir has is in the search path.
 pub(crate) fn is_visible_udf(name: &str) -> ScalarUDF {
     create_udf(
         name,
@@ -114,21 +114,38 @@ pub(crate) fn is_visible_udf(name: &str) -> ScalarUDF {
     )
 }
 
-/// `pg_get_function_result(oid)` and `pg_get_function_arguments(oid)` (psql's `\df`): weir
-/// has no user-defined functions (pg_proc lists none), so there is never one to describe:
-/// NULL.
-pub(crate) fn no_function_udf(name: &str) -> ScalarUDF {
-    create_udf(
-        name,
-        vec![DataType::Int64],
-        DataType::Utf8,
-        Volatility::Stable,
-        Arc::new(|args| {
-            let arrays = ColumnarValue::values_to_arrays(args)?;
-            let none: StringArray = (0..arrays[0].len()).map(|_| None::<&str>).collect();
-            Ok(ColumnarValue::Array(Arc::new(none)))
-        }),
-    )
+/// Catalog functions that describe what weir never has, so they answer NULL:
+/// `pg_get_function_result(oid)` and `pg_get_function_arguments(oid)` (psql's `\df`: pg_proc
+/// lists no user-defined functions), and `col_description(oid, int)` and
+/// `obj_description(oid, name)` and `shobj_description` (`\d+`, `\du+`: weir keeps no
+/// comments), and `pg_get_serial_sequence(table, column)` (no sequences).
+pub(crate) fn nothing_to_describe_udfs() -> Vec<ScalarUDF> {
+    [
+        ("pg_get_function_result", vec![DataType::Int64]),
+        ("pg_get_function_arguments", vec![DataType::Int64]),
+        ("col_description", vec![DataType::Int64, DataType::Int32]),
+        ("obj_description", vec![DataType::Int64, DataType::Utf8]),
+        ("shobj_description", vec![DataType::Int64, DataType::Utf8]),
+        (
+            "pg_get_serial_sequence",
+            vec![DataType::Utf8, DataType::Utf8],
+        ),
+    ]
+    .into_iter()
+    .map(|(name, args)| {
+        create_udf(
+            name,
+            args,
+            DataType::Utf8,
+            Volatility::Stable,
+            Arc::new(|args| {
+                let rows = ColumnarValue::values_to_arrays(args)?[0].len();
+                let none: StringArray = (0..rows).map(|_| None::<&str>).collect();
+                Ok(ColumnarValue::Array(Arc::new(none)))
+            }),
+        )
+    })
+    .collect()
 }
 
 /// `to_regtype(name)`: the type's OID, or NULL when weir has no such type.
@@ -170,4 +187,193 @@ pub(crate) fn to_regtype_udf() -> ScalarUDF {
             )
         }),
     )
+}
+
+/// `pg_size_pretty(bigint)`: a size as Postgres 15 prints it (`10239 bytes`, `10 kB`,
+/// `10 MB`, ...: a unit below 10240 of it, rounded half away from zero).
+pub(crate) fn size_pretty_udf() -> ScalarUDF {
+    create_udf(
+        "pg_size_pretty",
+        vec![DataType::Int64],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(|args| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let sizes = arrays[0].as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+            let pretty: StringArray = sizes.iter().map(|s| s.map(size_pretty)).collect();
+            Ok(ColumnarValue::Array(Arc::new(pretty)))
+        }),
+    )
+}
+
+/// Postgres's `pg_size_pretty` (src/backend/utils/adt/dbsize.c): units with the bits that
+/// make one of them, and whether the figure is rounded.
+fn size_pretty(size: i64) -> String {
+    const UNITS: [(&str, i64, bool, u32); 6] = [
+        ("bytes", 10 * 1024, false, 0),
+        ("kB", 20 * 1024 - 1, true, 10),
+        ("MB", 20 * 1024 - 1, true, 20),
+        ("GB", 20 * 1024 - 1, true, 30),
+        ("TB", 20 * 1024 - 1, true, 40),
+        ("PB", 20 * 1024 - 1, true, 50),
+    ];
+    let half_rounded = |x: i64| (x + if x < 0 { -1 } else { 1 }) / 2;
+    let mut size = size;
+    for (i, &(name, limit, round, bits)) in UNITS.iter().enumerate() {
+        let Some(&(_, _, next_round, next_bits)) = UNITS.get(i + 1) else {
+            return format!("{} {name}", if round { half_rounded(size) } else { size });
+        };
+        if size.unsigned_abs() < limit as u64 {
+            return format!("{} {name}", if round { half_rounded(size) } else { size });
+        }
+        let shift = next_bits - bits - u32::from(next_round) + u32::from(round);
+        size /= 1i64 << shift;
+    }
+    unreachable!("the last unit returns")
+}
+
+#[cfg(test)]
+mod size_tests {
+    #[test]
+    fn sizes_print_as_postgres_prints_them() {
+        for (size, pretty) in [
+            (0, "0 bytes"),
+            (10239, "10239 bytes"),
+            (10240, "10 kB"),
+            (-10240, "-10 kB"),
+            (10_485_247, "10239 kB"),
+            (10_485_759, "10 MB"),
+            (1_000_000_000, "954 MB"),
+            (i64::MAX, "8192 PB"),
+        ] {
+            assert_eq!(super::size_pretty(size), pretty, "{size}");
+        }
+    }
+}
+
+/// `like_pattern(pattern, escape)`: a LIKE pattern written with `escape` as its escape
+/// character, rewritten with backslash (the only escape DataFusion reads).
+pub(crate) fn like_pattern_udf() -> ScalarUDF {
+    create_udf(
+        "like_pattern",
+        vec![DataType::Utf8, DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(|args| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let patterns = arrays[0].as_string::<i32>();
+            let escapes = arrays[1].as_string::<i32>();
+            let out: StringArray = patterns
+                .iter()
+                .zip(escapes.iter())
+                .map(|(p, e)| {
+                    let p = p?;
+                    Some(match e.and_then(|e| e.chars().next()) {
+                        Some(c) => like_pattern(p, c),
+                        None => p.replace('\\', "\\\\"),
+                    })
+                })
+                .collect();
+            Ok(ColumnarValue::Array(Arc::new(out)))
+        }),
+    )
+}
+
+/// `pattern` with escape character `escape` as a backslash-escaped LIKE pattern: an
+/// escaped character keeps its escape (as a backslash), a backslash becomes literal.
+pub(crate) fn like_pattern(pattern: &str, escape: char) -> String {
+    let mut out = String::with_capacity(pattern.len() + 2);
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c == escape {
+            out.push('\\');
+            if let Some(next) = chars.next() {
+                out.push(next);
+            }
+        } else if c == '\\' {
+            out.push_str("\\\\");
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod like_tests {
+    #[test]
+    fn escapes_become_backslashes() {
+        assert_eq!(super::like_pattern("pg/_%", '/'), "pg\\_%");
+        assert_eq!(super::like_pattern("a//b", '/'), "a\\/b");
+        assert_eq!(super::like_pattern("a\\b", '/'), "a\\\\b");
+    }
+}
+
+/// `json_build_object(key, value, ...)`: a JSON object of the pairs, as Postgres writes it
+/// (`{"a" : 1, "b" : "x"}`); numbers and booleans as themselves, NULL as `null`, other
+/// values as their text in quotes.
+pub(crate) fn json_build_object_udf() -> ScalarUDF {
+    ScalarUDF::from(SimpleScalarUDF::new_with_signature(
+        "json_build_object",
+        Signature::new(TypeSignature::VariadicAny, Volatility::Immutable),
+        DataType::Utf8,
+        Arc::new(|args| {
+            if args.len() % 2 == 1 {
+                return datafusion::common::exec_err!(
+                    "argument list must have even number of elements"
+                );
+            }
+            let rows = args
+                .iter()
+                .find_map(|a| match a {
+                    ColumnarValue::Array(a) => Some(a.len()),
+                    ColumnarValue::Scalar(_) => None,
+                })
+                .unwrap_or(1);
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let mut out = Vec::with_capacity(rows);
+            for row in 0..rows {
+                let mut object = String::from("{");
+                for (i, pair) in arrays.chunks(2).enumerate() {
+                    if i > 0 {
+                        object.push_str(", ");
+                    }
+                    let key = ScalarValue::try_from_array(&pair[0], row)?;
+                    if key.is_null() {
+                        return datafusion::common::exec_err!(
+                            "null value not allowed for object key"
+                        );
+                    }
+                    object.push_str(&serde_json::Value::String(key.to_string()).to_string());
+                    object.push_str(" : ");
+                    object.push_str(&json_value(&ScalarValue::try_from_array(&pair[1], row)?));
+                }
+                object.push('}');
+                out.push(object);
+            }
+            Ok(ColumnarValue::Array(Arc::new(StringArray::from(out))))
+        }),
+    ))
+}
+
+/// A value as JSON text (see `json_build_object_udf`).
+fn json_value(value: &ScalarValue) -> String {
+    if value.is_null() {
+        return "null".into();
+    }
+    match value {
+        ScalarValue::Boolean(_)
+        | ScalarValue::Int8(_)
+        | ScalarValue::Int16(_)
+        | ScalarValue::Int32(_)
+        | ScalarValue::Int64(_)
+        | ScalarValue::UInt8(_)
+        | ScalarValue::UInt16(_)
+        | ScalarValue::UInt32(_)
+        | ScalarValue::UInt64(_)
+        | ScalarValue::Decimal128(..) => value.to_string(),
+        ScalarValue::Float32(Some(f)) if f.is_finite() => value.to_string(),
+        ScalarValue::Float64(Some(f)) if f.is_finite() => value.to_string(),
+        other => serde_json::Value::String(other.to_string()).to_string(),
+    }
 }

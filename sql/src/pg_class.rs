@@ -2,25 +2,29 @@
 //! and BI tools list them. datafusion-pg-catalog knows only tables (`r`) and views (`v`).
 
 use std::any::Any;
+use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringArray, new_null_array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{CatalogProviderList, SchemaProvider, Session, TableProvider};
 use datafusion::datasource::{MemTable, TableType};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::{ExecutionPlan, collect};
+use parking_lot::RwLock;
 
 use crate::dataflow::ViewTable;
 
-/// The pg_catalog schema, with `pg_class` replaced.
+/// The pg_catalog schema, with `pg_class` replaced, and the tables registered on it
+/// (weir's `pg_matviews`) in place of datafusion-pg-catalog's.
 #[derive(Debug)]
 pub(crate) struct PgCatalogWithMatviews {
     inner: Arc<dyn SchemaProvider>,
     /// Weak: the catalogs hold this schema.
     catalogs: Weak<dyn CatalogProviderList>,
+    replaced: RwLock<HashMap<String, Arc<dyn TableProvider>>>,
 }
 
 impl PgCatalogWithMatviews {
@@ -31,6 +35,7 @@ impl PgCatalogWithMatviews {
         Self {
             inner,
             catalogs: Arc::downgrade(catalogs),
+            replaced: RwLock::default(),
         }
     }
 }
@@ -42,30 +47,54 @@ impl SchemaProvider for PgCatalogWithMatviews {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        if let Some(table) = self.replaced.read().get(name) {
+            return Ok(Some(Arc::clone(table)));
+        }
         let table = self.inner.table(name).await?;
         Ok(match (name, table) {
-            ("pg_class", Some(inner)) => Some(Arc::new(PgClass {
-                inner,
-                catalogs: Weak::clone(&self.catalogs),
-            })),
+            ("pg_class", Some(inner)) => Some(Arc::new(PgClass::new(inner, &self.catalogs))),
             (_, table) => table,
         })
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.inner.table_exist(name)
+        self.replaced.read().contains_key(name) || self.inner.table_exist(name)
+    }
+
+    fn register_table(
+        &self,
+        name: String,
+        table: Arc<dyn TableProvider>,
+    ) -> Result<Option<Arc<dyn TableProvider>>> {
+        Ok(self.replaced.write().insert(name, table))
     }
 }
 
 /// pg_class, read from datafusion-pg-catalog's, with `v` turned into `m` for every
-/// relation that is one of weir's materialized views.
+/// relation that is one of weir's materialized views, and the `reloptions` column psql's
+/// `\d+` reads (NULL: weir relations have no storage options).
 #[derive(Debug)]
 struct PgClass {
     inner: Arc<dyn TableProvider>,
     catalogs: Weak<dyn CatalogProviderList>,
+    schema: SchemaRef,
 }
 
 impl PgClass {
+    fn new(inner: Arc<dyn TableProvider>, catalogs: &Weak<dyn CatalogProviderList>) -> Self {
+        let mut fields = inner.schema().fields().to_vec();
+        fields.push(Arc::new(Field::new(
+            "reloptions",
+            DataType::new_list(DataType::Utf8, true),
+            true,
+        )));
+        Self {
+            inner,
+            catalogs: Weak::clone(catalogs),
+            schema: Arc::new(Schema::new(fields)),
+        }
+    }
+
     /// Whether `name` is a materialized view in any schema of any catalog.
     async fn is_materialized_view(&self, name: &str) -> Result<bool> {
         let Some(catalogs) = self.catalogs.upgrade() else {
@@ -89,9 +118,15 @@ impl PgClass {
 
     async fn relabel(&self, batch: RecordBatch) -> Result<RecordBatch> {
         let schema = batch.schema();
+        let options = new_null_array(
+            self.schema.field(schema.fields().len()).data_type(),
+            batch.num_rows(),
+        );
         let (Ok(kind_at), Ok(name_at)) = (schema.index_of("relkind"), schema.index_of("relname"))
         else {
-            return Ok(batch);
+            let mut columns = batch.columns().to_vec();
+            columns.push(options);
+            return Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?);
         };
         let kinds = batch.column(kind_at).as_string::<i32>();
         let names = batch.column(name_at).as_string::<i32>();
@@ -103,14 +138,15 @@ impl PgClass {
         }
         let mut columns = batch.columns().to_vec();
         columns[kind_at] = Arc::new(StringArray::from(relabelled));
-        Ok(RecordBatch::try_new(schema, columns)?)
+        columns.push(options);
+        Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
     }
 }
 
 #[async_trait]
 impl TableProvider for PgClass {
     fn schema(&self) -> SchemaRef {
-        self.inner.schema()
+        Arc::clone(&self.schema)
     }
 
     fn table_type(&self) -> TableType {

@@ -10,9 +10,10 @@ use datafusion::sql::sqlparser::parser::Parser;
 
 use datafusion::sql::sqlparser::ast::{
     DataType, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentClause,
-    FunctionArgumentList, FunctionArguments, GroupByExpr, Ident, ObjectName, OrderBy, OrderByExpr,
-    OrderByKind, Query, SelectItem, SetExpr, Statement, TableAlias, TableFactor, Value, VisitMut,
-    VisitorMut, visit_expressions, visit_expressions_mut,
+    FunctionArgumentList, FunctionArguments, GroupByExpr, Ident, LambdaFunction,
+    LambdaFunctionParameter, LambdaSyntax, ObjectName, OneOrManyWithParens, OrderBy, OrderByExpr,
+    OrderByKind, Query, SelectItem, SetExpr, Statement, TableAlias, TableAliasColumnDef,
+    TableFactor, Value, VisitMut, VisitorMut, visit_expressions, visit_expressions_mut,
 };
 
 /// The column name an `ARRAY(query)` rewrite gives the query's one column.
@@ -23,13 +24,16 @@ const RELATION_FUNCTIONS: &[&str] = &["tumble", "hop", "session", "temporal"];
 
 /// Rewrites the statement in place.
 pub(crate) fn normalize_spellings(statement: &mut Statement) {
+    // Table factors first: the `ARRAY(query)` rewrite reads a normalized `unnest`.
+    let _ = statement.visit(&mut RelationAliases);
     let _ = visit_expressions_mut(statement, |expr| {
         rewrite_literal(expr);
         rewrite_array_subquery(expr);
         rewrite_to_char(expr);
+        rewrite_relation_function(expr);
+        rewrite_like_escape(expr);
         ControlFlow::<()>::Continue(())
     });
-    let _ = statement.visit(&mut RelationAliases);
 }
 
 /// `FROM HOP(bid, ...)` as `FROM HOP(bid, ...) AS bid`, and a temporal join's
@@ -41,6 +45,7 @@ impl VisitorMut for RelationAliases {
     type Break = ();
 
     fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        unqualify_unnest(factor);
         if let TableFactor::Table {
             name,
             alias: alias @ None,
@@ -68,6 +73,60 @@ impl VisitorMut for RelationAliases {
     }
 }
 
+/// `FROM pg_catalog.unnest(a) x` as `FROM unnest(a) AS x(x)`: DataFusion reads only the
+/// `UNNEST` table factor (the compatibility parser drops `pg_catalog.` and leaves a table
+/// function call), and names its column after the call unless told,
+/// where Postgres names a one-column function's column after the alias.
+fn unqualify_unnest(factor: &mut TableFactor) {
+    if let TableFactor::Table {
+        name,
+        alias,
+        args: Some(args),
+        ..
+    } = factor
+        && let Some((function, schema)) = name.0.split_last()
+        && function
+            .as_ident()
+            .is_some_and(|f| f.value.eq_ignore_ascii_case("unnest"))
+        && match schema {
+            [] => true,
+            [schema] => schema
+                .as_ident()
+                .is_some_and(|s| s.value.eq_ignore_ascii_case("pg_catalog")),
+            _ => false,
+        }
+    {
+        let array_exprs = args
+            .args
+            .iter()
+            .filter_map(|a| match a {
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e.clone()),
+                _ => None,
+            })
+            .collect();
+        *factor = TableFactor::UNNEST {
+            alias: alias.take(),
+            array_exprs,
+            with_offset: false,
+            with_offset_alias: None,
+            with_ordinality: false,
+        };
+    }
+    if let TableFactor::UNNEST {
+        alias: Some(alias),
+        array_exprs,
+        ..
+    } = factor
+        && array_exprs.len() == 1
+        && alias.columns.is_empty()
+    {
+        alias.columns = vec![TableAliasColumnDef {
+            name: alias.name.clone(),
+            data_type: None,
+        }];
+    }
+}
+
 /// `ARRAY(SELECT x FROM ... ORDER BY y)` (psql's `\du` and `\d+` send it) as the scalar
 /// subquery `(SELECT array_agg(x ORDER BY y) FROM ...)`, which DataFusion decorrelates.
 /// A query with its own grouping or limit is wrapped instead, `(SELECT array_agg(e) FROM
@@ -79,6 +138,10 @@ fn rewrite_array_subquery(expr: &mut Expr) {
         return;
     };
     if !f.name.to_string().eq_ignore_ascii_case("array") {
+        return;
+    }
+    if let Some(mapped) = array_of_unnest(query) {
+        *expr = mapped;
         return;
     }
     let mut query = query.clone();
@@ -118,6 +181,67 @@ fn rewrite_array_subquery(expr: &mut Expr) {
         *subquery = query;
         *expr = Expr::Subquery(outer);
     }
+}
+
+/// `ARRAY(SELECT e(x) FROM unnest(a) x)` (psql's `\d+` sends one over a column of the
+/// outer row, which a subquery cannot unnest) as `array_transform(a, x -> e(x))`, and
+/// `ARRAY(SELECT x FROM unnest(a) x)` as `a`. None for any other query.
+fn array_of_unnest(query: &Query) -> Option<Expr> {
+    if query.limit_clause.is_some()
+        || query.fetch.is_some()
+        || query.with.is_some()
+        || query.order_by.is_some()
+    {
+        return None;
+    }
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return None;
+    };
+    let grouped = match &select.group_by {
+        GroupByExpr::Expressions(e, _) => !e.is_empty(),
+        GroupByExpr::All(_) => true,
+    };
+    if grouped || select.having.is_some() || select.distinct.is_some() || select.selection.is_some()
+    {
+        return None;
+    }
+    let [from] = select.from.as_slice() else {
+        return None;
+    };
+    let (array, alias) = match &from.relation {
+        TableFactor::UNNEST {
+            alias: Some(alias),
+            array_exprs,
+            with_offset: false,
+            with_ordinality: false,
+            ..
+        } if array_exprs.len() == 1 => (&array_exprs[0], alias),
+        _ => return None,
+    };
+    if !from.joins.is_empty() || alias.columns.len() > 1 {
+        return None;
+    }
+    let element = alias.columns.first().map_or(&alias.name, |c| &c.name);
+    let body = match select.projection.as_slice() {
+        [SelectItem::UnnamedExpr(e)] | [SelectItem::ExprWithAlias { expr: e, .. }] => e,
+        _ => return None,
+    };
+    if matches!(body, Expr::Identifier(id) if id.value == element.value) {
+        return Some(array.clone());
+    }
+    let lambda = Expr::Lambda(LambdaFunction {
+        params: OneOrManyWithParens::One(LambdaFunctionParameter {
+            name: element.clone(),
+            data_type: None,
+        }),
+        body: Box::new(body.clone()),
+        syntax: LambdaSyntax::Arrow,
+    });
+    Some(call(
+        "array_transform",
+        vec![array.clone(), lambda],
+        Vec::new(),
+    ))
 }
 
 /// The one expression a plain `SELECT x FROM ... [WHERE ...] [ORDER BY ...]` selects, if
@@ -226,6 +350,104 @@ fn rewrite_to_char(expr: &mut Expr) {
         && !template.contains('%')
     {
         *template = strftime_of(template);
+    }
+}
+
+/// `x LIKE p ESCAPE 'c'` with another escape than backslash (SQLAlchemy's inspector sends
+/// `ESCAPE '/'`), which DataFusion refuses: the pattern is rewritten to backslash escapes,
+/// by `like_pattern(p, 'c')` (`crate::functions::like_pattern_udf`), or at once when the
+/// pattern is a literal.
+fn rewrite_like_escape(expr: &mut Expr) {
+    let (Expr::Like {
+        pattern,
+        escape_char,
+        ..
+    }
+    | Expr::ILike {
+        pattern,
+        escape_char,
+        ..
+    }) = expr
+    else {
+        return;
+    };
+    let Some(Value::SingleQuotedString(escape)) = escape_char.as_ref().map(|v| &v.value) else {
+        return;
+    };
+    let mut chars = escape.chars();
+    let (Some(c), None) = (chars.next(), chars.next()) else {
+        return;
+    };
+    if c == '\\' {
+        return;
+    }
+    if let Expr::Value(v) = pattern.as_mut()
+        && let Value::SingleQuotedString(p) = &mut v.value
+    {
+        *p = crate::functions::like_pattern(p, c);
+    } else {
+        let text = Expr::Value(Value::SingleQuotedString(c.to_string()).into());
+        **pattern = call("like_pattern", vec![(**pattern).clone(), text], Vec::new());
+    }
+    *escape_char = None;
+}
+
+/// Catalog functions of a relation's OID that weir answers from its own tables, each as a
+/// scalar subquery whose `__weir_c.oid = 0` the argument replaces (aliases no outer query
+/// uses, so that an argument like psql's `c.oid` still refers to the outer row): `pg_get_viewdef(oid [,
+/// pretty])` from `pg_matviews` (a materialized view's query), and `pg_table_size(oid)`,
+/// `pg_relation_size` and `pg_total_relation_size` from `weir_catalog.dataflows` (a view's
+/// state bytes; NULL for other relations, whose rows live in Kafka or a table log).
+const RELATION_FUNCTIONS_BY_OID: &[(&str, &str)] = &[
+    (
+        "pg_get_viewdef",
+        "SELECT max(__weir_m.definition) FROM pg_catalog.pg_matviews __weir_m \
+         JOIN pg_catalog.pg_namespace __weir_n ON __weir_n.nspname = __weir_m.schemaname \
+         JOIN pg_catalog.pg_class __weir_c ON __weir_c.relname = __weir_m.matviewname AND __weir_c.relnamespace = __weir_n.oid \
+         WHERE __weir_c.oid = 0",
+    ),
+    ("pg_table_size", STATE_BYTES),
+    ("pg_relation_size", STATE_BYTES),
+    ("pg_total_relation_size", STATE_BYTES),
+];
+
+const STATE_BYTES: &str = "SELECT max(__weir_d.state_bytes) FROM weir_catalog.dataflows __weir_d \
+     JOIN pg_catalog.pg_class __weir_c ON __weir_c.relname = __weir_d.name \
+     JOIN pg_catalog.pg_namespace __weir_n ON __weir_c.relnamespace = __weir_n.oid AND __weir_n.nspname = 'public' \
+     WHERE __weir_c.oid = 0";
+
+/// A call of one of `RELATION_FUNCTIONS_BY_OID` as its subquery.
+fn rewrite_relation_function(expr: &mut Expr) {
+    let Expr::Function(f) = expr else { return };
+    let Some(name) = f.name.0.last().and_then(|p| p.as_ident()) else {
+        return;
+    };
+    let Some((_, template)) = RELATION_FUNCTIONS_BY_OID
+        .iter()
+        .find(|(n, _)| name.value.eq_ignore_ascii_case(n))
+    else {
+        return;
+    };
+    let FunctionArguments::List(list) = &f.args else {
+        return;
+    };
+    let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(oid))) = list.args.first() else {
+        return;
+    };
+    if list.args.len() > 2 {
+        return;
+    }
+    let Ok(mut statements) = Parser::parse_sql(&PostgreSqlDialect {}, template) else {
+        return;
+    };
+    let Some(Statement::Query(mut query)) = statements.pop() else {
+        return;
+    };
+    if let SetExpr::Select(select) = query.body.as_mut()
+        && let Some(Expr::BinaryOp { right, .. }) = select.selection.as_mut()
+    {
+        **right = oid.clone();
+        *expr = Expr::Subquery(query);
     }
 }
 
@@ -365,6 +587,40 @@ mod tests {
         ] {
             assert_eq!(strftime_of(template), strftime, "{template}");
         }
+    }
+
+    fn normalized(sql: &str) -> String {
+        let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap();
+        normalize_spellings(&mut statements[0]);
+        statements[0].to_string()
+    }
+
+    #[test]
+    fn arrays_of_unnest_become_array_transform() {
+        assert_eq!(
+            normalized("SELECT array(SELECT 'toast.' || x FROM pg_catalog.unnest(o) x) FROM t"),
+            "SELECT array_transform(o, x -> 'toast.' || x) FROM t"
+        );
+        assert_eq!(
+            normalized("SELECT ARRAY(SELECT x FROM unnest(o) AS x) FROM t"),
+            "SELECT o FROM t"
+        );
+        assert_eq!(
+            normalized("SELECT * FROM pg_catalog.unnest(a) x"),
+            "SELECT * FROM UNNEST(a) x (x)"
+        );
+    }
+
+    #[test]
+    fn like_escapes_become_backslashes() {
+        assert_eq!(
+            normalized("SELECT 1 WHERE n NOT LIKE 'pg/_%' ESCAPE '/'"),
+            "SELECT 1 WHERE n NOT LIKE 'pg\\_%'"
+        );
+        assert_eq!(
+            normalized("SELECT 1 WHERE n LIKE $1 || '%' ESCAPE '/'"),
+            "SELECT 1 WHERE n LIKE like_pattern($1 || '%', '/')"
+        );
     }
 
     #[test]

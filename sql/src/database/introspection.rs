@@ -1,11 +1,12 @@
-//! `weir_catalog.source_progress` and `weir_catalog.dataflows`: tables computed from the
-//! running dataflows each time they are read.
+//! `weir_catalog.source_progress`, `dataflows`, `checkpoints`, `sink_progress` and
+//! `pg_catalog.pg_matviews`: tables computed from the catalog and the running dataflows
+//! each time they are read.
 
 use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
-    ArrayRef, Int32Array, Int64Array, StringArray, TimestampMillisecondArray,
+    ArrayRef, BooleanArray, Int32Array, Int64Array, StringArray, TimestampMillisecondArray,
     TimestampNanosecondArray,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -20,7 +21,8 @@ use datafusion::physical_plan::ExecutionPlan;
 use super::{DATABASE_NAME, Database};
 use crate::dataflow::{DataflowGraph, ViewStatus};
 use crate::error::{Result, SqlError};
-use crate::statement::ObjectKind;
+use crate::interrupt::Interrupt;
+use crate::statement::{ObjectKind, Statement};
 use weir_engine::runtime::SplitProgress;
 
 type Rows = Box<dyn Fn(&Database) -> DfResult<Vec<ArrayRef>> + Send + Sync>;
@@ -252,6 +254,52 @@ fn checkpoints() -> (SchemaRef, Rows) {
     (schema, rows)
 }
 
+/// `pg_catalog.pg_matviews`: one row per materialized view, with its query as
+/// `definition` (what `pg_get_viewdef` and psql's `\d+` show).
+fn pg_matviews() -> (SchemaRef, Rows) {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("schemaname", DataType::Utf8, true),
+        Field::new("matviewname", DataType::Utf8, true),
+        Field::new("matviewowner", DataType::Utf8, true),
+        Field::new("tablespace", DataType::Utf8, true),
+        Field::new("hasindexes", DataType::Boolean, true),
+        Field::new("ispopulated", DataType::Boolean, true),
+        Field::new("definition", DataType::Utf8, true),
+    ]));
+    let rows: Rows = Box::new(|db| {
+        let views: Vec<(String, String)> = {
+            let cat = db.catalog.lock();
+            cat.names(ObjectKind::MaterializedView)
+                .into_iter()
+                .filter_map(|name| Some((name.clone(), cat.get(&name)?.stored.sql.clone())))
+                .collect()
+        };
+        let definitions: Vec<Option<String>> = views
+            .iter()
+            .map(|(_, sql)| match db.parse(sql, &Interrupt::default()) {
+                Ok(parsed) => match parsed.first().map(|p| &p.statement) {
+                    Some(Statement::CreateView { query, .. }) => Some(query.clone()),
+                    _ => None,
+                },
+                Err(_) => None,
+            })
+            .collect();
+        let n = views.len();
+        Ok(vec![
+            Arc::new(StringArray::from_iter_values((0..n).map(|_| "public"))),
+            Arc::new(StringArray::from_iter_values(
+                views.iter().map(|(name, _)| name.clone()),
+            )),
+            Arc::new(StringArray::from_iter_values((0..n).map(|_| "postgres"))),
+            Arc::new(StringArray::from(vec![None::<&str>; n])),
+            Arc::new(BooleanArray::from(vec![false; n])),
+            Arc::new(BooleanArray::from(vec![true; n])),
+            Arc::new(StringArray::from(definitions)),
+        ])
+    });
+    (schema, rows)
+}
+
 impl Database {
     /// Every view's and sink's status, by name.
     pub fn dataflow_statuses(&self) -> Vec<(String, ViewStatus)> {
@@ -315,5 +363,14 @@ pub(super) fn register(db: &Arc<Database>) -> Result<()> {
         .catalog(DATABASE_NAME)
         .ok_or_else(|| SqlError::new("XX000", "default catalog missing"))?;
     catalog.register_schema("weir_catalog", schema)?;
+    if let Some(pg_catalog) = catalog.schema("pg_catalog") {
+        let (columns, rows) = pg_matviews();
+        let table = Arc::new(StatusTable {
+            schema: columns,
+            db: Arc::downgrade(db),
+            rows,
+        });
+        pg_catalog.register_table("pg_matviews".into(), table)?;
+    }
     Ok(())
 }
