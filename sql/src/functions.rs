@@ -323,14 +323,8 @@ pub(crate) fn json_build_object_udf() -> ScalarUDF {
                     "argument list must have even number of elements"
                 );
             }
-            let rows = args
-                .iter()
-                .find_map(|a| match a {
-                    ColumnarValue::Array(a) => Some(a.len()),
-                    ColumnarValue::Scalar(_) => None,
-                })
-                .unwrap_or(1);
             let arrays = ColumnarValue::values_to_arrays(args)?;
+            let rows = arrays.first().map_or(1, |a| a.len());
             let mut out = Vec::with_capacity(rows);
             for row in 0..rows {
                 let mut object = String::from("{");

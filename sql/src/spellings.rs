@@ -12,7 +12,7 @@ use datafusion::sql::sqlparser::ast::{
     DataType, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentClause,
     FunctionArgumentList, FunctionArguments, GroupByExpr, Ident, LambdaFunction,
     LambdaFunctionParameter, LambdaSyntax, ObjectName, OneOrManyWithParens, OrderBy, OrderByExpr,
-    OrderByKind, Query, SelectItem, SetExpr, Statement, TableAlias, TableAliasColumnDef,
+    OrderByKind, Query, Select, SelectItem, SetExpr, Statement, TableAlias, TableAliasColumnDef,
     TableFactor, Value, VisitMut, VisitorMut, visit_expressions, visit_expressions_mut,
 };
 
@@ -52,9 +52,8 @@ impl VisitorMut for RelationAliases {
             args: Some(args),
             ..
         } = factor
-            && name.0.last().and_then(|p| p.as_ident()).is_some_and(|f| {
-                RELATION_FUNCTIONS.contains(&f.value.to_ascii_lowercase().as_str())
-            })
+            && function_name(name)
+                .is_some_and(|f| RELATION_FUNCTIONS.contains(&f.to_ascii_lowercase().as_str()))
             && let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(relation))) = args.args.first()
         {
             let relation = match relation {
@@ -84,13 +83,10 @@ fn unqualify_unnest(factor: &mut TableFactor) {
         args: Some(args),
         ..
     } = factor
-        && let Some((function, schema)) = name.0.split_last()
-        && function
-            .as_ident()
-            .is_some_and(|f| f.value.eq_ignore_ascii_case("unnest"))
-        && match schema {
-            [] => true,
-            [schema] => schema
+        && function_name(name).is_some_and(|f| f.eq_ignore_ascii_case("unnest"))
+        && match name.0.as_slice() {
+            [_] => true,
+            [schema, _] => schema
                 .as_ident()
                 .is_some_and(|s| s.value.eq_ignore_ascii_case("pg_catalog")),
             _ => false,
@@ -145,7 +141,7 @@ fn rewrite_array_subquery(expr: &mut Expr) {
         return;
     }
     let mut query = query.clone();
-    if let Some(element) = take_single_column(&mut query) {
+    if let Some(element) = single_column(&query) {
         let order_by = match query.order_by.take() {
             Some(OrderBy {
                 kind: OrderByKind::Expressions(e),
@@ -163,15 +159,11 @@ fn rewrite_array_subquery(expr: &mut Expr) {
         *expr = Expr::Subquery(query);
         return;
     }
-    // A fixed template, its subquery then swapped for the real one: parsing the query's
-    // text again could cost what the statement's budget already bounded once.
+    // A fixed template, its subquery then swapped for the real one.
     let template = format!(
         "SELECT array_agg({ARRAY_ELEMENT}) FROM (SELECT 1) AS __weir_array({ARRAY_ELEMENT})"
     );
-    let Ok(mut statements) = Parser::parse_sql(&PostgreSqlDialect {}, &template) else {
-        return;
-    };
-    let Some(Statement::Query(mut outer)) = statements.pop() else {
+    let Some(mut outer) = parse_template(&template) else {
         return;
     };
     if let SetExpr::Select(select) = outer.body.as_mut()
@@ -187,22 +179,8 @@ fn rewrite_array_subquery(expr: &mut Expr) {
 /// outer row, which a subquery cannot unnest) as `array_transform(a, x -> e(x))`, and
 /// `ARRAY(SELECT x FROM unnest(a) x)` as `a`. None for any other query.
 fn array_of_unnest(query: &Query) -> Option<Expr> {
-    if query.limit_clause.is_some()
-        || query.fetch.is_some()
-        || query.with.is_some()
-        || query.order_by.is_some()
-    {
-        return None;
-    }
-    let SetExpr::Select(select) = query.body.as_ref() else {
-        return None;
-    };
-    let grouped = match &select.group_by {
-        GroupByExpr::Expressions(e, _) => !e.is_empty(),
-        GroupByExpr::All(_) => true,
-    };
-    if grouped || select.having.is_some() || select.distinct.is_some() || select.selection.is_some()
-    {
+    let select = plain_select(query)?;
+    if query.order_by.is_some() || select.selection.is_some() {
         return None;
     }
     let [from] = select.from.as_slice() else {
@@ -222,10 +200,7 @@ fn array_of_unnest(query: &Query) -> Option<Expr> {
         return None;
     }
     let element = alias.columns.first().map_or(&alias.name, |c| &c.name);
-    let body = match select.projection.as_slice() {
-        [SelectItem::UnnamedExpr(e)] | [SelectItem::ExprWithAlias { expr: e, .. }] => e,
-        _ => return None,
-    };
+    let body = selected_expr(select)?;
     if matches!(body, Expr::Identifier(id) if id.value == element.value) {
         return Some(array.clone());
     }
@@ -245,27 +220,52 @@ fn array_of_unnest(query: &Query) -> Option<Expr> {
 }
 
 /// The one expression a plain `SELECT x FROM ... [WHERE ...] [ORDER BY ...]` selects, if
-/// the query is that simple (no grouping, DISTINCT, limit or set operation).
-fn take_single_column(query: &mut Query) -> Option<Expr> {
+/// the query is that simple and `x` aggregates nothing.
+fn single_column(query: &Query) -> Option<Expr> {
+    let e = selected_expr(plain_select(query)?)?;
+    (!contains_aggregate(e)).then(|| e.clone())
+}
+
+/// The query's SELECT, if it has no grouping, DISTINCT, limit, CTE or set operation.
+fn plain_select(query: &Query) -> Option<&Select> {
     if query.limit_clause.is_some() || query.fetch.is_some() || query.with.is_some() {
         return None;
     }
-    let SetExpr::Select(select) = query.body.as_mut() else {
+    let SetExpr::Select(select) = query.body.as_ref() else {
         return None;
     };
     let grouped = match &select.group_by {
         GroupByExpr::Expressions(e, _) => !e.is_empty(),
         GroupByExpr::All(_) => true,
     };
-    if grouped || select.having.is_some() || select.distinct.is_some() {
-        return None;
-    }
+    (!grouped && select.having.is_none() && select.distinct.is_none()).then_some(select.as_ref())
+}
+
+/// The expression of a one-item select list.
+fn selected_expr(select: &Select) -> Option<&Expr> {
     match select.projection.as_slice() {
-        [SelectItem::UnnamedExpr(e)] | [SelectItem::ExprWithAlias { expr: e, .. }]
-            if !contains_aggregate(e) =>
-        {
-            Some(e.clone())
-        }
+        [SelectItem::UnnamedExpr(e)] | [SelectItem::ExprWithAlias { expr: e, .. }] => Some(e),
+        _ => None,
+    }
+}
+
+/// The last part of a function's name (`unnest` of `pg_catalog.unnest`).
+fn function_name(name: &ObjectName) -> Option<&str> {
+    name.0
+        .last()
+        .and_then(|p| p.as_ident())
+        .map(|i| i.value.as_str())
+}
+
+/// A template query, parsed: the rewrites put the statement's own expressions into it
+/// rather than parsing their text again, which could cost what the statement's budget
+/// already bounded once.
+fn parse_template(template: &str) -> Option<Box<Query>> {
+    match Parser::parse_sql(&PostgreSqlDialect {}, template)
+        .ok()?
+        .pop()?
+    {
+        Statement::Query(query) => Some(query),
         _ => None,
     }
 }
@@ -419,12 +419,12 @@ const STATE_BYTES: &str = "SELECT max(__weir_d.state_bytes) FROM weir_catalog.da
 /// A call of one of `RELATION_FUNCTIONS_BY_OID` as its subquery.
 fn rewrite_relation_function(expr: &mut Expr) {
     let Expr::Function(f) = expr else { return };
-    let Some(name) = f.name.0.last().and_then(|p| p.as_ident()) else {
+    let Some(name) = function_name(&f.name) else {
         return;
     };
     let Some((_, template)) = RELATION_FUNCTIONS_BY_OID
         .iter()
-        .find(|(n, _)| name.value.eq_ignore_ascii_case(n))
+        .find(|(n, _)| name.eq_ignore_ascii_case(n))
     else {
         return;
     };
@@ -437,10 +437,7 @@ fn rewrite_relation_function(expr: &mut Expr) {
     if list.args.len() > 2 {
         return;
     }
-    let Ok(mut statements) = Parser::parse_sql(&PostgreSqlDialect {}, template) else {
-        return;
-    };
-    let Some(Statement::Query(mut query)) = statements.pop() else {
+    let Some(mut query) = parse_template(template) else {
         return;
     };
     if let SetExpr::Select(select) = query.body.as_mut()

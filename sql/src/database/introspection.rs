@@ -342,21 +342,23 @@ impl Database {
     }
 }
 
-/// Registers the `weir_catalog` schema.
+/// Registers the `weir_catalog` schema, and weir's `pg_catalog.pg_matviews`.
 pub(super) fn register(db: &Arc<Database>) -> Result<()> {
+    let table = |(schema, rows)| {
+        Arc::new(StatusTable {
+            schema,
+            db: Arc::downgrade(db),
+            rows,
+        })
+    };
     let schema = Arc::new(MemorySchemaProvider::new());
-    for (name, (columns, rows)) in [
+    for (name, status) in [
         ("source_progress", source_progress()),
         ("dataflows", dataflows()),
         ("checkpoints", checkpoints()),
         ("sink_progress", sink_progress()),
     ] {
-        let table = Arc::new(StatusTable {
-            schema: columns,
-            db: Arc::downgrade(db),
-            rows,
-        });
-        schema.register_table(name.to_string(), table)?;
+        schema.register_table(name.to_string(), table(status))?;
     }
     let catalog = db
         .ctx
@@ -364,13 +366,7 @@ pub(super) fn register(db: &Arc<Database>) -> Result<()> {
         .ok_or_else(|| SqlError::new("XX000", "default catalog missing"))?;
     catalog.register_schema("weir_catalog", schema)?;
     if let Some(pg_catalog) = catalog.schema("pg_catalog") {
-        let (columns, rows) = pg_matviews();
-        let table = Arc::new(StatusTable {
-            schema: columns,
-            db: Arc::downgrade(db),
-            rows,
-        });
-        pg_catalog.register_table("pg_matviews".into(), table)?;
+        pg_catalog.register_table("pg_matviews".into(), table(pg_matviews()))?;
     }
     Ok(())
 }
