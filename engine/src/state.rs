@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
-use arrow::row::{Row, RowConverter, Rows};
+use arrow::row::{OwnedRow, Row, RowConverter, Rows};
 use arrow_ipc::reader::StreamReader;
 use arrow_ipc::writer::StreamWriter;
 
@@ -154,6 +154,31 @@ pub(crate) fn table_rows(
     let columns = table.columns()[..width].to_vec();
     let rows = converter.convert_columns(&columns)?;
     Ok((columns, rows))
+}
+
+/// The counter of a `counted_rows_table`.
+const COUNT_COLUMN: &str = "__count";
+
+/// Stored input rows with their counts, as TopN, OverWindow and SessionWindow keep their
+/// input: a `rows_table` with one counter; None when there are no rows.
+pub(crate) fn counted_rows_table<'a>(
+    converter: &RowConverter,
+    stored: impl IntoIterator<Item = (&'a OwnedRow, i64)>,
+) -> Result<Option<RecordBatch>> {
+    let (rows, counts): (Vec<_>, Vec<i64>) = stored.into_iter().map(|(r, n)| (r.row(), n)).unzip();
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    rows_table(converter, rows, &[(COUNT_COLUMN, counts)]).map(Some)
+}
+
+/// A `counted_rows_table` read back: the rows' columns, the rows, and their counts.
+pub(crate) fn read_counted_rows<'a>(
+    converter: &RowConverter,
+    table: &'a RecordBatch,
+) -> Result<(Vec<ArrayRef>, Rows, &'a Int64Array)> {
+    let (columns, rows) = table_rows(converter, table, table.num_columns() - 1)?;
+    Ok((columns, rows, counter(table, COUNT_COLUMN)?))
 }
 
 /// Int64 column `name` of a state table.

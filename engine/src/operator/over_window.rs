@@ -15,7 +15,7 @@ use datafusion_physical_expr::window::WindowExpr;
 use crate::message::Barrier;
 use crate::operator::{Emitter, Operator};
 use crate::state::rescale::deal_input_rows;
-use crate::state::{StateRouter, StateSnapshot, counter, rows_table, table_rows};
+use crate::state::{StateRouter, StateSnapshot, counted_rows_table, read_counted_rows};
 use crate::{ChangeBatch, EngineError, HashMap, Result, row_converter};
 
 /// A partition's rows by (window order, row) with their counts, and the output rows it
@@ -254,9 +254,8 @@ impl Operator for OverWindow {
     fn snapshot(&mut self) -> Result<StateSnapshot> {
         let mut snapshot = StateSnapshot::default();
         let stored = self.partitions.values().flat_map(|p| &p.rows);
-        let (rows, counts): (Vec<_>, Vec<i64>) = stored.map(|((_, r), &n)| (r.row(), n)).unzip();
-        if !rows.is_empty() {
-            snapshot.put(ROWS, rows_table(&self.rows, rows, &[("__count", counts)])?);
+        if let Some(table) = counted_rows_table(&self.rows, stored.map(|((_, r), &n)| (r, n)))? {
+            snapshot.put(ROWS, table);
         }
         Ok(snapshot)
     }
@@ -265,11 +264,9 @@ impl Operator for OverWindow {
         let Some(table) = snapshot.table(ROWS) else {
             return Ok(());
         };
-        let width = table.num_columns() - 1;
-        let (columns, rows) = table_rows(&self.rows, table, width)?;
+        let (columns, rows, counts) = read_counted_rows(&self.rows, table)?;
         let data = RecordBatch::try_new(Arc::clone(&self.input), columns)?;
         let (keys, sorts) = self.keys_and_sorts(&data)?;
-        let counts = counter(table, "__count")?;
         let mut restored = HashSet::new();
         for i in 0..data.num_rows() {
             let key = keys.row(i).owned();

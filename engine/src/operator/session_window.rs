@@ -15,7 +15,7 @@ use crate::message::Watermark;
 use crate::operator::time_window::{CLOCK, EventClock, ns_to};
 use crate::operator::{Emitter, Operator, timestamps_ns};
 use crate::state::rescale::{deal_input_rows, lowest_values};
-use crate::state::{StateRouter, StateSnapshot, counter, rows_table, table_rows};
+use crate::state::{StateRouter, StateSnapshot, counted_rows_table, read_counted_rows};
 use crate::{ChangeBatch, EngineError, HashMap, Result, row_converter};
 
 /// One key's open rows, by event time, and the sessions they form (sorted, disjoint).
@@ -285,9 +285,8 @@ impl Operator for SessionWindow {
             .state
             .values()
             .flat_map(|st| st.rows.values().flatten());
-        let (rows, counts): (Vec<_>, Vec<i64>) = stored.map(|(r, n)| (r.row(), *n)).unzip();
-        if !rows.is_empty() {
-            snapshot.put(ROWS, rows_table(&self.rows, rows, &[("__count", counts)])?);
+        if let Some(table) = counted_rows_table(&self.rows, stored.map(|(r, n)| (r, *n)))? {
+            snapshot.put(ROWS, table);
         }
         Ok(snapshot)
     }
@@ -306,13 +305,11 @@ impl Operator for SessionWindow {
         let Some(table) = snapshot.table(ROWS) else {
             return Ok(());
         };
-        let width = table.num_columns() - 1;
-        let (columns, rows) = table_rows(&self.rows, table, width)?;
+        let (columns, rows, counts) = read_counted_rows(&self.rows, table)?;
         let keys = self
             .keys
             .convert_columns(&self.key_columns(&columns, table.num_rows()))?;
         let times = timestamps_ns(&columns[self.time_column])?;
-        let counts = counter(table, "__count")?;
         for i in 0..table.num_rows() {
             let (row, n) = (rows.row(i).owned(), counts.value(i));
             self.bytes += (row.as_ref().len() + 24) * n.unsigned_abs() as usize;

@@ -15,7 +15,7 @@ use datafusion_physical_expr::PhysicalExpr;
 
 use crate::operator::{Emitter, Operator};
 use crate::state::rescale::deal_input_rows;
-use crate::state::{StateRouter, StateSnapshot, counter, rows_table, table_rows};
+use crate::state::{StateRouter, StateSnapshot, counted_rows_table, read_counted_rows};
 use crate::{ChangeBatch, EngineError, HashMap, Result, row_converter};
 
 /// One sort key: an expression and its direction.
@@ -271,9 +271,8 @@ impl Operator for TopN {
     fn snapshot(&mut self) -> Result<StateSnapshot> {
         let mut snapshot = StateSnapshot::default();
         let stored = self.groups.values().flat_map(|g| &g.rows);
-        let (rows, counts): (Vec<_>, Vec<i64>) = stored.map(|((_, r), &n)| (r.row(), n)).unzip();
-        if !rows.is_empty() {
-            snapshot.put(ROWS, rows_table(&self.rows, rows, &[("__count", counts)])?);
+        if let Some(table) = counted_rows_table(&self.rows, stored.map(|((_, r), &n)| (r, n)))? {
+            snapshot.put(ROWS, table);
         }
         Ok(snapshot)
     }
@@ -290,12 +289,10 @@ impl Operator for TopN {
         let Some(table) = snapshot.table(ROWS) else {
             return Ok(());
         };
-        let width = table.num_columns() - 1;
-        let (columns, rows) = table_rows(&self.rows, table, width)?;
-        let schema = arrow::datatypes::Schema::new(table.schema().fields()[..width].to_vec());
-        let data = RecordBatch::try_new(Arc::new(schema), columns)?;
+        let (columns, rows, counts) = read_counted_rows(&self.rows, table)?;
+        let fields = table.schema().fields()[..columns.len()].to_vec();
+        let data = RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns)?;
         let (keys, sorts) = self.keys_and_sorts(&data)?;
-        let counts = counter(table, "__count")?;
         for i in 0..data.num_rows() {
             let entry = (sorts.row(i).owned(), rows.row(i).owned());
             self.bytes += entry.0.as_ref().len() + entry.1.as_ref().len() + 48;

@@ -55,6 +55,20 @@ pub(super) trait GroupState: Send {
     ) -> Result<()>;
 }
 
+/// Restores an append-only min or max, whose snapshot is its value per group: each value
+/// is added again, once.
+fn restore_extremes(
+    state: &mut impl GroupState,
+    slots: &[u32],
+    columns: &[ArrayRef],
+) -> Result<()> {
+    let values = columns
+        .first()
+        .ok_or_else(|| EngineError::CorruptCheckpoint("min/max state has no column".into()))?;
+    let ones = Int64Array::from(vec![1; values.len()]);
+    state.update(slots, std::slice::from_ref(values), &ones)
+}
+
 /// Grows `v` to hold `slot`.
 fn cover<T: Clone>(v: &mut Vec<T>, slot: u32, fill: T) {
     let need = slot as usize + 1;
@@ -385,11 +399,7 @@ impl GroupState for ExtremeString {
         _: &str,
         _: &StateSnapshot,
     ) -> Result<()> {
-        let values = columns
-            .first()
-            .ok_or_else(|| EngineError::CorruptCheckpoint("min/max state has no column".into()))?;
-        let ones = Int64Array::from(vec![1; values.len()]);
-        self.update(slots, std::slice::from_ref(values), &ones)
+        restore_extremes(self, slots, columns)
     }
 }
 
@@ -463,11 +473,7 @@ impl<T: ArrowPrimitiveType> GroupState for ExtremeState<T> {
         _: &str,
         _: &StateSnapshot,
     ) -> Result<()> {
-        let values = columns
-            .first()
-            .ok_or_else(|| EngineError::CorruptCheckpoint("min/max state has no column".into()))?;
-        let ones = Int64Array::from(vec![1; values.len()]);
-        self.update(slots, std::slice::from_ref(values), &ones)
+        restore_extremes(self, slots, columns)
     }
 }
 
