@@ -16,7 +16,7 @@ mod union;
 pub use filter_project::FilterProject;
 pub use hash_aggregate::{HashAggregate, WindowClose, column};
 pub use hash_join::{Expiry, HashJoin, JoinKind};
-pub use materialize::{Materialize, SharedView, ViewEvent, ViewState, ViewSubscriber};
+pub use materialize::{Materialize, Retention, SharedView, ViewEvent, ViewState, ViewSubscriber};
 pub use over_window::OverWindow;
 pub use session_window::SessionWindow;
 pub use time_window::{TimeWindow, WindowKind, timestamps_ns};

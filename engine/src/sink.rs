@@ -18,10 +18,11 @@ pub use transactional::{CRASH_BEFORE_COMMIT, TransactionalKafkaSink};
 use crate::{Barrier, ChangeBatch, Epoch, Result, StateSnapshot};
 
 /// A sink's destination, driven by one writer task in commit order. Checkpoints tie it to
-/// the view it writes: at a checkpoint's first barrier the writer calls `prepare`, and
-/// reports the state it returns as the sink's part of that checkpoint; once the checkpoint
-/// is committed, `commit`. After a crash the destination is opened again with the state of
-/// the checkpoint restored, and gets the view's changes from that checkpoint's epoch on.
+/// the view it writes: at a checkpoint's first barrier the writer calls `prepare` and keeps
+/// the state it returns; once the checkpoint is committed, `commit`. After a crash the
+/// destination is opened again with the newest state it prepared by the checkpoint
+/// restored, and gets the view's changes from that state's epoch on (the caller keeps
+/// them until the destination commits).
 #[async_trait]
 pub trait SinkWriter: Send {
     /// Writes one commit's changes, or the view's rows when the sink starts (`snapshot`);

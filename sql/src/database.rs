@@ -458,6 +458,14 @@ impl Database {
         self.data_dir.as_ref().map(|d| d.join("tables"))
     }
 
+    /// Where a sink keeps what its destination has not committed (`sink::SinkLog`).
+    fn sink_log_dir(&self, sink: &str) -> Option<PathBuf> {
+        self.data_dir.as_ref().map(|d| {
+            d.join("sinks")
+                .join(crate::relation::table_file_name(sink, "log"))
+        })
+    }
+
     /// Re-creates a stored object; a view is returned (restored from the checkpoint, or
     /// started afresh). A source's shared readers resume at `source_positions`.
     fn replay(
@@ -805,6 +813,13 @@ impl Database {
             {
                 c.unregister(name);
                 c.unregister(&sinks::own_dataflow(name));
+            }
+            if entry.stored.kind == ObjectKind::Sink
+                && let Some(dir) = self.sink_log_dir(name)
+                && dir.exists()
+            {
+                // Its writer may still be stopping: what it writes there is left over.
+                std::fs::remove_dir_all(dir).map_err(io_error)?;
             }
         }
         drop(cat);

@@ -2,21 +2,27 @@
 //! the writer task that takes a view's commits, in order, to a `SinkWriter` (a Kafka topic
 //! or Parquet files).
 //!
-//! Delivery is tied to checkpoints. At the first commit of a checkpoint the writer has the
-//! destination `prepare` (Kafka: wait until the broker acknowledged everything; files: close
-//! the open file under its temporary name) and only then reports its part, so a committed
-//! checkpoint never lies ahead of the sink's output; when the checkpoint commits, the
-//! destination `commit`s (files take their final names). After a crash the view restarts
-//! from that checkpoint and the sink from the same epoch: a Kafka sink sends again what it
-//! had sent after it (the duplicates at-least-once allows); a file sink deletes what it had
-//! not committed, so its files are exactly-once.
+//! Delivery is tied to checkpoints without holding them back. Each commit of the view goes
+//! into the sink's `SinkLog` on disk, and the log is the sink's part of a checkpoint: it
+//! holds everything up to the checkpoint that the destination may not have. The writer takes
+//! the commits at its own pace; at a checkpoint's first barrier it has the destination
+//! `prepare` (Kafka: wait until the broker acknowledged everything; exactly-once Kafka: set
+//! the interval's messages aside; files: close the open file under its temporary name) and
+//! saves the returned state beside the log; once that checkpoint is committed, the
+//! destination `commit`s (a transaction, files taking their final names) and the log up to
+//! it is dropped. After a crash the view restarts from the checkpoint, and the sink from the
+//! newest state it prepared by then plus the log's commits up to the checkpoint: a Kafka
+//! sink sends again what it had sent unprepared (the duplicates at-least-once allows); an
+//! exactly-once one and a file sink commit each row once.
 //!
 //! Between the view and the writer is a `SinkQueue`: commits wait there, in memory up to
 //! `sink.buffer.bytes` and on disk past it, so a destination that is slow or away costs
 //! disk, not memory, and the view and its sources carry on.
 
+mod log;
 mod queue;
 
+pub(crate) use log::{SinkLog, WriterRecord, read_segment};
 pub(crate) use queue::{DEFAULT_MEMORY_BYTES, SinkQueue};
 
 use std::sync::Arc;
@@ -30,13 +36,12 @@ use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::physical_plan::ExecutionPlan;
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use weir_engine::runtime::GraphSnapshot;
 use weir_engine::sink::{
     DEFAULT_MAX_FILE_BYTES, FileSinkConfig, KafkaSinkConfig, SinkFormat, SinkProgress, SinkWriter,
 };
-use weir_engine::{Barrier, ChangeBatch, Epoch, SplitPosition, StateSnapshot};
+use weir_engine::{Barrier, ChangeBatch, Epoch};
 
 use crate::dataflow::{ViewStatus, ViewTable};
 use crate::error::{Result, SqlError};
@@ -267,6 +272,7 @@ pub(crate) fn unique_key(plan: &LogicalPlan) -> Option<Vec<String>> {
 }
 
 /// What a sink's writer is told by the view it reads, in commit order.
+#[derive(Clone)]
 pub(crate) enum SinkEvent {
     /// The view's rows when the sink starts (not after a restore at the sink's epoch).
     Snapshot(ChangeBatch, i64),
@@ -277,13 +283,13 @@ pub(crate) enum SinkEvent {
 const UNCHECKPOINTED_COMMIT_MS: i64 = 10_000;
 
 /// The writer of one sink: writes each commit, prepares at each checkpoint's first barrier
-/// and reports, and commits as checkpoints commit (see the module doc). Without a
-/// checkpointer (`report` and `committed` None) it prepares and commits every
+/// (saving the state in its `record`), and commits as checkpoints commit (see the module
+/// doc). Without checkpoints (`record` and `committed` None) it prepares and commits every
 /// `UNCHECKPOINTED_COMMIT_MS`.
 pub(crate) async fn write(
     events: SinkQueue,
     mut sink: Box<dyn SinkWriter>,
-    report: Option<mpsc::UnboundedSender<GraphSnapshot>>,
+    mut record: Option<WriterRecord>,
     mut committed: Option<watch::Receiver<Epoch>>,
     mut last_checkpoint: Epoch,
 ) -> weir_engine::Result<()> {
@@ -299,7 +305,7 @@ pub(crate) async fn write(
             // Cancel-safe: an event is taken off the queue only when pop returns it.
             event = events.pop() => event?,
             Ok(checkpoint) = commit => {
-                sink.commit(checkpoint).await?;
+                commit_through(sink.as_mut(), record.as_mut(), checkpoint).await?;
                 continue;
             }
         };
@@ -310,11 +316,17 @@ pub(crate) async fn write(
                 if let Some(changes) = &changes {
                     sink.write(changes, barrier.ts_ms, false).await?;
                 }
-                match &report {
-                    Some(report) if barrier.checkpoint > last_checkpoint => {
+                match &mut record {
+                    Some(r) if barrier.checkpoint > last_checkpoint => {
                         last_checkpoint = barrier.checkpoint;
                         let state = sink.prepare(&barrier).await?;
-                        let _ = report.send(writer_part(&barrier, state));
+                        r.prepared(barrier.checkpoint, &state)?;
+                        // Committed before the writer got here (it lagged, or replays its
+                        // log after a restart): nothing else would tell it.
+                        let newest = committed.as_ref().map_or(0, |c| *c.borrow());
+                        if newest >= barrier.checkpoint {
+                            commit_through(sink.as_mut(), Some(r), newest).await?;
+                        }
                     }
                     None if barrier.ts_ms - last_commit_ms >= UNCHECKPOINTED_COMMIT_MS => {
                         last_commit_ms = barrier.ts_ms;
@@ -328,22 +340,17 @@ pub(crate) async fn write(
     }
 }
 
-/// A writer's part of a checkpoint: the epoch everything up to which is prepared, and the
-/// destination's state.
-fn writer_part(barrier: &Barrier, state: StateSnapshot) -> GraphSnapshot {
-    GraphSnapshot {
-        checkpoint: barrier.checkpoint,
-        epoch: barrier.epoch,
-        task: 0,
-        nodes: vec![state],
-        positions: vec![(
-            0,
-            SplitPosition {
-                partition: 0,
-                offset: barrier.epoch as i64,
-                watermark: None,
-            },
-        )],
+/// Checkpoint `checkpoint` is committed: the destination commits what it prepared up to it,
+/// and the log it no longer needs goes.
+async fn commit_through(
+    sink: &mut dyn SinkWriter,
+    record: Option<&mut WriterRecord>,
+    checkpoint: Epoch,
+) -> weir_engine::Result<()> {
+    sink.commit(checkpoint).await?;
+    match record {
+        Some(r) => r.committed(checkpoint),
+        None => Ok(()),
     }
 }
 

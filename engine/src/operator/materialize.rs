@@ -40,9 +40,23 @@ enum Arrangement {
     Keyed(BTreeMap<OwnedRow, i64>),
 }
 
+/// What a view keeps of its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    /// Every row: the view is read (SELECT, SUBSCRIBE, views and sinks on it).
+    Rows,
+    /// Only until its one reader subscribes (a sink's or SUBSCRIBE's own query): the reader
+    /// starts from the rows so far and then takes every change, so nothing is kept after,
+    /// neither in memory nor in checkpoints.
+    UntilSubscribed,
+}
+
 /// The committed contents of a view, shared by its dataflow and its readers.
 pub struct ViewState {
     schema: SchemaRef,
+    retention: Retention,
+    /// Its reader subscribed and it keeps no rows (`Retention::UntilSubscribed`).
+    forgets: bool,
     converter: RowConverter,
     arrangement: Arrangement,
     epoch: Epoch,
@@ -58,10 +72,12 @@ pub struct ViewState {
 pub type SharedView = Arc<Mutex<ViewState>>;
 
 impl ViewState {
-    fn new(schema: SchemaRef) -> Result<Self> {
+    fn new(schema: SchemaRef, retention: Retention) -> Result<Self> {
         Ok(Self {
             converter: row_converter(schema.fields())?,
             schema,
+            retention,
+            forgets: false,
             arrangement: Arrangement::Appended(Vec::new()),
             epoch: 0,
             rows: 0,
@@ -138,10 +154,20 @@ impl ViewState {
     pub fn subscribe(&mut self, subscriber: ViewSubscriber) -> Result<RecordBatch> {
         let rows = self.rows()?;
         self.subscribers.push(subscriber);
+        if self.retention == Retention::UntilSubscribed {
+            self.forgets = true;
+            self.arrangement = Arrangement::Appended(Vec::new());
+            self.cache = None;
+            self.rows = 0;
+            self.bytes = 0;
+        }
         Ok(rows)
     }
 
     fn apply(&mut self, changes: &ChangeBatch) -> Result<()> {
+        if self.forgets {
+            return Ok(());
+        }
         self.cache = None;
         let weights = changes.weights().values();
         if let Arrangement::Appended(batches) = &mut self.arrangement {
@@ -250,7 +276,11 @@ pub struct Materialize {
 
 impl Materialize {
     pub fn new(schema: SchemaRef) -> Result<Self> {
-        let view = Arc::new(Mutex::new(ViewState::new(Arc::clone(&schema))?));
+        Self::with_retention(schema, Retention::Rows)
+    }
+
+    pub fn with_retention(schema: SchemaRef, retention: Retention) -> Result<Self> {
+        let view = Arc::new(Mutex::new(ViewState::new(Arc::clone(&schema), retention)?));
         Ok(Self {
             schema: with_weight(&schema),
             view,
@@ -418,6 +448,47 @@ mod tests {
         assert_eq!(v.len(), 3);
         assert_eq!(*seen.lock(), vec![(2000, Some(2)), (3000, None)]);
         assert!(out.drain().is_empty());
+    }
+
+    /// A view kept until its reader subscribes: the reader starts from the rows so far and
+    /// gets every later change, while the view holds (and checkpoints) nothing more, a
+    /// retraction of an earlier row included.
+    #[test]
+    fn a_view_for_one_reader_keeps_no_rows_once_it_subscribed() {
+        let schema = data(&[], &[]).schema();
+        let mut m = Materialize::with_retention(schema, Retention::UntilSubscribed).unwrap();
+        let view = m.view();
+        let mut out = Emitter::default();
+        let insert = ChangeBatch::from_data(&data(&["a", "b"], &[1, 2]), 1).unwrap();
+        m.on_batch(0, insert, &mut out).unwrap();
+        m.on_barrier(barrier(1), &mut out).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&seen);
+        let start = view
+            .lock()
+            .subscribe(Box::new(move |e| {
+                if let ViewEvent::Commit {
+                    changes: Some(c), ..
+                } = e
+                {
+                    sink.lock().push(c.weights().values().to_vec());
+                }
+                true
+            }))
+            .unwrap();
+        assert_eq!(start, data(&["a", "b"], &[1, 2]));
+        let insert = ChangeBatch::from_data(&data(&["c"], &[3]), 1).unwrap();
+        let retract = ChangeBatch::from_data(&data(&["a"], &[1]), -1).unwrap();
+        m.on_batch(0, insert, &mut out).unwrap();
+        m.on_batch(0, retract, &mut out).unwrap();
+        m.on_barrier(barrier(2), &mut out).unwrap();
+        assert_eq!(*seen.lock(), vec![vec![1, -1]]);
+        let mut v = view.lock();
+        assert_eq!((v.rows().unwrap().num_rows(), v.state_bytes()), (0, 0));
+        assert_eq!(v.epoch(), 2);
+        drop(v);
+        let snapshot = m.snapshot().unwrap();
+        assert_eq!(snapshot.table(ROWS).map(|t| t.num_rows()), Some(0));
     }
 
     #[test]

@@ -3,11 +3,12 @@
 //! reader's `*.parquet` glob skips) and takes its final name only once the checkpoint it
 //! belongs to is committed, so readers see whole checkpoints and never a half-written file.
 //!
-//! Exactly-once across crashes: a checkpoint's state lists the files prepared and not yet
-//! renamed, and the next file number. On restart from it, `open` renames those (a file
-//! already renamed is left alone), deletes every other temporary file of the sink (output
-//! after the checkpoint, which the restored view sends again) and numbers new files on from
-//! the checkpoint's, so no row is in two final files and none is missing.
+//! Exactly-once across crashes: a prepared state lists the files prepared and not yet
+//! renamed, and the next file number. On restart from the newest state prepared by the
+//! checkpoint restored, `open` renames those (a file already renamed is left alone),
+//! deletes every other temporary file of the sink (output after that state, which is sent
+//! again) and numbers new files on from the state's, so no row is in two final files and
+//! none is missing.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -79,8 +80,9 @@ fn store_error(e: object_store::Error) -> EngineError {
 }
 
 impl FileSink {
-    /// Opens the sink's directory; `restored` is its state in the checkpoint the server
-    /// restarted from (None for a new sink).
+    /// Opens the sink's directory; `restored` is the newest state it prepared by the
+    /// checkpoint the server restarted from (None for a new sink, or one that had prepared
+    /// none).
     pub async fn open(
         name: &str,
         schema: SchemaRef,

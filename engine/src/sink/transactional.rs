@@ -5,18 +5,18 @@
 //! would be lost if its transaction was aborted, and sent twice if it was committed and sent
 //! again. Closed by two rules:
 //! - The output of a checkpoint interval is kept, not sent, until its checkpoint commits:
-//!   `prepare` puts the messages into the checkpoint itself (the sink's part), and `commit`
-//!   sends them in one transaction that also writes a progress record (transactional id ->
-//!   checkpoint) to the progress topic. Nothing is in a transaction the checkpoint does not
-//!   hold.
+//!   `prepare` returns the messages as its state (saved durably by the caller before it
+//!   calls `commit`), and `commit` sends them in one transaction that also writes a
+//!   progress record (transactional id -> checkpoint) to the progress topic. Nothing is in a
+//!   transaction that a prepared state does not hold.
 //! - On restart the producer is fenced and its open transaction aborted
 //!   (`init_transactions`), and the progress topic is read with `read_committed`: if the
-//!   restored checkpoint's transaction committed, its messages are dropped; if not, they are
-//!   sent again in a new transaction from the checkpoint's copy. Either way each message is
+//!   restored state's transaction committed, its messages are dropped; if not, they are
+//!   sent again in a new transaction from the state's copy. Either way each message is
 //!   committed once.
 //!
 //! The cost is latency (output appears when its checkpoint commits, as with Flink's
-//! exactly-once sinks) and one interval's output kept in memory and in the checkpoint.
+//! exactly-once sinks) and one interval's output kept in memory and in the prepared state.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -79,8 +79,8 @@ fn blocking_error(e: tokio::task::JoinError) -> EngineError {
 }
 
 impl TransactionalKafkaSink {
-    /// Fences any earlier producer of the sink, then recovers `restored` (the sink's part of
-    /// the checkpoint the server restarted from, if any); see the module doc.
+    /// Fences any earlier producer of the sink, then recovers `restored` (the newest state it
+    /// prepared by the checkpoint the server restarted from, if any); see the module doc.
     pub async fn open(
         config: &KafkaSinkConfig,
         transactional_id: &str,

@@ -23,7 +23,10 @@ use crate::checkpoint::manifest::ViewMeta;
 use crate::cpu_runtime::panic_message;
 use crate::dataflow::ViewTable;
 use crate::error::{Result, SqlError};
-use crate::sink::{SinkEvent, SinkQueue, SinkRelation, SinkTarget, sink_spec, unique_key, write};
+use crate::sink::{
+    SinkEvent, SinkLog, SinkQueue, SinkRelation, SinkTarget, WriterRecord, read_segment, sink_spec,
+    unique_key, write,
+};
 use crate::statement::{
     CreateRelation, CreateSink, ObjectKind, ParsedStatement, SinkInput, Statement,
 };
@@ -99,9 +102,21 @@ impl Database {
             Some(q) => {
                 let plan = self.plan_view_query(&q).await?;
                 let dataflow = own_dataflow(&c.name);
-                let restore = self.restoring.lock().remove(&dataflow);
-                let (table, depends_on) =
-                    self.start_dataflow(&dataflow, &plan, false, parallelism, true, restore)?;
+                // Restored only with the sink's own part: its view keeps no rows, so the
+                // sink could not start from them.
+                let restore = {
+                    let mut restoring = self.restoring.lock();
+                    let own = restoring.remove(&dataflow);
+                    own.filter(|_| restoring.contains_key(&c.name))
+                };
+                let (table, depends_on) = self.start_dataflow(
+                    &dataflow,
+                    &plan,
+                    false,
+                    parallelism,
+                    super::views::Reader::Sink,
+                    restore,
+                )?;
                 let provider: Arc<dyn CatalogRelation> = Arc::clone(&table) as _;
                 (provider, Some(table), plan, depends_on)
             }
@@ -185,13 +200,44 @@ impl Database {
             })
             .collect::<Result<Vec<_>>>()?;
         let progress = Arc::new(Mutex::new(SinkProgress::default()));
-        // Resume: the epoch the last checkpoint's writer part prepared up to, and its state.
+        // Resume: the checkpoint restored (the sink's part says its log is on disk up to it),
+        // and from the log the destination's newest state prepared by then.
         let restored = self
             .restoring
             .lock()
             .remove(&c.name)
             .and_then(|r| r.snapshots.into_iter().next());
         let resume_at = restored.as_ref().map(|s| s.epoch);
+        let first_checkpoint = self.barriers.current().checkpoint;
+        let (report, reports) = mpsc::unbounded_channel();
+        let log_dir = self
+            .checkpointer
+            .as_ref()
+            .and_then(|_| self.sink_log_dir(&c.name));
+        let (log, recovered) = match (&log_dir, restored) {
+            (None, _) => (None, None),
+            (Some(dir), None) => (
+                Some(SinkLog::create(
+                    dir.clone(),
+                    first_checkpoint,
+                    spec.buffer_bytes,
+                    report,
+                )?),
+                None,
+            ),
+            (Some(dir), Some(part)) => {
+                let legacy = part.nodes.into_iter().next();
+                let (log, recovered) = SinkLog::recover(
+                    dir.clone(),
+                    part.checkpoint,
+                    legacy,
+                    spec.buffer_bytes,
+                    report,
+                )?;
+                (Some(log), Some(recovered))
+            }
+        };
+        let prepared = recovered.as_ref().and_then(|r| r.prepared.as_ref());
         let writer: Box<dyn SinkWriter> = match &spec.target {
             SinkTarget::Kafka {
                 config,
@@ -211,9 +257,7 @@ impl Database {
                             config,
                             id,
                             encoder,
-                            restored
-                                .as_ref()
-                                .and_then(|s| s.nodes.first().map(|n| (s.checkpoint, n))),
+                            prepared.map(|(p, state)| (*p, state)),
                             Arc::clone(&progress),
                         )
                         .await
@@ -226,7 +270,7 @@ impl Database {
                     &c.name,
                     Arc::clone(&schema),
                     file.clone(),
-                    restored.as_ref().and_then(|s| s.nodes.first()),
+                    prepared.map(|(_, state)| state),
                     Arc::clone(&progress),
                 )
                 .await
@@ -247,13 +291,31 @@ impl Database {
         std::fs::create_dir_all(&spill_dir).map_err(weir_engine::EngineError::from)?;
         let spill = spill_dir.join(crate::relation::table_file_name(&c.name, "spill"));
         let queue = SinkQueue::new(spill, spec.buffer_bytes, Arc::clone(&queued));
+        // What the restored checkpoint holds and the destination may not have, first.
+        let mut last_checkpoint = first_checkpoint;
+        if let Some(r) = &recovered {
+            last_checkpoint = r.last_checkpoint;
+            for segment in &r.replay {
+                for event in read_segment(segment)? {
+                    queue.push(event);
+                }
+            }
+        }
+        let log = Arc::new(Mutex::new(log));
+        // Why the sink stopped, if it failed (its log, or its writer).
+        let error: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+        let log_failed = Arc::clone(&error);
         let shared = view.view();
         let mut state = shared.lock();
         let epoch = state.epoch();
         let events = queue.clone();
+        let appending = Arc::clone(&log);
         let current = state.subscribe(Box::new(move |event| match event {
             ViewEvent::Commit { barrier, changes } => {
-                events.push(SinkEvent::Commit(*barrier, changes.cloned()))
+                let event = SinkEvent::Commit(*barrier, changes.cloned());
+                events.is_open()
+                    && append(&appending, &event, &events, &log_failed)
+                    && events.push(event)
             }
             ViewEvent::Watermark(_) => events.is_open(),
         }))?;
@@ -263,14 +325,13 @@ impl Database {
                 0 => self.barriers.current().ts_ms,
                 t => t,
             };
-            queue.push(SinkEvent::Snapshot(
-                ChangeBatch::from_data(&current, 1)?,
-                ts,
-            ));
+            let event = SinkEvent::Snapshot(ChangeBatch::from_data(&current, 1)?, ts);
+            if append(&log, &event, &queue, &error) {
+                queue.push(event);
+            }
         }
         drop(state);
-        // Its checkpoints: the writer reports once delivered up to each one.
-        let (report, reports) = mpsc::unbounded_channel();
+        // Its checkpoints: the log reports each once it is on disk up to it.
         let checkpointer = self.checkpointer.as_ref().map(Arc::clone);
         if let Some(cp) = &checkpointer {
             cp.register(
@@ -284,20 +345,21 @@ impl Database {
                 },
             );
         }
-        let error = Arc::new(Mutex::new(None));
         let failed = Arc::clone(&error);
         let name = c.name.clone();
-        let first_checkpoint = self.barriers.current().checkpoint;
         let reader = queue.clone();
+        let record = log_dir
+            .zip(log.lock().as_ref().map(SinkLog::prepared))
+            .map(|(d, progress)| WriterRecord::new(d, prepared.map(|(p, _)| *p), progress));
         let mut gate = self.gate.subscribe();
         let task = self.cpu.spawn(async move {
             let _ = gate.wait_for(|open| *open).await;
             let run = std::panic::AssertUnwindSafe(write(
                 reader,
                 writer,
-                checkpointer.is_some().then_some(report),
+                record,
                 checkpointer.as_ref().map(|c| c.committed()),
-                first_checkpoint,
+                last_checkpoint,
             ))
             .catch_unwind();
             let result = run.await.unwrap_or_else(|panic| {
@@ -305,12 +367,17 @@ impl Database {
                     panic.as_ref(),
                 )))
             });
-            if let Err(e) = result {
+            // Its queue closed by a failed log ends the writer as a DROP does.
+            let stopped = match result {
+                Err(e) => Some(e.to_string()),
+                Ok(()) => failed.lock().clone(),
+            };
+            if let Some(e) = stopped {
                 tracing::error!(sink = %name, error = %e, "sink failed");
                 if let Some(cp) = checkpointer {
                     cp.unregister(&name);
                 }
-                *failed.lock() = Some(e.to_string());
+                *failed.lock() = Some(e);
             }
         })?;
         let relation = Arc::new(SinkRelation {
@@ -388,6 +455,30 @@ impl Database {
                     .unwrap_or_default()
             })
             .collect()
+    }
+}
+
+/// Appends a commit to the sink's log (with checkpoints); a log that cannot be written
+/// closes the queue, which stops the sink rather than lose what a checkpoint would count as
+/// kept.
+fn append(
+    log: &Mutex<Option<SinkLog>>,
+    event: &SinkEvent,
+    queue: &SinkQueue,
+    failed: &Mutex<Option<String>>,
+) -> bool {
+    let mut log = log.lock();
+    let Some(l) = log.as_mut() else {
+        return true;
+    };
+    match l.append(event) {
+        Ok(()) => true,
+        Err(e) => {
+            *failed.lock() = Some(format!("the sink's log cannot be written: {e}"));
+            *log = None;
+            queue.close();
+            false
+        }
     }
 }
 

@@ -187,8 +187,14 @@ impl Database {
             }
             SubscribeTarget::Query(query) => {
                 let plan = self.plan_view_query(query).await?;
-                let (table, _) =
-                    self.start_dataflow("subscribe", &plan, false, parallelism, false, None)?;
+                let (table, _) = self.start_dataflow(
+                    "subscribe",
+                    &plan,
+                    false,
+                    parallelism,
+                    super::views::Reader::Subscription,
+                    None,
+                )?;
                 self.next_epoch_of(&table).await;
                 (table.view(), Some(table))
             }

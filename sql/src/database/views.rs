@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 
 use tokio::sync::{mpsc, watch};
 use weir_engine::SplitPosition;
-use weir_engine::operator::{Materialize, SharedView};
+use weir_engine::operator::{Materialize, Retention, SharedView};
 use weir_engine::runtime::{Dataflow, DataflowStats, Partitioning, WatermarkSpec};
 
 use super::{Database, Output, RestoredView, command};
@@ -119,7 +119,7 @@ impl Database {
     ) -> Result<(Output, Vec<String>)> {
         let props = ExecutionProps::new();
         let relations = |name: &str| self.relation(name);
-        let (lowering, _) = lower_view(plan, &props, &relations, emit_on_close)?;
+        let (lowering, _) = lower_view(plan, &props, &relations, emit_on_close, Retention::Rows)?;
         let mut lines = lowering.graph.describe();
         for input in &lowering.inputs {
             lines.push(format!("input {}: {}", input.node, input.relation));
@@ -188,8 +188,14 @@ impl Database {
     ) -> Result<Arc<ViewTable>> {
         // After a restart, the view's part of the last checkpoint (taken once).
         let restore = self.restoring.lock().remove(name);
-        let (table, depends_on) =
-            self.start_dataflow(name, plan, emit_on_close, parallelism, true, restore)?;
+        let (table, depends_on) = self.start_dataflow(
+            name,
+            plan,
+            emit_on_close,
+            parallelism,
+            Reader::Everyone,
+            restore,
+        )?;
         self.ctx
             .register_table(name, Arc::clone(&table) as Arc<dyn TableProvider>)?;
         let create = CreateRelation {
@@ -240,9 +246,14 @@ impl Database {
         plan: &LogicalPlan,
         emit_on_close: bool,
         parallelism: usize,
-        checkpointed: bool,
+        reader: Reader,
         restore: Option<RestoredView>,
     ) -> Result<(Arc<ViewTable>, Vec<String>)> {
+        let (checkpointed, retention) = match reader {
+            Reader::Everyone => (true, Retention::Rows),
+            Reader::Sink => (true, Retention::UntilSubscribed),
+            Reader::Subscription => (false, Retention::UntilSubscribed),
+        };
         let parallelism = match parallelism {
             0 => self.parallelism.max(1),
             n => n,
@@ -251,7 +262,7 @@ impl Database {
         let relations = |name: &str| self.relation(name);
         let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
         // The plan once per core: each copy's keyed operators own the keys that hash to it.
-        let (mut lowering, view) = lower_view(plan, &props, &relations, emit_on_close)?;
+        let (mut lowering, view) = lower_view(plan, &props, &relations, emit_on_close, retention)?;
         let meta = ViewMeta {
             fingerprint: fingerprint(&lowering.graph.describe()),
             parallelism,
@@ -264,7 +275,7 @@ impl Database {
         let mut graphs = Vec::with_capacity(parallelism);
         let mut late_rows = std::mem::take(&mut lowering.late_rows);
         for _ in 1..parallelism {
-            let (mut copy, _) = lower_view(plan, &props, &relations, emit_on_close)?;
+            let (mut copy, _) = lower_view(plan, &props, &relations, emit_on_close, retention)?;
             late_rows.append(&mut copy.late_rows);
             graphs.push(copy.graph);
         }
@@ -459,6 +470,18 @@ async fn wait_for_epoch(mut stats: watch::Receiver<DataflowStats>, epoch: u64) {
         .await;
 }
 
+/// Who reads a dataflow's view, which decides whether it is checkpointed and keeps its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Reader {
+    /// A materialized view: queried, subscribed to, read by other views and sinks.
+    Everyone,
+    /// A sink's own query (`CREATE SINK ... AS`, or a sink from a source or table):
+    /// checkpointed, and its rows go once the sink's writer subscribed.
+    Sink,
+    /// A SUBSCRIBE to a query: neither checkpointed nor kept.
+    Subscription,
+}
+
 /// Where a view's `streaming_parallelism` is kept in its catalog entry.
 pub(super) const PARALLELISM_KEY: &str = "streaming_parallelism";
 
@@ -469,10 +492,12 @@ fn lower_view<'a>(
     props: &'a ExecutionProps,
     relations: &'a dyn Fn(&str) -> Option<Arc<dyn CatalogRelation>>,
     emit_on_close: bool,
+    retention: Retention,
 ) -> Result<(Lowering<'a>, SharedView)> {
     let mut lowering = Lowering::new(props, relations, emit_on_close);
     let out = lowering.lower_plan(plan)?;
-    let materialize = Materialize::new(Arc::new(plan.schema().as_arrow().clone()))?;
+    let materialize =
+        Materialize::with_retention(Arc::new(plan.schema().as_arrow().clone()), retention)?;
     let view = materialize.view();
     let sink = lowering.graph.add(Box::new(materialize));
     lowering

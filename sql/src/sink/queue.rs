@@ -169,7 +169,7 @@ impl SinkQueue {
 
 impl SinkEvent {
     /// What it holds in memory (the bound counts these).
-    fn bytes(&self) -> usize {
+    pub(super) fn bytes(&self) -> usize {
         match self {
             Self::Snapshot(rows, _) => rows.batch().get_array_memory_size(),
             Self::Commit(_, changes) => {
@@ -183,7 +183,7 @@ impl SinkEvent {
 
     /// The event as a `StateSnapshot`: its changes as a table, and the barrier (or the
     /// snapshot's time) as values.
-    fn to_frame(&self) -> Result<Vec<u8>> {
+    pub(super) fn to_frame(&self) -> Result<Vec<u8>> {
         let mut frame = StateSnapshot::default();
         let (kind, rows, barrier) = match self {
             Self::Snapshot(rows, ts_ms) => (0, Some(rows), Barrier::new(0, *ts_ms)),
@@ -207,7 +207,7 @@ impl SinkEvent {
     }
 
     /// The event and the bytes it was counted as when queued.
-    fn from_frame(bytes: &[u8]) -> Result<(Self, u64)> {
+    pub(super) fn from_frame(bytes: &[u8]) -> Result<(Self, u64)> {
         let frame = StateSnapshot::from_bytes(bytes)?;
         let value = |name: &str| -> Result<i64> {
             frame.value("event", name)?.ok_or_else(|| {
