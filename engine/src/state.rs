@@ -79,19 +79,27 @@ impl StateSnapshot {
     /// (u64 LE) and an IPC stream holding the table.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let mut out = Vec::new();
+        self.append_to(&mut out)?;
+        Ok(out)
+    }
+
+    /// Appends the encoding to `out`: each table's IPC stream is written in place, and a
+    /// buffer reused across calls is not allocated (nor its pages faulted in) again.
+    pub fn append_to(&self, out: &mut Vec<u8>) -> Result<()> {
         for (name, table) in &self.tables {
-            let mut stream = Vec::new();
+            out.extend_from_slice(&(name.len() as u32).to_le_bytes());
+            out.extend_from_slice(name.as_bytes());
+            let length_at = out.len();
+            out.extend_from_slice(&0u64.to_le_bytes());
             {
-                let mut writer = StreamWriter::try_new(&mut stream, &table.schema())?;
+                let mut writer = StreamWriter::try_new(&mut *out, &table.schema())?;
                 writer.write(table)?;
                 writer.finish()?;
             }
-            out.extend_from_slice(&(name.len() as u32).to_le_bytes());
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(&(stream.len() as u64).to_le_bytes());
-            out.extend_from_slice(&stream);
+            let length = (out.len() - length_at - 8) as u64;
+            out[length_at..length_at + 8].copy_from_slice(&length.to_le_bytes());
         }
-        Ok(out)
+        Ok(())
     }
 
     pub fn from_bytes(mut bytes: &[u8]) -> Result<Self> {

@@ -20,7 +20,7 @@
 //! and the destination with it, the segments up to the newest state prepared by C go.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
@@ -56,6 +56,8 @@ pub(crate) struct SinkLog {
     last_checkpoint: Epoch,
     closed: std_mpsc::Sender<Closed>,
     prepared: Arc<Prepared>,
+    /// The frame being encoded (its buffer kept).
+    scratch: Vec<u8>,
 }
 
 /// The open segment: in memory until it passes the bound, then in `OPEN_SEGMENT`.
@@ -235,6 +237,7 @@ impl SinkLog {
             last_checkpoint,
             closed,
             prepared,
+            scratch: Vec::new(),
         }
     }
 
@@ -253,11 +256,11 @@ impl SinkLog {
             Segment::Memory(events, _) => {
                 let mut out = BufWriter::new(File::create(self.dir.join(OPEN_SEGMENT))?);
                 for e in events.iter().chain(std::iter::once(event)) {
-                    write_frame(&mut out, e)?;
+                    e.write_frame(&mut out, &mut self.scratch)?;
                 }
                 self.open = Segment::Disk(out);
             }
-            Segment::Disk(out) => write_frame(out, event)?,
+            Segment::Disk(out) => event.write_frame(out, &mut self.scratch)?,
         }
         let SinkEvent::Commit(barrier, _) = event else {
             return Ok(());
@@ -286,13 +289,6 @@ impl SinkLog {
     }
 }
 
-fn write_frame(out: &mut impl Write, event: &SinkEvent) -> Result<()> {
-    let frame = event.to_frame()?;
-    out.write_all(&(frame.len() as u64).to_le_bytes())?;
-    out.write_all(&frame)?;
-    Ok(())
-}
-
 /// The writer prepared the segment's checkpoint in time: what it spilled goes.
 fn drop_segment(dir: &Path, checkpoint: Epoch) -> Result<()> {
     match std::fs::remove_file(partial_path(dir, checkpoint)) {
@@ -308,8 +304,9 @@ fn persist(dir: &Path, checkpoint: Epoch, events: Option<&[SinkEvent]>) -> Resul
     let file = match events {
         Some(events) => {
             let mut out = BufWriter::new(File::create(&partial)?);
+            let mut scratch = Vec::new();
             for e in events {
-                write_frame(&mut out, e)?;
+                e.write_frame(&mut out, &mut scratch)?;
             }
             out.into_inner()
                 .map_err(|e| EngineError::Io(e.into_error()))?

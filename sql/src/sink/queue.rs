@@ -51,6 +51,8 @@ struct Spill {
     reader: BufReader<File>,
     /// Frames written and not yet read.
     frames: u64,
+    /// The frame being encoded (its buffer kept).
+    scratch: Vec<u8>,
 }
 
 impl SinkQueue {
@@ -100,14 +102,11 @@ impl SinkQueue {
                 writer: BufWriter::new(file),
                 reader,
                 frames: 0,
+                scratch: Vec::new(),
             });
         }
         let spill = state.spill.as_mut().expect("invariant: opened above");
-        let frame = event.to_frame()?;
-        spill
-            .writer
-            .write_all(&(frame.len() as u64).to_le_bytes())?;
-        spill.writer.write_all(&frame)?;
+        event.write_frame(&mut spill.writer, &mut spill.scratch)?;
         spill.frames += 1;
         Ok(())
     }
@@ -181,9 +180,21 @@ impl SinkEvent {
         }
     }
 
+    /// Writes the event as one length-prefixed frame to `out`, through `scratch` (a buffer
+    /// kept across events).
+    pub(super) fn write_frame(&self, out: &mut impl Write, scratch: &mut Vec<u8>) -> Result<()> {
+        scratch.clear();
+        scratch.extend_from_slice(&0u64.to_le_bytes());
+        self.frame_snapshot()?.append_to(scratch)?;
+        let length = (scratch.len() - 8) as u64;
+        scratch[..8].copy_from_slice(&length.to_le_bytes());
+        out.write_all(scratch)?;
+        Ok(())
+    }
+
     /// The event as a `StateSnapshot`: its changes as a table, and the barrier (or the
     /// snapshot's time) as values.
-    pub(super) fn to_frame(&self) -> Result<Vec<u8>> {
+    fn frame_snapshot(&self) -> Result<StateSnapshot> {
         let mut frame = StateSnapshot::default();
         let (kind, rows, barrier) = match self {
             Self::Snapshot(rows, ts_ms) => (0, Some(rows), Barrier::new(0, *ts_ms)),
@@ -203,7 +214,7 @@ impl SinkEvent {
         if let Some(rows) = rows {
             frame.put("changes", rows.batch().clone());
         }
-        frame.to_bytes()
+        Ok(frame)
     }
 
     /// The event and the bytes it was counted as when queued.
