@@ -814,12 +814,17 @@ impl Database {
                 c.unregister(name);
                 c.unregister(&sinks::own_dataflow(name));
             }
+            if let Some(sink) = entry.provider.as_sink() {
+                sink.stop_log();
+            }
             if entry.stored.kind == ObjectKind::Sink
                 && let Some(dir) = self.sink_log_dir(name)
                 && dir.exists()
+                && let Err(e) = std::fs::remove_dir_all(&dir)
             {
-                // Its writer may still be stopping: what it writes there is left over.
-                std::fs::remove_dir_all(dir).map_err(io_error)?;
+                // Its log's thread may still be finishing a write: what is left there is
+                // removed by the next sink of this name.
+                tracing::warn!(dir = %dir.display(), error = %e, "a dropped sink's log is left");
             }
         }
         drop(cat);

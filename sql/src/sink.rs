@@ -26,7 +26,7 @@ pub(crate) use log::{SinkLog, WriterRecord, read_segment};
 pub(crate) use queue::{DEFAULT_MEMORY_BYTES, SinkQueue};
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -371,6 +371,8 @@ pub(crate) struct SinkRelation {
     pub(crate) own: Option<Arc<ViewTable>>,
     /// The topic or directory it writes, for `weir_catalog.sink_progress`.
     pub(crate) topic: String,
+    /// Stops its log (with checkpoints) when the sink is dropped.
+    pub(crate) log_stop: Option<Arc<AtomicBool>>,
 }
 
 impl std::fmt::Debug for SinkRelation {
@@ -383,6 +385,7 @@ impl std::fmt::Debug for SinkRelation {
 
 impl Drop for SinkRelation {
     fn drop(&mut self) {
+        self.stop_log();
         self.queue.close();
         self.task.abort();
         if let Some(own) = &self.own {
@@ -433,6 +436,13 @@ pub struct ProgressRow {
 }
 
 impl SinkRelation {
+    /// Its log writes nothing more (the sink is being dropped).
+    pub(crate) fn stop_log(&self) {
+        if let Some(stop) = &self.log_stop {
+            stop.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// Its row in `weir_catalog.dataflows`: messages delivered, and its own query's state.
     pub(crate) fn status(&self) -> ViewStatus {
         let delivered = self

@@ -301,6 +301,7 @@ impl Database {
                 }
             }
         }
+        let log_stop = log.as_ref().map(SinkLog::stopper);
         let log = Arc::new(Mutex::new(log));
         // Why the sink stopped, if it failed (its log, or its writer).
         let error: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
@@ -390,6 +391,7 @@ impl Database {
             _reads: reads,
             own,
             topic: spec.target.destination().to_string(),
+            log_stop,
         });
         let entry = Entry {
             stored: StoredEntry {

@@ -23,6 +23,7 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
@@ -58,6 +59,8 @@ pub(crate) struct SinkLog {
     prepared: Arc<Prepared>,
     /// The frame being encoded (its buffer kept).
     scratch: Vec<u8>,
+    /// Set when the sink is dropped: nothing more is written.
+    stopped: Arc<AtomicBool>,
 }
 
 /// The open segment: in memory until it passes the bound, then in `OPEN_SEGMENT`.
@@ -204,11 +207,16 @@ impl SinkLog {
         prepared.set(prepared_at);
         let thread_dir = dir.clone();
         let waits = Arc::clone(&prepared);
+        let stopped = Arc::new(AtomicBool::new(false));
+        let stops = Arc::clone(&stopped);
         // Ends when the log is dropped (its sender with it).
         let spawned = std::thread::Builder::new()
             .name("weir-sink-log".into())
             .spawn(move || {
                 for c in segments {
+                    if stops.load(Ordering::Relaxed) {
+                        break;
+                    }
                     let checkpoint = c.barrier.checkpoint;
                     let kept = if waits.wait_for(checkpoint, Instant::now() + PREPARE_GRACE) {
                         drop_segment(&thread_dir, checkpoint)
@@ -238,7 +246,13 @@ impl SinkLog {
             closed,
             prepared,
             scratch: Vec::new(),
+            stopped,
         }
+    }
+
+    /// Set it, and the log writes nothing more (its sink was dropped, its directory goes).
+    pub(crate) fn stopper(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.stopped)
     }
 
     /// Where the writer records what it prepared.
@@ -248,6 +262,9 @@ impl SinkLog {
 
     /// Appends one event; at a checkpoint's first barrier, closes the segment.
     pub(crate) fn append(&mut self, event: &SinkEvent) -> Result<()> {
+        if self.stopped.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         match &mut self.open {
             Segment::Memory(events, bytes) if *bytes + event.bytes() <= self.memory_bytes => {
                 *bytes += event.bytes();
