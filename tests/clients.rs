@@ -244,6 +244,8 @@ async fn psql_lists_materialized_views_with_dm() {
             "\\dm",
             "\\echo DV",
             "\\dv",
+            "\\echo DCATALOG",
+            "\\dv weir_catalog.*",
             "\\echo DU",
             "\\du",
             "\\echo DF",
@@ -279,19 +281,32 @@ async fn psql_lists_materialized_views_with_dm() {
             "\\dm lacks {view}: {out}"
         );
     }
-    // \dv lists weir_catalog's plain views only.
+    // \dv lists plain views on the search path: none (psql says so on stderr; weir_catalog
+    // is not on it, and Postgres hides such a schema); by name it lists weir_catalog's.
     let dv = out
         .split("DV")
         .nth(1)
+        .and_then(|s| s.split("DCATALOG").next())
+        .unwrap_or_default();
+    assert!(
+        !dv.contains("source_progress") && !dv.contains("per_k"),
+        "{out}"
+    );
+    let catalog = out
+        .split("DCATALOG")
+        .nth(1)
         .and_then(|s| s.split("DU").next())
         .unwrap_or_default();
-    assert!(dv.contains(" source_progress "), "{out}");
-    assert!(!dv.contains("per_k") && !dv.contains("total"), "{out}");
+    assert!(catalog.contains(" source_progress "), "{out}");
+    assert!(
+        !catalog.contains("per_k") && !catalog.contains("total"),
+        "{out}"
+    );
 }
 
 /// `\d+ name` describes a materialized view with its query and a table with its columns;
-/// `\d+` lists sizes (a view's state, none for a table); `\l` and `\di` run; and
-/// `pg_get_viewdef` gives the query.
+/// `\d+` lists sizes (a view's state, none for a table) of relations on the search path;
+/// `\l`, `\l+`, `\dn+` and `\di` run; and `pg_get_viewdef` gives the query.
 #[tokio::test(flavor = "multi_thread")]
 async fn psql_describes_relations_with_d_plus() {
     let server = TestServer::start().await;
@@ -309,6 +324,10 @@ async fn psql_describes_relations_with_d_plus() {
             "\\d+",
             "\\echo L",
             "\\l",
+            "\\echo LPLUS",
+            "\\l+",
+            "\\echo DNPLUS",
+            "\\dn+",
             "\\echo DI",
             "\\di",
             "\\echo VIEWDEF",
@@ -350,7 +369,27 @@ async fn psql_describes_relations_with_d_plus() {
         "the view's state size: {view_size:?} in {out}"
     );
     assert_eq!(size_of("t"), "", "a table has no state size: {out}");
-    assert!(section("L\n", "DI").contains("List of databases"), "{out}");
+    assert!(
+        !list.contains("dataflows"),
+        "weir_catalog is not on the search path: {out}"
+    );
+    assert!(
+        section("L\n", "LPLUS").contains("List of databases"),
+        "{out}"
+    );
+    // \l+ gives the database's size (its views' state), \dn+ the schemas' privileges.
+    let databases = section("LPLUS", "DNPLUS");
+    assert!(
+        databases
+            .lines()
+            .any(|l| l.contains("weir") && (l.contains(" bytes") || l.contains(" kB"))),
+        "{out}"
+    );
+    let schemas = section("DNPLUS", "DI");
+    assert!(
+        schemas.contains("Access privileges") && schemas.contains("weir_catalog"),
+        "{out}"
+    );
     let definition = section("VIEWDEF", "\n(1 row)");
     assert!(
         definition.contains("SELECT k, sum(v) AS total FROM t GROUP BY k"),

@@ -32,6 +32,7 @@ pub(crate) fn normalize_spellings(statement: &mut Statement) {
         rewrite_to_char(expr);
         rewrite_relation_function(expr);
         rewrite_like_escape(expr);
+        rewrite_acl_to_string(expr);
         ControlFlow::<()>::Continue(())
     });
 }
@@ -397,7 +398,9 @@ fn rewrite_like_escape(expr: &mut Expr) {
 /// uses, so that an argument like psql's `c.oid` still refers to the outer row): `pg_get_viewdef(oid [,
 /// pretty])` from `pg_matviews` (a materialized view's query), and `pg_table_size(oid)`,
 /// `pg_relation_size` and `pg_total_relation_size` from `weir_catalog.dataflows` (a view's
-/// state bytes; NULL for other relations, whose rows live in Kafka or a table log).
+/// state bytes; NULL for other relations, whose rows live in Kafka or a table log),
+/// `pg_table_is_visible(oid)` from the relation's schema, and `pg_database_size(name)` (a
+/// template without WHERE ignores its argument).
 const RELATION_FUNCTIONS_BY_OID: &[(&str, &str)] = &[
     (
         "pg_get_viewdef",
@@ -409,12 +412,59 @@ const RELATION_FUNCTIONS_BY_OID: &[(&str, &str)] = &[
     ("pg_table_size", STATE_BYTES),
     ("pg_relation_size", STATE_BYTES),
     ("pg_total_relation_size", STATE_BYTES),
+    // Visible: in a schema of the search path (public) or pg_catalog, which Postgres
+    // searches first; weir_catalog and information_schema are not (psql's `\d` lists
+    // visible relations only).
+    (
+        "pg_table_is_visible",
+        "SELECT bool_or(__weir_n.nspname IN ('public', 'pg_catalog')) FROM pg_catalog.pg_class __weir_c \
+         JOIN pg_catalog.pg_namespace __weir_n ON __weir_c.relnamespace = __weir_n.oid \
+         WHERE __weir_c.oid = 0",
+    ),
+    // The one database's size: its views' state (psql's `\l+`).
+    (
+        "pg_database_size",
+        "SELECT sum(__weir_d.state_bytes) FROM weir_catalog.dataflows __weir_d",
+    ),
 ];
 
 const STATE_BYTES: &str = "SELECT max(__weir_d.state_bytes) FROM weir_catalog.dataflows __weir_d \
      JOIN pg_catalog.pg_class __weir_c ON __weir_c.relname = __weir_d.name \
      JOIN pg_catalog.pg_namespace __weir_n ON __weir_c.relnamespace = __weir_n.oid AND __weir_n.nspname = 'public' \
      WHERE __weir_c.oid = 0";
+
+/// `array_to_string(nspacl, sep)` (psql's `\dn+`, `\l+`) as the column itself: weir's
+/// catalog ACL columns (`nspacl`, `datacl`, `relacl`, ...) are text, NULL as no privilege is
+/// granted through them, where Postgres has `aclitem[]`.
+fn rewrite_acl_to_string(expr: &mut Expr) {
+    let Expr::Function(f) = expr else { return };
+    if !function_name(&f.name).is_some_and(|n| n.eq_ignore_ascii_case("array_to_string")) {
+        return;
+    }
+    let FunctionArguments::List(list) = &f.args else {
+        return;
+    };
+    let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(column))) = list.args.first() else {
+        return;
+    };
+    let name = match column {
+        Expr::Identifier(id) => &id.value,
+        Expr::CompoundIdentifier(ids) => match ids.last() {
+            Some(id) => &id.value,
+            None => return,
+        },
+        _ => return,
+    };
+    if name.to_ascii_lowercase().ends_with("acl") {
+        *expr = Expr::Cast {
+            kind: datafusion::sql::sqlparser::ast::CastKind::Cast,
+            array: false,
+            expr: Box::new(column.clone()),
+            data_type: DataType::Text,
+            format: None,
+        };
+    }
+}
 
 /// A call of one of `RELATION_FUNCTIONS_BY_OID` as its subquery.
 fn rewrite_relation_function(expr: &mut Expr) {
@@ -440,12 +490,16 @@ fn rewrite_relation_function(expr: &mut Expr) {
     let Some(mut query) = parse_template(template) else {
         return;
     };
-    if let SetExpr::Select(select) = query.body.as_mut()
-        && let Some(Expr::BinaryOp { right, .. }) = select.selection.as_mut()
-    {
-        **right = oid.clone();
-        *expr = Expr::Subquery(query);
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return;
+    };
+    match select.selection.as_mut() {
+        Some(Expr::BinaryOp { right, .. }) => **right = oid.clone(),
+        // A template without WHERE does not depend on its argument.
+        None => {}
+        Some(_) => return,
     }
+    *expr = Expr::Subquery(query);
 }
 
 /// Postgres's to_char template patterns, longest first, as strftime patterns (the case of
