@@ -304,6 +304,53 @@ async fn psql_lists_materialized_views_with_dm() {
     );
 }
 
+/// Grafana's Postgres data source lists the tables of the schemas on the search path with
+/// this query (its text as Grafana sends it): `string_to_array(...) s` as a one-row table,
+/// `generate_series(...) AS i` naming its column `i`.
+#[tokio::test(flavor = "multi_thread")]
+async fn grafana_lists_the_tables_on_the_search_path() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE metrics (ts TIMESTAMP, v DOUBLE);
+             CREATE MATERIALIZED VIEW per_minute AS SELECT date_trunc('minute', ts) AS t, avg(v) AS v FROM metrics GROUP BY 1",
+        )
+        .await
+        .unwrap();
+    let sql = r#"select quote_ident(table_name) as "table" from information_schema.tables
+    where quote_ident(table_schema) not in ('information_schema',
+                             'pg_catalog',
+                             '_timescaledb_cache',
+                             '_timescaledb_catalog',
+                             '_timescaledb_internal',
+                             '_timescaledb_config',
+                             'timescaledb_information',
+                             'timescaledb_experimental')
+      and quote_ident(table_schema) IN (
+          SELECT
+            CASE WHEN trim(s[i]) = '"$user"' THEN user ELSE trim(s[i]) END
+          FROM
+            generate_series(
+              array_lower(string_to_array(current_setting('search_path'),','),1),
+              array_upper(string_to_array(current_setting('search_path'),','),1)
+            ) as i,
+            string_to_array(current_setting('search_path'),',') s
+          )"#;
+    let mut tables: Vec<String> = client
+        .simple_query(sql)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .collect();
+    tables.sort();
+    assert_eq!(tables, vec!["metrics", "per_minute"]);
+}
+
 /// `\d+ name` describes a materialized view with its query and a table with its columns;
 /// `\d+` lists sizes (a view's state, none for a table) of relations on the search path;
 /// `\l`, `\l+`, `\dn+` and `\di` run; and `pg_get_viewdef` gives the query.

@@ -1,7 +1,7 @@
 //! Postgres spellings DataFusion does not read, rewritten before planning: timestamps
 //! without seconds (`timestamp '2020-04-15 12:02'`), hex bytea (`'\x01ff'`), `ARRAY(query)`,
-//! `to_char`'s template patterns (`'YYYY-MM-DD HH24:MI'`), and the relation's own name for
-//! an unaliased `HOP(bid, ...)` or temporal join.
+//! `to_char`'s template patterns (`'YYYY-MM-DD HH24:MI'`), the relation's own name for an
+//! unaliased `HOP(bid, ...)` or temporal join, and the catalog calls of Postgres clients.
 
 use std::ops::ControlFlow;
 
@@ -47,6 +47,8 @@ impl VisitorMut for RelationAliases {
 
     fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
         unqualify_unnest(factor);
+        name_series_after_alias(factor);
+        scalar_function_as_table(factor);
         if let TableFactor::Table {
             name,
             alias: alias @ None,
@@ -71,6 +73,76 @@ impl VisitorMut for RelationAliases {
         }
         ControlFlow::Continue(())
     }
+}
+
+/// Scalar functions Postgres clients call in FROM, where Postgres reads a scalar function
+/// as a one-row table whose column is named after the alias (Grafana's table list reads
+/// `string_to_array(current_setting('search_path'), ',') s`).
+const SCALAR_FUNCTIONS_IN_FROM: &[&str] = &["string_to_array"];
+
+/// `FROM generate_series(a, b) AS i` as `... AS i(i)`: Postgres names a one-column
+/// function's column after the alias, DataFusion names it `value`.
+fn name_series_after_alias(factor: &mut TableFactor) {
+    if let TableFactor::Table {
+        name,
+        alias: Some(alias),
+        args: Some(_),
+        ..
+    } = factor
+        && function_name(name).is_some_and(|f| f.eq_ignore_ascii_case("generate_series"))
+        && alias.columns.is_empty()
+    {
+        alias.columns = vec![TableAliasColumnDef {
+            name: alias.name.clone(),
+            data_type: None,
+        }];
+    }
+}
+
+/// `FROM string_to_array(x, ',') s` as `FROM (SELECT string_to_array(x, ',') AS s) AS s`
+/// (see `SCALAR_FUNCTIONS_IN_FROM`).
+fn scalar_function_as_table(factor: &mut TableFactor) {
+    let TableFactor::Table {
+        name,
+        alias: Some(alias),
+        args: Some(args),
+        ..
+    } = factor
+    else {
+        return;
+    };
+    let Some(function) = function_name(name) else {
+        return;
+    };
+    if !SCALAR_FUNCTIONS_IN_FROM
+        .iter()
+        .any(|f| function.eq_ignore_ascii_case(f))
+    {
+        return;
+    }
+    let column = alias
+        .columns
+        .first()
+        .map_or_else(|| alias.name.clone(), |c| c.name.clone());
+    let args: Vec<String> = args.args.iter().map(ToString::to_string).collect();
+    let Some(subquery) = parse_template(&format!(
+        "SELECT {function}({}) AS {column}",
+        args.join(", ")
+    )) else {
+        return;
+    };
+    let alias = TableAlias {
+        explicit: true,
+        name: alias.name.clone(),
+        columns: Vec::new(),
+        at: None,
+    };
+    *factor = TableFactor::Derived {
+        lateral: false,
+        subquery,
+        alias: Some(alias),
+        sample: None,
+    };
 }
 
 /// `FROM pg_catalog.unnest(a) x` as `FROM unnest(a) AS x(x)`: DataFusion reads only the
