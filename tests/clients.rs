@@ -304,9 +304,10 @@ async fn psql_lists_materialized_views_with_dm() {
     );
 }
 
-/// Grafana's Postgres data source lists the tables of the schemas on the search path with
-/// this query (its text as Grafana sends it): `string_to_array(...) s` as a one-row table,
-/// `generate_series(...) AS i` naming its column `i`.
+/// Grafana's Postgres data source lists the tables of the schemas on the search path and a
+/// table's columns with these queries (their text as Grafana sends it):
+/// `string_to_array(...) s` as a one-row table, `generate_series(...) AS i` naming its
+/// column `i`, and `information_schema.columns.data_type` in Postgres's names.
 #[tokio::test(flavor = "multi_thread")]
 async fn grafana_lists_the_tables_on_the_search_path() {
     let server = TestServer::start().await;
@@ -318,6 +319,47 @@ async fn grafana_lists_the_tables_on_the_search_path() {
         )
         .await
         .unwrap();
+    let on_search_path = r#"quote_ident(table_schema) IN (
+          SELECT
+            CASE WHEN trim(s[i]) = '"$user"' THEN user ELSE trim(s[i]) END
+          FROM
+            generate_series(
+              array_lower(string_to_array(current_setting('search_path'),','),1),
+              array_upper(string_to_array(current_setting('search_path'),','),1)
+            ) as i,
+            string_to_array(current_setting('search_path'),',') s
+          )"#;
+    let rows = |sql: String| {
+        let client = &client;
+        async move {
+            client
+                .simple_query(&sql)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                        (0..r.len())
+                            .map(|i| r.get(i).unwrap_or_default().to_string())
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                    ),
+                    _ => None,
+                })
+                .collect::<Vec<String>>()
+        }
+    };
+    // Its column list, whose types tell it which column is the time.
+    let columns = rows(format!(
+        r#"select quote_ident(column_name) as "column", data_type as "type"
+        from information_schema.columns
+        where quote_ident(table_name) = 'metrics' and {on_search_path}"#
+    ))
+    .await;
+    assert_eq!(
+        columns,
+        vec!["ts timestamp without time zone", "v double precision"]
+    );
     let sql = r#"select quote_ident(table_name) as "table" from information_schema.tables
     where quote_ident(table_schema) not in ('information_schema',
                              'pg_catalog',
@@ -337,16 +379,7 @@ async fn grafana_lists_the_tables_on_the_search_path() {
             ) as i,
             string_to_array(current_setting('search_path'),',') s
           )"#;
-    let mut tables: Vec<String> = client
-        .simple_query(sql)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
-            _ => None,
-        })
-        .collect();
+    let mut tables = rows(sql.to_string()).await;
     tables.sort();
     assert_eq!(tables, vec!["metrics", "per_minute"]);
 }

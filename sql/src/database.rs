@@ -248,6 +248,7 @@ impl Database {
         ctx.register_udf(crate::functions::version_udf());
         ctx.register_udf(crate::functions::size_pretty_udf());
         ctx.register_udf(crate::functions::like_pattern_udf());
+        ctx.register_udf(crate::functions::pg_data_type_udf());
         ctx.register_udf(crate::functions::json_build_object_udf());
         ctx.register_udf(crate::functions::to_regtype_udf());
         ctx.register_udf(crate::functions::current_setting_udf());

@@ -279,6 +279,72 @@ pub(crate) fn like_pattern_udf() -> ScalarUDF {
     )
 }
 
+/// `pg_data_type(arrow_type)`: the Postgres name of a type DataFusion's
+/// `information_schema.columns.data_type` spells the Arrow way (`Int64` -> `bigint`,
+/// `Timestamp(ns)` -> `timestamp without time zone`), without length or precision, as
+/// Postgres's `data_type` is; `ARRAY` for lists. Other types keep their Arrow name.
+pub(crate) fn pg_data_type_udf() -> ScalarUDF {
+    create_udf(
+        PG_DATA_TYPE,
+        vec![DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(|args| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let out: StringArray = arrays[0]
+                .as_string::<i32>()
+                .iter()
+                .map(|t| t.map(pg_data_type))
+                .collect();
+            Ok(ColumnarValue::Array(Arc::new(out)))
+        }),
+    )
+}
+
+/// The name `pg_data_type_udf` registers.
+pub(crate) const PG_DATA_TYPE: &str = "pg_data_type";
+
+fn pg_data_type(arrow: &str) -> String {
+    let base = arrow.split('(').next().unwrap_or(arrow);
+    match base {
+        "Boolean" => "boolean",
+        "Int8" | "Int16" | "UInt8" => "smallint",
+        "Int32" | "UInt16" => "integer",
+        "Int64" | "UInt32" => "bigint",
+        "Float16" | "Float32" => "real",
+        "Float64" => "double precision",
+        "Decimal32" | "Decimal64" | "Decimal128" | "Decimal256" | "UInt64" => "numeric",
+        "Utf8" | "LargeUtf8" | "Utf8View" => "character varying",
+        "Date32" | "Date64" => "date",
+        "Time32" | "Time64" => "time without time zone",
+        "Timestamp" if arrow.contains(',') => "timestamp with time zone",
+        "Timestamp" => "timestamp without time zone",
+        "Interval" | "Duration" => "interval",
+        "Binary" | "LargeBinary" | "BinaryView" | "FixedSizeBinary" => "bytea",
+        "List" | "LargeList" | "FixedSizeList" | "ListView" => "ARRAY",
+        _ => return arrow.to_string(),
+    }
+    .to_string()
+}
+
+#[cfg(test)]
+mod data_type_tests {
+    #[test]
+    fn arrow_names_become_postgres_names() {
+        for (arrow, pg) in [
+            ("Int64", "bigint"),
+            ("Utf8", "character varying"),
+            ("Timestamp(ns)", "timestamp without time zone"),
+            ("Timestamp(µs, \"UTC\")", "timestamp with time zone"),
+            ("Decimal128(10, 2)", "numeric"),
+            ("List(Int32)", "ARRAY"),
+            ("Struct(a Int64)", "Struct(a Int64)"),
+        ] {
+            assert_eq!(super::pg_data_type(arrow), pg, "{arrow}");
+        }
+    }
+}
+
 /// `pattern` with escape character `escape` as a backslash-escaped LIKE pattern: an
 /// escaped character keeps its escape (as a backslash), a backslash becomes literal.
 pub(crate) fn like_pattern(pattern: &str, escape: char) -> String {

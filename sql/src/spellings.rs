@@ -26,6 +26,7 @@ const RELATION_FUNCTIONS: &[&str] = &["tumble", "hop", "session", "temporal"];
 pub(crate) fn normalize_spellings(statement: &mut Statement) {
     // Table factors first: the `ARRAY(query)` rewrite reads a normalized `unnest`.
     let _ = statement.visit(&mut RelationAliases);
+    let _ = statement.visit(&mut PostgresColumns);
     let _ = visit_expressions_mut(statement, |expr| {
         rewrite_literal(expr);
         rewrite_array_subquery(expr);
@@ -35,6 +36,64 @@ pub(crate) fn normalize_spellings(statement: &mut Statement) {
         rewrite_acl_to_string(expr);
         ControlFlow::<()>::Continue(())
     });
+}
+
+/// `information_schema.columns` as Postgres fills it: `data_type` in Postgres's names
+/// (`bigint`, not `Int64`: Grafana finds time columns by it) and `ordinal_position` from 1.
+/// After the visit of the factor, so the query it becomes, which reads DataFusion's table,
+/// is not rewritten again.
+struct PostgresColumns;
+
+impl VisitorMut for PostgresColumns {
+    type Break = ();
+
+    fn post_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        let TableFactor::Table {
+            name,
+            alias,
+            args: None,
+            ..
+        } = factor
+        else {
+            return ControlFlow::Continue(());
+        };
+        let is_columns = match name.0.as_slice() {
+            [schema, table] => [schema, table]
+                .iter()
+                .zip(["information_schema", "columns"])
+                .all(|(part, want)| {
+                    part.as_ident()
+                        .is_some_and(|i| i.value.eq_ignore_ascii_case(want))
+                }),
+            _ => false,
+        };
+        if !is_columns {
+            return ControlFlow::Continue(());
+        }
+        let Some(subquery) = parse_template(&format!(
+            "SELECT table_catalog, table_schema, table_name, column_name, \
+             ordinal_position + 1 AS ordinal_position, column_default, is_nullable, \
+             {}(data_type) AS data_type, character_maximum_length, character_octet_length, \
+             numeric_precision, numeric_precision_radix, numeric_scale, datetime_precision, \
+             interval_type FROM information_schema.columns",
+            crate::functions::PG_DATA_TYPE
+        )) else {
+            return ControlFlow::Continue(());
+        };
+        let alias = alias.take().unwrap_or_else(|| TableAlias {
+            explicit: true,
+            name: Ident::new("columns"),
+            columns: Vec::new(),
+            at: None,
+        });
+        *factor = TableFactor::Derived {
+            lateral: false,
+            subquery,
+            alias: Some(alias),
+            sample: None,
+        };
+        ControlFlow::Continue(())
+    }
 }
 
 /// `FROM HOP(bid, ...)` as `FROM HOP(bid, ...) AS bid`, and a temporal join's
