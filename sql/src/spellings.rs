@@ -80,18 +80,10 @@ impl VisitorMut for PostgresColumns {
         )) else {
             return ControlFlow::Continue(());
         };
-        let alias = alias.take().unwrap_or_else(|| TableAlias {
-            explicit: true,
-            name: Ident::new("columns"),
-            columns: Vec::new(),
-            at: None,
-        });
-        *factor = TableFactor::Derived {
-            lateral: false,
-            subquery,
-            alias: Some(alias),
-            sample: None,
-        };
+        let alias = alias
+            .take()
+            .map_or_else(|| Ident::new("columns"), |a| a.name);
+        *factor = derived_table(subquery, alias);
         ControlFlow::Continue(())
     }
 }
@@ -190,18 +182,23 @@ fn scalar_function_as_table(factor: &mut TableFactor) {
     )) else {
         return;
     };
-    let alias = TableAlias {
-        explicit: true,
-        name: alias.name.clone(),
-        columns: Vec::new(),
-        at: None,
-    };
-    *factor = TableFactor::Derived {
+    let alias = alias.name.clone();
+    *factor = derived_table(subquery, alias);
+}
+
+/// `(subquery) AS alias`.
+fn derived_table(subquery: Box<Query>, alias: Ident) -> TableFactor {
+    TableFactor::Derived {
         lateral: false,
         subquery,
-        alias: Some(alias),
+        alias: Some(TableAlias {
+            explicit: true,
+            name: alias,
+            columns: Vec::new(),
+            at: None,
+        }),
         sample: None,
-    };
+    }
 }
 
 /// `FROM pg_catalog.unnest(a) x` as `FROM unnest(a) AS x(x)`: DataFusion reads only the
