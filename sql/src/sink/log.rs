@@ -20,7 +20,7 @@
 //! and the destination with it, the segments up to the newest state prepared by C go.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read};
+use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -392,19 +392,16 @@ impl WriterRecord {
 pub(crate) fn read_segment(path: &Path) -> Result<Vec<SinkEvent>> {
     let mut reader = BufReader::new(File::open(path)?);
     let mut events = Vec::new();
-    loop {
-        let mut len = [0u8; 8];
-        match reader.read_exact(&mut len) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(events),
-            Err(e) => return Err(e.into()),
+    let in_path = |e| match e {
+        EngineError::CorruptCheckpoint(m) => {
+            EngineError::CorruptCheckpoint(format!("sink log {}: {m}", path.display()))
         }
-        let mut frame = vec![0u8; u64::from_le_bytes(len) as usize];
-        reader.read_exact(&mut frame).map_err(|e| {
-            EngineError::CorruptCheckpoint(format!("sink log {}: {e}", path.display()))
-        })?;
-        events.push(SinkEvent::from_frame(&frame)?.0);
+        e => e,
+    };
+    while let Some((event, _)) = SinkEvent::read_frame(&mut reader).map_err(in_path)? {
+        events.push(event);
     }
+    Ok(events)
 }
 
 /// The sink's part of a checkpoint: the epoch its log holds up to (its state is in the log

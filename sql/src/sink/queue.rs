@@ -155,11 +155,11 @@ impl SinkQueue {
             return Ok(None);
         }
         spill.writer.flush()?;
-        let mut len = [0u8; 8];
-        spill.reader.read_exact(&mut len)?;
-        let mut frame = vec![0u8; u64::from_le_bytes(len) as usize];
-        spill.reader.read_exact(&mut frame)?;
-        let (event, size) = SinkEvent::from_frame(&frame)?;
+        let Some((event, size)) = SinkEvent::read_frame(&mut spill.reader)? else {
+            return Err(EngineError::Internal(
+                "a sink's spill file ended before its last frame".into(),
+            ));
+        };
         spill.frames -= 1;
         self.inner.queued.fetch_sub(size, Ordering::Relaxed);
         Ok(Some(event))
@@ -217,8 +217,24 @@ impl SinkEvent {
         Ok(frame)
     }
 
+    /// The next frame `write_frame` wrote to `input`: the event and the bytes it was
+    /// counted as when queued; None at the end of the input (a frame cut short is corrupt).
+    pub(super) fn read_frame(input: &mut impl Read) -> Result<Option<(Self, u64)>> {
+        let mut len = [0u8; 8];
+        match input.read_exact(&mut len) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        let mut frame = vec![0u8; u64::from_le_bytes(len) as usize];
+        input
+            .read_exact(&mut frame)
+            .map_err(|e| EngineError::CorruptCheckpoint(format!("a sink frame: {e}")))?;
+        Self::from_frame(&frame).map(Some)
+    }
+
     /// The event and the bytes it was counted as when queued.
-    pub(super) fn from_frame(bytes: &[u8]) -> Result<(Self, u64)> {
+    fn from_frame(bytes: &[u8]) -> Result<(Self, u64)> {
         let frame = StateSnapshot::from_bytes(bytes)?;
         let value = |name: &str| -> Result<i64> {
             frame.value("event", name)?.ok_or_else(|| {
