@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use crate::harness::TestServer;
+use crate::harness::{TestServer, sorted_rows};
 
 /// Runs a client program; asserts it succeeded and returns its stdout lines.
 fn run_client(program: &str, args: &[&str]) -> Vec<String> {
@@ -329,36 +329,19 @@ async fn grafana_lists_the_tables_on_the_search_path() {
             ) as i,
             string_to_array(current_setting('search_path'),',') s
           )"#;
-    let rows = |sql: String| {
-        let client = &client;
-        async move {
-            client
-                .simple_query(&sql)
-                .await
-                .unwrap()
-                .into_iter()
-                .filter_map(|m| match m {
-                    tokio_postgres::SimpleQueryMessage::Row(r) => Some(
-                        (0..r.len())
-                            .map(|i| r.get(i).unwrap_or_default().to_string())
-                            .collect::<Vec<_>>()
-                            .join(" "),
-                    ),
-                    _ => None,
-                })
-                .collect::<Vec<String>>()
-        }
-    };
     // Its column list, whose types tell it which column is the time.
-    let columns = rows(format!(
-        r#"select quote_ident(column_name) as "column", data_type as "type"
+    let columns = sorted_rows(
+        &client,
+        &format!(
+            r#"select quote_ident(column_name) as "column", data_type as "type"
         from information_schema.columns
         where quote_ident(table_name) = 'metrics' and {on_search_path}"#
-    ))
+        ),
+    )
     .await;
     assert_eq!(
         columns,
-        vec!["ts timestamp without time zone", "v double precision"]
+        vec!["ts|timestamp without time zone", "v|double precision"]
     );
     let sql = format!(
         r#"select quote_ident(table_name) as "table" from information_schema.tables
@@ -372,9 +355,10 @@ async fn grafana_lists_the_tables_on_the_search_path() {
                              'timescaledb_experimental')
       and {on_search_path}"#
     );
-    let mut tables = rows(sql).await;
-    tables.sort();
-    assert_eq!(tables, vec!["metrics", "per_minute"]);
+    assert_eq!(
+        sorted_rows(&client, &sql).await,
+        vec!["metrics", "per_minute"]
+    );
 }
 
 /// `\d+ name` describes a materialized view with its query and a table with its columns;
