@@ -16,12 +16,16 @@ mod union;
 pub use filter_project::FilterProject;
 pub use hash_aggregate::{HashAggregate, WindowClose, column};
 pub use hash_join::{Expiry, HashJoin, JoinKind};
-pub use materialize::{Materialize, Retention, SharedView, ViewEvent, ViewState, ViewSubscriber};
+pub use materialize::{
+    Materialize, Pace, Retention, SharedView, ViewEvent, ViewState, ViewSubscriber,
+};
 pub use over_window::OverWindow;
 pub use session_window::SessionWindow;
 pub use time_window::{TimeWindow, WindowKind, timestamps_ns};
 pub use top_n::{Limit, SortKey, TopN};
 pub use union::Union;
+
+use futures::future::BoxFuture;
 
 use crate::message::{Barrier, Watermark};
 use crate::state::{StateRouter, StateSnapshot};
@@ -76,6 +80,13 @@ pub trait Operator: Send + 'static {
     /// Called once all inputs have delivered `barrier` (the runtime aligns them).
     fn on_barrier(&mut self, _barrier: Barrier, _out: &mut Emitter) -> Result<()> {
         Ok(())
+    }
+
+    /// After a barrier, what the dataflow waits for before it reads on: a reader of the
+    /// operator's output that is behind (a sink's writer) slows the dataflow, and through its
+    /// bounded channels the sources it reads, to the reader's pace. None: read on.
+    fn backpressure(&self) -> Option<BoxFuture<'static, ()>> {
+        None
     }
 
     /// Approximate bytes of state held (`weir_catalog.dataflows.state_bytes`).

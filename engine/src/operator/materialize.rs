@@ -10,6 +10,7 @@ use arrow::array::{RecordBatch, UInt32Array};
 use arrow::compute::{concat_batches, take};
 use arrow::datatypes::SchemaRef;
 use arrow::row::{OwnedRow, RowConverter};
+use futures::future::BoxFuture;
 use parking_lot::Mutex;
 
 use crate::message::{Barrier, Epoch, Watermark};
@@ -31,6 +32,12 @@ pub enum ViewEvent<'a> {
 
 /// Receives a view's events; returns false to unsubscribe (a gone or lagging reader).
 pub type ViewSubscriber = Box<dyn FnMut(&ViewEvent<'_>) -> bool + Send>;
+
+/// A reader that sets the pace of its view's dataflow (`Operator::backpressure`).
+pub trait Pace: Send + Sync {
+    /// None when the reader can take more now; else what to wait for before the next commit.
+    fn ready(&self) -> Option<BoxFuture<'static, ()>>;
+}
 
 /// How a view holds its rows. While every change has been an insert, the batches as they
 /// came (no per-row work: views over append-only streams stay this way); from the first
@@ -66,6 +73,8 @@ pub struct ViewState {
     cache: Option<RecordBatch>,
     watermark: Option<Watermark>,
     subscribers: Vec<ViewSubscriber>,
+    /// Set by a reader the dataflow waits for; it goes with the last subscriber.
+    pace: Option<Arc<dyn Pace>>,
 }
 
 /// A view's state behind its lock.
@@ -86,6 +95,7 @@ impl ViewState {
             cache: None,
             watermark: None,
             subscribers: Vec::new(),
+            pace: None,
         })
     }
 
@@ -164,6 +174,11 @@ impl ViewState {
         Ok(rows)
     }
 
+    /// Makes the dataflow wait for `pace` after each commit (for the view's one reader).
+    pub fn set_pace(&mut self, pace: Arc<dyn Pace>) {
+        self.pace = Some(pace);
+    }
+
     fn apply(&mut self, changes: &ChangeBatch) -> Result<()> {
         if self.forgets {
             return Ok(());
@@ -239,6 +254,9 @@ impl ViewState {
 
     fn notify(&mut self, event: &ViewEvent<'_>) {
         self.subscribers.retain_mut(|s| s(event));
+        if self.subscribers.is_empty() {
+            self.pace = None;
+        }
     }
 }
 
@@ -335,6 +353,10 @@ impl Operator for Materialize {
             changes: changes.as_ref(),
         });
         Ok(())
+    }
+
+    fn backpressure(&self) -> Option<BoxFuture<'static, ()>> {
+        self.view.lock().pace.as_ref()?.ready()
     }
 
     fn state_bytes(&self) -> usize {

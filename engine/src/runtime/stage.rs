@@ -8,6 +8,7 @@ use std::task::Poll;
 use std::time::Instant;
 
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use tokio::sync::{mpsc, watch};
 
@@ -321,6 +322,7 @@ impl StageTask {
         if self.router.is_some() {
             // A stage before the last: the view commits when the barrier reaches it.
             self.outbox.push(Message::Barrier(barrier));
+            backpressure(self.backpressure()).await;
             return self.send_outbox().await;
         }
         let now_ms = chrono::Utc::now().timestamp_millis();
@@ -330,7 +332,18 @@ impl StageTask {
             s.state_bytes = state_bytes;
             s.commit_latency.observe((now_ms - barrier.ts_ms) as f64);
         });
+        backpressure(self.backpressure()).await;
         Ok(true)
+    }
+
+    /// What to wait for until the readers of its operators' output can take more
+    /// (`Operator::backpressure`): meanwhile its inputs, bounded channels, fill and slow
+    /// what feeds them.
+    fn backpressure(&self) -> Vec<BoxFuture<'static, ()>> {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.op.backpressure())
+            .collect()
     }
 
     /// Every node's state after `barrier`, and its splits' positions there.
@@ -518,6 +531,13 @@ impl StageTask {
             }
         }
         Ok(())
+    }
+}
+
+/// Waits for each of `waits` (see `Stage::backpressure`).
+async fn backpressure(waits: Vec<BoxFuture<'static, ()>>) {
+    for wait in waits {
+        wait.await;
     }
 }
 

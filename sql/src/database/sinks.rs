@@ -320,6 +320,10 @@ impl Database {
             }
             ViewEvent::Watermark(_) => events.is_open(),
         }))?;
+        if own.is_some() {
+            // Its own dataflow has no other reader: it goes at the writer's pace.
+            state.set_pace(Arc::new(queue.clone()));
+        }
         let restored = resume_at.is_some_and(|e| e == epoch && epoch > 0);
         if !restored && current.num_rows() > 0 {
             let ts = match state.last_commit_ms() {

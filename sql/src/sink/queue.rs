@@ -2,6 +2,12 @@
 //! a bound, and past it appended to a spill file (Arrow IPC frames) that the writer reads
 //! back in order as it catches up: a slow or unreachable destination costs disk, never
 //! unbounded memory, and never holds back the view or the other views of its sources.
+//!
+//! A sink's own dataflow (`CREATE SINK ... AS`, or FROM a source) is paced by its queue
+//! instead while the writer keeps taking commits: past `PACE_BYTES` it waits for the writer
+//! (and its sources with it), so a destination that is merely slower than the sources costs
+//! neither disk nor memory. A writer that took nothing for `STALLED_AFTER` (its broker is
+//! away) paces nothing: its commits queue, and its checkpoints go on.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -9,15 +15,26 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
+use weir_engine::operator::Pace;
 use weir_engine::{Barrier, ChangeBatch, EngineError, Result, StateSnapshot};
 
 use super::SinkEvent;
 
 /// Bytes of commits a sink keeps in memory before it spills (`sink.buffer.bytes`).
 pub(crate) const DEFAULT_MEMORY_BYTES: usize = 64 << 20;
+
+/// Bytes queued past which a sink's own dataflow waits for the writer (at most half the
+/// memory bound): a few commits' worth, so a paced writer is never far behind its view and
+/// prepares each checkpoint before its log would write it to disk.
+pub(crate) const PACE_BYTES: usize = 16 << 20;
+
+/// How long a writer takes nothing before it counts as stalled and paces nothing.
+pub(crate) const STALLED_AFTER: Duration = Duration::from_secs(1);
 
 /// The writing end, called at each commit of the view (on its dataflow's thread), and the
 /// reading end, the sink's writer task.
@@ -29,6 +46,8 @@ pub(crate) struct SinkQueue {
 struct Shared {
     state: Mutex<State>,
     ready: Notify,
+    /// The writer took an event.
+    taken: Notify,
     memory_bytes: usize,
     /// Where it spills (created when first needed, removed once read to its end).
     path: PathBuf,
@@ -36,7 +55,6 @@ struct Shared {
     queued: Arc<AtomicU64>,
 }
 
-#[derive(Default)]
 struct State {
     memory: VecDeque<(SinkEvent, usize)>,
     in_memory: usize,
@@ -44,6 +62,8 @@ struct State {
     /// order stays that of the commits.
     spill: Option<Spill>,
     closed: bool,
+    /// When the writer last took an event (or the queue was made).
+    last_taken: Instant,
 }
 
 struct Spill {
@@ -62,8 +82,15 @@ impl SinkQueue {
         let _ = std::fs::remove_file(&path);
         Self {
             inner: Arc::new(Shared {
-                state: Mutex::new(State::default()),
+                state: Mutex::new(State {
+                    memory: VecDeque::new(),
+                    in_memory: 0,
+                    spill: None,
+                    closed: false,
+                    last_taken: Instant::now(),
+                }),
                 ready: Notify::new(),
+                taken: Notify::new(),
                 memory_bytes,
                 path,
                 queued,
@@ -120,6 +147,7 @@ impl SinkQueue {
     pub(crate) fn close(&self) {
         self.inner.state.lock().closed = true;
         self.inner.ready.notify_one();
+        self.inner.taken.notify_waiters();
     }
 
     /// The next event in commit order; None once closed and drained.
@@ -140,6 +168,15 @@ impl SinkQueue {
     }
 
     fn take(&self, state: &mut State) -> Result<Option<SinkEvent>> {
+        let event = self.next(state)?;
+        if event.is_some() {
+            state.last_taken = Instant::now();
+            self.inner.taken.notify_waiters();
+        }
+        Ok(event)
+    }
+
+    fn next(&self, state: &mut State) -> Result<Option<SinkEvent>> {
         if let Some((event, size)) = state.memory.pop_front() {
             state.in_memory -= size;
             self.inner.queued.fetch_sub(size as u64, Ordering::Relaxed);
@@ -163,6 +200,42 @@ impl SinkQueue {
         spill.frames -= 1;
         self.inner.queued.fetch_sub(size, Ordering::Relaxed);
         Ok(Some(event))
+    }
+}
+
+impl Shared {
+    /// Whether the view should wait: the writer is behind by more than the pace and still
+    /// taking commits.
+    fn paces(&self, state: &State) -> bool {
+        let bound = PACE_BYTES.min(self.memory_bytes / 2) as u64;
+        !state.closed
+            && self.queued.load(Ordering::Relaxed) > bound
+            && state.last_taken.elapsed() < STALLED_AFTER
+    }
+}
+
+impl Pace for SinkQueue {
+    fn ready(&self) -> Option<BoxFuture<'static, ()>> {
+        if !self.inner.paces(&self.inner.state.lock()) {
+            return None;
+        }
+        let inner = Arc::clone(&self.inner);
+        Some(Box::pin(async move {
+            loop {
+                let taken = inner.taken.notified();
+                let stalls_at = {
+                    let state = inner.state.lock();
+                    if !inner.paces(&state) {
+                        return;
+                    }
+                    state.last_taken + STALLED_AFTER
+                };
+                tokio::select! {
+                    () = taken => {}
+                    () = tokio::time::sleep_until(stalls_at.into()) => {}
+                }
+            }
+        }))
     }
 }
 
@@ -331,5 +404,30 @@ mod tests {
         queue.close();
         assert!(queue.pop().await.unwrap().is_none());
         assert_eq!(queued.load(Ordering::Relaxed), 0);
+    }
+
+    /// A writer behind by more than the pace holds its view back until it takes an event;
+    /// one that took nothing for `STALLED_AFTER` holds nothing back.
+    #[tokio::test]
+    async fn a_writer_behind_paces_its_view_until_it_takes_or_stalls() {
+        let dir = tempfile::tempdir().unwrap();
+        let queued = Arc::new(AtomicU64::new(0));
+        let commit = |epoch| SinkEvent::Commit(Barrier::new(epoch, 0), Some(changes(&[0; 100])));
+        let one = commit(1).bytes();
+        // Paces past two events (half the bound).
+        let queue = SinkQueue::new(dir.path().join("s.spill"), one * 4, queued);
+        assert!(queue.push(commit(1)) && queue.push(commit(2)));
+        assert!(queue.ready().is_none(), "within the pace");
+        assert!(queue.push(commit(3)));
+        let wait = queue.ready().expect("behind by more than the pace");
+        let reader = queue.clone();
+        tokio::spawn(async move { reader.pop().await });
+        tokio::time::timeout(Duration::from_secs(5), wait)
+            .await
+            .expect("the writer took one: the view goes on");
+        assert!(queue.push(commit(4)));
+        assert!(queue.ready().is_some());
+        tokio::time::sleep(STALLED_AFTER).await;
+        assert!(queue.ready().is_none(), "a stalled writer paces nothing");
     }
 }
