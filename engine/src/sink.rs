@@ -10,7 +10,7 @@ mod transactional;
 
 use async_trait::async_trait;
 
-pub use encode::{SinkEncoder, SinkFormat, SinkMessage};
+pub use encode::{SinkEncoder, SinkFormat, SinkMessage, SinkMessages};
 pub use file::{DEFAULT_MAX_FILE_BYTES, FileSink, FileSinkConfig};
 pub use kafka::{KafkaSink, KafkaSinkConfig, MAX_IN_FLIGHT, SinkProgress};
 pub use transactional::{CRASH_BEFORE_COMMIT, TransactionalKafkaSink};

@@ -3,6 +3,7 @@
 //! of the source decoder: timestamps ISO-8601, decimals numbers, nulls explicit.
 
 use std::collections::HashMap;
+use std::ops::Range;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -30,6 +31,54 @@ pub struct SinkMessage {
     pub key: Option<Vec<u8>>,
     /// None: a tombstone.
     pub value: Option<Vec<u8>>,
+}
+
+impl SinkMessage {
+    /// Its key and value (None: a tombstone).
+    pub fn parts(&self) -> (Option<&[u8]>, Option<&[u8]>) {
+        (self.key.as_deref(), self.value.as_deref())
+    }
+}
+
+/// One commit's messages: their bytes in one buffer (no allocation per message), each
+/// message a key and a value span of it.
+#[derive(Debug, Default)]
+pub struct SinkMessages {
+    bytes: Vec<u8>,
+    spans: Vec<Span>,
+}
+
+/// Where a message's key and value are in `SinkMessages::bytes` (None: no key; a tombstone).
+type Span = (Option<Range<usize>>, Option<Range<usize>>);
+
+impl SinkMessages {
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Each message's key and value (None: a tombstone).
+    pub fn iter(&self) -> impl Iterator<Item = (Option<&[u8]>, Option<&[u8]>)> + '_ {
+        self.spans.iter().map(|(k, v)| {
+            (
+                k.clone().map(|r| &self.bytes[r]),
+                v.clone().map(|r| &self.bytes[r]),
+            )
+        })
+    }
+
+    /// Each message on its own.
+    pub fn to_vec(&self) -> Vec<SinkMessage> {
+        self.iter()
+            .map(|(k, v)| SinkMessage {
+                key: k.map(<[u8]>::to_vec),
+                value: v.map(<[u8]>::to_vec),
+            })
+            .collect()
+    }
 }
 
 /// Encodes a view's commits for one sink.
@@ -65,7 +114,7 @@ impl SinkEncoder {
         changes: &ChangeBatch,
         ts_ms: i64,
         snapshot: bool,
-    ) -> Result<Vec<SinkMessage>> {
+    ) -> Result<SinkMessages> {
         let data = changes.data();
         let weights = changes.weights().values();
         if data.schema().fields() != self.schema.fields() {
@@ -82,17 +131,14 @@ impl SinkEncoder {
                             .into(),
                     ));
                 }
-                let rows = json_rows(&data)?;
-                let mut out = Vec::with_capacity(rows.len());
+                let (bytes, rows) = json_lines(&data)?;
+                let mut spans = Vec::with_capacity(rows.len());
                 for (row, &w) in rows.into_iter().zip(weights) {
-                    for _ in 0..w.max(0) {
-                        out.push(SinkMessage {
-                            key: None,
-                            value: Some(row.clone()),
-                        });
+                    for _ in 0..w {
+                        spans.push((None, Some(row.clone())));
                     }
                 }
-                Ok(out)
+                Ok(SinkMessages { bytes, spans })
             }
             SinkFormat::Upsert | SinkFormat::Debezium => {
                 self.keyed(&data, weights, ts_ms, snapshot)
@@ -108,36 +154,36 @@ impl SinkEncoder {
         weights: &[i64],
         ts_ms: i64,
         snapshot: bool,
-    ) -> Result<Vec<SinkMessage>> {
-        let keys = json_rows(&data.project(&self.key)?)?;
-        let rows = json_rows(data)?;
-        let mut order: Vec<&[u8]> = Vec::new();
-        let mut by_key: HashMap<&[u8], (Option<usize>, Option<usize>)> = HashMap::new();
-        for (i, key) in keys.iter().enumerate() {
-            let slot = by_key.entry(key.as_slice()).or_insert_with(|| {
-                order.push(key);
-                (None, None)
-            });
-            match weights[i].signum() {
-                -1 => slot.0 = Some(i),
-                1 => slot.1 = Some(i),
-                _ => {}
+    ) -> Result<SinkMessages> {
+        let (key_text, keys) = json_lines(&data.project(&self.key)?)?;
+        let (mut bytes, rows) = json_lines(data)?;
+        // (first row of the key, the row it had, the row it has), in first-seen order.
+        let mut changed: Vec<(usize, Option<usize>, Option<usize>)> = Vec::new();
+        {
+            let mut by_key: HashMap<&[u8], usize> = HashMap::new();
+            for (i, key) in keys.iter().enumerate() {
+                let slot = *by_key.entry(&key_text[key.clone()]).or_insert_with(|| {
+                    changed.push((i, None, None));
+                    changed.len() - 1
+                });
+                match weights[i].signum() {
+                    -1 => changed[slot].1 = Some(i),
+                    1 => changed[slot].2 = Some(i),
+                    _ => {}
+                }
             }
         }
-        let mut out = Vec::with_capacity(order.len());
-        for key in order {
-            let (before, after) = by_key[key];
-            let key_bytes = Some(key.to_vec());
+        // The keys follow the rows in the buffer.
+        let base = bytes.len();
+        bytes.extend_from_slice(&key_text);
+        let key_span = |i: usize| Some(keys[i].start + base..keys[i].end + base);
+        let mut spans = Vec::with_capacity(changed.len());
+        for (first, before, after) in changed {
+            let key = key_span(first);
             if self.format == SinkFormat::Upsert {
                 match (before, after) {
-                    (_, Some(a)) => out.push(SinkMessage {
-                        key: key_bytes,
-                        value: Some(rows[a].clone()),
-                    }),
-                    (Some(_), None) => out.push(SinkMessage {
-                        key: key_bytes,
-                        value: None,
-                    }),
+                    (_, Some(a)) => spans.push((key, Some(rows[a].clone()))),
+                    (Some(_), None) => spans.push((key, None)),
                     (None, None) => {}
                 }
                 continue;
@@ -149,36 +195,36 @@ impl SinkEncoder {
                 (Some(_), None) => "d",
                 (None, None) => continue,
             };
-            let side = |i: Option<usize>| i.map_or(&b"null"[..], |i| rows[i].as_slice());
-            let mut value = Vec::with_capacity(64 + rows[0].len() * 2);
-            value.extend_from_slice(b"{\"before\":");
-            value.extend_from_slice(side(before));
-            value.extend_from_slice(b",\"after\":");
-            value.extend_from_slice(side(after));
-            value.extend_from_slice(
+            let start = bytes.len();
+            bytes.extend_from_slice(b"{\"before\":");
+            match before {
+                Some(b) => bytes.extend_from_within(rows[b].clone()),
+                None => bytes.extend_from_slice(b"null"),
+            }
+            bytes.extend_from_slice(b",\"after\":");
+            match after {
+                Some(a) => bytes.extend_from_within(rows[a].clone()),
+                None => bytes.extend_from_slice(b"null"),
+            }
+            bytes.extend_from_slice(
                 format!(
                     ",\"op\":\"{op}\",\"ts_ms\":{ts_ms},\"source\":{{\"connector\":\"weir\",\"name\":{},\"ts_ms\":{ts_ms},\"snapshot\":\"{snapshot}\"}}}}",
                     self.name_json
                 )
                 .as_bytes(),
             );
-            out.push(SinkMessage {
-                key: key_bytes.clone(),
-                value: Some(value),
-            });
+            spans.push((key.clone(), Some(start..bytes.len())));
             if op == "d" {
-                out.push(SinkMessage {
-                    key: key_bytes,
-                    value: None,
-                });
+                spans.push((key, None));
             }
         }
-        Ok(out)
+        Ok(SinkMessages { bytes, spans })
     }
 }
 
-/// Each row of `batch` as a JSON object (nulls written out, so every key is present).
-fn json_rows(batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
+/// `batch`'s rows as JSON objects, one per line (nulls written out, so every key is
+/// present), and where each row's line is.
+fn json_lines(batch: &RecordBatch) -> Result<(Vec<u8>, Vec<Range<usize>>)> {
     let mut writer = WriterBuilder::new()
         .with_explicit_nulls(true)
         .build::<_, LineDelimited>(Vec::with_capacity(batch.num_rows() * 64));
@@ -186,11 +232,17 @@ fn json_rows(batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
     writer.finish()?;
     let text = writer.into_inner();
     // JSON escapes newlines inside strings: each line is one row.
-    let rows: Vec<Vec<u8>> = text
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(<[u8]>::to_vec)
-        .collect();
+    let mut rows = Vec::with_capacity(batch.num_rows());
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', &text) {
+        if end > start {
+            rows.push(start..end);
+        }
+        start = end + 1;
+    }
+    if start < text.len() {
+        rows.push(start..text.len());
+    }
     if rows.len() != batch.num_rows() {
         return Err(EngineError::Internal(format!(
             "encoded {} rows as {} JSON lines",
@@ -198,7 +250,7 @@ fn json_rows(batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
             rows.len()
         )));
     }
-    Ok(rows)
+    Ok((text, rows))
 }
 
 #[cfg(test)]
@@ -243,7 +295,8 @@ mod tests {
         });
         let out = e
             .encode(&changes(&[(1, "a", 2), (2, "b\nc", 1)]), 0, false)
-            .unwrap();
+            .unwrap()
+            .to_vec();
         let values: Vec<_> = out.iter().map(|m| text(m).1.unwrap()).collect();
         assert_eq!(
             values,
@@ -275,7 +328,8 @@ mod tests {
                 0,
                 false,
             )
-            .unwrap();
+            .unwrap()
+            .to_vec();
         let got: Vec<_> = out.iter().map(text).collect();
         assert_eq!(
             got,
@@ -302,7 +356,8 @@ mod tests {
                 7,
                 false,
             )
-            .unwrap();
+            .unwrap()
+            .to_vec();
         let values: Vec<serde_json::Value> = out
             .iter()
             .filter_map(|m| m.value.as_ref())
@@ -317,7 +372,10 @@ mod tests {
         // The delete is followed by its tombstone.
         assert_eq!(out.len(), 4);
         assert_eq!(text(&out[2]), (Some(r#"{"id":2}"#.into()), None));
-        let snap = e.encode(&changes(&[(4, "d", 1)]), 7, true).unwrap();
+        let snap = e
+            .encode(&changes(&[(4, "d", 1)]), 7, true)
+            .unwrap()
+            .to_vec();
         let v: serde_json::Value = serde_json::from_slice(snap[0].value.as_ref().unwrap()).unwrap();
         assert_eq!(v["op"], "r");
     }

@@ -4,17 +4,19 @@
 //! A broker that is away is waited for (librdkafka retries; nothing times out), so a sink
 //! never drops output: it falls behind, and its checkpoints wait.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use parking_lot::Mutex;
+use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message as _;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
-
-use async_trait::async_trait;
+use rdkafka::message::{DeliveryResult, Message as _};
+use rdkafka::producer::{BaseRecord, Producer as _, ProducerContext, ThreadedProducer};
+use tokio::sync::Notify;
 
 use super::{SinkEncoder, SinkMessage, SinkWriter};
 use crate::{Barrier, ChangeBatch, EngineError, Epoch, Result, StateSnapshot};
@@ -49,19 +51,66 @@ pub struct KafkaSinkConfig {
 
 /// A producer for one sink.
 pub struct KafkaSink {
-    producer: FutureProducer,
+    producer: ThreadedProducer<Deliveries>,
     encoder: SinkEncoder,
     topic: String,
-    in_flight: VecDeque<(DeliveryFuture, usize)>,
-    progress: Arc<Mutex<SinkProgress>>,
 }
 
 impl std::fmt::Debug for KafkaSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KafkaSink")
             .field("topic", &self.topic)
-            .field("in_flight", &self.in_flight.len())
+            .field("in_flight", &self.deliveries().in_flight())
             .finish()
+    }
+}
+
+/// Counts what librdkafka acknowledges (on its polling thread): no future per message.
+struct Deliveries {
+    /// Messages sent and not yet acknowledged or failed.
+    in_flight: AtomicU64,
+    /// Messages the broker refused, to send again (a message no retry can fix fails the sink).
+    failed: Mutex<Vec<(SinkMessage, KafkaError)>>,
+    /// Something was acknowledged or failed.
+    settled: Notify,
+    progress: Arc<Mutex<SinkProgress>>,
+}
+
+impl Deliveries {
+    fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Acquire)
+    }
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    /// The message's bytes (key + value), for `sink_progress`.
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, bytes: usize) {
+        match result {
+            Ok(m) => {
+                let mut p = self.progress.lock();
+                let entry = p.partitions.entry(m.partition()).or_default();
+                entry.0 += 1;
+                entry.1 += bytes as u64;
+            }
+            Err((e, m)) => {
+                {
+                    let mut p = self.progress.lock();
+                    p.errors += 1;
+                    p.last_error = Some(e.to_string());
+                }
+                let again = SinkMessage {
+                    key: m.key().map(<[u8]>::to_vec),
+                    value: m.payload().map(<[u8]>::to_vec),
+                };
+                self.failed.lock().push((again, e.clone()));
+            }
+        }
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.settled.notify_waiters();
     }
 }
 
@@ -81,45 +130,58 @@ impl KafkaSink {
         for (k, v) in &config.properties {
             cc.set(k, v);
         }
+        let deliveries = Deliveries {
+            in_flight: AtomicU64::new(0),
+            failed: Mutex::new(Vec::new()),
+            settled: Notify::new(),
+            progress,
+        };
         Ok(Self {
-            producer: cc.create()?,
+            producer: cc.create_with_context(deliveries)?,
             encoder,
             topic: config.topic.clone(),
-            in_flight: VecDeque::new(),
-            progress,
         })
+    }
+
+    fn deliveries(&self) -> &Deliveries {
+        self.producer.context()
     }
 
     /// Queues `messages` for delivery; waits while librdkafka's queue is full or
     /// `MAX_IN_FLIGHT` are unacknowledged.
-    pub async fn send(&mut self, messages: &[SinkMessage]) -> Result<()> {
-        for m in messages {
-            if self.in_flight.len() >= MAX_IN_FLIGHT {
-                self.settle_oldest().await?;
-            }
+    pub async fn send<'m>(
+        &self,
+        messages: impl IntoIterator<Item = (Option<&'m [u8]>, Option<&'m [u8]>)> + Send,
+    ) -> Result<()> {
+        self.resend_failed().await?;
+        for (key, value) in messages {
             loop {
-                let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic);
-                if let Some(k) = &m.key {
-                    record = record.key(k.as_slice());
+                let settled = self.deliveries().settled.notified();
+                if self.deliveries().in_flight() >= MAX_IN_FLIGHT as u64 {
+                    settled.await;
+                    continue;
                 }
-                if let Some(v) = &m.value {
-                    record = record.payload(v.as_slice());
+                let bytes = key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len);
+                let mut record: BaseRecord<'_, [u8], [u8], usize> =
+                    BaseRecord::with_opaque_to(&self.topic, bytes);
+                if let Some(k) = key {
+                    record = record.key(k);
                 }
-                match self.producer.send_result(record) {
-                    Ok(delivery) => {
-                        let bytes = m.key.as_ref().map_or(0, Vec::len)
-                            + m.value.as_ref().map_or(0, Vec::len);
-                        self.in_flight.push_back((delivery, bytes));
-                        break;
-                    }
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                        if self.in_flight.is_empty() {
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                        } else {
-                            self.settle_oldest().await?;
+                if let Some(v) = value {
+                    record = record.payload(v);
+                }
+                // Counted before it can be acknowledged.
+                self.deliveries().in_flight.fetch_add(1, Ordering::AcqRel);
+                match self.producer.send(record) {
+                    Ok(()) => break,
+                    Err((e, _)) => {
+                        self.deliveries().in_flight.fetch_sub(1, Ordering::AcqRel);
+                        if e.rdkafka_error_code() != Some(RDKafkaErrorCode::QueueFull) {
+                            return Err(e.into());
                         }
+                        // Wait for something to settle (or a moment, if nothing is out).
+                        let _ = tokio::time::timeout(Duration::from_millis(10), settled).await;
                     }
-                    Err((e, _)) => return Err(e.into()),
                 }
             }
         }
@@ -128,54 +190,37 @@ impl KafkaSink {
 
     /// Waits until every message sent so far is acknowledged, then records `epoch` as
     /// delivered.
-    pub async fn flush(&mut self, epoch: u64) -> Result<()> {
-        while !self.in_flight.is_empty() {
-            self.settle_oldest().await?;
+    pub async fn flush(&self, epoch: u64) -> Result<()> {
+        loop {
+            let settled = self.deliveries().settled.notified();
+            self.resend_failed().await?;
+            if self.deliveries().in_flight() == 0 && self.deliveries().failed.lock().is_empty() {
+                break;
+            }
+            // librdkafka's own wakeup is its polling thread's; waiting here costs no poll.
+            let _ = tokio::time::timeout(Duration::from_millis(100), settled).await;
         }
-        self.progress.lock().last_epoch = epoch;
+        self.deliveries().progress.lock().last_epoch = epoch;
         Ok(())
     }
 
-    /// Waits for the oldest delivery; a refused message is sent again after a pause (a
-    /// message the broker can never take fails the sink).
-    async fn settle_oldest(&mut self) -> Result<()> {
-        let Some((delivery, bytes)) = self.in_flight.pop_front() else {
+    /// Sends again, after a pause, what the broker refused (a message the broker can never
+    /// take fails the sink).
+    async fn resend_failed(&self) -> Result<()> {
+        let failed = std::mem::take(&mut *self.deliveries().failed.lock());
+        if failed.is_empty() {
             return Ok(());
-        };
-        match delivery.await {
-            Ok(Ok(d)) => {
-                let mut p = self.progress.lock();
-                let entry = p.partitions.entry(d.partition).or_default();
-                entry.0 += 1;
-                entry.1 += bytes as u64;
-                Ok(())
-            }
-            Ok(Err((e, message))) => {
-                {
-                    let mut p = self.progress.lock();
-                    p.errors += 1;
-                    p.last_error = Some(e.to_string());
-                }
-                if is_permanent(&e) {
-                    return Err(EngineError::External(format!(
-                        "sink topic {} refused a message: {e}",
-                        self.topic
-                    )));
-                }
-                tracing::warn!(topic = %self.topic, error = %e, "sink delivery failed; retrying");
-                tokio::time::sleep(RETRY_BACKOFF).await;
-                let again = SinkMessage {
-                    key: message.key().map(<[u8]>::to_vec),
-                    value: message.payload().map(<[u8]>::to_vec),
-                };
-                // Ahead of the rest, so a key's messages stay in order.
-                let mut rest = std::mem::take(&mut self.in_flight);
-                Box::pin(self.send(std::slice::from_ref(&again))).await?;
-                self.in_flight.append(&mut rest);
-                Ok(())
-            }
-            Err(_) => Err(EngineError::External("the sink's producer stopped".into())),
         }
+        if let Some((_, e)) = failed.iter().find(|(_, e)| is_permanent(e)) {
+            return Err(EngineError::External(format!(
+                "sink topic {} refused a message: {e}",
+                self.topic
+            )));
+        }
+        tracing::warn!(topic = %self.topic, error = %failed[0].1, "sink delivery failed; retrying");
+        tokio::time::sleep(RETRY_BACKOFF).await;
+        let again: Vec<SinkMessage> = failed.into_iter().map(|(m, _)| m).collect();
+        Box::pin(self.send(again.iter().map(SinkMessage::parts))).await
     }
 }
 
@@ -183,7 +228,7 @@ impl KafkaSink {
 impl SinkWriter for KafkaSink {
     async fn write(&mut self, changes: &ChangeBatch, ts_ms: i64, snapshot: bool) -> Result<()> {
         let messages = self.encoder.encode(changes, ts_ms, snapshot)?;
-        self.send(&messages).await
+        self.send(messages.iter()).await
     }
 
     /// Waits for every acknowledgement: the checkpoint is never ahead of the topic.

@@ -219,7 +219,7 @@ impl TransactionalKafkaSink {
 impl SinkWriter for TransactionalKafkaSink {
     async fn write(&mut self, changes: &ChangeBatch, ts_ms: i64, snapshot: bool) -> Result<()> {
         let messages = self.encoder.encode(changes, ts_ms, snapshot)?;
-        self.current.extend(messages);
+        self.current.extend(messages.to_vec());
         Ok(())
     }
 
