@@ -1,5 +1,7 @@
 //! What sinks cost (`--sinks`): the generator's bids written by a PLAIN Kafka sink, beside
-//! one rdkafka producer sending the same JSON messages with the sink's settings, and by the
+//! two references with the sink's producer settings: one rdkafka producer sending the same
+//! JSON messages from memory (what the broker and client can take), and one program doing
+//! the sink's whole job by hand (the same generator, arrow-json, rdkafka); and by the
 //! Parquet file sink, beside DuckDB's `COPY ... TO 'x.parquet'` of the same rows.
 
 use std::fmt::Write as _;
@@ -13,6 +15,7 @@ use crate::harness::{Broker, WeirProcess, connect, sorted_rows};
 pub struct SinkRates {
     pub rows: u64,
     pub raw_producer: f64,
+    pub raw_pipeline: f64,
     pub kafka_sink: f64,
     pub parquet_sink: f64,
     pub duckdb_copy: f64,
@@ -41,30 +44,65 @@ fn bid_lines(events: u64, base_time_ms: u64) -> Vec<Vec<u8>> {
     lines
 }
 
-/// One producer, configured as `KafkaSink` is, sending `lines` to `topic`: seconds until
-/// every message is acknowledged.
-fn raw_produce(bootstrap: &str, topic: &str, lines: &[Vec<u8>]) -> f64 {
-    use rdkafka::config::ClientConfig;
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-    let producer: BaseProducer = ClientConfig::new()
+/// A producer configured as `KafkaSink`'s is.
+fn producer(bootstrap: &str) -> rdkafka::producer::BaseProducer {
+    rdkafka::config::ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("enable.idempotence", "true")
         .set("message.timeout.ms", "0")
         .set("linger.ms", "5")
         .set("compression.type", "lz4")
         .create()
-        .unwrap();
+        .unwrap()
+}
+
+/// Sends `line` to `topic`, polling while librdkafka's queue is full.
+fn produce_line(producer: &rdkafka::producer::BaseProducer, topic: &str, line: &[u8]) {
+    use rdkafka::producer::BaseRecord;
+    let mut record = BaseRecord::<(), [u8]>::to(topic).payload(line);
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((_, r)) => {
+                record = r;
+                producer.poll(Duration::from_millis(5));
+            }
+        }
+    }
+}
+
+/// One producer sending `lines` to `topic`: seconds until every message is acknowledged.
+fn raw_produce(bootstrap: &str, topic: &str, lines: &[Vec<u8>]) -> f64 {
+    use rdkafka::producer::Producer;
+    let producer = producer(bootstrap);
     let started = Instant::now();
     for line in lines {
-        let mut record = BaseRecord::<(), [u8]>::to(topic).payload(line.as_slice());
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((_, r)) => {
-                    record = r;
-                    producer.poll(Duration::from_millis(5));
-                }
-            }
+        produce_line(&producer, topic, line);
+    }
+    producer.flush(Duration::from_secs(600)).unwrap();
+    started.elapsed().as_secs_f64()
+}
+
+/// The sink's job done by hand in one thread: the bids of `events` events generated,
+/// encoded by arrow-json and sent to `topic`: seconds until every message is acknowledged.
+fn raw_pipeline(bootstrap: &str, topic: &str, events: u64, base_time_ms: u64) -> f64 {
+    use rdkafka::producer::Producer;
+    let producer = producer(bootstrap);
+    let started = Instant::now();
+    let options = NexmarkOptions {
+        table: NexmarkTable::Bid,
+        event_num: Some(events),
+        base_time_ms,
+    };
+    let mut reader = NexmarkReader::new(&options, 0, 1);
+    let mut json = Vec::new();
+    while let Some(batch) = reader.next_batch(8192) {
+        json.clear();
+        let mut writer = arrow_json::LineDelimitedWriter::new(&mut json);
+        writer.write(&batch).unwrap();
+        writer.finish().unwrap();
+        for line in json.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            produce_line(&producer, topic, line);
         }
     }
     producer.flush(Duration::from_secs(600)).unwrap();
@@ -132,7 +170,7 @@ fn duckdb_copy(ndjson: &std::path::Path, out: &std::path::Path) -> f64 {
 /// Runs the three measurements over the bids of `events` events.
 pub async fn measure(events: u64, base_time_ms: u64, kafka_storage: &str) -> SinkRates {
     let broker = Broker::start_with_storage(kafka_storage);
-    for topic in ["raw_out", "kafka_out"] {
+    for topic in ["raw_out", "pipeline_out", "kafka_out"] {
         broker.create_topic(topic, 2);
     }
     let lines = bid_lines(events, base_time_ms);
@@ -140,6 +178,9 @@ pub async fn measure(events: u64, base_time_ms: u64, kafka_storage: &str) -> Sin
     eprintln!("sinks: raw producer, {rows} bid messages");
     let raw_s = raw_produce(&broker.bootstrap(), "raw_out", &lines);
     eprintln!("  {:.0} msg/s", rows as f64 / raw_s);
+    eprintln!("sinks: generator, arrow-json and producer in one program, {rows} bids");
+    let pipeline_s = raw_pipeline(&broker.bootstrap(), "pipeline_out", events, base_time_ms);
+    eprintln!("  {:.0} msg/s", rows as f64 / pipeline_s);
 
     let dir = tempfile::tempdir().unwrap();
     let weir = WeirProcess::start_with(dir.path(), &["--checkpoint-interval", "1s"]);
@@ -192,6 +233,7 @@ pub async fn measure(events: u64, base_time_ms: u64, kafka_storage: &str) -> Sin
     SinkRates {
         rows: count,
         raw_producer: rows as f64 / raw_s,
+        raw_pipeline: rows as f64 / pipeline_s,
         kafka_sink: count as f64 / kafka_s,
         parquet_sink: count as f64 / parquet_s,
         duckdb_copy: rows as f64 / duckdb_s,
@@ -208,7 +250,9 @@ pub fn markdown(events: u64, r: &SinkRates) -> String {
          SELECT * FROM bid` over the generator; from CREATE until `weir_catalog.sink_progress` \
          counts every row: acknowledged for Kafka, in committed files for Parquet, so the \
          Parquet figure includes up to one 1 s checkpoint interval), beside the same work done \
-         without weir.\n",
+         without weir. Both Kafka references use the sink's producer settings (idempotent, \
+         LZ4, linger 5 ms); the first has its messages encoded before the clock starts, the \
+         second generates and encodes them as the sink does, on one thread.\n",
         r.rows
     )
     .unwrap();
@@ -219,16 +263,26 @@ pub fn markdown(events: u64, r: &SinkRates) -> String {
     .unwrap();
     writeln!(md, "|---|---:|---|---:|---:|---|").unwrap();
     let ratio = |a: f64, b: f64| a / b;
-    let kafka = ratio(r.kafka_sink, r.raw_producer);
-    writeln!(
-        md,
-        "| Kafka PLAIN JSON | {:.0} | rdkafka producer, same messages and settings | {:.0} | {:.2} | ≥ 0.80 {} |",
-        r.kafka_sink,
-        r.raw_producer,
-        kafka,
-        if kafka >= 0.8 { "met" } else { "**missed**" }
-    )
-    .unwrap();
+    let verdict = |r: f64| if r >= 0.8 { "met" } else { "**missed**" };
+    for (reference, rate) in [
+        (
+            "rdkafka producer, the same messages from memory",
+            r.raw_producer,
+        ),
+        (
+            "the same generator, arrow-json and rdkafka in one program",
+            r.raw_pipeline,
+        ),
+    ] {
+        let kafka = ratio(r.kafka_sink, rate);
+        writeln!(
+            md,
+            "| Kafka PLAIN JSON | {:.0} | {reference} | {rate:.0} | {kafka:.2} | ≥ 0.80 {} |",
+            r.kafka_sink,
+            verdict(kafka)
+        )
+        .unwrap();
+    }
     writeln!(
         md,
         "| Parquet files | {:.0} | DuckDB `COPY bid TO 'x.parquet'` (table in memory) | {:.0} | {:.2} | — |",

@@ -2,7 +2,7 @@
 //! `MAX_IN_FLIGHT` unacknowledged; `prepare` (a checkpoint) returns once every message sent
 //! is acknowledged, which makes the sink at-least-once.
 //! A broker that is away is waited for (librdkafka retries; nothing times out), so a sink
-//! never drops output: it falls behind, and its checkpoints wait.
+//! never drops output: it falls behind, and prepares no checkpoint until it catches up.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
