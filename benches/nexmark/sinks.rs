@@ -21,26 +21,31 @@ pub struct SinkRates {
     pub duckdb_copy: f64,
 }
 
-/// The bids of `events` Nexmark events as NDJSON lines (one generator shard).
-fn bid_lines(events: u64, base_time_ms: u64) -> Vec<Vec<u8>> {
+/// Calls `f` with each bid of `events` Nexmark events as an NDJSON line (one generator
+/// shard, encoded by arrow-json a batch at a time).
+fn each_bid_line(events: u64, base_time_ms: u64, mut f: impl FnMut(&[u8])) {
     let options = NexmarkOptions {
         table: NexmarkTable::Bid,
         event_num: Some(events),
         base_time_ms,
     };
     let mut reader = NexmarkReader::new(&options, 0, 1);
-    let mut lines = Vec::new();
+    let mut json = Vec::new();
     while let Some(batch) = reader.next_batch(8192) {
-        let mut json = arrow_json::LineDelimitedWriter::new(Vec::new());
-        json.write(&batch).unwrap();
-        json.finish().unwrap();
-        lines.extend(
-            json.into_inner()
-                .split(|&b| b == b'\n')
-                .filter(|l| !l.is_empty())
-                .map(<[u8]>::to_vec),
-        );
+        json.clear();
+        let mut writer = arrow_json::LineDelimitedWriter::new(&mut json);
+        writer.write(&batch).unwrap();
+        writer.finish().unwrap();
+        json.split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .for_each(&mut f);
     }
+}
+
+/// The bids of `events` Nexmark events as NDJSON lines.
+fn bid_lines(events: u64, base_time_ms: u64) -> Vec<Vec<u8>> {
+    let mut lines = Vec::new();
+    each_bid_line(events, base_time_ms, |l| lines.push(l.to_vec()));
     lines
 }
 
@@ -89,22 +94,9 @@ fn raw_pipeline(bootstrap: &str, topic: &str, events: u64, base_time_ms: u64) ->
     use rdkafka::producer::Producer;
     let producer = producer(bootstrap);
     let started = Instant::now();
-    let options = NexmarkOptions {
-        table: NexmarkTable::Bid,
-        event_num: Some(events),
-        base_time_ms,
-    };
-    let mut reader = NexmarkReader::new(&options, 0, 1);
-    let mut json = Vec::new();
-    while let Some(batch) = reader.next_batch(8192) {
-        json.clear();
-        let mut writer = arrow_json::LineDelimitedWriter::new(&mut json);
-        writer.write(&batch).unwrap();
-        writer.finish().unwrap();
-        for line in json.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-            produce_line(&producer, topic, line);
-        }
-    }
+    each_bid_line(events, base_time_ms, |line| {
+        produce_line(&producer, topic, line);
+    });
     producer.flush(Duration::from_secs(600)).unwrap();
     started.elapsed().as_secs_f64()
 }
