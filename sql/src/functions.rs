@@ -304,27 +304,13 @@ pub(crate) fn pg_data_type_udf() -> ScalarUDF {
 /// The name `pg_data_type_udf` registers.
 pub(crate) const PG_DATA_TYPE: &str = "pg_data_type";
 
+/// The Postgres name of the Arrow type DataFusion writes as `arrow` (its `Display`); a name
+/// that does not parse is kept.
 fn pg_data_type(arrow: &str) -> String {
-    let base = arrow.split('(').next().unwrap_or(arrow);
-    match base {
-        "Boolean" => "boolean",
-        "Int8" | "Int16" | "UInt8" => "smallint",
-        "Int32" | "UInt16" => "integer",
-        "Int64" | "UInt32" => "bigint",
-        "Float16" | "Float32" => "real",
-        "Float64" => "double precision",
-        "Decimal32" | "Decimal64" | "Decimal128" | "Decimal256" | "UInt64" => "numeric",
-        "Utf8" | "LargeUtf8" | "Utf8View" => "character varying",
-        "Date32" | "Date64" => "date",
-        "Time32" | "Time64" => "time without time zone",
-        "Timestamp" if arrow.contains(',') => "timestamp with time zone",
-        "Timestamp" => "timestamp without time zone",
-        "Interval" | "Duration" => "interval",
-        "Binary" | "LargeBinary" | "BinaryView" | "FixedSizeBinary" => "bytea",
-        "List" | "LargeList" | "FixedSizeList" | "ListView" => "ARRAY",
-        _ => return arrow.to_string(),
+    match arrow.parse::<DataType>() {
+        Ok(ty) => crate::types::information_schema_type_name(&ty),
+        Err(_) => arrow.to_string(),
     }
-    .to_string()
 }
 
 #[cfg(test)]
@@ -338,6 +324,8 @@ mod data_type_tests {
             ("Timestamp(µs, \"UTC\")", "timestamp with time zone"),
             ("Decimal128(10, 2)", "numeric"),
             ("List(Int32)", "ARRAY"),
+            ("UInt32", "bigint"),
+            ("Duration(ms)", "interval"),
             ("Struct(a Int64)", "Struct(a Int64)"),
         ] {
             assert_eq!(super::pg_data_type(arrow), pg, "{arrow}");

@@ -65,3 +65,28 @@ pub fn sql_type_name(ty: &DataType) -> String {
         other => other.to_string(),
     }
 }
+
+/// The name `information_schema.columns.data_type` gives a column of type `ty`, as
+/// Postgres's does: `sql_type_name` without length or precision, `ARRAY` for lists, and the
+/// Arrow types Postgres has no name for (unsigned integers, ...) under the type that holds
+/// their values.
+pub(crate) fn information_schema_type_name(ty: &DataType) -> String {
+    match ty {
+        DataType::List(_)
+        | DataType::LargeList(_)
+        | DataType::FixedSizeList(..)
+        | DataType::ListView(_) => "ARRAY".into(),
+        DataType::UInt8 => "smallint".into(),
+        DataType::UInt16 => "integer".into(),
+        DataType::UInt32 => "bigint".into(),
+        DataType::UInt64
+        | DataType::Decimal32(..)
+        | DataType::Decimal64(..)
+        | DataType::Decimal128(..)
+        | DataType::Decimal256(..) => "numeric".into(),
+        DataType::Float16 => "real".into(),
+        DataType::Duration(_) => "interval".into(),
+        DataType::FixedSizeBinary(_) => "bytea".into(),
+        other => sql_type_name(other),
+    }
+}
