@@ -51,14 +51,12 @@ fn bid_lines(events: u64, base_time_ms: u64) -> Vec<Vec<u8>> {
 
 /// A producer configured as `KafkaSink`'s is.
 fn producer(bootstrap: &str) -> rdkafka::producer::BaseProducer {
-    rdkafka::config::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("enable.idempotence", "true")
-        .set("message.timeout.ms", "0")
-        .set("linger.ms", "5")
-        .set("compression.type", "lz4")
-        .create()
-        .unwrap()
+    let mut config = rdkafka::config::ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    for (k, v) in weir_engine::sink::PRODUCER_DEFAULTS {
+        config.set(k, v);
+    }
+    config.create().unwrap()
 }
 
 /// Sends `line` to `topic`, polling while librdkafka's queue is full.

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 
 pub use encode::{SinkEncoder, SinkFormat, SinkMessage, SinkMessages};
 pub use file::{DEFAULT_MAX_FILE_BYTES, FileSink, FileSinkConfig};
-pub use kafka::{KafkaSink, KafkaSinkConfig, MAX_IN_FLIGHT, SinkProgress};
+pub use kafka::{KafkaSink, KafkaSinkConfig, MAX_IN_FLIGHT, PRODUCER_DEFAULTS, SinkProgress};
 pub use transactional::{CRASH_BEFORE_COMMIT, TransactionalKafkaSink};
 
 use crate::{Barrier, ChangeBatch, Epoch, Result, StateSnapshot};

@@ -24,6 +24,16 @@ use crate::{Barrier, ChangeBatch, EngineError, Epoch, Result, StateSnapshot};
 /// Messages sent but not yet acknowledged before `send` waits for the oldest.
 pub const MAX_IN_FLIGHT: usize = 100_000;
 
+/// librdkafka properties of a sink's producer, under the user's `properties.*`.
+/// Idempotent: a retried batch is not written twice. No delivery timeout: a message waits
+/// for its broker rather than being dropped.
+pub const PRODUCER_DEFAULTS: [(&str, &str); 4] = [
+    ("enable.idempotence", "true"),
+    ("message.timeout.ms", "0"),
+    ("linger.ms", "5"),
+    ("compression.type", "lz4"),
+];
+
 /// How long to wait before resending a message the broker refused.
 const RETRY_BACKOFF: Duration = Duration::from_millis(500);
 
@@ -121,12 +131,9 @@ impl KafkaSink {
         progress: Arc<Mutex<SinkProgress>>,
     ) -> Result<Self> {
         let mut cc = ClientConfig::new();
-        // Idempotent: a retried batch is not written twice. No delivery timeout: a message
-        // waits for its broker rather than being dropped.
-        cc.set("enable.idempotence", "true")
-            .set("message.timeout.ms", "0")
-            .set("linger.ms", "5")
-            .set("compression.type", "lz4");
+        for (k, v) in PRODUCER_DEFAULTS {
+            cc.set(k, v);
+        }
         for (k, v) in &config.properties {
             cc.set(k, v);
         }
@@ -197,8 +204,7 @@ impl KafkaSink {
             if self.deliveries().in_flight() == 0 && self.deliveries().failed.lock().is_empty() {
                 break;
             }
-            // librdkafka's own wakeup is its polling thread's; waiting here costs no poll.
-            let _ = tokio::time::timeout(Duration::from_millis(100), settled).await;
+            settled.await;
         }
         self.deliveries().progress.lock().last_epoch = epoch;
         Ok(())
