@@ -17,7 +17,8 @@
 //!
 //! Between the view and the writer is a `SinkQueue`: commits wait there, in memory up to
 //! `sink.buffer.bytes` and on disk past it, so a destination that is slow or away costs
-//! disk, not memory, and the view and its sources carry on.
+//! disk, not memory, and the view and its sources carry on; a sink's own query instead waits
+//! for a writer that is slow but still taking commits (see the queue's doc).
 
 mod log;
 mod queue;

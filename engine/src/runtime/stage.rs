@@ -8,7 +8,7 @@ use std::task::Poll;
 use std::time::Instant;
 
 use futures::StreamExt;
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, join_all};
 use futures::stream::BoxStream;
 use tokio::sync::{mpsc, watch};
 
@@ -322,7 +322,7 @@ impl StageTask {
         if self.router.is_some() {
             // A stage before the last: the view commits when the barrier reaches it.
             self.outbox.push(Message::Barrier(barrier));
-            backpressure(self.backpressure()).await;
+            join_all(self.backpressure()).await;
             return self.send_outbox().await;
         }
         let now_ms = chrono::Utc::now().timestamp_millis();
@@ -332,7 +332,7 @@ impl StageTask {
             s.state_bytes = state_bytes;
             s.commit_latency.observe((now_ms - barrier.ts_ms) as f64);
         });
-        backpressure(self.backpressure()).await;
+        join_all(self.backpressure()).await;
         Ok(true)
     }
 
@@ -534,13 +534,6 @@ impl StageTask {
     }
 }
 
-/// Waits for each of `waits` (see `Stage::backpressure`).
-async fn backpressure(waits: Vec<BoxFuture<'static, ()>>) {
-    for wait in waits {
-        wait.await;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -579,7 +572,7 @@ mod tests {
         dataflow.input(union, vec![channel_stream(a_rx), channel_stream(b_rx)]);
         let (stats_tx, mut stats) = watch::channel(DataflowStats::default());
         let started = dataflow.start(Arc::new(stats_tx)).unwrap();
-        let task = tokio::spawn(futures::future::join_all(started.tasks));
+        let task = tokio::spawn(join_all(started.tasks));
         a_tx.send(rows(&[1, 2])).await.unwrap();
         a_tx.send(barrier(1)).await.unwrap();
         // Input a's rows after its barrier belong to epoch 2.

@@ -42,7 +42,7 @@ impl SinkMessage {
 
 /// One commit's messages: their bytes in one buffer (no allocation per message), each
 /// message a key and a value span of it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SinkMessages {
     bytes: Vec<u8>,
     spans: Vec<Span>,
