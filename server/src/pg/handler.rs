@@ -275,7 +275,8 @@ impl ExtendedQueryHandler for SessionHandler {
 }
 
 /// The plan's parameters ($1, $2, ...) in order, with their inferred types; a parameter
-/// DataFusion leaves untyped takes the type of a cast around it (`$1::BIGINT`).
+/// DataFusion leaves untyped takes the type of a cast around it (`$1::BIGINT`), and one
+/// the plan does not read has none.
 fn parameter_data_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>, SqlError> {
     use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
     use datafusion::logical_expr::Expr;
@@ -296,19 +297,24 @@ fn parameter_data_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>, Sql
             Ok(TreeNodeRecursion::Continue)
         })?;
     }
-    let mut ids: Vec<(usize, Option<DataType>)> = types
-        .into_iter()
-        .map(|(id, t)| {
-            (
-                id.trim_start_matches('$')
-                    .parse::<usize>()
-                    .unwrap_or(usize::MAX),
-                t,
-            )
-        })
-        .collect();
-    ids.sort_by_key(|(i, _)| *i);
-    Ok(ids.into_iter().map(|(_, t)| t).collect())
+    // A parameter the plan no longer reads (a rewrite dropped the subquery that held it)
+    // still has its place: the client sends a value for every $n.
+    let mut by_position: Vec<Option<DataType>> = Vec::new();
+    for (id, t) in types {
+        let Some(n) = id
+            .trim_start_matches('$')
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n >= 1)
+        else {
+            continue;
+        };
+        if by_position.len() < n {
+            by_position.resize(n, None);
+        }
+        by_position[n - 1] = t;
+    }
+    Ok(by_position)
 }
 
 #[async_trait]
