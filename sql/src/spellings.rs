@@ -5,6 +5,9 @@
 
 use std::ops::ControlFlow;
 
+mod catalog_lookup;
+mod catalog_vectors;
+
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
@@ -34,6 +37,10 @@ pub(crate) fn normalize_spellings(statement: &mut Statement) {
         rewrite_relation_function(expr);
         rewrite_like_escape(expr);
         rewrite_acl_to_string(expr);
+        catalog_lookup::rewrite_catalog_lookup(expr);
+        catalog_vectors::rewrite_vector_call(expr);
+        catalog_vectors::rewrite_field_selection(expr);
+        catalog_vectors::rewrite_subscript(expr);
         ControlFlow::<()>::Continue(())
     });
 }
@@ -431,6 +438,8 @@ const AGGREGATES: &[&str] = &[
     "last_value",
 ];
 
+/// Literals of types DataFusion reads differently: timestamps without seconds, hex bytea,
+/// regproc.
 fn rewrite_literal(expr: &mut Expr) {
     let (data_type, value) = match expr {
         Expr::TypedString(t) => match &mut t.value.value {
@@ -458,6 +467,16 @@ fn rewrite_literal(expr: &mut Expr) {
             if let Some(hex) = value.strip_prefix("\\x") {
                 *expr = decode_hex(hex);
             }
+        }
+        // weir's catalog keeps a `regproc` column (`pg_type.typinput`) as the function's
+        // name, so a function named as a regproc is that name (pgjdbc's
+        // `typinput = 'pg_catalog.array_in'::regproc`).
+        DataType::Custom(name, modifiers)
+            if modifiers.is_empty()
+                && function_name(name).is_some_and(|n| n.eq_ignore_ascii_case("regproc")) =>
+        {
+            let unqualified = value.rsplit('.').next().unwrap_or_default().to_string();
+            *expr = Expr::Value(Value::SingleQuotedString(unqualified).into());
         }
         _ => {}
     }

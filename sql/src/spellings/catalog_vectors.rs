@@ -1,0 +1,246 @@
+//! The catalog's array columns as clients take them apart: `pg_index`'s vectors
+//! (`indkey int2vector`, `indclass oidvector`, ...) through `unnest(indkey)` and
+//! `generate_subscripts(indkey, 1)` (SQLAlchemy's inspector) or
+//! `information_schema._pg_expandarray(indkey)` with its fields read as `(keys).x` (pgjdbc's
+//! `getPrimaryKeys`), and `pg_constraint`'s `conkey`/`confkey` through subscripts
+//! (`con.conkey[pos.n]`, pgjdbc's `getImportedKeys`).
+//!
+//! weir's catalog keeps these columns as text (a vector as Postgres prints it, `1 2`; an
+//! array as `[1, 2]`), so each use becomes one over the text split into an array of the
+//! element type. Set-returning calls in one select list unnest in step, as in Postgres.
+
+use datafusion::sql::sqlparser::ast::{
+    AccessExpr, ArrayElemTypeDef, BinaryOperator, CastKind, DataType, Expr, FunctionArg,
+    FunctionArgExpr, FunctionArguments, Subscript, Value,
+};
+
+use super::{call, function_name};
+
+/// How a column's text lists its elements.
+#[derive(Clone, Copy, PartialEq)]
+enum Layout {
+    /// `1 2`, subscripts from 0 (`int2vector`, `oidvector`).
+    Vector,
+    /// `[1, 2]`, subscripts from 1 (`int2[]`).
+    Array,
+}
+
+/// The catalog's array columns, the type of their elements, and their layout.
+const ARRAY_COLUMNS: &[(&str, DataType, Layout)] = &[
+    ("indkey", DataType::SmallInt(None), Layout::Vector),
+    ("indoption", DataType::SmallInt(None), Layout::Vector),
+    ("indclass", DataType::BigInt(None), Layout::Vector),
+    ("indcollation", DataType::BigInt(None), Layout::Vector),
+    ("conkey", DataType::SmallInt(None), Layout::Array),
+    ("confkey", DataType::SmallInt(None), Layout::Array),
+];
+
+/// `unnest(v)`, `generate_subscripts(v, 1)` and `_pg_expandarray(v)` of a vector column
+/// `v`, over its elements.
+pub(super) fn rewrite_vector_call(expr: &mut Expr) {
+    let Expr::Function(f) = expr else { return };
+    let Some(name) = function_name(&f.name).map(str::to_ascii_lowercase) else {
+        return;
+    };
+    let FunctionArguments::List(list) = &mut f.args else {
+        return;
+    };
+    let arity = list.args.len();
+    let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(column))) = list.args.first_mut() else {
+        return;
+    };
+    let Some((elements, _)) = elements_of(column) else {
+        return;
+    };
+    match (name.as_str(), arity) {
+        ("unnest", 1) => *column = elements,
+        ("generate_subscripts", 2) => *expr = subscripts(elements),
+        // A row (x, n) per element: the element and its subscript.
+        ("_pg_expandarray", 1) => {
+            let text = |s: &str| Expr::Value(Value::SingleQuotedString(s.into()).into());
+            let each = call("unnest", vec![elements.clone()], Vec::new());
+            *expr = call(
+                "named_struct",
+                vec![text("x"), each, text("n"), subscripts(elements)],
+                Vec::new(),
+            );
+        }
+        _ => {}
+    }
+}
+
+/// The subscripts of a one-dimensional array, from 1, one row each.
+fn subscripts(elements: Expr) -> Expr {
+    let count = call("cardinality", vec![elements], Vec::new());
+    let one = Expr::Value(Value::Number("1".into(), false).into());
+    let series = call("generate_series", vec![one, count], Vec::new());
+    call("unnest", vec![series], Vec::new())
+}
+
+/// Postgres's field selection from a composite value, `(keys).x`, as DataFusion's
+/// `get_field(keys, 'x')` (DataFusion reads only `keys['x']`).
+pub(super) fn rewrite_field_selection(expr: &mut Expr) {
+    let Expr::CompoundFieldAccess { root, access_chain } = expr else {
+        return;
+    };
+    if !matches!(root.as_ref(), Expr::Nested(_)) {
+        return;
+    }
+    let mut fields = Vec::with_capacity(access_chain.len());
+    for access in access_chain.iter() {
+        match access {
+            AccessExpr::Dot(Expr::Identifier(field)) => fields.push(field.value.clone()),
+            _ => return,
+        }
+    }
+    let mut selected = root.as_ref().clone();
+    for field in fields {
+        let name = Expr::Value(Value::SingleQuotedString(field).into());
+        selected = call("get_field", vec![selected, name], Vec::new());
+    }
+    *expr = selected;
+}
+
+/// `c[i]` of an array column `c`: the element of its elements at `i` (from 0 for a vector).
+pub(super) fn rewrite_subscript(expr: &mut Expr) {
+    let Expr::CompoundFieldAccess { root, access_chain } = expr else {
+        return;
+    };
+    // `con.conkey[i]` parses as `con` with the chain `.conkey`, `[i]`.
+    let Some((AccessExpr::Subscript(Subscript::Index { index }), dots)) = access_chain.split_last()
+    else {
+        return;
+    };
+    let mut parts = match root.as_ref() {
+        Expr::Identifier(id) => vec![id.clone()],
+        Expr::CompoundIdentifier(ids) => ids.clone(),
+        _ => return,
+    };
+    for dot in dots {
+        let AccessExpr::Dot(Expr::Identifier(id)) = dot else {
+            return;
+        };
+        parts.push(id.clone());
+    }
+    let column = match parts.len() {
+        1 => Expr::Identifier(parts.remove(0)),
+        _ => Expr::CompoundIdentifier(parts),
+    };
+    let Some((elements, layout)) = elements_of(&column) else {
+        return;
+    };
+    let index = match layout {
+        Layout::Array => index.clone(),
+        Layout::Vector => Expr::BinaryOp {
+            left: Box::new(Expr::Nested(Box::new(index.clone()))),
+            op: BinaryOperator::Plus,
+            right: Box::new(Expr::Value(Value::Number("1".into(), false).into())),
+        },
+    };
+    *expr = Expr::CompoundFieldAccess {
+        root: Box::new(Expr::Nested(Box::new(elements))),
+        access_chain: vec![AccessExpr::Subscript(Subscript::Index { index })],
+    };
+}
+
+/// `CAST(string_to_array(text, sep) AS type[])` if `column` names an array column, and
+/// the column's layout.
+fn elements_of(column: &Expr) -> Option<(Expr, Layout)> {
+    let name = match column {
+        Expr::Identifier(id) => &id.value,
+        Expr::CompoundIdentifier(ids) => &ids.last()?.value,
+        _ => return None,
+    };
+    let (_, element, layout) = ARRAY_COLUMNS
+        .iter()
+        .find(|(c, ..)| name.eq_ignore_ascii_case(c))?;
+    let text = |s: &str| Expr::Value(Value::SingleQuotedString(s.into()).into());
+    let split = match layout {
+        Layout::Vector => call(
+            "string_to_array",
+            vec![column.clone(), text(" ")],
+            Vec::new(),
+        ),
+        Layout::Array => {
+            let inside = call("btrim", vec![column.clone(), text("[]")], Vec::new());
+            call("string_to_array", vec![inside, text(", ")], Vec::new())
+        }
+    };
+    let elements = Expr::Cast {
+        kind: CastKind::Cast,
+        expr: Box::new(split),
+        data_type: DataType::Array(ArrayElemTypeDef::SquareBracket(
+            Box::new(element.clone()),
+            None,
+        )),
+        array: false,
+        format: None,
+    };
+    Some((elements, *layout))
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::sql::sqlparser::ast::Statement;
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    use super::super::normalize_spellings;
+
+    #[test]
+    fn unnest_and_subscripts_of_a_vector_column_read_its_elements() {
+        let mut statement: Statement = Parser::parse_sql(
+            &PostgreSqlDialect {},
+            "SELECT unnest(i.indkey) AS attnum, generate_subscripts(i.indkey, 1) AS ord, unnest(a) FROM pg_index i",
+        )
+        .unwrap()
+        .pop()
+        .unwrap();
+        normalize_spellings(&mut statement);
+        assert_eq!(
+            statement.to_string(),
+            "SELECT unnest(CAST(string_to_array(i.indkey, ' ') AS SMALLINT[])) AS attnum, \
+             unnest(generate_series(1, cardinality(CAST(string_to_array(i.indkey, ' ') AS SMALLINT[])))) AS ord, \
+             unnest(a) FROM pg_index i"
+        );
+    }
+
+    #[test]
+    fn expandarray_is_a_row_per_element_and_its_fields_are_selected() {
+        let mut statement: Statement = Parser::parse_sql(
+            &PostgreSqlDialect {},
+            "SELECT (information_schema._pg_expandarray(i.indkey)).n, (r.keys).x FROM pg_index i, r",
+        )
+        .unwrap()
+        .pop()
+        .unwrap();
+        normalize_spellings(&mut statement);
+        let elements = "CAST(string_to_array(i.indkey, ' ') AS SMALLINT[])";
+        assert_eq!(
+            statement.to_string(),
+            format!(
+                "SELECT get_field((named_struct('x', unnest({elements}), 'n', \
+                 unnest(generate_series(1, cardinality({elements}))))), 'n'), \
+                 get_field((r.keys), 'x') FROM pg_index i, r"
+            )
+        );
+    }
+
+    #[test]
+    fn a_subscript_of_an_array_column_reads_its_elements() {
+        let mut statement: Statement = Parser::parse_sql(
+            &PostgreSqlDialect {},
+            "SELECT con.conkey[pos.n], i.indkey[0] FROM pg_constraint con, pg_index i, pos",
+        )
+        .unwrap()
+        .pop()
+        .unwrap();
+        normalize_spellings(&mut statement);
+        assert_eq!(
+            statement.to_string(),
+            "SELECT (CAST(string_to_array(btrim(con.conkey, '[]'), ', ') AS SMALLINT[]))[pos.n], \
+             (CAST(string_to_array(i.indkey, ' ') AS SMALLINT[]))[(0) + 1] \
+             FROM pg_constraint con, pg_index i, pos"
+        );
+    }
+}
