@@ -11,6 +11,7 @@ use datafusion::sql::sqlparser::ast;
 
 pub use self::cursors::Cursors;
 use self::parameters::Values;
+pub(crate) use self::parameters::defaults as default_parameters;
 use crate::error::Result;
 
 /// Where a session stands with respect to BEGIN ... COMMIT.

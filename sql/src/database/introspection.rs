@@ -1,6 +1,6 @@
 //! `weir_catalog.source_progress`, `dataflows`, `checkpoints`, `sink_progress` and
-//! `pg_catalog.pg_matviews`: tables computed from the catalog and the running dataflows
-//! each time they are read.
+//! `pg_catalog.pg_matviews` and `pg_settings`: tables computed from the catalog, the
+//! running dataflows and the parameters each time they are read.
 
 use std::sync::{Arc, Weak};
 
@@ -300,6 +300,61 @@ fn pg_matviews() -> (SchemaRef, Rows) {
     (schema, rows)
 }
 
+/// `pg_catalog.pg_settings`: every parameter weir knows, with its default (a session's
+/// own `SET` shows in `SHOW` and `current_setting`, not here).
+fn pg_settings() -> (SchemaRef, Rows) {
+    let text = |name| Field::new(name, DataType::Utf8, true);
+    let schema = Arc::new(Schema::new(vec![
+        text("name"),
+        text("setting"),
+        text("unit"),
+        text("category"),
+        text("short_desc"),
+        text("extra_desc"),
+        text("context"),
+        text("vartype"),
+        text("source"),
+        text("min_val"),
+        text("max_val"),
+        text("enumvals"),
+        text("boot_val"),
+        text("reset_val"),
+        text("sourcefile"),
+        Field::new("sourceline", DataType::Int32, true),
+        Field::new("pending_restart", DataType::Boolean, true),
+    ]));
+    let rows: Rows = Box::new(|_| {
+        let settings = crate::session::default_parameters();
+        let n = settings.len();
+        let column = |f: &dyn Fn(&(String, String)) -> Option<String>| -> ArrayRef {
+            Arc::new(StringArray::from(
+                settings.iter().map(f).collect::<Vec<_>>(),
+            ))
+        };
+        let none = |_: &(String, String)| None;
+        Ok(vec![
+            column(&|(name, _)| Some(name.clone())),
+            column(&|(_, value)| Some(value.clone())),
+            column(&none),
+            column(&none),
+            column(&none),
+            column(&none),
+            column(&|_| Some("user".into())),
+            column(&|_| Some("string".into())),
+            column(&|_| Some("default".into())),
+            column(&none),
+            column(&none),
+            column(&none),
+            column(&|(_, value)| Some(value.clone())),
+            column(&|(_, value)| Some(value.clone())),
+            column(&none),
+            Arc::new(Int32Array::from(vec![None; n])),
+            Arc::new(BooleanArray::from(vec![false; n])),
+        ])
+    });
+    (schema, rows)
+}
+
 impl Database {
     /// Every view's and sink's status, by name.
     pub fn dataflow_statuses(&self) -> Vec<(String, ViewStatus)> {
@@ -342,7 +397,8 @@ impl Database {
     }
 }
 
-/// Registers the `weir_catalog` schema, and weir's `pg_catalog.pg_matviews`.
+/// Registers the `weir_catalog` schema, and weir's `pg_catalog.pg_matviews` and
+/// `pg_settings`.
 pub(super) fn register(db: &Arc<Database>) -> Result<()> {
     let table = |(schema, rows)| {
         Arc::new(StatusTable {
@@ -367,6 +423,7 @@ pub(super) fn register(db: &Arc<Database>) -> Result<()> {
     catalog.register_schema("weir_catalog", schema)?;
     if let Some(pg_catalog) = catalog.schema("pg_catalog") {
         pg_catalog.register_table("pg_matviews".into(), table(pg_matviews()))?;
+        pg_catalog.register_table("pg_settings".into(), table(pg_settings()))?;
     }
     Ok(())
 }

@@ -65,6 +65,18 @@ const PARAMS: &[Param] = &[
         default: "UTF8",
         reported: false,
     },
+    // Limits Postgres was built with, which drivers read (pgjdbc's getImportedKeys asks
+    // max_index_keys).
+    Param {
+        name: "max_index_keys",
+        default: "32",
+        reported: false,
+    },
+    Param {
+        name: "max_identifier_length",
+        default: "63",
+        reported: false,
+    },
     Param {
         name: "search_path",
         default: "\"$user\", public",
@@ -436,6 +448,11 @@ fn normalize(name: &str, value: &str) -> Result<String, SqlError> {
         ));
     }
     Ok(value.to_string())
+}
+
+/// Every parameter with its default value, for `pg_settings`.
+pub(crate) fn defaults() -> Vec<(String, String)> {
+    all(&Values::new())
 }
 
 /// Every parameter with its current value, for SHOW ALL.
