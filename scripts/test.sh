@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what is missing (Tansu, PostgreSQL,
-# Chromium, psycopg, DuckDB), then runs format and lint checks, unit tests and the end-to-end tests.
+# Chromium, pgjdbc, psycopg, DuckDB), then runs format and lint checks, unit tests and the end-to-end tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +17,10 @@ fi
 if ! command -v chromium >/dev/null 2>&1; then
   step "installing Chromium (headless, for the web console's test)"
   apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+fi
+if ! command -v java >/dev/null 2>&1 || [ ! -f /usr/share/java/postgresql.jar ]; then
+  step "installing a Java runtime and pgjdbc (Metabase's and DBeaver's driver)"
+  apt-get update -qq && apt-get install -y -qq default-jre-headless libpostgresql-jdbc-java >/dev/null
 fi
 if ! python3 -c "import psycopg, sqlalchemy, pandas, duckdb" >/dev/null 2>&1; then
   step "installing psycopg 3, SQLAlchemy, pandas, DuckDB"

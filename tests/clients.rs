@@ -205,6 +205,11 @@ with e.connect() as c:
     # What Superset's SQLAlchemy inspector asks when it lists a database.
     print(i.get_schema_names(), i.get_materialized_view_names())
     print(" ".join(i.get_view_definition("per_id").split()))
+    # ... and when it describes a table or view.
+    for t in ["ty", "per_id"]:
+        print([(col["name"], str(col["type"]), col["default"]) for col in i.get_columns(t)])
+    print(i.get_pk_constraint("ty")["constrained_columns"], i.get_indexes("ty"),
+          i.get_unique_constraints("ty"), i.get_foreign_keys("ty"))
 "#;
     let lines = run_python(script, addr);
     assert_eq!(
@@ -215,6 +220,44 @@ with e.connect() as c:
             "['ty']",
             "['public', 'weir_catalog'] ['per_id']",
             "SELECT id, count(*) AS n FROM ty GROUP BY id",
+            "[('id', 'INTEGER', None), ('n', 'NUMERIC', None), ('d', 'DATE', None)]",
+            "[('id', 'INTEGER', None), ('n', 'BIGINT', None)]",
+            // weir's catalog lists no key constraints or indexes yet.
+            "[] [] [] []",
+        ]
+    );
+}
+
+/// pgjdbc's DatabaseMetaData, as Metabase and DBeaver call it when they sync a database:
+/// schemas, tables, columns and primary keys (a Java program run by `java`, with Debian's
+/// pgjdbc).
+#[tokio::test(flavor = "multi_thread")]
+async fn pgjdbc_lists_tables_and_columns() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE ty (id INT PRIMARY KEY, n NUMERIC(10,2), d DATE); \
+             CREATE MATERIALIZED VIEW per_id AS SELECT id, count(*) AS n FROM ty GROUP BY id",
+        )
+        .await
+        .unwrap();
+    let program = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/java/Metadata.java");
+    let port = server.addr().port().to_string();
+    let lines = run_client(
+        "java",
+        &["-cp", "/usr/share/java/postgresql.jar", program, &port],
+    );
+    assert_eq!(
+        lines,
+        vec![
+            "schemas: pg_catalog public weir_catalog",
+            "tables: per_id/MATERIALIZED VIEW ty/TABLE",
+            "columns of ty: id/int4/4 n/numeric/2 d/date/91",
+            "columns of per_id: id/int4/4 n/int8/-5",
+            "primary key of ty:",
+            "foreign keys of ty:",
+            "rows: 1/12.34",
         ]
     );
 }
