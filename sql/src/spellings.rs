@@ -787,7 +787,8 @@ mod tests {
         }
     }
 
-    fn normalized(sql: &str) -> String {
+    /// `sql` as it is planned: parsed, its spellings normalized, printed.
+    pub(super) fn normalized(sql: &str) -> String {
         let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap();
         normalize_spellings(&mut statements[0]);
         statements[0].to_string()

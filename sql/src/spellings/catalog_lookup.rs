@@ -107,20 +107,7 @@ fn name_parts(name: &ObjectName) -> Option<Vec<&str>> {
 
 #[cfg(test)]
 mod tests {
-    use datafusion::sql::sqlparser::ast::Statement;
-    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-    use datafusion::sql::sqlparser::parser::Parser;
-
-    use super::super::normalize_spellings;
-
-    fn normalized(sql: &str) -> String {
-        let mut statement: Statement = Parser::parse_sql(&PostgreSqlDialect {}, sql)
-            .unwrap()
-            .pop()
-            .unwrap();
-        normalize_spellings(&mut statement);
-        statement.to_string()
-    }
+    use super::super::tests::normalized;
 
     #[test]
     fn a_catalog_lookup_selects_the_first_value_it_finds() {

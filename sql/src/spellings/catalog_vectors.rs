@@ -181,24 +181,14 @@ fn elements_of(column: &Expr) -> Option<(Expr, Layout)> {
 
 #[cfg(test)]
 mod tests {
-    use datafusion::sql::sqlparser::ast::Statement;
-    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-    use datafusion::sql::sqlparser::parser::Parser;
-
-    use super::super::normalize_spellings;
+    use super::super::tests::normalized;
 
     #[test]
     fn unnest_and_subscripts_of_a_vector_column_read_its_elements() {
-        let mut statement: Statement = Parser::parse_sql(
-            &PostgreSqlDialect {},
-            "SELECT unnest(i.indkey) AS attnum, generate_subscripts(i.indkey, 1) AS ord, unnest(a) FROM pg_index i",
-        )
-        .unwrap()
-        .pop()
-        .unwrap();
-        normalize_spellings(&mut statement);
         assert_eq!(
-            statement.to_string(),
+            normalized(
+                "SELECT unnest(i.indkey) AS attnum, generate_subscripts(i.indkey, 1) AS ord, unnest(a) FROM pg_index i"
+            ),
             "SELECT unnest(CAST(string_to_array(i.indkey, ' ') AS SMALLINT[])) AS attnum, \
              unnest(generate_series(1, cardinality(CAST(string_to_array(i.indkey, ' ') AS SMALLINT[])))) AS ord, \
              unnest(a) FROM pg_index i"
@@ -207,17 +197,11 @@ mod tests {
 
     #[test]
     fn expandarray_is_a_row_per_element_and_its_fields_are_selected() {
-        let mut statement: Statement = Parser::parse_sql(
-            &PostgreSqlDialect {},
-            "SELECT (information_schema._pg_expandarray(i.indkey)).n, (r.keys).x FROM pg_index i, r",
-        )
-        .unwrap()
-        .pop()
-        .unwrap();
-        normalize_spellings(&mut statement);
         let elements = "CAST(string_to_array(i.indkey, ' ') AS SMALLINT[])";
         assert_eq!(
-            statement.to_string(),
+            normalized(
+                "SELECT (information_schema._pg_expandarray(i.indkey)).n, (r.keys).x FROM pg_index i, r"
+            ),
             format!(
                 "SELECT get_field((named_struct('x', unnest({elements}), 'n', \
                  unnest(generate_series(1, cardinality({elements}))))), 'n'), \
@@ -228,16 +212,10 @@ mod tests {
 
     #[test]
     fn a_subscript_of_an_array_column_reads_its_elements() {
-        let mut statement: Statement = Parser::parse_sql(
-            &PostgreSqlDialect {},
-            "SELECT con.conkey[pos.n], i.indkey[0] FROM pg_constraint con, pg_index i, pos",
-        )
-        .unwrap()
-        .pop()
-        .unwrap();
-        normalize_spellings(&mut statement);
         assert_eq!(
-            statement.to_string(),
+            normalized(
+                "SELECT con.conkey[pos.n], i.indkey[0] FROM pg_constraint con, pg_index i, pos"
+            ),
             "SELECT (CAST(string_to_array(btrim(con.conkey, '[]'), ', ') AS SMALLINT[]))[pos.n], \
              (CAST(string_to_array(i.indkey, ' ') AS SMALLINT[]))[(0) + 1] \
              FROM pg_constraint con, pg_index i, pos"
