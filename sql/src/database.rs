@@ -30,7 +30,8 @@ use crate::dataflow::{ProgressRegistry, ViewTable};
 use crate::error::{Result, SqlError};
 use crate::interrupt::Interrupt;
 use crate::operand_types::check_operand_types;
-use crate::pg_class::PgCatalogWithMatviews;
+use crate::pg_catalog::WeirPgCatalog;
+use crate::pg_keys::PrimaryKeys;
 use crate::provider::ScanReport;
 use crate::provider::{Lookup, SessionKeys, TemporalFunction, WindowFunction};
 use crate::relation::{build, resolve_defaults};
@@ -240,10 +241,13 @@ impl Database {
             && let Some(pg_catalog) = catalog.schema("pg_catalog")
         {
             let catalogs = Arc::clone(ctx.state().catalog_list());
+            let keys = Arc::new(PrimaryKeys::default());
             catalog.register_schema(
                 "pg_catalog",
-                Arc::new(PgCatalogWithMatviews::new(pg_catalog, &catalogs)),
+                Arc::new(WeirPgCatalog::new(pg_catalog, &catalogs, Arc::clone(&keys))),
             )?;
+            ctx.register_udf(crate::pg_keys::index_definition_udf(Arc::clone(&keys)));
+            ctx.register_udf(crate::pg_keys::constraint_definition_udf(keys));
         }
         ctx.register_udf(crate::functions::version_udf());
         ctx.register_udf(crate::functions::size_pretty_udf());

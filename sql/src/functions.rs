@@ -118,9 +118,7 @@ pub(crate) fn is_visible_udf(name: &str) -> ScalarUDF {
 /// `pg_get_function_result(oid)` and `pg_get_function_arguments(oid)` (psql's `\df`: pg_proc
 /// lists no user-defined functions), and `col_description(oid, int)` and
 /// `obj_description(oid, name)` and `shobj_description` (`\d+`, `\du+`: weir keeps no
-/// comments), `pg_get_serial_sequence(table, column)` (no sequences), and
-/// `pg_get_indexdef(oid, column, pretty)` (weir relations have no indexes; SQLAlchemy's
-/// `get_indexes` asks it for expression columns).
+/// comments), and `pg_get_serial_sequence(table, column)` (no sequences).
 pub(crate) fn nothing_to_describe_udfs() -> Vec<ScalarUDF> {
     [
         ("pg_get_function_result", vec![DataType::Int64]),
@@ -131,10 +129,6 @@ pub(crate) fn nothing_to_describe_udfs() -> Vec<ScalarUDF> {
         (
             "pg_get_serial_sequence",
             vec![DataType::Utf8, DataType::Utf8],
-        ),
-        (
-            "pg_get_indexdef",
-            vec![DataType::Int64, DataType::Int64, DataType::Boolean],
         ),
     ]
     .into_iter()

@@ -1,13 +1,17 @@
-//! `pg_catalog.pg_class` with weir's materialized views as relkind `m`, so psql's `\dm`
-//! and BI tools list them. datafusion-pg-catalog knows only tables (`r`) and views (`v`).
+//! weir's `pg_catalog`: datafusion-pg-catalog's schema with what it cannot know put in.
+//! Materialized views are relkind `m` in `pg_class` (psql's `\dm`), and primary keys are
+//! indexes, constraints and NOT NULL columns (`pg_keys`).
 
 use std::any::Any;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringArray, new_null_array};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Int32Array, RecordBatch, StringArray, new_null_array,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
 use datafusion::catalog::{CatalogProviderList, SchemaProvider, Session, TableProvider};
 use datafusion::datasource::{MemTable, TableType};
 use datafusion::error::{DataFusionError, Result};
@@ -16,32 +20,37 @@ use datafusion::physical_plan::{ExecutionPlan, collect};
 use parking_lot::RwLock;
 
 use crate::dataflow::ViewTable;
+use crate::pg_keys::{ListedRelation, PrimaryKey, PrimaryKeys, append, listed_relations};
 
-/// The pg_catalog schema, with `pg_class` replaced, and the tables registered on it
-/// (weir's `pg_matviews`) in place of datafusion-pg-catalog's.
+/// The pg_catalog schema, with `pg_class`, `pg_index`, `pg_constraint` and `pg_attribute`
+/// completed, and the tables registered on it (weir's `pg_matviews`, `pg_settings`) in
+/// place of datafusion-pg-catalog's.
 #[derive(Debug)]
-pub(crate) struct PgCatalogWithMatviews {
+pub(crate) struct WeirPgCatalog {
     inner: Arc<dyn SchemaProvider>,
     /// Weak: the catalogs hold this schema.
     catalogs: Weak<dyn CatalogProviderList>,
+    keys: Arc<PrimaryKeys>,
     replaced: RwLock<HashMap<String, Arc<dyn TableProvider>>>,
 }
 
-impl PgCatalogWithMatviews {
+impl WeirPgCatalog {
     pub(crate) fn new(
         inner: Arc<dyn SchemaProvider>,
         catalogs: &Arc<dyn CatalogProviderList>,
+        keys: Arc<PrimaryKeys>,
     ) -> Self {
         Self {
             inner,
             catalogs: Arc::downgrade(catalogs),
+            keys,
             replaced: RwLock::default(),
         }
     }
 }
 
 #[async_trait]
-impl SchemaProvider for PgCatalogWithMatviews {
+impl SchemaProvider for WeirPgCatalog {
     fn table_names(&self) -> Vec<String> {
         self.inner.table_names()
     }
@@ -50,11 +59,26 @@ impl SchemaProvider for PgCatalogWithMatviews {
         if let Some(table) = self.replaced.read().get(name) {
             return Ok(Some(Arc::clone(table)));
         }
-        let table = self.inner.table(name).await?;
-        Ok(match (name, table) {
-            ("pg_class", Some(inner)) => Some(Arc::new(PgClass::new(inner, &self.catalogs))),
-            (_, table) => table,
-        })
+        let Some(inner) = self.inner.table(name).await? else {
+            return Ok(None);
+        };
+        let completion = match name {
+            "pg_class" => Completion::Class,
+            "pg_index" => Completion::Index,
+            "pg_constraint" => Completion::Constraint,
+            "pg_attribute" => Completion::Attribute,
+            _ => return Ok(Some(inner)),
+        };
+        let Some(pg_class) = self.inner.table("pg_class").await? else {
+            return Ok(Some(inner));
+        };
+        Ok(Some(Arc::new(Completed::new(
+            inner,
+            completion,
+            pg_class,
+            Weak::clone(&self.catalogs),
+            Arc::clone(&self.keys),
+        ))))
     }
 
     fn table_exist(&self, name: &str) -> bool {
@@ -70,29 +94,149 @@ impl SchemaProvider for PgCatalogWithMatviews {
     }
 }
 
-/// pg_class, read from datafusion-pg-catalog's, with `v` turned into `m` for every
-/// relation that is one of weir's materialized views, and the `reloptions` column psql's
-/// `\d+` reads (NULL: weir relations have no storage options).
+/// What a completed table adds to datafusion-pg-catalog's rows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Completion {
+    /// Materialized views as relkind `m`, a row per key index, `relhasindex` of keyed
+    /// relations, and the `reloptions` column psql's `\d+` reads (NULL: weir relations
+    /// have no storage options).
+    Class,
+    /// A row per key index.
+    Index,
+    /// A row per key constraint.
+    Constraint,
+    /// Key columns are NOT NULL; numeric columns have their precision and scale.
+    Attribute,
+}
+
+/// A datafusion-pg-catalog table with weir's rows or values put in.
 #[derive(Debug)]
-struct PgClass {
+struct Completed {
     inner: Arc<dyn TableProvider>,
+    completion: Completion,
+    /// datafusion-pg-catalog's pg_class: the relations whose keys are read.
+    pg_class: Arc<dyn TableProvider>,
     catalogs: Weak<dyn CatalogProviderList>,
+    keys: Arc<PrimaryKeys>,
     schema: SchemaRef,
 }
 
-impl PgClass {
-    fn new(inner: Arc<dyn TableProvider>, catalogs: &Weak<dyn CatalogProviderList>) -> Self {
+impl Completed {
+    fn new(
+        inner: Arc<dyn TableProvider>,
+        completion: Completion,
+        pg_class: Arc<dyn TableProvider>,
+        catalogs: Weak<dyn CatalogProviderList>,
+        keys: Arc<PrimaryKeys>,
+    ) -> Self {
         let mut fields = inner.schema().fields().to_vec();
-        fields.push(Arc::new(Field::new(
-            "reloptions",
-            DataType::new_list(DataType::Utf8, true),
-            true,
-        )));
+        if completion == Completion::Class {
+            fields.push(Arc::new(Field::new(
+                "reloptions",
+                DataType::new_list(DataType::Utf8, true),
+                true,
+            )));
+        }
         Self {
             inner,
-            catalogs: Weak::clone(catalogs),
+            completion,
+            pg_class,
+            catalogs,
+            keys,
             schema: Arc::new(Schema::new(fields)),
         }
+    }
+
+    async fn rows(&self, state: &dyn Session) -> Result<RecordBatch> {
+        let scan = |table: &Arc<dyn TableProvider>| {
+            let table = Arc::clone(table);
+            async move {
+                let plan = table.scan(state, None, &[], None).await?;
+                collect(plan, state.task_ctx()).await
+            }
+        };
+        let classes = scan(&self.pg_class).await?;
+        let relations = listed_relations(&classes, &self.catalogs).await?;
+        let keys = self.keys.read(&relations);
+        let inner = match self.completion {
+            Completion::Class => classes,
+            _ => scan(&self.inner).await?,
+        };
+        let inner_schema = self.inner.schema();
+        match self.completion {
+            Completion::Class => {
+                let mut batches = Vec::with_capacity(inner.len());
+                for batch in inner {
+                    batches.push(self.relabel(batch, &keys).await?);
+                }
+                let all = append(&self.schema, &batches, &[])?;
+                let mut rows = Vec::with_capacity(keys.len());
+                for key in &keys {
+                    if let Some(at) = row_of(&all, key.table_oid)? {
+                        rows.push(key.class_row(&all.slice(at, 1))?);
+                    }
+                }
+                append(&self.schema, &[all], &rows)
+            }
+            Completion::Index => {
+                let rows: Vec<_> = keys
+                    .iter()
+                    .map(|k| k.index_row(&inner_schema))
+                    .collect::<Result<_>>()?;
+                append(&self.schema, &inner, &rows)
+            }
+            Completion::Constraint => {
+                let rows: Vec<_> = keys
+                    .iter()
+                    .map(|k| k.constraint_row(&inner_schema))
+                    .collect::<Result<_>>()?;
+                append(&self.schema, &inner, &rows)
+            }
+            Completion::Attribute => {
+                let batches: Vec<_> = inner
+                    .into_iter()
+                    .map(|b| described_columns(b, &keys, &relations))
+                    .collect::<Result<_>>()?;
+                append(&self.schema, &batches, &[])
+            }
+        }
+    }
+
+    /// `pg_class` rows: `v` turned into `m` for weir's materialized views, `relhasindex`
+    /// for keyed relations, and `reloptions`.
+    async fn relabel(&self, batch: RecordBatch, keys: &[Arc<PrimaryKey>]) -> Result<RecordBatch> {
+        let schema = batch.schema();
+        let options = new_null_array(
+            self.schema.field(schema.fields().len()).data_type(),
+            batch.num_rows(),
+        );
+        let mut columns = batch.columns().to_vec();
+        if let (Ok(kind_at), Ok(name_at)) = (schema.index_of("relkind"), schema.index_of("relname"))
+        {
+            let kinds = batch.column(kind_at).as_string::<i32>();
+            let names = batch.column(name_at).as_string::<i32>();
+            let mut relabelled = Vec::with_capacity(kinds.len());
+            for row in 0..kinds.len() {
+                let kind = (!kinds.is_null(row)).then(|| kinds.value(row));
+                let matview =
+                    kind == Some("v") && self.is_materialized_view(names.value(row)).await?;
+                relabelled.push(if matview { Some("m") } else { kind });
+            }
+            columns[kind_at] = Arc::new(StringArray::from(relabelled));
+        }
+        if let (Ok(oid_at), Ok(index_at)) = (schema.index_of("oid"), schema.index_of("relhasindex"))
+        {
+            let keyed: HashSet<i32> = keys.iter().map(|k| k.table_oid).collect();
+            let oids = cast(batch.column(oid_at), &DataType::Int32)?;
+            let has: BooleanArray = oids
+                .as_primitive::<Int32Type>()
+                .iter()
+                .map(|oid| Some(oid.is_some_and(|o| keyed.contains(&o))))
+                .collect();
+            columns[index_at] = Arc::new(has);
+        }
+        columns.push(options);
+        Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
     }
 
     /// Whether `name` is a materialized view in any schema of any catalog.
@@ -115,36 +259,96 @@ impl PgClass {
         }
         Ok(false)
     }
+}
 
-    async fn relabel(&self, batch: RecordBatch) -> Result<RecordBatch> {
-        let schema = batch.schema();
-        let options = new_null_array(
-            self.schema.field(schema.fields().len()).data_type(),
-            batch.num_rows(),
-        );
-        let (Ok(kind_at), Ok(name_at)) = (schema.index_of("relkind"), schema.index_of("relname"))
-        else {
-            let mut columns = batch.columns().to_vec();
-            columns.push(options);
-            return Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?);
-        };
-        let kinds = batch.column(kind_at).as_string::<i32>();
-        let names = batch.column(name_at).as_string::<i32>();
-        let mut relabelled = Vec::with_capacity(kinds.len());
-        for row in 0..kinds.len() {
-            let kind = (!kinds.is_null(row)).then(|| kinds.value(row));
-            let matview = kind == Some("v") && self.is_materialized_view(names.value(row)).await?;
-            relabelled.push(if matview { Some("m") } else { kind });
+/// The row of `batch` (pg_class) whose `oid` is `oid`.
+fn row_of(batch: &RecordBatch, oid: i32) -> Result<Option<usize>> {
+    let oids = cast(
+        batch.column(batch.schema().index_of("oid")?),
+        &DataType::Int32,
+    )?;
+    Ok(oids
+        .as_primitive::<Int32Type>()
+        .iter()
+        .position(|o| o == Some(oid)))
+}
+
+/// `pg_attribute` rows with `attnotnull` set for every key column, and the `atttypmod` of
+/// numeric columns (their precision and scale, for `format_type`).
+fn described_columns(
+    batch: RecordBatch,
+    keys: &[Arc<PrimaryKey>],
+    relations: &[ListedRelation],
+) -> Result<RecordBatch> {
+    let schema = batch.schema();
+    let (Ok(rel_at), Ok(num_at), Ok(null_at), Ok(typmod_at)) = (
+        schema.index_of("attrelid"),
+        schema.index_of("attnum"),
+        schema.index_of("attnotnull"),
+        schema.index_of("atttypmod"),
+    ) else {
+        return Ok(batch);
+    };
+    let key_columns: HashSet<(i32, i32)> = keys
+        .iter()
+        .flat_map(|k| k.columns.iter().map(|(n, _)| (k.table_oid, i32::from(*n))))
+        .collect();
+    let typmods: HashMap<(i32, i32), i32> = relations
+        .iter()
+        .flat_map(|r| {
+            let fields = r.provider.schema().fields().clone();
+            fields
+                .iter()
+                .enumerate()
+                .filter_map(|(i, f)| Some(((r.oid, i as i32 + 1), typmod(f.data_type())?)))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let rels = cast(batch.column(rel_at), &DataType::Int32)?;
+    let nums = cast(batch.column(num_at), &DataType::Int32)?;
+    let (rels, nums) = (
+        rels.as_primitive::<Int32Type>(),
+        nums.as_primitive::<Int32Type>(),
+    );
+    let column =
+        |i: usize| (!rels.is_null(i) && !nums.is_null(i)).then(|| (rels.value(i), nums.value(i)));
+    let current = batch.column(null_at).as_boolean();
+    let not_null: BooleanArray = (0..batch.num_rows())
+        .map(|i| match column(i) {
+            Some(c) if key_columns.contains(&c) => Some(true),
+            _ => (!current.is_null(i)).then(|| current.value(i)),
+        })
+        .collect();
+    let current = cast(batch.column(typmod_at), &DataType::Int32)?;
+    let current = current.as_primitive::<Int32Type>();
+    let typmod: Int32Array = (0..batch.num_rows())
+        .map(|i| match column(i).and_then(|c| typmods.get(&c)) {
+            Some(&t) => Some(t),
+            None => (!current.is_null(i)).then(|| current.value(i)),
+        })
+        .collect();
+    let mut columns = batch.columns().to_vec();
+    columns[null_at] = Arc::new(not_null);
+    columns[typmod_at] = cast(
+        &(Arc::new(typmod) as ArrayRef),
+        schema.field(typmod_at).data_type(),
+    )?;
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// A column type's `atttypmod` as Postgres stores it, where weir's type keeps one: a
+/// numeric's precision and scale.
+fn typmod(data_type: &DataType) -> Option<i32> {
+    match data_type {
+        DataType::Decimal128(p, s) | DataType::Decimal256(p, s) if *s >= 0 => {
+            Some(((i32::from(*p) << 16) | i32::from(*s)) + 4)
         }
-        let mut columns = batch.columns().to_vec();
-        columns[kind_at] = Arc::new(StringArray::from(relabelled));
-        columns.push(options);
-        Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
+        _ => None,
     }
 }
 
 #[async_trait]
-impl TableProvider for PgClass {
+impl TableProvider for Completed {
     fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
     }
@@ -160,13 +364,9 @@ impl TableProvider for PgClass {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let all = self.inner.scan(state, None, &[], None).await?;
-        let mut batches = Vec::new();
-        for batch in collect(all, state.task_ctx()).await? {
-            batches.push(self.relabel(batch).await?);
-        }
-        let table = MemTable::try_new(self.schema(), vec![batches])
-            .map_err(|e| DataFusionError::Context("pg_class".into(), Box::new(e)))?;
+        let rows = self.rows(state).await?;
+        let table = MemTable::try_new(self.schema(), vec![vec![rows]])
+            .map_err(|e| DataFusionError::Context(format!("{:?}", self.completion), Box::new(e)))?;
         table.scan(state, projection, filters, limit).await
     }
 }
