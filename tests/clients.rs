@@ -207,7 +207,7 @@ with e.connect() as c:
     print(" ".join(i.get_view_definition("per_id").split()))
     # ... and when it describes a table or view.
     for t in ["ty", "per_id"]:
-        print([(col["name"], str(col["type"]), col["default"]) for col in i.get_columns(t)])
+        print([(c["name"], str(c["type"]), c["nullable"]) for c in i.get_columns(t)])
     print(i.get_pk_constraint("ty")["constrained_columns"], i.get_indexes("ty"),
           i.get_unique_constraints("ty"), i.get_foreign_keys("ty"))
 "#;
@@ -220,10 +220,10 @@ with e.connect() as c:
             "['ty']",
             "['public', 'weir_catalog'] ['per_id']",
             "SELECT id, count(*) AS n FROM ty GROUP BY id",
-            "[('id', 'INTEGER', None), ('n', 'NUMERIC', None), ('d', 'DATE', None)]",
-            "[('id', 'INTEGER', None), ('n', 'BIGINT', None)]",
-            // weir's catalog lists no key constraints or indexes yet.
-            "[] [] [] []",
+            "[('id', 'INTEGER', False), ('n', 'NUMERIC(10, 2)', True), ('d', 'DATE', True)]",
+            "[('id', 'INTEGER', True), ('n', 'BIGINT', False)]",
+            // The primary key; it is no other index, unique constraint or foreign key.
+            "['id'] [] [] []",
         ]
     );
 }
@@ -253,9 +253,9 @@ async fn pgjdbc_lists_tables_and_columns() {
         vec![
             "schemas: pg_catalog public weir_catalog",
             "tables: per_id/MATERIALIZED VIEW ty/TABLE",
-            "columns of ty: id/int4/4 n/numeric/2 d/date/91",
-            "columns of per_id: id/int4/4 n/int8/-5",
-            "primary key of ty:",
+            "columns of ty: id/int4/4/NO n/numeric/2/YES d/date/91/YES",
+            "columns of per_id: id/int4/4/YES n/int8/-5/NO",
+            "primary key of ty: id",
             "foreign keys of ty:",
             "rows: 1/12.34",
         ]

@@ -145,3 +145,40 @@ async fn view_columns_are_named_as_postgres_names_them() {
         .unwrap_err();
     assert_eq!(sqlstate(&err), "42704");
 }
+
+/// psql's `\d` of tables with primary keys prints what it prints for Postgres: columns,
+/// `not null` key columns, and the key's index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_describes_keyed_tables_as_postgres_does() {
+    let postgres = PostgresServer::start();
+    let weir = TestServer::start().await;
+    let tables = [
+        "CREATE TABLE ty (id INT PRIMARY KEY, n NUMERIC(10,2), d DATE, ts TIMESTAMP, name TEXT)",
+        "CREATE TABLE two (a INT, b TEXT, c BIGINT, PRIMARY KEY (c, a))",
+    ];
+    postgres
+        .client()
+        .await
+        .batch_execute(&tables.join("; "))
+        .await
+        .unwrap();
+    weir.client()
+        .await
+        .batch_execute(&tables.join("; "))
+        .await
+        .unwrap();
+    let describe = |mut psql: std::process::Command| {
+        let out = psql
+            .args(["-v", "ON_ERROR_STOP=1", "-c", "\\d ty", "-c", "\\d two"])
+            .output()
+            .expect("psql must be installed");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let mut on_postgres = std::process::Command::new("psql");
+    on_postgres.args(["-h", "127.0.0.1", "-p", &postgres.port.to_string()]);
+    on_postgres.args(["-U", "postgres", "-d", "postgres", "-X"]);
+    let expected = describe(on_postgres);
+    assert!(expected.contains("PRIMARY KEY, btree (c, a)"), "{expected}");
+    assert_eq!(describe(crate::clients::psql_command(&weir)), expected);
+}

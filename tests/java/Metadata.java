@@ -28,7 +28,8 @@ public class Metadata {
             print("tables", rows(m.getTables(null, "public", "%", kinds), "TABLE_NAME", "TABLE_TYPE"));
             for (String t : new String[] {"ty", "per_id"}) {
                 print("columns of " + t,
-                      rows(m.getColumns(null, "public", t, "%"), "COLUMN_NAME", "TYPE_NAME", "DATA_TYPE"));
+                      rows(m.getColumns(null, "public", t, "%"), "COLUMN_NAME", "TYPE_NAME", "DATA_TYPE",
+                           "IS_NULLABLE"));
             }
             print("primary key of ty", rows(m.getPrimaryKeys(null, "public", "ty"), "COLUMN_NAME"));
             print("foreign keys of ty", rows(m.getImportedKeys(null, "public", "ty"), "FKCOLUMN_NAME"));
