@@ -12,7 +12,7 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
 use datafusion::sql::sqlparser::ast::{
-    DataType, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentClause,
+    BinaryOperator, DataType, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentClause,
     FunctionArgumentList, FunctionArguments, GroupByExpr, Ident, LambdaFunction,
     LambdaFunctionParameter, LambdaSyntax, ObjectName, OneOrManyWithParens, OrderBy, OrderByExpr,
     OrderByKind, Query, Select, SelectItem, SetExpr, Statement, TableAlias, TableAliasColumnDef,
@@ -34,6 +34,7 @@ pub(crate) fn normalize_spellings(statement: &mut Statement) {
         rewrite_literal(expr);
         rewrite_array_subquery(expr);
         rewrite_to_char(expr);
+        rewrite_mod(expr);
         rewrite_relation_function(expr);
         rewrite_like_escape(expr);
         rewrite_acl_to_string(expr);
@@ -482,6 +483,29 @@ fn rewrite_literal(expr: &mut Expr) {
     }
 }
 
+/// `mod(a, b)` as `a % b` (DataFusion has the operator only; Nexmark q13 calls it).
+fn rewrite_mod(expr: &mut Expr) {
+    let Expr::Function(f) = expr else { return };
+    if !function_name(&f.name).is_some_and(|n| n.eq_ignore_ascii_case("mod")) {
+        return;
+    }
+    let FunctionArguments::List(list) = &f.args else {
+        return;
+    };
+    let [
+        FunctionArg::Unnamed(FunctionArgExpr::Expr(a)),
+        FunctionArg::Unnamed(FunctionArgExpr::Expr(b)),
+    ] = list.args.as_slice()
+    else {
+        return;
+    };
+    *expr = Expr::Nested(Box::new(Expr::BinaryOp {
+        left: Box::new(Expr::Nested(Box::new(a.clone()))),
+        op: BinaryOperator::Modulo,
+        right: Box::new(Expr::Nested(Box::new(b.clone()))),
+    }));
+}
+
 /// `to_char(x, '<template>')` with Postgres's template patterns (YYYY, MM, DD, HH24, MI,
 /// ...) written as the strftime patterns DataFusion's `to_char` reads. A template with a
 /// `%` already is taken as strftime (what `to_char` read before), and left alone.
@@ -792,6 +816,14 @@ mod tests {
         let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap();
         normalize_spellings(&mut statements[0]);
         statements[0].to_string()
+    }
+
+    #[test]
+    fn mod_is_the_remainder_operator() {
+        assert_eq!(
+            normalized("SELECT mod(auction, 10000) FROM bid"),
+            "SELECT ((auction) % (10000)) FROM bid"
+        );
     }
 
     #[test]
