@@ -648,17 +648,18 @@ pub(crate) const NEXMARK_RELATIONS: [(&str, &[(&str, &str)]); 3] = [
     ),
 ];
 
-/// Nexmark beyond q0–q8, as (name, query) in RisingWave's spelling: q6 (RisingWave's
+/// Nexmark beyond q0–q8, as (name, relations read, query) in RisingWave's spelling: q6 (RisingWave's
 /// group-top-1 form), q9, q10 (RisingWave's projection: weir's file sink is what Nexmark's
 /// q10 writes to), q11 (sessions), q13 (the side input as a table, `NEXMARK_SIDE_INPUT`),
 /// q14–q22 and q101–q106. q12 windows by processing time, so no batch query equals it.
-pub(crate) const NEXMARK_BEYOND_Q8: &[(&str, &str)] = &[
+pub(crate) const NEXMARK_BEYOND_Q8: &[(&str, &[&str], &str)] = &[
     // The average of each seller's last 10 closing prices (a window over a top-1).
     // RisingWave's text orders by price alone, and the window by date_time alone: with ties
     // its answer depends on the order rows arrive in, in any system. Here both orders are
     // completed with tie-breakers, so that one answer is right.
     (
         "q6",
+        &["auction", "bid"],
         "SELECT Q.seller, AVG(Q.final) OVER (PARTITION BY Q.seller ORDER BY Q.date_time, \
          Q.final, Q.id ROWS BETWEEN 10 PRECEDING AND CURRENT ROW) AS avg FROM (SELECT \
          ROW_NUMBER() OVER (PARTITION BY A.id, A.seller ORDER BY B.price, B.date_time, \
@@ -669,6 +670,7 @@ pub(crate) const NEXMARK_BEYOND_Q8: &[(&str, &str)] = &[
     // The highest bid of each auction while it runs (first by time among equal prices).
     (
         "q9",
+        &["auction", "bid"],
         "SELECT id, item_name, description, initial_bid, reserve, date_time, expires, seller, \
          category, auction, bidder, price, bid_date_time FROM (SELECT A.*, B.auction, B.bidder, \
          B.price, B.date_time AS bid_date_time, ROW_NUMBER() OVER (PARTITION BY A.id ORDER BY \
@@ -677,23 +679,27 @@ pub(crate) const NEXMARK_BEYOND_Q8: &[(&str, &str)] = &[
     ),
     (
         "q10",
+        &["bid"],
         "SELECT auction, bidder, price, date_time, TO_CHAR(date_time, 'YYYY-MM-DD') AS date, \
          TO_CHAR(date_time, 'HH:MI') AS time FROM bid",
     ),
     // Each bidder's sessions: bids at most 10 s apart.
     (
         "q11",
+        &["bid"],
         "SELECT bidder, count(*) AS bid_count, window_start AS starttime, window_end AS endtime \
          FROM SESSION(bid, date_time, INTERVAL '10' SECOND) GROUP BY bidder, window_start, window_end",
     ),
     // Bids joined with a bounded side input.
     (
         "q13",
+        &["bid", "side_input"],
         "SELECT B.auction, B.bidder, B.price, B.date_time, S.value FROM bid B \
          JOIN side_input FOR SYSTEM_TIME AS OF PROCTIME() S ON mod(B.auction, 10000) = S.key",
     ),
     (
         "q14",
+        &["bid"],
         "SELECT auction, bidder, 0.908 * price AS price, CASE WHEN extract(hour FROM date_time) >= 8 \
          AND extract(hour FROM date_time) <= 18 THEN 'dayTime' WHEN extract(hour FROM date_time) <= 6 \
          OR extract(hour FROM date_time) >= 20 THEN 'nightTime' ELSE 'otherTime' END AS bidTimeType, \
@@ -701,6 +707,7 @@ pub(crate) const NEXMARK_BEYOND_Q8: &[(&str, &str)] = &[
     ),
     (
         "q15",
+        &["bid"],
         "SELECT to_char(date_time, 'yyyy-mm-dd') AS day, count(*) AS total_bids, \
          count(*) FILTER (WHERE price < 10000) AS rank1_bids, \
          count(*) FILTER (WHERE price >= 10000 AND price < 1000000) AS rank2_bids, \
@@ -717,6 +724,7 @@ pub(crate) const NEXMARK_BEYOND_Q8: &[(&str, &str)] = &[
     ),
     (
         "q16",
+        &["bid"],
         "SELECT channel, to_char(date_time, 'yyyy-mm-dd') AS day, max(to_char(date_time, 'HH:mm')) AS minute, \
          count(*) AS total_bids, count(*) FILTER (WHERE price < 10000) AS rank1_bids, \
          count(DISTINCT bidder) AS total_bidders, \
@@ -726,6 +734,7 @@ pub(crate) const NEXMARK_BEYOND_Q8: &[(&str, &str)] = &[
     ),
     (
         "q17",
+        &["bid"],
         "SELECT auction, to_char(date_time, 'YYYY-MM-DD') AS day, count(*) AS total_bids, \
          count(*) FILTER (WHERE price < 10000) AS rank1_bids, \
          count(*) FILTER (WHERE price >= 10000 AND price < 1000000) AS rank2_bids, \
@@ -736,17 +745,20 @@ pub(crate) const NEXMARK_BEYOND_Q8: &[(&str, &str)] = &[
     // The latest bid of each bidder on each auction.
     (
         "q18",
+        &["bid"],
         "SELECT auction, bidder, price, channel, url, date_time, extra FROM (SELECT *, \
          ROW_NUMBER() OVER (PARTITION BY bidder, auction ORDER BY date_time DESC, price DESC, url) \
          AS rank_number FROM bid) WHERE rank_number <= 1",
     ),
     (
         "q19",
+        &["bid"],
         "SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY auction ORDER BY price DESC, \
          date_time, bidder) AS rank_number FROM bid) WHERE rank_number <= 10",
     ),
     (
         "q20",
+        &["auction", "bid"],
         "SELECT auction, bidder, price, channel, url, B.date_time AS bid_date_time, B.extra AS bid_extra, \
          item_name, description, initial_bid, reserve, A.date_time AS auction_date_time, expires, seller, \
          category, A.extra AS auction_extra FROM bid AS B INNER JOIN auction AS A ON B.auction = A.id \
@@ -754,6 +766,7 @@ pub(crate) const NEXMARK_BEYOND_Q8: &[(&str, &str)] = &[
     ),
     (
         "q21",
+        &["bid"],
         "SELECT auction, bidder, price, channel, CASE WHEN lower(channel) = 'apple' THEN '0' \
          WHEN lower(channel) = 'google' THEN '1' WHEN lower(channel) = 'facebook' THEN '2' \
          WHEN lower(channel) = 'baidu' THEN '3' \
@@ -763,47 +776,54 @@ pub(crate) const NEXMARK_BEYOND_Q8: &[(&str, &str)] = &[
     ),
     (
         "q22",
+        &["bid"],
         "SELECT auction, bidder, price, channel, split_part(url, '/', 4) AS dir1, \
          split_part(url, '/', 5) AS dir2, split_part(url, '/', 6) AS dir3 FROM bid",
     ),
     (
         "q101",
+        &["auction", "bid"],
         "SELECT a.id AS auction_id, a.item_name AS auction_item_name, b.max_price AS current_highest_bid \
          FROM auction a LEFT OUTER JOIN (SELECT b1.auction, max(b1.price) AS max_price FROM bid b1 \
          GROUP BY b1.auction) b ON a.id = b.auction",
     ),
     (
         "q102",
+        &["auction", "bid"],
         "SELECT a.id AS auction_id, a.item_name AS auction_item_name, count(b.auction) AS bid_count \
          FROM auction a JOIN bid b ON a.id = b.auction GROUP BY a.id, a.item_name \
          HAVING count(b.auction) >= (SELECT count(*) / count(DISTINCT auction) FROM bid)",
     ),
     (
         "q103",
+        &["auction", "bid"],
         "SELECT a.id AS auction_id, a.item_name AS auction_item_name FROM auction a \
          WHERE a.id IN (SELECT b.auction FROM bid b GROUP BY b.auction HAVING count(*) >= 20)",
     ),
     (
         "q104",
+        &["auction", "bid"],
         "SELECT a.id AS auction_id, a.item_name AS auction_item_name FROM auction a \
          WHERE a.id NOT IN (SELECT b.auction FROM bid b GROUP BY b.auction HAVING count(*) < 20)",
     ),
     (
         "q105",
+        &["auction", "bid"],
         "SELECT a.id AS auction_id, a.item_name AS auction_item_name, count(b.auction) AS bid_count \
          FROM auction a JOIN bid b ON a.id = b.auction GROUP BY a.id, a.item_name \
          ORDER BY bid_count DESC, auction_id LIMIT 1000",
     ),
     (
         "q106",
+        &["auction", "bid"],
         "SELECT min(final) AS min_final FROM (SELECT a.id, max(b.price) AS final FROM auction a, bid b \
          WHERE a.id = b.auction AND b.date_time BETWEEN a.date_time AND a.expires GROUP BY a.id) q",
     ),
 ];
 
-/// q13's side input: a value for each key 0..10000.
-pub(crate) const NEXMARK_SIDE_INPUT: &str =
-    "CREATE TABLE side_input (key BIGINT PRIMARY KEY, value VARCHAR); \
+/// q13's side input (the relation `side_input` of `NEXMARK_BEYOND_Q8`): a value for each
+/// key 0..10000.
+pub(crate) const NEXMARK_SIDE_INPUT: &str = "CREATE TABLE side_input (key BIGINT PRIMARY KEY, value VARCHAR); \
      INSERT INTO side_input SELECT v, 'value ' || v FROM generate_series(0, 9999) AS t(v)";
 
 /// A real PostgreSQL server (Debian's `postgresql` package) in a temporary cluster, to

@@ -13,6 +13,8 @@
 //! Prints progress and a Markdown report (tables, ratios, targets) and writes it with an SVG
 //! plot when `--out` is given.
 //!
+//! `--beyond-q8` measures the Nexmark queries beyond q8 (q6, q9–q22 but q12, q101–q106)
+//! over the generator.
 //! `--checkpoints [--recovery-events N]` measures checkpoints instead: q5 and q7 with a
 //! checkpoint every 10 s and 1 s against none, and a large view's recovery after kill -9
 //! against deriving it again from Kafka (default 5M bids). `--sinks` measures the PLAIN
@@ -70,6 +72,8 @@ struct Options {
     checkpoints_only: bool,
     /// Measure sinks only (`--sinks`); the smoke run measures them too.
     sinks_only: bool,
+    /// Measure the queries beyond q8 only (`--beyond-q8`); the smoke run measures them too.
+    beyond_q8_only: bool,
     smoke: bool,
     /// Bids in the recovery experiment.
     recovery_events: u64,
@@ -121,6 +125,7 @@ fn options() -> Options {
             .unwrap_or(0),
         checkpoints_only: args.iter().any(|a| a == "--checkpoints"),
         sinks_only: args.iter().any(|a| a == "--sinks"),
+        beyond_q8_only: args.iter().any(|a| a == "--beyond-q8"),
         smoke: !bench,
         recovery_events: value("--recovery-events")
             .map(|v| {
@@ -170,12 +175,17 @@ async fn main() {
     let o = options();
     if let Some(job) = &o.child {
         let job: Job = serde_json::from_str(job).unwrap();
-        let query = QUERIES.iter().find(|q| q.name == job.query).unwrap();
-        let outcome = run::run(query, &job).await;
+        let query = queries::find(&job.query).unwrap();
+        let outcome = run::run(&query, &job).await;
         println!("OUTCOME {}", serde_json::to_string(&outcome).unwrap());
         return;
     }
-    if o.checkpoints_only || o.sinks_only || o.recovery_only || o.data_dir_minutes.is_some() {
+    if o.checkpoints_only
+        || o.sinks_only
+        || o.beyond_q8_only
+        || o.recovery_only
+        || o.data_dir_minutes.is_some()
+    {
         let markdown = if let Some(minutes) = o.data_dir_minutes {
             bounded::markdown(&bounded::data_dir_bound(minutes).await)
         } else if o.recovery_only {
@@ -183,6 +193,23 @@ async fn main() {
             checkpoints::markdown(o.events, &[], &recovery)
         } else if o.checkpoints_only {
             checkpoint_section(&o).await
+        } else if o.beyond_q8_only {
+            let (markdown, rates) = beyond_q8_section(&o);
+            if let Some(path) = &o.out {
+                let svg = std::path::Path::new(path).with_extension("svg");
+                let names: Vec<String> = rates.iter().map(|(q, _)| q.clone()).collect();
+                let series: Vec<report::Series<'_>> = vec![(
+                    "weir generator",
+                    "#1f77b4",
+                    Box::new(|q: &str| rates.iter().find(|(n, _)| n == q).map(|(_, r)| *r)),
+                )];
+                let title = format!("Nexmark beyond q8, million events/s ({} events)", o.events);
+                std::fs::write(&svg, report::bar_chart(&title, &names, &series)).unwrap();
+                let name = svg.file_name().unwrap().to_string_lossy().to_string();
+                format!("{markdown}\n![events per second]({name})\n")
+            } else {
+                markdown
+            }
         } else {
             sink_section(&o).await
         };
@@ -320,6 +347,8 @@ async fn main() {
         markdown.push_str(&checkpoint_section(&o).await);
         markdown.push('\n');
         markdown.push_str(&sink_section(&o).await);
+        markdown.push('\n');
+        markdown.push_str(&beyond_q8_section(&o).0);
     }
     println!("{markdown}");
     let mismatches = report.mismatches();
@@ -338,6 +367,63 @@ async fn main() {
         .unwrap();
         eprintln!("wrote {path} and {}", svg_path.display());
     }
+}
+
+/// The queries beyond q8, each a view over the generator: events/s, peak RSS, rows, and
+/// (up to `CHECKED_UP_TO` events) whether the view equals weir's batch answer; and each
+/// query's events/s.
+fn beyond_q8_section(o: &Options) -> (String, Vec<(String, f64)>) {
+    let mut rows = Vec::new();
+    let mut rates = Vec::new();
+    for query in queries::beyond_q8() {
+        eprintln!(
+            "weir {} over the generator: {} events",
+            query.name, o.events
+        );
+        let job = Job {
+            query: query.name.to_string(),
+            events: o.events,
+            base_time_ms: BASE_TIME_MS,
+            input: Input::Generator,
+            latency_rate: None,
+            latency_secs: o.latency_secs,
+            check: o.events <= CHECKED_UP_TO,
+            parallelism: o.parallelism,
+            checkpoint_ms: 10_000,
+        };
+        let outcome = in_child(&job);
+        let row = match &outcome.error {
+            Some(e) => format!("| {} | - | - | - | refused: {e} |", query.name),
+            None => {
+                let rate = o.events as f64 / outcome.seconds;
+                rates.push((query.name.to_string(), rate));
+                eprintln!(
+                    "  {:.2} s, {rate:.0} events/s, peak RSS {:.0} MiB, {} rows",
+                    outcome.seconds, outcome.peak_rss_mib, outcome.view_rows
+                );
+                let check = if outcome.checked { "equal" } else { "-" };
+                format!(
+                    "| {} | {:.2} | {:.0} | {} | {check} |",
+                    query.name,
+                    rate / 1e6,
+                    outcome.peak_rss_mib,
+                    outcome.view_rows
+                )
+            }
+        };
+        rows.push(row);
+    }
+    let markdown = format!(
+        "## Nexmark beyond q8 (generator)\n\n\
+         Each query of `NEXMARK_BEYOND_Q8` (tests/harness.rs) as a view over the built-in \
+         generator, {} events; events/s counts every event generated. \
+         `cargo bench --bench nexmark -- --beyond-q8`.\n\n\
+         | query | million events/s | peak RSS (MiB) | view rows | check |\n\
+         |---|---:|---:|---:|---|\n{}\n",
+        o.events,
+        rows.join("\n")
+    );
+    (markdown, rates)
 }
 
 /// The checkpoint measurements, as a report section.

@@ -9,7 +9,7 @@ use crate::references::Measurements;
 use crate::run::{Latency, Outcome};
 
 /// A bar series of the plot: its name, colour, and value per query.
-type Series<'a> = (
+pub type Series<'a> = (
     &'static str,
     &'static str,
     Box<dyn Fn(&str) -> Option<f64> + 'a>,
@@ -384,69 +384,75 @@ impl Report {
                 Box::new(|q| self.reference(&self.datafusion, q, "parquet")),
             ),
         ];
-        let queries = self.queries();
-        let max = queries
-            .iter()
-            .flat_map(|q| series.iter().filter_map(|(_, _, f)| f(q)))
-            .fold(1.0_f64, f64::max);
-        let (left, top, height, bar, gap) = (60.0, 40.0, 300.0, 9.0, 18.0);
-        let group = bar * series.len() as f64 + gap;
-        let width = left + group * queries.len() as f64 + 170.0;
-        let mut s = format!(
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{:.0}\" font-family=\"sans-serif\" font-size=\"11\">\n\
-             <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-             <text x=\"{left}\" y=\"20\" font-size=\"13\">Nexmark, million events/s ({} events, {} cores)</text>\n",
-            top + height + 40.0,
-            self.events,
-            self.cores
+        let title = format!(
+            "Nexmark, million events/s ({} events, {} cores)",
+            self.events, self.cores
         );
-        for i in 0..=4 {
-            let v = max * f64::from(i) / 4.0;
-            let y = top + height - height * f64::from(i) / 4.0;
-            let _ = writeln!(
-                s,
-                "<line x1=\"{left}\" x2=\"{:.0}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#ddd\"/>\
-                 <text x=\"{:.0}\" y=\"{:.1}\" text-anchor=\"end\">{:.1}</text>",
-                left + group * queries.len() as f64,
-                left - 5.0,
-                y + 4.0,
-                v / 1e6
-            );
-        }
-        for (qi, q) in queries.iter().enumerate() {
-            let x0 = left + group * qi as f64 + gap / 2.0;
-            for (si, (_, color, f)) in series.iter().enumerate() {
-                if let Some(v) = f(q) {
-                    let h = height * v / max;
-                    let _ = writeln!(
-                        s,
-                        "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{bar}\" height=\"{h:.1}\" fill=\"{color}\"><title>{q} {}: {:.2}M</title></rect>",
-                        x0 + bar * si as f64,
-                        top + height - h,
-                        series[si].0,
-                        v / 1e6
-                    );
-                }
-            }
-            let _ = writeln!(
-                s,
-                "<text x=\"{:.1}\" y=\"{:.0}\" text-anchor=\"middle\">{q}</text>",
-                x0 + bar * series.len() as f64 / 2.0,
-                top + height + 15.0
-            );
-        }
-        let lx = left + group * queries.len() as f64 + 15.0;
-        for (si, (name, color, _)) in series.iter().enumerate() {
-            let y = top + 15.0 * si as f64;
-            let _ = writeln!(
-                s,
-                "<rect x=\"{lx:.0}\" y=\"{y:.0}\" width=\"10\" height=\"10\" fill=\"{color}\"/>\
-                 <text x=\"{:.0}\" y=\"{:.0}\">{name}</text>",
-                lx + 14.0,
-                y + 9.0
-            );
-        }
-        s.push_str("</svg>\n");
-        s
+        bar_chart(&title, &self.queries(), &series)
     }
+}
+
+/// A grouped bar chart of events/s: per category (query), a bar for each series.
+pub fn bar_chart(title: &str, queries: &[String], series: &[Series<'_>]) -> String {
+    let max = queries
+        .iter()
+        .flat_map(|q| series.iter().filter_map(|(_, _, f)| f(q)))
+        .fold(1.0_f64, f64::max);
+    let (left, top, height, bar, gap) = (60.0, 40.0, 300.0, 9.0, 18.0);
+    let group = bar * series.len() as f64 + gap;
+    let width = left + group * queries.len() as f64 + 170.0;
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{:.0}\" font-family=\"sans-serif\" font-size=\"11\">\n\
+             <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+             <text x=\"{left}\" y=\"20\" font-size=\"13\">{title}</text>\n",
+        top + height + 40.0,
+    );
+    for i in 0..=4 {
+        let v = max * f64::from(i) / 4.0;
+        let y = top + height - height * f64::from(i) / 4.0;
+        let _ = writeln!(
+            s,
+            "<line x1=\"{left}\" x2=\"{:.0}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#ddd\"/>\
+                 <text x=\"{:.0}\" y=\"{:.1}\" text-anchor=\"end\">{:.1}</text>",
+            left + group * queries.len() as f64,
+            left - 5.0,
+            y + 4.0,
+            v / 1e6
+        );
+    }
+    for (qi, q) in queries.iter().enumerate() {
+        let x0 = left + group * qi as f64 + gap / 2.0;
+        for (si, (_, color, f)) in series.iter().enumerate() {
+            if let Some(v) = f(q) {
+                let h = height * v / max;
+                let _ = writeln!(
+                    s,
+                    "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{bar}\" height=\"{h:.1}\" fill=\"{color}\"><title>{q} {}: {:.2}M</title></rect>",
+                    x0 + bar * si as f64,
+                    top + height - h,
+                    series[si].0,
+                    v / 1e6
+                );
+            }
+        }
+        let _ = writeln!(
+            s,
+            "<text x=\"{:.1}\" y=\"{:.0}\" text-anchor=\"middle\">{q}</text>",
+            x0 + bar * series.len() as f64 / 2.0,
+            top + height + 15.0
+        );
+    }
+    let lx = left + group * queries.len() as f64 + 15.0;
+    for (si, (name, color, _)) in series.iter().enumerate() {
+        let y = top + 15.0 * si as f64;
+        let _ = writeln!(
+            s,
+            "<rect x=\"{lx:.0}\" y=\"{y:.0}\" width=\"10\" height=\"10\" fill=\"{color}\"/>\
+                 <text x=\"{:.0}\" y=\"{:.0}\">{name}</text>",
+            lx + 14.0,
+            y + 9.0
+        );
+    }
+    s.push_str("</svg>\n");
+    s
 }

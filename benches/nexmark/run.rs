@@ -121,6 +121,9 @@ pub async fn run(query: &Query, job: &Job) -> Outcome {
     for ddl in source_ddl(job) {
         client.batch_execute(&ddl).await.unwrap();
     }
+    if let Some(setup) = crate::queries::setup(query) {
+        client.batch_execute(setup).await.unwrap();
+    }
     client
         .batch_execute(&format!("SET streaming_parallelism TO {}", job.parallelism))
         .await
