@@ -384,22 +384,34 @@ fn split_relation(text: &str) -> (Option<String>, String) {
 #[derive(Debug, Clone)]
 pub(crate) struct RolesCatalog(pub(crate) Arc<Access>);
 
+/// The bootstrap superuser `weir` is always listed, as Postgres always has its bootstrap
+/// superuser: without a role of that name (no `--auth password` yet), a client that logs in
+/// as `weir` is a superuser, and `weir` owns every relation (`pg_get_userbyid`).
 #[async_trait]
 impl PgCatalogContextProvider for RolesCatalog {
     async fn roles(&self) -> Vec<String> {
-        self.0.roles.read().names()
+        let mut names = self.0.roles.read().names();
+        if !names.iter().any(|n| n == BOOTSTRAP_ROLE) {
+            names.push(BOOTSTRAP_ROLE.to_string());
+            names.sort();
+        }
+        names
     }
 
     async fn role(&self, name: &str) -> Option<pgctx::Role> {
         let roles = self.0.roles.read();
-        let role = roles.get(name)?;
+        let (superuser, login) = match roles.get(name) {
+            Some(role) => (role.superuser, role.login),
+            None if name == BOOTSTRAP_ROLE => (true, true),
+            None => return None,
+        };
         Some(pgctx::Role {
-            name: role.name.clone(),
-            is_superuser: role.superuser,
-            can_login: role.login,
-            can_create_db: role.superuser,
-            can_create_role: role.superuser,
-            can_create_user: role.superuser,
+            name: name.to_string(),
+            is_superuser: superuser,
+            can_login: login,
+            can_create_db: superuser,
+            can_create_role: superuser,
+            can_create_user: superuser,
             can_replication: false,
             grants: vec![],
             inherited_roles: vec![],

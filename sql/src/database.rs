@@ -257,6 +257,7 @@ impl Database {
         ctx.register_udf(crate::functions::to_regtype_udf());
         ctx.register_udf(crate::functions::current_setting_udf());
         ctx.register_udf(crate::functions::session_user_udf());
+        ctx.register_udf(crate::functions::user_by_id_udf());
         for name in [
             "pg_function_is_visible",
             "pg_type_is_visible",

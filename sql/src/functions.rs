@@ -75,6 +75,24 @@ pub(crate) fn current_setting_udf() -> ScalarUDF {
 
 /// `session_user` (what `current_user` and `user` are planned as): the server adds the
 /// session's user as an argument; without one (no session), the bootstrap superuser.
+/// `pg_get_userbyid(oid)`: every relation, schema and database is owned by the bootstrap
+/// superuser `weir` (weir keeps no owner per object; superusers create them).
+pub(crate) fn user_by_id_udf() -> ScalarUDF {
+    create_udf(
+        "pg_get_userbyid",
+        vec![DataType::Int64],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(|args| {
+            let rows = ColumnarValue::values_to_arrays(args)?[0].len();
+            let owners: StringArray = (0..rows)
+                .map(|_| Some(crate::roles::BOOTSTRAP_ROLE))
+                .collect();
+            Ok(ColumnarValue::Array(Arc::new(owners)))
+        }),
+    )
+}
+
 pub(crate) fn session_user_udf() -> ScalarUDF {
     let signature = Signature::one_of(
         vec![

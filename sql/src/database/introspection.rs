@@ -290,7 +290,9 @@ fn pg_matviews() -> (SchemaRef, Rows) {
             Arc::new(StringArray::from_iter_values(
                 views.iter().map(|(name, _)| name.clone()),
             )),
-            Arc::new(StringArray::from_iter_values((0..n).map(|_| "postgres"))),
+            Arc::new(StringArray::from_iter_values(
+                (0..n).map(|_| crate::roles::BOOTSTRAP_ROLE),
+            )),
             Arc::new(StringArray::from(vec![None::<&str>; n])),
             Arc::new(BooleanArray::from(vec![false; n])),
             Arc::new(BooleanArray::from(vec![true; n])),
