@@ -1,5 +1,6 @@
 //! Postgres spellings DataFusion does not read, rewritten before planning: timestamps
-//! without seconds (`timestamp '2020-04-15 12:02'`), hex bytea (`'\x01ff'`), `ARRAY(query)`,
+//! without seconds (`timestamp '2020-04-15 12:02'`), hex bytea (`'\x01ff'`), interval input
+//! forms (`'21 days 23:59:59'`), `ARRAY(query)`,
 //! `to_char`'s template patterns (`'YYYY-MM-DD HH24:MI'`), the relation's own name for an
 //! unaliased `HOP(bid, ...)` or temporal join, and the catalog calls of Postgres clients.
 
@@ -7,6 +8,7 @@ use std::ops::ControlFlow;
 
 mod catalog_lookup;
 mod catalog_vectors;
+mod interval;
 
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -35,6 +37,7 @@ pub(crate) fn normalize_spellings(statement: &mut Statement) {
         rewrite_array_subquery(expr);
         rewrite_to_char(expr);
         rewrite_mod(expr);
+        interval::rewrite_interval_literal(expr);
         rewrite_relation_function(expr);
         rewrite_like_escape(expr);
         rewrite_acl_to_string(expr);
