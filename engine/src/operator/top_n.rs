@@ -4,7 +4,6 @@
 //! group's old and new top rows. Over insert-only input rows that fall out of the top
 //! can never come back, so only the top is kept.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Int8Array, RecordBatch, UInt64Array};
@@ -17,6 +16,10 @@ use crate::operator::{Emitter, Operator};
 use crate::state::rescale::deal_input_rows;
 use crate::state::{StateRouter, StateSnapshot, counted_rows_table, read_counted_rows};
 use crate::{ChangeBatch, EngineError, HashMap, Result, row_converter};
+
+mod group_rows;
+
+use group_rows::{Added, GroupRows};
 
 /// One sort key: an expression and its direction.
 pub struct SortKey {
@@ -34,7 +37,7 @@ pub struct Limit {
 /// A group's rows by (sort key, row), and the rows it emitted with their ranks.
 #[derive(Default)]
 struct Group {
-    rows: BTreeMap<(OwnedRow, OwnedRow), i64>,
+    rows: GroupRows,
     emitted: Vec<(OwnedRow, u64)>,
 }
 
@@ -135,9 +138,10 @@ impl TopN {
     /// The group's top rows now, with their ranks (1-based over the whole group).
     fn top(&self, group: &Group) -> Vec<(OwnedRow, u64)> {
         let end = self.limit.offset + self.limit.limit;
-        let mut out = Vec::new();
+        // Kept until the group changes again: no spare capacity (most tops are small).
+        let mut out = Vec::with_capacity(self.limit.limit.min(TOP_CAPACITY));
         let mut rank = 0u64;
-        'rows: for ((_, row), &n) in &group.rows {
+        'rows: for ((_, row), &n) in group.rows.iter() {
             for _ in 0..n.max(0) {
                 rank += 1;
                 if rank as usize > end {
@@ -191,13 +195,13 @@ impl Operator for TopN {
             let group = self.groups.entry(keys.row(i).owned()).or_default();
             let entry = (sorts.row(i).owned(), rows.row(i).owned());
             let size = entry.0.as_ref().len() + entry.1.as_ref().len() + 48;
-            let count = group.rows.entry(entry.clone()).or_insert(0);
-            *count += weights.value(i);
-            if *count == 0 {
-                group.rows.remove(&entry);
-                self.bytes = self.bytes.saturating_sub(size);
-            } else if *count == weights.value(i) {
-                self.bytes += size;
+            if weights.value(i) == 0 {
+                continue;
+            }
+            match group.rows.add(entry, weights.value(i)) {
+                Added::Removed => self.bytes = self.bytes.saturating_sub(size),
+                Added::Inserted => self.bytes += size,
+                Added::Changed => {}
             }
         }
         // Every group a row of this batch went to.
@@ -244,7 +248,7 @@ impl Operator for TopN {
                 let mut freed = 0;
                 group.rows.retain(|(s, r), n| {
                     let stay = (kept as usize) < keep;
-                    kept += *n;
+                    kept += n;
                     if !stay {
                         freed += s.as_ref().len() + r.as_ref().len() + 48;
                     }
@@ -270,7 +274,7 @@ impl Operator for TopN {
 
     fn snapshot(&mut self) -> Result<StateSnapshot> {
         let mut snapshot = StateSnapshot::default();
-        let stored = self.groups.values().flat_map(|g| &g.rows);
+        let stored = self.groups.values().flat_map(|g| g.rows.iter());
         if let Some(table) = counted_rows_table(&self.rows, stored.map(|((_, r), &n)| (r, n)))? {
             snapshot.put(ROWS, table);
         }
@@ -297,7 +301,9 @@ impl Operator for TopN {
             let entry = (sorts.row(i).owned(), rows.row(i).owned());
             self.bytes += entry.0.as_ref().len() + entry.1.as_ref().len() + 48;
             let group = self.groups.entry(keys.row(i).owned()).or_default();
-            group.rows.insert(entry, counts.value(i));
+            if counts.value(i) != 0 {
+                group.rows.add(entry, counts.value(i));
+            }
         }
         let tops: Vec<(OwnedRow, Vec<(OwnedRow, u64)>)> = self
             .groups
@@ -314,12 +320,16 @@ impl Operator for TopN {
     }
 }
 
+/// The most rows a group's top is allocated for up front.
+const TOP_CAPACITY: usize = 16;
+
 /// The state table of a TopN's rows.
 const ROWS: &str = "rows";
 
 #[cfg(test)]
 mod tests {
     use std::cmp::Reverse;
+    use std::collections::BTreeMap;
 
     use arrow::array::Array;
     use arrow::datatypes::{Field, Schema};
