@@ -13,8 +13,8 @@
 //! Prints progress and a Markdown report (tables, ratios, targets) and writes it with an SVG
 //! plot when `--out` is given.
 //!
-//! `--beyond-q8` measures the Nexmark queries beyond q8 (q6, q9–q22 but q12, q101–q106)
-//! over the generator.
+//! `--beyond-q8 [--queries q18,q19]` measures the Nexmark queries beyond q8 (q6, q9–q22
+//! but q12, q101–q106) over the generator.
 //! `--checkpoints [--recovery-events N]` measures checkpoints instead: q5 and q7 with a
 //! checkpoint every 10 s and 1 s against none, and a large view's recovery after kill -9
 //! against deriving it again from Kafka (default 5M bids). `--sinks` measures the PLAIN
@@ -375,7 +375,14 @@ async fn main() {
 fn beyond_q8_section(o: &Options) -> (String, Vec<(String, f64)>) {
     let mut rows = Vec::new();
     let mut rates = Vec::new();
-    for query in queries::beyond_q8() {
+    // `--queries q18,q19` picks some; otherwise (it names none of them) all.
+    let all = queries::beyond_q8();
+    let picked: Vec<_> = all
+        .iter()
+        .filter(|q| o.queries.iter().any(|n| n == q.name))
+        .copied()
+        .collect();
+    for query in if picked.is_empty() { all } else { picked } {
         eprintln!(
             "weir {} over the generator: {} events",
             query.name, o.events
