@@ -178,17 +178,13 @@ impl Completed {
                 }
                 append(&self.schema, &[all], &rows)
             }
-            Completion::Index => {
+            Completion::Index | Completion::Constraint => {
                 let rows: Vec<_> = keys
                     .iter()
-                    .map(|k| k.index_row(&inner_schema))
-                    .collect::<Result<_>>()?;
-                append(&self.schema, &inner, &rows)
-            }
-            Completion::Constraint => {
-                let rows: Vec<_> = keys
-                    .iter()
-                    .map(|k| k.constraint_row(&inner_schema))
+                    .map(|k| match self.completion {
+                        Completion::Index => k.index_row(&inner_schema),
+                        _ => k.constraint_row(&inner_schema),
+                    })
                     .collect::<Result<_>>()?;
                 append(&self.schema, &inner, &rows)
             }
