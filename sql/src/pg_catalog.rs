@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Int32Array, RecordBatch, StringArray, new_null_array,
 };
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::compute::{cast, concat_batches};
 use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
 use datafusion::catalog::{CatalogProviderList, SchemaProvider, Session, TableProvider};
 use datafusion::datasource::{MemTable, TableType};
@@ -20,7 +20,7 @@ use datafusion::physical_plan::{ExecutionPlan, collect};
 use parking_lot::RwLock;
 
 use crate::dataflow::ViewTable;
-use crate::pg_keys::{ListedRelation, PrimaryKey, PrimaryKeys, append, listed_relations};
+use crate::pg_keys::{ListedRelation, PrimaryKey, PrimaryKeys, listed_relations};
 
 /// The pg_catalog schema, with `pg_class`, `pg_index`, `pg_constraint` and `pg_attribute`
 /// completed, and the tables registered on it (weir's `pg_matviews`, `pg_settings`) in
@@ -165,18 +165,29 @@ impl Completed {
         let inner_schema = self.inner.schema();
         match self.completion {
             Completion::Class => {
-                let mut batches = Vec::with_capacity(inner.len());
-                for batch in inner {
-                    batches.push(self.relabel(batch, &keys).await?);
-                }
-                let all = append(&self.schema, &batches, &[])?;
-                let mut rows = Vec::with_capacity(keys.len());
+                let matviews: HashSet<i32> = relations
+                    .iter()
+                    .filter(|r| (r.provider.as_ref() as &dyn Any).is::<ViewTable>())
+                    .map(|r| r.oid)
+                    .collect();
+                let keyed: HashSet<i32> = keys.iter().map(|k| k.table_oid).collect();
+                let batches: Vec<_> = inner
+                    .into_iter()
+                    .map(|b| self.relabel(b, &matviews, &keyed))
+                    .collect::<Result<_>>()?;
+                let all = concat_batches(&self.schema, &batches)?;
+                let row_of: HashMap<i32, usize> = oids(&all)?
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(at, oid)| Some((oid?, at)))
+                    .collect();
+                let mut rows = vec![all.clone()];
                 for key in &keys {
-                    if let Some(at) = row_of(&all, key.table_oid)? {
+                    if let Some(&at) = row_of.get(&key.table_oid) {
                         rows.push(key.class_row(&all.slice(at, 1))?);
                     }
                 }
-                append(&self.schema, &[all], &rows)
+                Ok(concat_batches(&self.schema, &rows)?)
             }
             Completion::Index | Completion::Constraint => {
                 let rows: Vec<_> = keys
@@ -186,46 +197,47 @@ impl Completed {
                         _ => k.constraint_row(&inner_schema),
                     })
                     .collect::<Result<_>>()?;
-                append(&self.schema, &inner, &rows)
+                Ok(concat_batches(&self.schema, inner.iter().chain(&rows))?)
             }
             Completion::Attribute => {
                 let batches: Vec<_> = inner
                     .into_iter()
                     .map(|b| described_columns(b, &keys, &relations))
                     .collect::<Result<_>>()?;
-                append(&self.schema, &batches, &[])
+                Ok(concat_batches(&self.schema, &batches)?)
             }
         }
     }
 
-    /// `pg_class` rows: `v` turned into `m` for weir's materialized views, `relhasindex`
-    /// for keyed relations, and `reloptions`.
-    async fn relabel(&self, batch: RecordBatch, keys: &[Arc<PrimaryKey>]) -> Result<RecordBatch> {
+    /// `pg_class` rows: `v` turned into `m` for weir's materialized views (`matviews`),
+    /// `relhasindex` for keyed relations (`keyed`), and `reloptions`.
+    fn relabel(
+        &self,
+        batch: RecordBatch,
+        matviews: &HashSet<i32>,
+        keyed: &HashSet<i32>,
+    ) -> Result<RecordBatch> {
         let schema = batch.schema();
         let options = new_null_array(
             self.schema.field(schema.fields().len()).data_type(),
             batch.num_rows(),
         );
+        let oids = oids(&batch)?;
         let mut columns = batch.columns().to_vec();
-        if let (Ok(kind_at), Ok(name_at)) = (schema.index_of("relkind"), schema.index_of("relname"))
-        {
+        if let Ok(kind_at) = schema.index_of("relkind") {
             let kinds = batch.column(kind_at).as_string::<i32>();
-            let names = batch.column(name_at).as_string::<i32>();
-            let mut relabelled = Vec::with_capacity(kinds.len());
-            for row in 0..kinds.len() {
-                let kind = (!kinds.is_null(row)).then(|| kinds.value(row));
-                let matview =
-                    kind == Some("v") && self.is_materialized_view(names.value(row)).await?;
-                relabelled.push(if matview { Some("m") } else { kind });
-            }
-            columns[kind_at] = Arc::new(StringArray::from(relabelled));
+            let relabelled: StringArray = kinds
+                .iter()
+                .zip(oids.iter())
+                .map(|(kind, oid)| match (kind, oid) {
+                    (Some("v"), Some(oid)) if matviews.contains(&oid) => Some("m"),
+                    _ => kind,
+                })
+                .collect();
+            columns[kind_at] = Arc::new(relabelled);
         }
-        if let (Ok(oid_at), Ok(index_at)) = (schema.index_of("oid"), schema.index_of("relhasindex"))
-        {
-            let keyed: HashSet<i32> = keys.iter().map(|k| k.table_oid).collect();
-            let oids = cast(batch.column(oid_at), &DataType::Int32)?;
+        if let Ok(index_at) = schema.index_of("relhasindex") {
             let has: BooleanArray = oids
-                .as_primitive::<Int32Type>()
                 .iter()
                 .map(|oid| Some(oid.is_some_and(|o| keyed.contains(&o))))
                 .collect();
@@ -234,39 +246,15 @@ impl Completed {
         columns.push(options);
         Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
     }
-
-    /// Whether `name` is a materialized view in any schema of any catalog.
-    async fn is_materialized_view(&self, name: &str) -> Result<bool> {
-        let Some(catalogs) = self.catalogs.upgrade() else {
-            return Ok(false);
-        };
-        for catalog in catalogs.catalog_names() {
-            let Some(catalog) = catalogs.catalog(&catalog) else {
-                continue;
-            };
-            for schema in catalog.schema_names() {
-                if let Some(schema) = catalog.schema(&schema)
-                    && let Some(table) = schema.table(name).await?
-                    && (table.as_ref() as &dyn Any).is::<ViewTable>()
-                {
-                    return Ok(true);
-                }
-            }
-        }
-        Ok(false)
-    }
 }
 
-/// The row of `batch` (pg_class) whose `oid` is `oid`.
-fn row_of(batch: &RecordBatch, oid: i32) -> Result<Option<usize>> {
+/// The `oid` column of `batch` (pg_class).
+fn oids(batch: &RecordBatch) -> Result<Int32Array> {
     let oids = cast(
         batch.column(batch.schema().index_of("oid")?),
         &DataType::Int32,
     )?;
-    Ok(oids
-        .as_primitive::<Int32Type>()
-        .iter()
-        .position(|o| o == Some(oid)))
+    Ok(oids.as_primitive::<Int32Type>().clone())
 }
 
 /// `pg_attribute` rows with `attnotnull` set for every key column, and the `atttypmod` of

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
-use datafusion::arrow::compute::{cast, concat_batches};
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Int32Type, SchemaRef};
 use datafusion::catalog::{CatalogProviderList, TableProvider};
 use datafusion::common::{Constraint, ScalarValue};
@@ -306,15 +306,6 @@ fn replace(batch: &RecordBatch, values: &[(&str, ScalarValue)]) -> Result<Record
         }
     }
     Ok(RecordBatch::try_new(schema, columns)?)
-}
-
-/// `rows` after `batches`, as one batch of `schema`.
-pub(crate) fn append(
-    schema: &SchemaRef,
-    batches: &[RecordBatch],
-    rows: &[RecordBatch],
-) -> Result<RecordBatch> {
-    Ok(concat_batches(schema, batches.iter().chain(rows))?)
 }
 
 /// `pg_get_indexdef(oid [, column, pretty])`: a key index's CREATE INDEX, or with a column
