@@ -73,26 +73,18 @@ pub(crate) fn current_setting_udf() -> ScalarUDF {
     )
 }
 
-/// `session_user` (what `current_user` and `user` are planned as): the server adds the
-/// session's user as an argument; without one (no session), the bootstrap superuser.
 /// `pg_get_userbyid(oid)`: every relation, schema and database is owned by the bootstrap
 /// superuser `weir` (weir keeps no owner per object; superusers create them).
 pub(crate) fn user_by_id_udf() -> ScalarUDF {
-    create_udf(
+    constant_udf(
         "pg_get_userbyid",
         vec![DataType::Int64],
-        DataType::Utf8,
-        Volatility::Stable,
-        Arc::new(|args| {
-            let rows = ColumnarValue::values_to_arrays(args)?[0].len();
-            let owners: StringArray = (0..rows)
-                .map(|_| Some(crate::roles::BOOTSTRAP_ROLE))
-                .collect();
-            Ok(ColumnarValue::Array(Arc::new(owners)))
-        }),
+        ScalarValue::from(crate::roles::BOOTSTRAP_ROLE),
     )
 }
 
+/// `session_user` (what `current_user` and `user` are planned as): the server adds the
+/// session's user as an argument; without one (no session), the bootstrap superuser.
 pub(crate) fn session_user_udf() -> ScalarUDF {
     let signature = Signature::one_of(
         vec![
@@ -118,17 +110,21 @@ pub(crate) fn session_user_udf() -> ScalarUDF {
 /// `pg_function_is_visible(oid)`, `pg_type_is_visible(oid)` and `pg_collation_is_visible`:
 /// true, as every function, type and collation weir has is in the search path.
 pub(crate) fn is_visible_udf(name: &str) -> ScalarUDF {
-    create_udf(
+    constant_udf(
         name,
         vec![DataType::Int64],
-        DataType::Boolean,
+        ScalarValue::Boolean(Some(true)),
+    )
+}
+
+/// A catalog function of `args` that answers `answer` whatever they are.
+fn constant_udf(name: &str, args: Vec<DataType>, answer: ScalarValue) -> ScalarUDF {
+    create_udf(
+        name,
+        args,
+        answer.data_type(),
         Volatility::Stable,
-        Arc::new(|args| {
-            let arrays = ColumnarValue::values_to_arrays(args)?;
-            let visible: datafusion::arrow::array::BooleanArray =
-                (0..arrays[0].len()).map(|_| Some(true)).collect();
-            Ok(ColumnarValue::Array(Arc::new(visible)))
-        }),
+        Arc::new(move |_| Ok(ColumnarValue::Scalar(answer.clone()))),
     )
 }
 
@@ -150,19 +146,7 @@ pub(crate) fn nothing_to_describe_udfs() -> Vec<ScalarUDF> {
         ),
     ]
     .into_iter()
-    .map(|(name, args)| {
-        create_udf(
-            name,
-            args,
-            DataType::Utf8,
-            Volatility::Stable,
-            Arc::new(|args| {
-                let rows = ColumnarValue::values_to_arrays(args)?[0].len();
-                let none: StringArray = (0..rows).map(|_| None::<&str>).collect();
-                Ok(ColumnarValue::Array(Arc::new(none)))
-            }),
-        )
-    })
+    .map(|(name, args)| constant_udf(name, args, ScalarValue::Utf8(None)))
     .collect()
 }
 
