@@ -12,7 +12,7 @@ use datafusion::sql::sqlparser::ast::{
     Expr, JoinOperator, ObjectName, Query, SelectItem, SetExpr, TableFactor, Value,
 };
 
-use super::{call, contains_aggregate, plain_select};
+use super::{call, contains_aggregate, plain_select, selected_expr};
 
 /// Catalog tables that have no rows in weir: no column has a default expression
 /// (`pg_attrdef`) and there are no sequences (`pg_sequence`). A test checks that they are
@@ -22,11 +22,10 @@ pub(super) const EMPTY_CATALOG_TABLES: &[&str] = &["pg_attrdef", "pg_sequence"];
 /// Rewrites `expr` if it is a scalar subquery that looks a row up in `pg_catalog`.
 pub(super) fn rewrite_catalog_lookup(expr: &mut Expr) {
     let Expr::Subquery(query) = expr else { return };
-    let Some(tables) = catalog_tables(query) else {
+    let Some(tables) = inner_catalog_tables(query) else {
         return;
     };
     if tables
-        .inner
         .iter()
         .any(|t| EMPTY_CATALOG_TABLES.contains(&t.as_str()))
     {
@@ -43,22 +42,12 @@ pub(super) fn rewrite_catalog_lookup(expr: &mut Expr) {
     }
 }
 
-/// The pg_catalog tables a lookup reads.
-struct CatalogTables {
-    /// Those every result row needs one of: the FROM list and its inner and cross joins.
-    inner: Vec<String>,
-}
-
-/// The catalog tables of a plain one-item, unaggregated SELECT that reads only
-/// `pg_catalog` tables; None for any other query.
-fn catalog_tables(query: &Query) -> Option<CatalogTables> {
+/// The catalog tables every result row of a lookup needs one of (its FROM list and their
+/// inner and cross joins), if `query` is a plain one-item, unaggregated SELECT that reads
+/// only `pg_catalog` tables; None for any other query.
+fn inner_catalog_tables(query: &Query) -> Option<Vec<String>> {
     let select = plain_select(query)?;
-    match select.projection.as_slice() {
-        [SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. }]
-            if !contains_aggregate(e) => {}
-        _ => return None,
-    }
-    if select.from.is_empty() {
+    if contains_aggregate(selected_expr(select)?) || select.from.is_empty() {
         return None;
     }
     let mut inner = Vec::new();
@@ -74,7 +63,7 @@ fn catalog_tables(query: &Query) -> Option<CatalogTables> {
             }
         }
     }
-    Some(CatalogTables { inner })
+    Some(inner)
 }
 
 /// The table's name if the factor is a `pg_catalog` table: `pg_catalog.pg_x`, or an
