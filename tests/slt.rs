@@ -3,6 +3,8 @@
 //! as psql prints them (NULL as `NULL`, an empty string as `(empty)`), as RisingWave's e2e
 //! files expect, so files of its suite run unchanged. `WEIR_SLT_COMPLETE=1` rewrites each
 //! file's expected results from what weir answers (review the diff before keeping it).
+//! `WEIR_SLT_DIR=dir` runs the `.slt` files under another directory instead (another
+//! system's suite, say), and reports every file that fails rather than stopping at the first.
 
 use std::path::Path;
 use std::time::Duration;
@@ -83,7 +85,7 @@ impl sqllogictest::AsyncDB for Weir {
 }
 
 /// Runs (or, with `WEIR_SLT_COMPLETE`, completes) one file against a fresh server.
-async fn run_file(path: &Path) {
+async fn run_file(path: &Path) -> Result<(), String> {
     let server = TestServer::start().await;
     let addr = server.addr();
     let mut runner = Runner::new(move || async move {
@@ -100,25 +102,49 @@ async fn run_file(path: &Path) {
                 sqllogictest::default_column_validator,
             )
             .await
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        return;
+            .map_err(|e| e.to_string())?;
+        return Ok(());
     }
-    if let Err(e) = runner.run_file_async(path).await {
-        panic!("{}", e.display(false));
+    runner
+        .run_file_async(path)
+        .await
+        .map_err(|e| e.display(false).to_string())
+}
+
+/// The `.slt` files under `dir` and its subdirectories, sorted.
+fn slt_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(slt_files(&path));
+        } else if path.extension().is_some_and(|e| e == "slt") {
+            files.push(path);
+        }
     }
+    files.sort();
+    files
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn slt_files_pass() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/slt");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "slt"))
-        .collect();
-    files.sort();
+    let dir = match std::env::var_os("WEIR_SLT_DIR") {
+        Some(dir) => dir.into(),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/slt"),
+    };
+    let files = slt_files(&dir);
     assert!(!files.is_empty(), "no .slt files in {}", dir.display());
-    for file in files {
-        run_file(&file).await;
+    let mut failed = Vec::new();
+    for file in &files {
+        if let Err(e) = run_file(file).await {
+            eprintln!("FAILED {}\n{e}\n", file.display());
+            failed.push(file.display().to_string());
+        }
     }
+    assert!(
+        failed.is_empty(),
+        "{} of {} files failed: {failed:?}",
+        failed.len(),
+        files.len()
+    );
 }

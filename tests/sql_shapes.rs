@@ -77,6 +77,11 @@ const SHAPE_VIEWS: &[(&str, &str)] = &[
          count(*) OVER (PARTITION BY grp) AS in_group, row_number() OVER (ORDER BY id) AS n FROM items",
     ),
     (
+        "bits",
+        "SELECT grp, bit_and(v) AS band, bit_or(v) AS bor, bit_xor(v) AS bxor, \
+         bool_and(v > 10) AS all_big, bool_or(s = 'a') AS any_a FROM items GROUP BY grp",
+    ),
+    (
         "filtered_global",
         "SELECT count(DISTINCT s) FILTER (WHERE v % 2 = 0) AS even_s, min(v) FILTER (WHERE grp = 1) AS g1_min \
          FROM items",

@@ -40,4 +40,4 @@ pub use statement::{
     CreateSink, GrantTarget, MAX_QUERY_BYTES, ObjectKind, ParsedStatement, RoleOptions,
     RoleStatement, SinkInput, Statement, SubscribeTarget, TransactionKind,
 };
-pub use types::sql_type_name;
+pub use types::{UNCONSTRAINED_NUMERIC, sql_type_name};

@@ -321,9 +321,10 @@ fn described_columns(
 }
 
 /// A column type's `atttypmod` as Postgres stores it, where weir's type keeps one: a
-/// numeric's precision and scale.
+/// numeric's precision and scale (none for an unconstrained `numeric`).
 fn typmod(data_type: &DataType) -> Option<i32> {
     match data_type {
+        ty if *ty == crate::types::UNCONSTRAINED_NUMERIC => None,
         DataType::Decimal128(p, s) | DataType::Decimal256(p, s) if *s >= 0 => {
             Some(((i32::from(*p) << 16) | i32::from(*s)) + 4)
         }

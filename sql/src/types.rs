@@ -8,6 +8,12 @@ use datafusion::sql::sqlparser::ast::{self, ExactNumberInfo, TimezoneInfo};
 
 use crate::error::{Result, SqlError};
 
+/// The Arrow type of a `numeric` declared without precision. Arrow's decimals have a fixed
+/// scale and Postgres's unconstrained `numeric` keeps each value's own, so weir stores ten
+/// digits after the point and prints a value of this type without its trailing zeros
+/// (`1::numeric` is `1`, as in Postgres). Its `atttypmod` is -1, and its name `numeric`.
+pub const UNCONSTRAINED_NUMERIC: DataType = DataType::Decimal128(38, 10);
+
 /// The Arrow type that stores a column declared with `ty`.
 pub(crate) fn arrow_type(ty: &ast::DataType) -> Result<DataType> {
     use ast::DataType as S;
@@ -20,7 +26,7 @@ pub(crate) fn arrow_type(ty: &ast::DataType) -> Result<DataType> {
         S::Double(_) | S::DoublePrecision | S::Float8 => DataType::Float64,
         S::Float(_) => DataType::Float64,
         S::Decimal(info) | S::Numeric(info) | S::Dec(info) => match info {
-            ExactNumberInfo::None => DataType::Decimal128(38, 10),
+            ExactNumberInfo::None => UNCONSTRAINED_NUMERIC,
             ExactNumberInfo::Precision(p) => DataType::Decimal128(*p as u8, 0),
             ExactNumberInfo::PrecisionAndScale(p, s) => DataType::Decimal128(*p as u8, *s as i8),
         },
@@ -54,6 +60,7 @@ pub fn sql_type_name(ty: &DataType) -> String {
         DataType::Int64 => "bigint".into(),
         DataType::Float32 => "real".into(),
         DataType::Float64 => "double precision".into(),
+        ty if *ty == UNCONSTRAINED_NUMERIC => "numeric".into(),
         DataType::Decimal128(p, s) => format!("numeric({p},{s})"),
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "character varying".into(),
         DataType::Date32 | DataType::Date64 => "date".into(),

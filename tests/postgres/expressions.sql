@@ -101,6 +101,10 @@ cbrt(27::float8)
 0::numeric(5,2)
 12345.6789::numeric(10,2)
 1::numeric
+'2.5'::numeric
+0::numeric
+'-0.125'::numeric
+100::numeric
 1.5 + 2.25
 1.5 * 2
 10.0 / 4

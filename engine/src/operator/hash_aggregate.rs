@@ -49,6 +49,9 @@ const RETRACTABLE: &[&str] = &[
 const FROM_MULTISET: &[&str] = &[
     "bool_and",
     "bool_or",
+    "bit_and",
+    "bit_or",
+    "bit_xor",
     "min",
     "max",
     "string_agg",
@@ -129,6 +132,11 @@ fn state_for(expr: &Arc<AggregateFunctionExpr>, append_only: bool) -> Result<Box
             )));
         }
     };
+    // Accumulators are made per group as rows arrive: one that cannot be made (such as
+    // `string_agg` with a delimiter that is not a literal) fails here, at CREATE.
+    expr.create_accumulator().map_err(|e| {
+        EngineError::Unsupported(format!("aggregate {name} in a materialized view: {e}"))
+    })?;
     Ok(Box::new(PerGroupState::new(Arc::clone(expr), kind)))
 }
 

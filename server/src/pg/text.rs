@@ -15,6 +15,7 @@ use datafusion::arrow::datatypes::{
     UInt32Type, UInt64Type,
 };
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use weir_sql::UNCONSTRAINED_NUMERIC;
 
 const MICROS_PER_SECOND: i64 = 1_000_000;
 const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SECOND;
@@ -95,7 +96,12 @@ pub(crate) fn write_value(array: &dyn Array, row: usize, zone: &Zone, out: &mut 
         }
         DataType::Decimal128(_, scale) => {
             let v = array.as_primitive::<Decimal128Type>().value(row);
-            write_decimal(&v.to_string(), *scale, out)
+            let start = out.len();
+            write_decimal(&v.to_string(), *scale, out);
+            if *array.data_type() == UNCONSTRAINED_NUMERIC && *scale > 0 {
+                let kept = out.trim_end_matches('0').trim_end_matches('.').len();
+                out.truncate(kept.max(start + 1));
+            }
         }
         DataType::Decimal256(_, scale) => {
             let v = array.as_primitive::<Decimal256Type>().value(row);

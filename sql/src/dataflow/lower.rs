@@ -6,6 +6,7 @@
 mod aggregate_filter;
 mod join;
 mod top_n;
+mod unordered_pick;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64};
@@ -315,8 +316,9 @@ impl<'a> Lowering<'a> {
                     .iter()
                     .map(|e| self.physical(e, schema))
                     .collect::<Result<Vec<_>>>()?;
-                let mut aggregates = Vec::with_capacity(a.aggr_expr.len());
-                for e in &a.aggr_expr {
+                let aggr_expr = unordered_pick::order_unordered_picks(&a.aggr_expr);
+                let mut aggregates = Vec::with_capacity(aggr_expr.len());
+                for e in &aggr_expr {
                     let e = &aggregate_filter::fold_filter(e)?;
                     #[allow(deprecated)]
                     let (agg, filter, _order) = create_aggregate_expr_and_maybe_filter(

@@ -17,7 +17,7 @@ use crate::state::{StateSnapshot, counter, rows_table, table_rows};
 use crate::{EngineError, Result};
 
 /// Aggregates whose result ignores duplicates: evaluated over the distinct values.
-const IDEMPOTENT: &[&str] = &["bool_and", "bool_or"];
+const IDEMPOTENT: &[&str] = &["bool_and", "bool_or", "bit_and", "bit_or"];
 
 /// How one aggregate is kept per group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
