@@ -189,13 +189,92 @@ const PARAMS: &[Param] = &[
     },
 ];
 
+/// RisingWave's planner, storage and rate settings, which its scripts and e2e files set.
+/// weir accepts them, shows what was set, and is not changed by them: it has no such
+/// choices (two-phase aggregation, compaction groups, background DDL) to make.
+const RISINGWAVE_ONLY: &[Param] = &[
+    Param {
+        name: "create_compaction_group_for_mv",
+        default: "false",
+        reported: false,
+    },
+    Param {
+        name: "query_mode",
+        default: "auto",
+        reported: false,
+    },
+    Param {
+        name: "background_ddl",
+        default: "false",
+        reported: false,
+    },
+    Param {
+        name: "rw_enable_two_phase_agg",
+        default: "true",
+        reported: false,
+    },
+    Param {
+        name: "rw_force_two_phase_agg",
+        default: "false",
+        reported: false,
+    },
+    Param {
+        name: "rw_force_split_distinct_agg",
+        default: "false",
+        reported: false,
+    },
+    Param {
+        name: "rw_enable_share_plan",
+        default: "true",
+        reported: false,
+    },
+    Param {
+        name: "rw_streaming_enable_bushy_join",
+        default: "true",
+        reported: false,
+    },
+    Param {
+        name: "streaming_enable_delta_join",
+        default: "false",
+        reported: false,
+    },
+    Param {
+        name: "streaming_use_arrangement_backfill",
+        default: "true",
+        reported: false,
+    },
+    Param {
+        name: "batch_parallelism",
+        default: "0",
+        reported: false,
+    },
+    Param {
+        name: "sink_decouple",
+        default: "default",
+        reported: false,
+    },
+    Param {
+        name: "source_rate_limit",
+        default: "default",
+        reported: false,
+    },
+    Param {
+        name: "backfill_rate_limit",
+        default: "default",
+        reported: false,
+    },
+];
+
 fn find(name: &str) -> Option<&'static Param> {
     let name = match name.to_ascii_lowercase().as_str() {
         "rw_implicit_flush" => "implicit_flush".to_string(),
         "time zone" | "timezone" => "timezone".to_string(),
         other => other.to_string(),
     };
-    PARAMS.iter().find(|p| p.name.eq_ignore_ascii_case(&name))
+    PARAMS
+        .iter()
+        .chain(RISINGWAVE_ONLY)
+        .find(|p| p.name.eq_ignore_ascii_case(&name))
 }
 
 fn unknown(name: &str) -> SqlError {
@@ -467,6 +546,15 @@ pub(crate) fn all(values: &Values) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn risingwave_settings_are_accepted_and_shown() {
+        let mut m = Values::new();
+        set(&mut m, "CREATE_COMPACTION_GROUP_FOR_MV", Some("true")).unwrap();
+        assert_eq!(get(&m, "create_compaction_group_for_mv").unwrap().1, "true");
+        assert_eq!(get(&m, "query_mode").unwrap().1, "auto");
+        assert!(set(&mut m, "rw_no_such_setting", Some("1")).is_err());
+    }
 
     #[test]
     fn set_show_reset_and_unknown() {
