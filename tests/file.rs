@@ -219,3 +219,48 @@ async fn views_over_files_resume_after_kill_9() {
     .await;
     assert_eq!(read, vec!["cv|100", "ev|400", "pq|50"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_jsonb_column_of_a_source_takes_any_json_value() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("docs.ndjson"),
+        "{\"id\": 1, \"doc\": {\"tags\": [\"x\", \"y\"], \"n\": 1.50}}\n\
+         {\"id\": 2, \"doc\": \"plain\"}\n\
+         {\"id\": 3, \"doc\": null}\n\
+         {\"id\": 4, \"doc\": [1e2]}\n",
+    )
+    .unwrap();
+    client
+        .batch_execute(&format!(
+            "CREATE SOURCE docs (id BIGINT, doc JSONB) WITH (connector = 'file', path = '{}/*.ndjson') \
+             FORMAT PLAIN ENCODE JSON;
+             CREATE MATERIALIZED VIEW tags AS SELECT id, doc -> 'tags' ->> -1 AS last_tag, doc -> 'n' AS n FROM docs",
+            dir.path().display()
+        ))
+        .await
+        .unwrap();
+    let rows = client
+        .query("SELECT id, doc::text FROM docs ORDER BY id", &[])
+        .await
+        .unwrap();
+    let docs: Vec<(i64, Option<String>)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        docs,
+        vec![
+            (1, Some(r#"{"n": 1.50, "tags": ["x", "y"]}"#.to_string())),
+            (2, Some(r#""plain""#.to_string())),
+            (3, None),
+            (4, Some("[100]".to_string())),
+        ]
+    );
+    client.batch_execute("FLUSH").await.unwrap();
+    let row = client
+        .query_one("SELECT last_tag, n::text FROM tags WHERE id = 1", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "y");
+    assert_eq!(row.get::<_, String>(1), "1.50");
+}

@@ -51,6 +51,90 @@ async fn binary_results_carry_the_right_types() {
     assert_eq!(row.get::<_, NaiveDateTime>(8), ts);
 }
 
+/// A value's bytes as the server sent them.
+struct Raw(Vec<u8>);
+
+impl<'a> tokio_postgres::types::FromSql<'a> for Raw {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Raw(raw.to_vec()))
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jsonb_is_typed_jsonb_in_tables_views_and_both_formats() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE docs (id INT, doc JSONB); \
+             INSERT INTO docs VALUES (1, '{\"b\": [1, 2.50], \"a\": {\"x\": null}}'); \
+             CREATE MATERIALIZED VIEW parts AS SELECT id, doc -> 'a' AS a, doc ->> 'b' AS b FROM docs",
+        )
+        .await
+        .unwrap();
+    let bad = client
+        .batch_execute("INSERT INTO docs VALUES (2, '{\"unclosed\": 1')")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&bad), "22P02", "{bad:?}");
+    // Binary: jsonb's version byte, then the text as Postgres prints it.
+    let row = client.query_one("SELECT doc FROM docs", &[]).await.unwrap();
+    assert_eq!(row.columns()[0].type_(), &Type::JSONB);
+    assert_eq!(
+        row.get::<_, Raw>(0).0,
+        b"\x01{\"a\": {\"x\": null}, \"b\": [1, 2.50]}".to_vec()
+    );
+    let row = client
+        .query_one("SELECT a, b FROM parts", &[])
+        .await
+        .unwrap();
+    let types: Vec<Type> = row.columns().iter().map(|c| c.type_().clone()).collect();
+    assert_eq!(types, vec![Type::JSONB, Type::TEXT]);
+    assert_eq!(row.get::<_, Raw>(0).0, b"\x01{\"x\": null}".to_vec());
+    assert_eq!(row.get::<_, String>(1), "[1, 2.50]");
+    // Text, and the catalog's type for the columns.
+    let rows = client.simple_query("SELECT doc FROM docs").await.unwrap();
+    let text = rows.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+        _ => None,
+    });
+    assert_eq!(
+        text.as_deref(),
+        Some("{\"a\": {\"x\": null}, \"b\": [1, 2.50]}")
+    );
+    let described = client
+        .query(
+            "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) \
+             FROM pg_attribute a JOIN pg_class c ON a.attrelid = c.oid \
+             WHERE c.relname IN ('docs', 'parts') AND a.attnum > 0 ORDER BY 1, a.attnum",
+            &[],
+        )
+        .await
+        .unwrap();
+    let described: Vec<(String, String, String)> = described
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let expected = [
+        ("docs", "id", "integer"),
+        ("docs", "doc", "jsonb"),
+        ("parts", "id", "integer"),
+        ("parts", "a", "jsonb"),
+        ("parts", "b", "text"),
+    ];
+    assert_eq!(
+        described,
+        expected
+            .iter()
+            .map(|(t, c, ty)| (t.to_string(), c.to_string(), ty.to_string()))
+            .collect::<Vec<_>>()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn text_results_through_simple_protocol() {
     let server = TestServer::start().await;

@@ -8,6 +8,7 @@ use arrow::datatypes::SchemaRef;
 use arrow_json::ReaderBuilder;
 
 use crate::Result;
+use crate::jsonb::{self, Json};
 
 /// Counts of what a decoder saw.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -80,18 +81,28 @@ fn nests_deeper_than(json: &[u8], limit: usize) -> bool {
 ///
 /// Fields map by name; missing fields are NULL, unknown fields are ignored, a key given
 /// twice takes its last value (as in Postgres's jsonb), and a string holding a valid
-/// literal of the column's type is accepted. Invalid UTF-8, values of another type (a
+/// literal of the column's type is accepted. A jsonb column (`crate::jsonb`) takes its
+/// field's value, of any kind, in jsonb's text form; a JSON null is SQL NULL. Invalid UTF-8, values of another type (a
 /// number for a VARCHAR, an object for a BIGINT), integers out of range and nesting
 /// deeper than `MAX_JSON_DEPTH` make a message malformed.
 pub struct JsonDecoder {
     schema: SchemaRef,
+    /// Names of the jsonb columns, whose values reach arrow-json as strings.
+    jsonb: Vec<String>,
     stats: DecodeStats,
 }
 
 impl JsonDecoder {
     pub fn new(schema: SchemaRef) -> Self {
+        let jsonb = schema
+            .fields()
+            .iter()
+            .filter(|f| jsonb::is_jsonb(f))
+            .map(|f| f.name().clone())
+            .collect();
         Self {
             schema,
+            jsonb,
             stats: DecodeStats::default(),
         }
     }
@@ -109,6 +120,23 @@ impl JsonDecoder {
         label: impl Fn(usize) -> String,
     ) -> Result<(RecordBatch, Vec<usize>)> {
         self.stats.bytes += messages.iter().map(|m| m.len() as u64).sum::<u64>();
+        if !self.jsonb.is_empty() {
+            let embedded: Vec<Vec<u8>> = messages
+                .iter()
+                .map(|m| embed_jsonb(m, &self.jsonb).unwrap_or_else(|| m.to_vec()))
+                .collect();
+            let refs: Vec<&[u8]> = embedded.iter().map(Vec::as_slice).collect();
+            return self.decode_embedded(&refs, label);
+        }
+        self.decode_embedded(messages, label)
+    }
+
+    /// `decode`, once jsonb values are strings.
+    fn decode_embedded(
+        &mut self,
+        messages: &[&[u8]],
+        label: impl Fn(usize) -> String,
+    ) -> Result<(RecordBatch, Vec<usize>)> {
         let too_deep = messages
             .iter()
             .any(|m| nests_deeper_than(m, MAX_JSON_DEPTH));
@@ -192,6 +220,29 @@ impl JsonDecoder {
     }
 }
 
+/// `message` with the members named in `jsonb` replaced by strings of their values in
+/// jsonb's form (a null stays null); None when it is not a JSON object, for arrow-json to
+/// report.
+fn embed_jsonb(message: &[u8], jsonb: &[String]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(message).ok()?;
+    if nests_deeper_than(message, MAX_JSON_DEPTH) {
+        return None;
+    }
+    let Ok(Json::Object(mut members)) = jsonb::parse(text) else {
+        return None;
+    };
+    for (key, value) in &mut members {
+        if jsonb.contains(key) && *value != Json::Null {
+            let mut form = String::new();
+            value.write(&mut form);
+            *value = Json::String(form);
+        }
+    }
+    let mut out = String::with_capacity(message.len() + 16);
+    Json::Object(members).write(&mut out);
+    Some(out.into_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use arrow::array::{Array, Int64Array, StringArray};
@@ -261,6 +312,35 @@ mod tests {
         assert_eq!(d.stats().errors, 3);
         assert!(nests_deeper_than(b"[[[1]]]", 2));
         assert!(!nests_deeper_than(br#"[["\"[[[["]]"#, 2));
+    }
+
+    #[test]
+    fn jsonb_columns_take_their_field_value_in_jsonb_form() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            jsonb::jsonb_field("doc", true),
+        ]));
+        let mut d = JsonDecoder::new(schema);
+        let msgs: Vec<&[u8]> = vec![
+            br#"{"id": 1, "doc": {"b": [1, 2.50], "a": null}}"#,
+            br#"{"id": 2, "doc": "text"}"#,
+            br#"{"id": 3, "doc": null}"#,
+            br#"{"id": 4}"#,
+            br#"{"id": 5, "doc": 1e2, "doc": 7}"#,
+            br#"{"id": 6, "doc": {"#,
+        ];
+        let (batch, idx) = d.decode(&msgs, |i| i.to_string()).unwrap();
+        assert_eq!(idx, vec![0, 1, 2, 3, 4]);
+        let docs = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        assert_eq!(docs.value(0), r#"{"a": null, "b": [1, 2.50]}"#);
+        assert_eq!(docs.value(1), r#""text""#);
+        assert!(docs.is_null(2) && docs.is_null(3));
+        assert_eq!(docs.value(4), "7");
+        assert_eq!(d.stats().errors, 1);
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod wal;
 
 pub mod checkpoint;
 pub mod connector;
+pub mod jsonb;
 pub mod operator;
 pub mod runtime;
 pub mod sink;

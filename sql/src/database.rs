@@ -37,7 +37,7 @@ use crate::provider::{Lookup, SessionKeys, TemporalFunction, WindowFunction};
 use crate::relation::{build, resolve_defaults};
 use crate::spellings::normalize_spellings;
 use crate::statement::{CreateRelation, ObjectKind, ParsedStatement, Statement, StatementParser};
-use crate::types::sql_type_name;
+use crate::types::field_type_name;
 
 mod execute;
 mod introspection;
@@ -254,6 +254,9 @@ impl Database {
         ctx.register_udf(crate::functions::like_pattern_udf());
         ctx.register_udf(crate::functions::pg_data_type_udf());
         ctx.register_udf(crate::functions::json_build_object_udf());
+        for udf in crate::jsonb::udfs() {
+            ctx.register_udf(udf);
+        }
         ctx.register_udf(crate::functions::to_regtype_udf());
         ctx.register_udf(crate::functions::current_setting_udf());
         ctx.register_udf(crate::functions::session_user_udf());
@@ -740,7 +743,7 @@ impl Database {
                             fields.iter().map(|f| f.name().clone()),
                         )),
                         Arc::new(StringArray::from_iter_values(
-                            fields.iter().map(|f| sql_type_name(f.data_type())),
+                            fields.iter().map(|f| field_type_name(f)),
                         )),
                         Arc::new(BooleanArray::from(pk)),
                     ],

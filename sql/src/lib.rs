@@ -11,6 +11,7 @@ mod dataflow;
 mod error;
 mod functions;
 mod interrupt;
+pub mod jsonb;
 mod operand_types;
 mod pg_catalog;
 mod pg_keys;
@@ -40,4 +41,4 @@ pub use statement::{
     CreateSink, GrantTarget, MAX_QUERY_BYTES, ObjectKind, ParsedStatement, RoleOptions,
     RoleStatement, SinkInput, Statement, SubscribeTarget, TransactionKind,
 };
-pub use types::{UNCONSTRAINED_NUMERIC, sql_type_name};
+pub use types::{UNCONSTRAINED_NUMERIC, field_type_name, sql_type_name};

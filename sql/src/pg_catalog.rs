@@ -257,19 +257,21 @@ fn oids(batch: &RecordBatch) -> Result<Int32Array> {
     Ok(oids.as_primitive::<Int32Type>().clone())
 }
 
-/// `pg_attribute` rows with `attnotnull` set for every key column, and the `atttypmod` of
-/// numeric columns (their precision and scale, for `format_type`).
+/// `pg_attribute` rows with `attnotnull` set for every key column, the `atttypmod` of
+/// numeric columns (their precision and scale, for `format_type`), and jsonb's type OID for
+/// jsonb columns (strings to Arrow, `crate::jsonb`).
 fn described_columns(
     batch: RecordBatch,
     keys: &[Arc<PrimaryKey>],
     relations: &[ListedRelation],
 ) -> Result<RecordBatch> {
     let schema = batch.schema();
-    let (Ok(rel_at), Ok(num_at), Ok(null_at), Ok(typmod_at)) = (
+    let (Ok(rel_at), Ok(num_at), Ok(null_at), Ok(typmod_at), Ok(typid_at)) = (
         schema.index_of("attrelid"),
         schema.index_of("attnum"),
         schema.index_of("attnotnull"),
         schema.index_of("atttypmod"),
+        schema.index_of("atttypid"),
     ) else {
         return Ok(batch);
     };
@@ -285,6 +287,18 @@ fn described_columns(
                 .iter()
                 .enumerate()
                 .filter_map(|(i, f)| Some(((r.oid, i as i32 + 1), typmod(f.data_type())?)))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let jsonb_columns: HashSet<(i32, i32)> = relations
+        .iter()
+        .flat_map(|r| {
+            let fields = r.provider.schema().fields().clone();
+            fields
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| crate::jsonb::is_jsonb(f))
+                .map(|(i, _)| (r.oid, i as i32 + 1))
                 .collect::<Vec<_>>()
         })
         .collect();
@@ -311,14 +325,29 @@ fn described_columns(
             None => (!current.is_null(i)).then(|| current.value(i)),
         })
         .collect();
+    let current = cast(batch.column(typid_at), &DataType::Int32)?;
+    let current = current.as_primitive::<Int32Type>();
+    let typid: Int32Array = (0..batch.num_rows())
+        .map(|i| match column(i) {
+            Some(c) if jsonb_columns.contains(&c) => Some(JSONB_OID),
+            _ => (!current.is_null(i)).then(|| current.value(i)),
+        })
+        .collect();
     let mut columns = batch.columns().to_vec();
     columns[null_at] = Arc::new(not_null);
+    columns[typid_at] = cast(
+        &(Arc::new(typid) as ArrayRef),
+        schema.field(typid_at).data_type(),
+    )?;
     columns[typmod_at] = cast(
         &(Arc::new(typmod) as ArrayRef),
         schema.field(typmod_at).data_type(),
     )?;
     Ok(RecordBatch::try_new(schema, columns)?)
 }
+
+/// jsonb's type OID in Postgres's catalog.
+const JSONB_OID: i32 = 3802;
 
 /// A column type's `atttypmod` as Postgres stores it, where weir's type keeps one: a
 /// numeric's precision and scale (none for an unconstrained `numeric`).

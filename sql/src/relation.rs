@@ -8,6 +8,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::catalog::TableProvider;
 use datafusion::common::{Constraint, Constraints};
+use datafusion::sql::sqlparser::ast;
 use weir_engine::connector::datagen::{DatagenOptions, FieldGen};
 use weir_engine::connector::kafka::{KafkaConfig, KafkaMeta, StartupMode};
 use weir_engine::connector::nexmark::{NexmarkOptions, NexmarkTable};
@@ -125,7 +126,10 @@ fn declared_schema(c: &CreateRelation) -> Result<SchemaRef> {
                 format!("column \"{}\" specified more than once", col.name),
             ));
         }
-        fields.push(Field::new(&col.name, arrow_type(&col.data_type)?, true));
+        fields.push(match col.data_type {
+            ast::DataType::JSONB => crate::jsonb::jsonb_field(&col.name, true),
+            ref ty => Field::new(&col.name, arrow_type(ty)?, true),
+        });
     }
     if let Some((wm_col, _)) = &c.watermark
         && !seen.contains(wm_col)

@@ -37,6 +37,7 @@ pub(crate) fn normalize_spellings(statement: &mut Statement) {
         rewrite_array_subquery(expr);
         rewrite_to_char(expr);
         rewrite_mod(expr);
+        rewrite_jsonb(expr);
         interval::rewrite_interval_literal(expr);
         rewrite_relation_function(expr);
         rewrite_like_escape(expr);
@@ -484,6 +485,34 @@ fn rewrite_literal(expr: &mut Expr) {
         }
         _ => {}
     }
+}
+
+/// jsonb's spellings as weir's functions (`sql/src/jsonb.rs`): `x::jsonb` as `jsonb(x)`,
+/// `j -> k` as `jsonb_get(j, k)` and `j ->> k` as `jsonb_get_text(j, k)`.
+fn rewrite_jsonb(expr: &mut Expr) {
+    let (name, args) = match expr {
+        Expr::Cast {
+            data_type: DataType::JSONB,
+            expr: inner,
+            ..
+        } => ("jsonb", vec![inner.as_ref().clone()]),
+        Expr::TypedString(t) if t.data_type == DataType::JSONB => {
+            ("jsonb", vec![Expr::Value(t.value.clone())])
+        }
+        Expr::BinaryOp { left, op, right } => match op {
+            BinaryOperator::Arrow => (
+                "jsonb_get",
+                vec![left.as_ref().clone(), right.as_ref().clone()],
+            ),
+            BinaryOperator::LongArrow => (
+                "jsonb_get_text",
+                vec![left.as_ref().clone(), right.as_ref().clone()],
+            ),
+            _ => return,
+        },
+        _ => return,
+    };
+    *expr = call(name, args, vec![]);
 }
 
 /// `mod(a, b)` as `a % b` (DataFusion has the operator only; Nexmark q13 calls it).

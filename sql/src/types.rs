@@ -51,6 +51,15 @@ pub(crate) fn arrow_type(ty: &ast::DataType) -> Result<DataType> {
     })
 }
 
+/// The SQL name of a column's type, as DESCRIBE and SHOW print it: `jsonb` for a string
+/// field marked as jsonb, else its Arrow type's name.
+pub fn field_type_name(field: &datafusion::arrow::datatypes::Field) -> String {
+    if crate::jsonb::is_jsonb(field) {
+        return "jsonb".into();
+    }
+    sql_type_name(field.data_type())
+}
+
 /// The SQL name of a column's type, as DESCRIBE and SHOW print it.
 pub fn sql_type_name(ty: &DataType) -> String {
     match ty {

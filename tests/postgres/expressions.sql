@@ -351,3 +351,19 @@ pg_size_pretty(1000000000::bigint)
 pg_size_pretty(9223372036854775807::bigint)
 json_build_object('a', 1, 'b', 'x', 'c', true, 'd', NULL)
 json_build_object('n', 1.5::float8)
+-- jsonb
+'{"b":1, "a":[1,2]}'::jsonb
+'{"a":1,"a":2}'::jsonb
+'[1, 1.50, 1e2, -0, 0.5e-1, "x\ty"]'::jsonb
+'{"bb":{"y":null,"x":true},"a":"é","ccc":[]}'::jsonb
+'{"a":{"b":[10,20]}}'::jsonb -> 'a'
+'{"a":{"b":[10,20]}}'::jsonb -> 'a' -> 'b' ->> 1
+'[1,2,3]'::jsonb -> -1
+'[1,2,3]'::jsonb -> 5
+'{"a":"text"}'::jsonb ->> 'a'
+'{"a":null}'::jsonb ->> 'a'
+'{"a":null}'::jsonb -> 'a'
+'{"a":1}'::jsonb -> 'missing'
+'"str"'::jsonb
+'null'::jsonb
+'  {"k" : "v\u00e9\n"}  '::jsonb

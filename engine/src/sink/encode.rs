@@ -4,10 +4,14 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::Arc;
 
-use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
-use arrow_json::writer::{LineDelimited, WriterBuilder};
+use arrow::array::{Array, AsArray, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, FieldRef, SchemaRef};
+use arrow::error::ArrowError;
+use arrow_json::writer::{
+    Encoder, EncoderFactory, EncoderOptions, LineDelimited, NullableEncoder, WriterBuilder,
+};
 
 use crate::{ChangeBatch, EngineError, Result};
 
@@ -227,6 +231,7 @@ impl SinkEncoder {
 fn json_lines(batch: &RecordBatch) -> Result<(Vec<u8>, Vec<Range<usize>>)> {
     let mut writer = WriterBuilder::new()
         .with_explicit_nulls(true)
+        .with_encoder_factory(Arc::new(JsonbAsJson))
         .build::<_, LineDelimited>(Vec::with_capacity(batch.num_rows() * 64));
     writer.write(batch)?;
     writer.finish()?;
@@ -251,6 +256,38 @@ fn json_lines(batch: &RecordBatch) -> Result<(Vec<u8>, Vec<Range<usize>>)> {
         )));
     }
     Ok((text, rows))
+}
+
+/// Writes a jsonb column's values (`crate::jsonb`) as the JSON they are, not as strings,
+/// so a weir source with a jsonb column reads them back unchanged.
+#[derive(Debug)]
+struct JsonbAsJson;
+
+impl EncoderFactory for JsonbAsJson {
+    fn make_default_encoder<'a>(
+        &self,
+        field: &'a FieldRef,
+        array: &'a dyn Array,
+        _options: &'a EncoderOptions,
+    ) -> std::result::Result<Option<NullableEncoder<'a>>, ArrowError> {
+        if !crate::jsonb::is_jsonb(field) || array.data_type() != &DataType::Utf8 {
+            return Ok(None);
+        }
+        let strings = array.as_string::<i32>();
+        Ok(Some(NullableEncoder::new(
+            Box::new(RawJson(strings)),
+            strings.nulls().cloned(),
+        )))
+    }
+}
+
+/// The string at each row, written as it is.
+struct RawJson<'a>(&'a StringArray);
+
+impl Encoder for RawJson<'_> {
+    fn encode(&mut self, idx: usize, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.0.value(idx).as_bytes());
+    }
 }
 
 #[cfg(test)]
@@ -286,6 +323,41 @@ mod tests {
     fn encoder(format: SinkFormat) -> SinkEncoder {
         let c = changes(&[(1, "a", 1)]);
         SinkEncoder::new(format, c.data().schema(), vec![0], "s").unwrap()
+    }
+
+    #[test]
+    fn jsonb_values_are_written_as_json() {
+        let schema = Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            crate::jsonb::jsonb_field("doc", true),
+        ]);
+        let batch = ChangeBatch::from_columns(
+            &schema,
+            vec![
+                Arc::new(Int64Array::from(vec![1, 2])),
+                Arc::new(StringArray::from(vec![Some(r#"{"a": [1, 2.50]}"#), None])),
+            ],
+            [1, 1],
+        )
+        .unwrap();
+        let e = SinkEncoder::new(
+            SinkFormat::Plain {
+                force_append_only: false,
+            },
+            batch.data().schema(),
+            vec![0],
+            "s",
+        )
+        .unwrap();
+        let out = e.encode(&batch, 0, false).unwrap().to_vec();
+        let values: Vec<_> = out.iter().map(|m| text(m).1.unwrap()).collect();
+        assert_eq!(
+            values,
+            [
+                r#"{"id":1,"doc":{"a": [1, 2.50]}}"#,
+                r#"{"id":2,"doc":null}"#
+            ]
+        );
     }
 
     #[test]

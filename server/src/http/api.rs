@@ -169,7 +169,7 @@ pub(crate) fn rows_json(
     let columns: Vec<Value> = schema
         .fields()
         .iter()
-        .map(|f| json!({"name": f.name(), "type": weir_sql::sql_type_name(f.data_type())}))
+        .map(|f| json!({"name": f.name(), "type": weir_sql::field_type_name(f)}))
         .collect();
     // Positional names: a result may repeat a column name.
     let positional = |batch: &RecordBatch, as_text: bool| -> Result<RecordBatch, SqlError> {

@@ -8,7 +8,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use arrow_pg::datatypes::df::deserialize_parameters;
-use arrow_pg::datatypes::{arrow_schema_to_pg_fields, into_pg_type};
+use arrow_pg::datatypes::into_pg_type;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::logical_expr::LogicalPlan;
@@ -395,6 +395,6 @@ impl QueryParser for PreparedParser {
                 None => return Ok(vec![]),
             },
         };
-        arrow_schema_to_pg_fields(&schema, format, None)
+        super::encode::pg_fields(&schema, format, None)
     }
 }

@@ -11,9 +11,9 @@ use weir_engine::{ChangeBatch, Message, SplitPosition};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray};
 use datafusion::arrow::compute::{and, cast, concat_batches, filter_record_batch};
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{Field, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{Constraints, DFSchema};
 use datafusion::datasource::TableType;
@@ -239,7 +239,7 @@ impl DataSink for DmlSink {
                 let mut columns: Vec<ArrayRef> = old.columns().to_vec();
                 for (idx, expr) in assignments {
                     let v = expr.evaluate(&old)?.into_array(old.num_rows())?;
-                    columns[*idx] = cast(&v, self.schema.field(*idx).data_type())?;
+                    columns[*idx] = conform_column(&v, self.schema.field(*idx))?;
                 }
                 let new = RecordBatch::try_new(Arc::clone(&self.schema), columns)?;
                 store.replace(&old, Some(&new))
@@ -278,17 +278,36 @@ fn conform(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<RecordBatch> {
             .columns()
             .iter()
             .zip(schema.fields())
-            .map(|(c, f)| {
-                if c.data_type() == f.data_type() {
-                    Ok(Arc::clone(c))
-                } else {
-                    cast(c, f.data_type())
-                }
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|(c, f)| conform_column(c, f))
+            .collect::<Result<Vec<_>>>()?;
         out.push(RecordBatch::try_new(Arc::clone(schema), cols)?);
     }
     Ok(concat_batches(schema, &out)?)
+}
+
+/// `column` as the table stores values of `field`: cast to its type, and a jsonb's text in
+/// jsonb's form (malformed JSON is refused, 22P02).
+fn conform_column(column: &ArrayRef, field: &Field) -> Result<ArrayRef> {
+    let column = if column.data_type() == field.data_type() {
+        Arc::clone(column)
+    } else {
+        cast(column, field.data_type())?
+    };
+    if !crate::jsonb::is_jsonb(field) {
+        return Ok(column);
+    }
+    let text = column.as_string::<i32>();
+    let normalized = (0..text.len())
+        .map(|i| {
+            (!text.is_null(i))
+                .then(|| {
+                    crate::jsonb::normalize(text.value(i))
+                        .map_err(|e| crate::jsonb::invalid(text.value(i), &e))
+                })
+                .transpose()
+        })
+        .collect::<Result<StringArray>>()?;
+    Ok(Arc::new(normalized))
 }
 
 impl StreamInput for DmlTable {
