@@ -228,7 +228,7 @@ impl Database {
         // timestamptz values (now(), casts, literals) are instants in UTC, as stored
         // columns are (docs/sql.md); the session's TimeZone applies when they are printed.
         config.options_mut().execution.time_zone = Some("+00:00".to_string());
-        let ctx = SessionContext::new_with_config(config);
+        let mut ctx = SessionContext::new_with_config(config);
         let access = Arc::new(Access::new(crate::roles::Roles::load(data_dir.as_deref())?));
         datafusion_pg_catalog::setup_pg_catalog(
             &ctx,
@@ -257,6 +257,10 @@ impl Database {
         for udf in crate::jsonb::udfs() {
             ctx.register_udf(udf);
         }
+        datafusion::execution::FunctionRegistry::register_expr_planner(
+            &mut ctx,
+            Arc::new(crate::interval_arithmetic::IntervalArithmetic),
+        )?;
         ctx.register_udf(crate::functions::to_regtype_udf());
         ctx.register_udf(crate::functions::current_setting_udf());
         ctx.register_udf(crate::functions::session_user_udf());

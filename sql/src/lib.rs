@@ -11,6 +11,7 @@ mod dataflow;
 mod error;
 mod functions;
 mod interrupt;
+mod interval_arithmetic;
 pub mod jsonb;
 mod operand_types;
 mod pg_catalog;

@@ -271,6 +271,12 @@ interval '1 day' + interval '1 hour'
 interval '1 hour' * 3
 interval '1 day' - interval '2 days'
 interval '1 hour' / 2
+2 * interval '1 day 01:00'
+interval '1 month' * 1.5
+interval '1 mon' / 7
+interval '1 day' / 3
+interval '1 year 2 mons 3 days 04:05:06' * -0.25
+interval '10 days' * 0.1::float8
 -interval '1 day'
 interval '1 day -2 hours'
 interval '-1 day +2 hours'
