@@ -257,6 +257,8 @@ async fn pgjdbc_lists_tables_and_columns() {
             "columns of per_id: id/int4/4/YES n/int8/-5/NO",
             "primary key of ty: id",
             "foreign keys of ty:",
+            "indexes of ty: ty_pkey/id/f/1/A",
+            "types: numeric/2 int4/4 text/12 timestamptz/93 jsonb/1111",
             "rows: 1/12.34",
         ]
     );

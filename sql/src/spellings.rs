@@ -32,8 +32,10 @@ pub(crate) fn normalize_spellings(statement: &mut Statement) {
     // Table factors first: the `ARRAY(query)` rewrite reads a normalized `unnest`.
     let _ = statement.visit(&mut RelationAliases);
     let _ = statement.visit(&mut PostgresColumns);
+    let vector_aliases = catalog_vectors::vector_aliases(statement);
     let _ = visit_expressions_mut(statement, |expr| {
         rewrite_literal(expr);
+        rewrite_regproc_lookup(expr);
         rewrite_array_subquery(expr);
         rewrite_to_char(expr);
         rewrite_mod(expr);
@@ -45,7 +47,7 @@ pub(crate) fn normalize_spellings(statement: &mut Statement) {
         catalog_lookup::rewrite_catalog_lookup(expr);
         catalog_vectors::rewrite_vector_call(expr);
         catalog_vectors::rewrite_field_selection(expr);
-        catalog_vectors::rewrite_subscript(expr);
+        catalog_vectors::rewrite_subscript(expr, &vector_aliases);
         ControlFlow::<()>::Continue(())
     });
 }
@@ -443,8 +445,7 @@ const AGGREGATES: &[&str] = &[
     "last_value",
 ];
 
-/// Literals of types DataFusion reads differently: timestamps without seconds, hex bytea,
-/// regproc.
+/// Literals of types DataFusion reads differently: timestamps without seconds, hex bytea.
 fn rewrite_literal(expr: &mut Expr) {
     let (data_type, value) = match expr {
         Expr::TypedString(t) => match &mut t.value.value {
@@ -473,18 +474,47 @@ fn rewrite_literal(expr: &mut Expr) {
                 *expr = decode_hex(hex);
             }
         }
-        // weir's catalog keeps a `regproc` column (`pg_type.typinput`) as the function's
-        // name, so a function named as a regproc is that name (pgjdbc's
-        // `typinput = 'pg_catalog.array_in'::regproc`).
-        DataType::Custom(name, modifiers)
-            if modifiers.is_empty()
-                && function_name(name).is_some_and(|n| n.eq_ignore_ascii_case("regproc")) =>
-        {
-            let unqualified = value.rsplit('.').next().unwrap_or_default().to_string();
-            *expr = Expr::Value(Value::SingleQuotedString(unqualified).into());
-        }
         _ => {}
     }
+}
+
+/// A function named as a `regproc` (pgjdbc's `typinput = 'pg_catalog.array_in'::regproc`),
+/// which the compatibility parser turns into `(SELECT oid FROM pg_catalog.pg_proc WHERE
+/// proname = 'pg_catalog.array_in')`, as the function's unqualified name: weir's catalog
+/// keeps a `regproc` column (`pg_type.typinput`) as the name.
+fn rewrite_regproc_lookup(expr: &mut Expr) {
+    let Expr::Subquery(query) = expr else { return };
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return;
+    };
+    let Some(Expr::BinaryOp {
+        left,
+        op: BinaryOperator::Eq,
+        right,
+    }) = &select.selection
+    else {
+        return;
+    };
+    let (Expr::Identifier(column), Expr::Value(v)) = (left.as_ref(), right.as_ref()) else {
+        return;
+    };
+    let Value::SingleQuotedString(name) = &v.value else {
+        return;
+    };
+    let from = select
+        .from
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>();
+    if !column.value.eq_ignore_ascii_case("proname")
+        || from != ["pg_catalog.pg_proc"]
+        || select.projection.len() != 1
+        || !select.projection[0].to_string().eq_ignore_ascii_case("oid")
+    {
+        return;
+    }
+    let unqualified = name.rsplit('.').next().unwrap_or_default().to_string();
+    *expr = Expr::Value(Value::SingleQuotedString(unqualified).into());
 }
 
 /// jsonb's spellings as weir's functions (`sql/src/jsonb.rs`): `x::jsonb` as `jsonb(x)`,
@@ -848,6 +878,17 @@ mod tests {
         let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap();
         normalize_spellings(&mut statements[0]);
         statements[0].to_string()
+    }
+
+    #[test]
+    fn a_regproc_lookup_is_the_function_name() {
+        assert_eq!(
+            normalized(
+                "SELECT typname FROM pg_catalog.pg_type WHERE typinput = \
+                 (SELECT oid FROM pg_catalog.pg_proc WHERE proname = 'pg_catalog.array_in')"
+            ),
+            "SELECT typname FROM pg_catalog.pg_type WHERE typinput = 'array_in'"
+        );
     }
 
     #[test]

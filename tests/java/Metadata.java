@@ -33,6 +33,18 @@ public class Metadata {
             }
             print("primary key of ty", rows(m.getPrimaryKeys(null, "public", "ty"), "COLUMN_NAME"));
             print("foreign keys of ty", rows(m.getImportedKeys(null, "public", "ty"), "FKCOLUMN_NAME"));
+            print("indexes of ty", rows(m.getIndexInfo(null, "public", "ty", false, false), "INDEX_NAME",
+                                        "COLUMN_NAME", "NON_UNIQUE", "ORDINAL_POSITION", "ASC_OR_DESC"));
+            List<String> types = new ArrayList<>();
+            try (ResultSet rs = m.getTypeInfo()) {
+                while (rs.next()) {
+                    String name = rs.getString("TYPE_NAME");
+                    if (List.of("int4", "numeric", "text", "timestamptz", "jsonb").contains(name)) {
+                        types.add(name + "/" + rs.getInt("DATA_TYPE"));
+                    }
+                }
+            }
+            print("types", String.join(" ", types));
             try (Statement s = c.createStatement()) {
                 s.execute("INSERT INTO ty VALUES (1, 12.34, DATE '2024-05-01')");
             }

@@ -9,9 +9,12 @@
 //! array as `[1, 2]`), so each use becomes one over the text split into an array of the
 //! element type. Set-returning calls in one select list unnest in step, as in Postgres.
 
+use std::ops::ControlFlow;
+
 use datafusion::sql::sqlparser::ast::{
     AccessExpr, ArrayElemTypeDef, BinaryOperator, CastKind, DataType, Expr, FunctionArg,
-    FunctionArgExpr, FunctionArguments, Subscript, Value,
+    FunctionArgExpr, FunctionArguments, Query, SelectItem, SetExpr, Statement, Subscript, Value,
+    Visit, Visitor,
 };
 
 use super::{call, function_name};
@@ -101,8 +104,37 @@ pub(super) fn rewrite_field_selection(expr: &mut Expr) {
     *expr = selected;
 }
 
-/// `c[i]` of an array column `c`: the element of its elements at `i` (from 0 for a vector).
-pub(super) fn rewrite_subscript(expr: &mut Expr) {
+/// The aliases a statement's select lists give array columns (pgjdbc's `getIndexInfo`
+/// selects `i.indoption AS I_INDOPTION` and subscripts `tmp.I_INDOPTION[...]`), each with
+/// the column it names.
+pub(super) fn vector_aliases(statement: &Statement) -> Vec<(String, &'static str)> {
+    let mut aliases = Vec::new();
+    let _ = statement.visit(&mut AliasCollector(&mut aliases));
+    aliases
+}
+
+struct AliasCollector<'a>(&'a mut Vec<(String, &'static str)>);
+
+impl Visitor for AliasCollector<'_> {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+        if let SetExpr::Select(select) = query.body.as_ref() {
+            for item in &select.projection {
+                if let SelectItem::ExprWithAlias { expr, alias } = item
+                    && let Some((column, ..)) = array_column(expr)
+                {
+                    self.0.push((alias.value.to_ascii_lowercase(), column));
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// `c[i]` of an array column `c` (or of an alias of one in `aliases`): the element of its
+/// elements at `i` (from 0 for a vector).
+pub(super) fn rewrite_subscript(expr: &mut Expr, aliases: &[(String, &'static str)]) {
     let Expr::CompoundFieldAccess { root, access_chain } = expr else {
         return;
     };
@@ -126,7 +158,13 @@ pub(super) fn rewrite_subscript(expr: &mut Expr) {
         1 => Expr::Identifier(parts.remove(0)),
         _ => Expr::CompoundIdentifier(parts),
     };
-    let Some((elements, layout)) = elements_of(&column) else {
+    let aliased = column_name(&column).and_then(|name| {
+        aliases
+            .iter()
+            .find(|(alias, _)| name.eq_ignore_ascii_case(alias))
+            .map(|(_, c)| *c)
+    });
+    let Some((elements, layout)) = elements_as(&column, aliased) else {
         return;
     };
     let index = match layout {
@@ -143,17 +181,37 @@ pub(super) fn rewrite_subscript(expr: &mut Expr) {
     };
 }
 
+/// The name a column reference ends in.
+fn column_name(column: &Expr) -> Option<&str> {
+    match column {
+        Expr::Identifier(id) => Some(&id.value),
+        Expr::CompoundIdentifier(ids) => Some(&ids.last()?.value),
+        _ => None,
+    }
+}
+
+/// The entry of `ARRAY_COLUMNS` that `column` names.
+fn array_column(column: &Expr) -> Option<&'static (&'static str, DataType, Layout)> {
+    let name = column_name(column)?;
+    ARRAY_COLUMNS
+        .iter()
+        .find(|(c, ..)| name.eq_ignore_ascii_case(c))
+}
+
 /// `CAST(string_to_array(text, sep) AS type[])` if `column` names an array column, and
 /// the column's layout.
 fn elements_of(column: &Expr) -> Option<(Expr, Layout)> {
-    let name = match column {
-        Expr::Identifier(id) => &id.value,
-        Expr::CompoundIdentifier(ids) => &ids.last()?.value,
-        _ => return None,
+    elements_as(column, None)
+}
+
+/// `elements_of`, for `column` read as array column `named` when given (an alias of it).
+fn elements_as(column: &Expr, named: Option<&str>) -> Option<(Expr, Layout)> {
+    let (_, element, layout) = match named {
+        Some(name) => ARRAY_COLUMNS
+            .iter()
+            .find(|(c, ..)| name.eq_ignore_ascii_case(c))?,
+        None => array_column(column)?,
     };
-    let (_, element, layout) = ARRAY_COLUMNS
-        .iter()
-        .find(|(c, ..)| name.eq_ignore_ascii_case(c))?;
     let text = |s: &str| Expr::Value(Value::SingleQuotedString(s.into()).into());
     let split = match layout {
         Layout::Vector => call(
@@ -219,6 +277,18 @@ mod tests {
             "SELECT (CAST(string_to_array(btrim(con.conkey, '[]'), ', ') AS SMALLINT[]))[pos.n], \
              (CAST(string_to_array(i.indkey, ' ') AS SMALLINT[]))[(0) + 1] \
              FROM pg_constraint con, pg_index i, pos"
+        );
+    }
+
+    #[test]
+    fn a_subscript_of_an_alias_of_a_vector_column_reads_its_elements() {
+        assert_eq!(
+            normalized(
+                "SELECT tmp.I_INDOPTION[tmp.ORDINAL_POSITION - 1] & 1 \
+                 FROM (SELECT i.indoption AS I_INDOPTION, 1 AS ORDINAL_POSITION FROM pg_index i) AS tmp"
+            ),
+            "SELECT (CAST(string_to_array(tmp.I_INDOPTION, ' ') AS SMALLINT[]))[(tmp.ORDINAL_POSITION - 1) + 1] & 1 \
+             FROM (SELECT i.indoption AS I_INDOPTION, 1 AS ORDINAL_POSITION FROM pg_index i) AS tmp"
         );
     }
 }
