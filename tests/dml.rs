@@ -233,3 +233,58 @@ async fn insert_select_runs_once_on_the_optimized_plan() {
         .get(0);
     assert_eq!(deleted as i64, even);
 }
+
+/// A NOT NULL column refuses a NULL from INSERT (VALUES or SELECT) and UPDATE with 23502,
+/// the rows stay as they were, and the catalog says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn not_null_columns_refuse_nulls_and_are_described() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE people (id INT PRIMARY KEY, name VARCHAR NOT NULL, note TEXT); \
+             INSERT INTO people VALUES (1, 'ada', NULL)",
+        )
+        .await
+        .unwrap();
+    for bad in [
+        "INSERT INTO people VALUES (2, NULL, 'x')",
+        "INSERT INTO people (id, note) VALUES (3, 'x')",
+        "INSERT INTO people SELECT 4, NULL, 'y'",
+        "UPDATE people SET name = NULL WHERE id = 1",
+    ] {
+        let err = client.batch_execute(bad).await.unwrap_err();
+        assert_eq!(sqlstate(&err), "23502", "{bad}: {err:?}");
+    }
+    let rows = client
+        .query("SELECT id, name, note FROM people", &[])
+        .await
+        .unwrap();
+    let rows: Vec<(i32, String, Option<String>)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(rows, vec![(1, "ada".to_string(), None)]);
+    let nullable = client
+        .query(
+            "SELECT column_name, is_nullable FROM information_schema.columns \
+             WHERE table_name = 'people' ORDER BY ordinal_position",
+            &[],
+        )
+        .await
+        .unwrap();
+    let nullable: Vec<(String, String)> = nullable.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(nullable[1], ("name".to_string(), "NO".to_string()));
+    assert_eq!(nullable[2], ("note".to_string(), "YES".to_string()));
+    // What psql's `\d` reads.
+    let not_null = client
+        .query(
+            "SELECT a.attname FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c \
+             ON a.attrelid = c.oid WHERE c.relname = 'people' AND a.attnotnull ORDER BY a.attnum",
+            &[],
+        )
+        .await
+        .unwrap();
+    let not_null: Vec<String> = not_null.iter().map(|r| r.get(0)).collect();
+    assert_eq!(not_null, ["id", "name"]);
+}

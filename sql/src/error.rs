@@ -98,8 +98,16 @@ fn from_arrow(e: &arrow_error::ArrowError) -> SqlError {
         A::InvalidArgumentError(m) if m.starts_with("Invalid arithmetic operation") => {
             SqlError::new("42883", m.clone())
         }
+        // INSERT ... VALUES with a NULL for a NOT NULL column.
+        A::InvalidArgumentError(m) if m.contains("declared as non-nullable") => not_null(m),
         other => SqlError::new("XX000", other.to_string()),
     }
+}
+
+/// A NULL for a NOT NULL column that DataFusion found before weir's table did (which
+/// names the column): 23502, with DataFusion's words as the detail.
+fn not_null(m: &str) -> SqlError {
+    SqlError::new("23502", "null value violates not-null constraint").with_detail(m.to_string())
 }
 
 mod arrow_error {
@@ -178,6 +186,8 @@ pub fn classify(e: &DataFusionError) -> SqlError {
                 SqlError::new("42804", m.clone())
             } else if m.starts_with("Placeholder") && m.contains("was not provided a value") {
                 SqlError::new("42P02", m.clone())
+            } else if m.contains("has null but schema specifies non-nullable") {
+                not_null(m)
             } else {
                 SqlError::new("XX000", m.clone())
             }

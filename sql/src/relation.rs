@@ -126,9 +126,12 @@ fn declared_schema(c: &CreateRelation) -> Result<SchemaRef> {
                 format!("column \"{}\" specified more than once", col.name),
             ));
         }
+        // A NOT NULL column's field is not nullable: INSERT and UPDATE refuse a NULL in it
+        // (23502), a source's message without it is malformed, and the catalog says so.
+        let nullable = !col.not_null;
         fields.push(match col.data_type {
-            ast::DataType::JSONB => crate::jsonb::jsonb_field(&col.name, true),
-            ref ty => Field::new(&col.name, arrow_type(ty)?, true),
+            ast::DataType::JSONB => crate::jsonb::jsonb_field(&col.name, nullable),
+            ref ty => Field::new(&col.name, arrow_type(ty)?, nullable),
         });
     }
     if let Some((wm_col, _)) = &c.watermark

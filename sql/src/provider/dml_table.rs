@@ -285,9 +285,19 @@ fn conform(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<RecordBatch> {
     Ok(concat_batches(schema, &out)?)
 }
 
-/// `column` as the table stores values of `field`: cast to its type, and a jsonb's text in
-/// jsonb's form (malformed JSON is refused, 22P02).
+/// `column` as the table stores values of `field`: cast to its type, no NULL in a NOT NULL
+/// column (23502), and a jsonb's text in jsonb's form (malformed JSON is refused, 22P02).
 fn conform_column(column: &ArrayRef, field: &Field) -> Result<ArrayRef> {
+    if !field.is_nullable() && column.null_count() > 0 {
+        return Err(SqlError::new(
+            "23502",
+            format!(
+                "null value in column \"{}\" violates not-null constraint",
+                field.name()
+            ),
+        )
+        .into());
+    }
     let column = if column.data_type() == field.data_type() {
         Arc::clone(column)
     } else {
