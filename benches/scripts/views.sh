@@ -51,7 +51,7 @@ for q in "$@"; do
       | grep -v '^#' | grep -v '^$' | cut -c1-160 > "$PROFILE/$q.txt"
   fi
   rss=$(grep VmHWM /proc/$SP/status | awk '{print $2}')
-  rows=$($P -c "SELECT rows, state_bytes FROM weir_catalog.dataflows WHERE name = 'v'")
-  echo "$q events=$N secs=$(echo "$end - $start" | bc) events_per_s=$(echo "$N / ($end - $start)" | bc) peak_rss_kb=$rss rows|state_bytes=$rows"
+  rows=$($P -c "SELECT rows, state_bytes, late_rows FROM weir_catalog.dataflows WHERE name = 'v'")
+  echo "$q events=$N secs=$(echo "$end - $start" | bc) events_per_s=$(echo "$N / ($end - $start)" | bc) peak_rss_kb=$rss rows|state_bytes|late_rows=$rows"
   kill $SP; wait $SP 2>/dev/null; rm -rf $DIR
 done
