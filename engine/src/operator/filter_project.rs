@@ -2,12 +2,20 @@
 //! evaluated on whole batches. Stateless: a row's weight passes through unchanged, so a
 //! retraction of a row that passed the filter retracts its projection, and an update that
 //! flips the predicate becomes a lone insert or a lone retraction.
+//!
+//! A value that cannot be computed for a row (division by zero, overflow, a failed cast)
+//! is NULL (in a column that cannot be NULL, the row is left out), and a predicate that
+//! cannot be is not true, with a warning in the log: a view keeps running where a query
+//! would stop (`count(*) / count(x)` over a table that is still empty is 0/0). The same
+//! row always gives the same answer, so its retraction retracts exactly what its insert
+//! added.
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch};
-use arrow::compute::filter_record_batch;
+use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, new_null_array};
+use arrow::compute::{concat, filter_record_batch};
 use arrow::datatypes::SchemaRef;
+use datafusion_common::DataFusionError;
 use datafusion_physical_expr::PhysicalExpr;
 
 use crate::operator::{Emitter, Operator};
@@ -19,6 +27,8 @@ pub struct FilterProject {
     projections: Vec<Arc<dyn PhysicalExpr>>,
     /// The output's data columns (without `__weight`).
     schema: SchemaRef,
+    /// Rows whose value could not be computed and was kept as NULL.
+    value_errors: u64,
 }
 
 impl FilterProject {
@@ -32,13 +42,14 @@ impl FilterProject {
             predicate,
             projections,
             schema,
+            value_errors: 0,
         }
     }
 
-    fn apply(&self, batch: &ChangeBatch) -> Result<ChangeBatch> {
+    fn apply(&mut self, batch: &ChangeBatch) -> Result<ChangeBatch> {
         let mut input = batch.batch().clone();
-        if let Some(predicate) = &self.predicate {
-            let mask = evaluate(predicate.as_ref(), &batch.data())?;
+        if let Some(predicate) = self.predicate.clone() {
+            let (mask, _) = self.evaluate(predicate.as_ref(), &batch.data())?;
             let mask = mask
                 .as_any()
                 .downcast_ref::<BooleanArray>()
@@ -48,20 +59,103 @@ impl FilterProject {
         }
         let filtered = ChangeBatch::try_new(input)?;
         let data = filtered.data();
-        let mut columns = self
-            .projections
-            .iter()
-            .map(|e| evaluate(e.as_ref(), &data))
-            .collect::<Result<Vec<_>>>()?;
+        let mut columns = Vec::with_capacity(self.projections.len() + 1);
+        // Rows with a value that cannot be computed in a column that cannot be NULL.
+        let mut dropped: Option<Vec<bool>> = None;
+        for (i, e) in self.projections.clone().iter().enumerate() {
+            let (values, failed) = self.evaluate(e.as_ref(), &data)?;
+            if let Some(failed) = failed
+                && !self.schema.field(i).is_nullable()
+            {
+                let all = dropped.get_or_insert_with(|| vec![false; data.num_rows()]);
+                all.iter_mut().zip(failed).for_each(|(d, f)| *d |= f);
+            }
+            columns.push(values);
+        }
         columns.push(Arc::new(filtered.weights().clone()));
+        let Some(dropped) = dropped else {
+            return ChangeBatch::try_new(RecordBatch::try_new(with_weight(&self.schema), columns)?);
+        };
+        let keep = BooleanArray::from_iter(dropped.iter().map(|&d| Some(!d)));
+        let columns = columns
+            .iter()
+            .map(|c| arrow::compute::filter(c, &keep))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         ChangeBatch::try_new(RecordBatch::try_new(with_weight(&self.schema), columns)?)
+    }
+
+    /// `expr` over `data`. When a row's value cannot be computed, the rows one by one: NULL
+    /// for each that fails, and which failed.
+    fn evaluate(
+        &mut self,
+        expr: &dyn PhysicalExpr,
+        data: &RecordBatch,
+    ) -> Result<(ArrayRef, Option<Vec<bool>>)> {
+        let error = match evaluate(expr, data) {
+            Ok(values) => return Ok((values, None)),
+            Err(e) if is_value_error(&e) => e,
+            Err(e) => {
+                return Err(EngineError::DataFusion(
+                    e.context(format!("evaluating {expr}")),
+                ));
+            }
+        };
+        let data_type = expr.data_type(&data.schema())?;
+        let mut values = Vec::with_capacity(data.num_rows());
+        let mut failed = Vec::with_capacity(data.num_rows());
+        for i in 0..data.num_rows() {
+            match evaluate(expr, &data.slice(i, 1)) {
+                Ok(v) => {
+                    values.push(v);
+                    failed.push(false);
+                }
+                Err(e) if is_value_error(&e) => {
+                    self.value_errors += 1;
+                    values.push(new_null_array(&data_type, 1));
+                    failed.push(true);
+                }
+                Err(e) => return Err(EngineError::DataFusion(e)),
+            }
+        }
+        if self.value_errors.is_power_of_two() {
+            tracing::warn!(
+                "{} row(s) so far had a value that cannot be computed (NULL, or the row left \
+                 out where the column cannot be NULL): {expr}: {error}",
+                self.value_errors
+            );
+        }
+        let values: Vec<&dyn Array> = values.iter().map(AsRef::as_ref).collect();
+        Ok((concat(&values)?, Some(failed)))
     }
 }
 
-fn evaluate(expr: &dyn PhysicalExpr, data: &RecordBatch) -> Result<ArrayRef> {
+fn evaluate(expr: &dyn PhysicalExpr, data: &RecordBatch) -> datafusion_common::Result<ArrayRef> {
     expr.evaluate(data)
         .and_then(|v| v.into_array(data.num_rows()))
-        .map_err(|e| EngineError::DataFusion(e.context(format!("evaluating {expr}"))))
+}
+
+/// Whether `e` is about a value (division by zero, overflow, a cast or parse that failed),
+/// not about the expression itself.
+fn is_value_error(e: &DataFusionError) -> bool {
+    use arrow::error::ArrowError as A;
+    match e {
+        DataFusionError::ArrowError(a, _) => matches!(
+            a.as_ref(),
+            A::DivideByZero | A::ArithmeticOverflow(_) | A::CastError(_) | A::ParseError(_)
+        ),
+        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
+            is_value_error(inner)
+        }
+        DataFusionError::Shared(inner) => is_value_error(inner),
+        DataFusionError::Execution(m) => {
+            m.contains("Divide by zero")
+                || m.contains("division by zero")
+                || m.contains("verflow")
+                || m.contains("Cast error")
+                || m.contains("Cannot cast")
+        }
+        _ => false,
+    }
 }
 
 impl Operator for FilterProject {
@@ -115,6 +209,49 @@ mod tests {
             .copied()
             .zip(b.weights().values().iter().copied())
             .collect()
+    }
+
+    #[test]
+    fn a_value_that_cannot_be_computed_is_null_for_its_row_alone() {
+        // SELECT 10 / a AS b FROM t WHERE 100 / a > 5
+        let a: Arc<dyn PhysicalExpr> = Arc::new(Column::new("a", 0));
+        let lit =
+            |v: i64| Arc::new(Literal::new(ScalarValue::Int64(Some(v)))) as Arc<dyn PhysicalExpr>;
+        let quotient = |n: i64| {
+            Arc::new(BinaryExpr::new(lit(n), Op::Divide, Arc::clone(&a))) as Arc<dyn PhysicalExpr>
+        };
+        let schema = Arc::new(Schema::new(vec![Field::new("b", DataType::Int64, true)]));
+        let mut plain = FilterProject::new(None, vec![quotient(10)], Arc::clone(&schema));
+        let mut out = Emitter::default();
+        plain.on_batch(0, input(&[2, 0, 5], 1), &mut out).unwrap();
+        plain.on_batch(0, input(&[0], -1), &mut out).unwrap();
+        let got: Vec<Vec<Option<i64>>> = out
+            .drain()
+            .iter()
+            .map(|b| {
+                let col = b
+                    .batch()
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .unwrap();
+                col.iter().collect()
+            })
+            .collect();
+        assert_eq!(got, vec![vec![Some(5), None, Some(2)], vec![None]]);
+        let filter = Arc::new(BinaryExpr::new(quotient(100), Op::Gt, lit(5)));
+        let mut filtered = FilterProject::new(Some(filter), vec![quotient(10)], schema);
+        filtered
+            .on_batch(0, input(&[2, 0, 50], 1), &mut out)
+            .unwrap();
+        let got: Vec<Vec<(i64, i64)>> = out.drain().iter().map(values).collect();
+        assert_eq!(got, vec![vec![(5, 1)]]);
+        // In a column that cannot be NULL, the row is left out.
+        let strict = Arc::new(Schema::new(vec![Field::new("b", DataType::Int64, false)]));
+        let mut strict = FilterProject::new(None, vec![quotient(10)], strict);
+        strict.on_batch(0, input(&[2, 0, 5], 1), &mut out).unwrap();
+        let got: Vec<Vec<(i64, i64)>> = out.drain().iter().map(values).collect();
+        assert_eq!(got, vec![vec![(5, 1), (2, 1)]]);
     }
 
     #[test]
