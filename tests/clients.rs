@@ -504,3 +504,70 @@ async fn psql_describes_relations_with_d_plus() {
         "{out}"
     );
 }
+
+/// DBeaver's own navigator queries (its PostgreSQL plugin's, beside pgjdbc's metadata
+/// calls): schemas with their descriptions, the relations of a schema, and a table's
+/// columns with defaults, descriptions and dependencies.
+#[tokio::test(flavor = "multi_thread")]
+async fn dbeaver_navigates_schemas_tables_and_columns() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE ty (id INT PRIMARY KEY, n NUMERIC(10,2), d DATE); \
+             CREATE MATERIALIZED VIEW per_id AS SELECT id, count(*) AS n FROM ty GROUP BY id",
+        )
+        .await
+        .unwrap();
+    let schemas = client
+        .query(
+            "SELECT n.oid,n.*,d.description FROM pg_catalog.pg_namespace n \
+             LEFT OUTER JOIN pg_catalog.pg_description d ON d.objoid=n.oid AND d.objsubid=0 \
+             AND d.classoid='pg_namespace'::regclass ORDER BY nspname",
+            &[],
+        )
+        .await
+        .unwrap();
+    let public = schemas
+        .iter()
+        .find(|r| r.get::<_, &str>("nspname") == "public")
+        .expect("public is listed");
+    let public: u32 = public.get("oid");
+    let relations = sorted_rows(
+        &client,
+        &format!(
+            "SELECT c.relname, c.relkind, d.description, \
+             pg_catalog.pg_get_expr(c.relpartbound, c.oid) as partition_expr, \
+             pg_catalog.pg_get_partkeydef(c.oid) as partition_key \
+             FROM pg_catalog.pg_class c LEFT OUTER JOIN pg_catalog.pg_description d \
+             ON d.objoid=c.oid AND d.objsubid=0 AND d.classoid='pg_class'::regclass \
+             WHERE c.relnamespace={public} AND c.relkind not in ('i','I','c')"
+        ),
+    )
+    .await;
+    assert_eq!(
+        relations,
+        ["per_id|m|NULL|NULL|NULL", "ty|r|NULL|NULL|NULL"]
+    );
+    let columns = sorted_rows(
+        &client,
+        "SELECT a.attnum, a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull, \
+         pg_catalog.pg_get_expr(ad.adbin, ad.adrelid, true) as def_value, dsc.description, dep.objid \
+         FROM pg_catalog.pg_attribute a INNER JOIN pg_catalog.pg_class c ON (a.attrelid=c.oid) \
+         LEFT OUTER JOIN pg_catalog.pg_attrdef ad ON (a.attrelid=ad.adrelid AND a.attnum = ad.adnum) \
+         LEFT OUTER JOIN pg_catalog.pg_description dsc ON (c.oid=dsc.objoid AND a.attnum = dsc.objsubid) \
+         LEFT OUTER JOIN pg_depend dep on dep.refobjid = a.attrelid AND dep.deptype = 'i' \
+         and dep.refobjsubid = a.attnum and dep.classid = dep.refclassid \
+         WHERE NOT a.attisdropped AND c.relkind not in ('i','I','c') AND c.relname = 'ty' \
+         ORDER BY a.attnum",
+    )
+    .await;
+    assert_eq!(
+        columns,
+        [
+            "1|id|integer|t|NULL|NULL|NULL",
+            "2|n|numeric(10,2)|f|NULL|NULL|NULL",
+            "3|d|date|f|NULL|NULL|NULL",
+        ]
+    );
+}

@@ -132,7 +132,8 @@ fn constant_udf(name: &str, args: Vec<DataType>, answer: ScalarValue) -> ScalarU
 /// `pg_get_function_result(oid)` and `pg_get_function_arguments(oid)` (psql's `\df`: pg_proc
 /// lists no user-defined functions), and `col_description(oid, int)` and
 /// `obj_description(oid, name)` and `shobj_description` (`\d+`, `\du+`: weir keeps no
-/// comments), and `pg_get_serial_sequence(table, column)` (no sequences).
+/// comments), `pg_get_serial_sequence(table, column)` (no sequences), `pg_get_expr` and
+/// `pg_get_partkeydef`.
 pub(crate) fn nothing_to_describe_udfs() -> Vec<ScalarUDF> {
     [
         ("pg_get_function_result", vec![DataType::Int64]),
@@ -147,7 +148,44 @@ pub(crate) fn nothing_to_describe_udfs() -> Vec<ScalarUDF> {
     ]
     .into_iter()
     .map(|(name, args)| constant_udf(name, args, ScalarValue::Utf8(None)))
+    .chain(["pg_get_expr", "pg_get_partkeydef"].map(|name| {
+        ScalarUDF::new_from_impl(NullOfAnyArguments {
+            name,
+            signature: Signature::variadic_any(Volatility::Stable),
+        })
+    }))
     .collect()
+}
+
+/// `pg_get_expr(expr, relation[, pretty])` and `pg_get_partkeydef(relation)`: NULL. weir's
+/// catalog has no expressions to decompile (its `adbin`, `relpartbound`, `indpred` and
+/// `indexprs` are NULL, and so is `pg_get_expr` of NULL in Postgres) and no partitioned
+/// tables (DBeaver reads both for every relation).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct NullOfAnyArguments {
+    name: &'static str,
+    signature: Signature,
+}
+
+impl datafusion::logical_expr::ScalarUDFImpl for NullOfAnyArguments {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> datafusion::common::Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(
+        &self,
+        _args: datafusion::logical_expr::ScalarFunctionArgs,
+    ) -> datafusion::common::Result<ColumnarValue> {
+        Ok(ColumnarValue::Scalar(ScalarValue::Utf8(None)))
+    }
 }
 
 /// `to_regtype(name)`: the type's OID, or NULL when weir has no such type.
