@@ -1,6 +1,7 @@
 //! The `Operator` trait: a synchronous, deterministic state machine over change batches.
 //! The runtime owns channels, clocks and barrier alignment; operators only compute.
 
+mod eval;
 mod filter_project;
 mod hash_aggregate;
 mod hash_join;

@@ -3,21 +3,17 @@
 //! retraction of a row that passed the filter retracts its projection, and an update that
 //! flips the predicate becomes a lone insert or a lone retraction.
 //!
-//! A value that cannot be computed for a row (division by zero, overflow, a failed cast)
-//! is NULL (in a column that cannot be NULL, the row is left out), and a predicate that
-//! cannot be is not true, with a warning in the log: a view keeps running where a query
-//! would stop (`count(*) / count(x)` over a table that is still empty is 0/0). The same
-//! row always gives the same answer, so its retraction retracts exactly what its insert
-//! added.
+//! A value that cannot be computed for a row (`eval::ValueErrors`) is NULL (in a column
+//! that cannot be NULL, the row is left out), and a predicate that cannot be is not true.
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, new_null_array};
-use arrow::compute::{concat, filter_record_batch};
+use arrow::array::{BooleanArray, RecordBatch};
+use arrow::compute::filter_record_batch;
 use arrow::datatypes::SchemaRef;
-use datafusion_common::DataFusionError;
 use datafusion_physical_expr::PhysicalExpr;
 
+use crate::operator::eval::ValueErrors;
 use crate::operator::{Emitter, Operator};
 use crate::{ChangeBatch, EngineError, Result, with_weight};
 
@@ -27,8 +23,8 @@ pub struct FilterProject {
     projections: Vec<Arc<dyn PhysicalExpr>>,
     /// The output's data columns (without `__weight`).
     schema: SchemaRef,
-    /// Rows whose value could not be computed and was kept as NULL.
-    value_errors: u64,
+    /// Rows whose value could not be computed.
+    value_errors: ValueErrors,
 }
 
 impl FilterProject {
@@ -42,14 +38,16 @@ impl FilterProject {
             predicate,
             projections,
             schema,
-            value_errors: 0,
+            value_errors: ValueErrors::default(),
         }
     }
 
     fn apply(&mut self, batch: &ChangeBatch) -> Result<ChangeBatch> {
         let mut input = batch.batch().clone();
-        if let Some(predicate) = self.predicate.clone() {
-            let (mask, _) = self.evaluate(predicate.as_ref(), &batch.data())?;
+        if let Some(predicate) = &self.predicate {
+            let (mask, _) = self
+                .value_errors
+                .evaluate(predicate.as_ref(), &batch.data())?;
             let mask = mask
                 .as_any()
                 .downcast_ref::<BooleanArray>()
@@ -62,8 +60,8 @@ impl FilterProject {
         let mut columns = Vec::with_capacity(self.projections.len() + 1);
         // Rows with a value that cannot be computed in a column that cannot be NULL.
         let mut dropped: Option<Vec<bool>> = None;
-        for (i, e) in self.projections.clone().iter().enumerate() {
-            let (values, failed) = self.evaluate(e.as_ref(), &data)?;
+        for (i, e) in self.projections.iter().enumerate() {
+            let (values, failed) = self.value_errors.evaluate(e.as_ref(), &data)?;
             if let Some(failed) = failed
                 && !self.schema.field(i).is_nullable()
             {
@@ -82,79 +80,6 @@ impl FilterProject {
             .map(|c| arrow::compute::filter(c, &keep))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         ChangeBatch::try_new(RecordBatch::try_new(with_weight(&self.schema), columns)?)
-    }
-
-    /// `expr` over `data`. When a row's value cannot be computed, the rows one by one: NULL
-    /// for each that fails, and which failed.
-    fn evaluate(
-        &mut self,
-        expr: &dyn PhysicalExpr,
-        data: &RecordBatch,
-    ) -> Result<(ArrayRef, Option<Vec<bool>>)> {
-        let error = match evaluate(expr, data) {
-            Ok(values) => return Ok((values, None)),
-            Err(e) if is_value_error(&e) => e,
-            Err(e) => {
-                return Err(EngineError::DataFusion(
-                    e.context(format!("evaluating {expr}")),
-                ));
-            }
-        };
-        let data_type = expr.data_type(&data.schema())?;
-        let mut values = Vec::with_capacity(data.num_rows());
-        let mut failed = Vec::with_capacity(data.num_rows());
-        for i in 0..data.num_rows() {
-            match evaluate(expr, &data.slice(i, 1)) {
-                Ok(v) => {
-                    values.push(v);
-                    failed.push(false);
-                }
-                Err(e) if is_value_error(&e) => {
-                    self.value_errors += 1;
-                    values.push(new_null_array(&data_type, 1));
-                    failed.push(true);
-                }
-                Err(e) => return Err(EngineError::DataFusion(e)),
-            }
-        }
-        if self.value_errors.is_power_of_two() {
-            tracing::warn!(
-                "{} row(s) so far had a value that cannot be computed (NULL, or the row left \
-                 out where the column cannot be NULL): {expr}: {error}",
-                self.value_errors
-            );
-        }
-        let values: Vec<&dyn Array> = values.iter().map(AsRef::as_ref).collect();
-        Ok((concat(&values)?, Some(failed)))
-    }
-}
-
-fn evaluate(expr: &dyn PhysicalExpr, data: &RecordBatch) -> datafusion_common::Result<ArrayRef> {
-    expr.evaluate(data)
-        .and_then(|v| v.into_array(data.num_rows()))
-}
-
-/// Whether `e` is about a value (division by zero, overflow, a cast or parse that failed),
-/// not about the expression itself.
-fn is_value_error(e: &DataFusionError) -> bool {
-    use arrow::error::ArrowError as A;
-    match e {
-        DataFusionError::ArrowError(a, _) => matches!(
-            a.as_ref(),
-            A::DivideByZero | A::ArithmeticOverflow(_) | A::CastError(_) | A::ParseError(_)
-        ),
-        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
-            is_value_error(inner)
-        }
-        DataFusionError::Shared(inner) => is_value_error(inner),
-        DataFusionError::Execution(m) => {
-            m.contains("Divide by zero")
-                || m.contains("division by zero")
-                || m.contains("verflow")
-                || m.contains("Cast error")
-                || m.contains("Cannot cast")
-        }
-        _ => false,
     }
 }
 

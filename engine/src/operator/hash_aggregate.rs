@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, Int8Array, Int64Array, RecordBatch, UInt32Array};
+use arrow::array::{Array, ArrayRef, Int8Array, Int64Array, UInt32Array};
 use arrow::compute::{cast, concat, take};
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::row::{RowConverter, SortField};
@@ -27,6 +27,7 @@ use groups::Groups;
 use per_group::{Kind, PerGroupState};
 
 use crate::message::{Barrier, Watermark};
+use crate::operator::eval::{ValueErrors, evaluate};
 use crate::operator::{Emitter, Operator, timestamps_ns};
 use crate::state::{StateRouter, StateSnapshot};
 use crate::{ChangeBatch, EngineError, Result};
@@ -156,6 +157,8 @@ pub struct HashAggregate {
     close: Option<WindowClose>,
     /// Open groups by the event time at which they close.
     closing: BTreeMap<i64, Vec<u32>>,
+    /// Rows whose aggregate argument could not be computed.
+    value_errors: ValueErrors,
 }
 
 impl HashAggregate {
@@ -202,6 +205,7 @@ impl HashAggregate {
             groups: Groups::default(),
             close: None,
             closing: BTreeMap::new(),
+            value_errors: ValueErrors::default(),
         })
     }
 
@@ -359,12 +363,6 @@ impl HashAggregate {
     }
 }
 
-fn evaluate(expr: &dyn PhysicalExpr, data: &RecordBatch) -> Result<ArrayRef> {
-    expr.evaluate(data)
-        .and_then(|v| v.into_array(data.num_rows()))
-        .map_err(EngineError::from)
-}
-
 impl Operator for HashAggregate {
     fn name(&self) -> &'static str {
         "HashAggregate"
@@ -421,11 +419,13 @@ impl Operator for HashAggregate {
             }
             slots
         };
+        // An argument that cannot be computed for a row is NULL for it (`sum(a / b)` with
+        // b = 0 skips the row), as the same row's retraction will find.
         for a in &mut self.aggregates {
             let args = a
                 .inputs()
                 .iter()
-                .map(|e| evaluate(e.as_ref(), &data))
+                .map(|e| Ok(self.value_errors.evaluate(e.as_ref(), &data)?.0))
                 .collect::<Result<Vec<_>>>()?;
             a.state.update(&slots, &args, weights)?;
         }
@@ -536,7 +536,7 @@ pub fn column(name: &str, index: usize) -> Arc<dyn PhysicalExpr> {
 
 #[cfg(test)]
 mod tests {
-    use arrow::array::{Array, StringArray};
+    use arrow::array::{Array, RecordBatch, StringArray};
     use arrow::datatypes::{DataType, Field, Schema};
     use datafusion_functions_aggregate::count::count_udaf;
     use datafusion_functions_aggregate::sum::sum_udaf;

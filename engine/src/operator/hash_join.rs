@@ -229,9 +229,7 @@ impl HashJoin {
             [theirs, mine].concat()
         };
         let pairs = RecordBatch::try_new(Arc::clone(pairs_schema), columns)?;
-        let verdict = condition
-            .evaluate(&pairs)
-            .and_then(|v| v.into_array(pairs.num_rows()))?;
+        let verdict = crate::operator::eval::evaluate(condition.as_ref(), &pairs)?;
         let verdict = verdict
             .as_any()
             .downcast_ref::<arrow::array::BooleanArray>()
@@ -263,10 +261,7 @@ impl HashJoin {
             .iter()
             .zip(&self.key_types)
             .map(|(k, ty)| {
-                let a = k
-                    .evaluate(data)
-                    .and_then(|v| v.into_array(data.num_rows()))
-                    .map_err(EngineError::from)?;
+                let a = crate::operator::eval::evaluate(k.as_ref(), data)?;
                 Ok(if a.data_type() == ty {
                     a
                 } else {

@@ -100,11 +100,7 @@ impl OverWindow {
         data: &RecordBatch,
     ) -> Result<Vec<ArrayRef>> {
         exprs
-            .map(|e| {
-                e.evaluate(data)
-                    .and_then(|v| v.into_array(data.num_rows()))
-                    .map_err(EngineError::from)
-            })
+            .map(|e| crate::operator::eval::evaluate(e.as_ref(), data))
             .collect()
     }
 

@@ -115,11 +115,7 @@ impl TopN {
         data: &RecordBatch,
     ) -> Result<Vec<ArrayRef>> {
         exprs
-            .map(|e| {
-                e.evaluate(data)
-                    .and_then(|v| v.into_array(data.num_rows()))
-                    .map_err(EngineError::from)
-            })
+            .map(|e| crate::operator::eval::evaluate(e.as_ref(), data))
             .collect()
     }
 
