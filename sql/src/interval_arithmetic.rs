@@ -119,71 +119,35 @@ fn round_micros(x: f64) -> f64 {
 
 /// Postgres's `interval_mul`.
 fn multiply(span: IntervalMonthDayNano, factor: f64) -> IntervalMonthDayNano {
-    let months = f64::from(span.months) * factor;
-    let days = f64::from(span.days) * factor;
-    let whole_months = months.trunc();
-    let whole_days = days.trunc();
-    let month_remainder_days = round_micros((months - whole_months) * DAYS_PER_MONTH);
-    let seconds =
-        round_micros((days - whole_days + month_remainder_days.fract()) * SECONDS_PER_DAY);
-    carry(
-        span,
-        factor,
-        whole_months,
-        whole_days,
-        month_remainder_days,
-        seconds,
-        true,
-    )
+    scale(span, |x| x * factor)
 }
 
-/// Postgres's `interval_div`.
+/// Postgres's `interval_div` (which divides each part, rather than multiply by the
+/// reciprocal, so its rounding is its own).
 fn divide(span: IntervalMonthDayNano, divisor: f64) -> IntervalMonthDayNano {
-    let months = f64::from(span.months) / divisor;
-    let days = f64::from(span.days) / divisor;
-    let whole_months = months.trunc();
-    let whole_days = days.trunc();
-    let month_remainder_days = round_micros((months - whole_months) * DAYS_PER_MONTH);
-    let seconds =
-        round_micros((days - whole_days + month_remainder_days.fract()) * SECONDS_PER_DAY);
-    carry(
-        span,
-        divisor,
-        whole_months,
-        whole_days,
-        month_remainder_days,
-        seconds,
-        false,
-    )
+    scale(span, |x| x / divisor)
 }
 
-/// The result of either: whole months and days, the month's remainder in days, and the
-/// seconds left over added to the scaled time (a rounding to 24:00:00 becomes a day).
-fn carry(
-    span: IntervalMonthDayNano,
-    factor: f64,
-    months: f64,
-    days: f64,
-    month_remainder_days: f64,
-    mut seconds: f64,
-    multiply: bool,
-) -> IntervalMonthDayNano {
-    let mut days = days as i64;
+/// Each part of `span` through `by`: whole months and days, a month's fraction carried
+/// down as days (rounded to microseconds of a day), a day's fraction as seconds added to
+/// the scaled time, and seconds that round to a whole day as a day.
+fn scale(span: IntervalMonthDayNano, by: impl Fn(f64) -> f64) -> IntervalMonthDayNano {
+    let months = by(f64::from(span.months));
+    let days = by(f64::from(span.days));
+    let (whole_months, whole_days) = (months.trunc(), days.trunc());
+    let month_remainder_days = round_micros((months - whole_months) * DAYS_PER_MONTH);
+    let mut seconds =
+        round_micros((days - whole_days + month_remainder_days.fract()) * SECONDS_PER_DAY);
+    let mut days = whole_days as i64;
     if seconds.abs() >= SECONDS_PER_DAY {
         let extra = (seconds / SECONDS_PER_DAY).trunc();
         days += extra as i64;
         seconds -= extra * SECONDS_PER_DAY;
     }
     days += month_remainder_days.trunc() as i64;
-    let micros = span.nanoseconds as f64 / 1000.0;
-    let scaled = if multiply {
-        micros * factor
-    } else {
-        micros / factor
-    };
-    let micros = (scaled + seconds * 1e6).round_ties_even();
+    let micros = (by(span.nanoseconds as f64 / 1000.0) + seconds * 1e6).round_ties_even();
     IntervalMonthDayNano::new(
-        months as i32,
+        whole_months as i32,
         days.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32,
         (micros * 1000.0) as i64,
     )

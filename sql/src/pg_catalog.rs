@@ -11,7 +11,7 @@ use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Int32Array, RecordBatch, StringArray, new_null_array,
 };
 use datafusion::arrow::compute::{cast, concat_batches};
-use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Int32Type, Schema, SchemaRef};
 use datafusion::catalog::{CatalogProviderList, SchemaProvider, Session, TableProvider};
 use datafusion::datasource::{MemTable, TableType};
 use datafusion::error::{DataFusionError, Result};
@@ -279,28 +279,25 @@ fn described_columns(
         .iter()
         .flat_map(|k| k.columns.iter().map(|(n, _)| (k.table_oid, i32::from(*n))))
         .collect();
-    let typmods: HashMap<(i32, i32), i32> = relations
+    // Every listed column by (relation OID, attnum), with its field.
+    let fields: Vec<((i32, i32), FieldRef)> = relations
         .iter()
         .flat_map(|r| {
             let fields = r.provider.schema().fields().clone();
-            fields
-                .iter()
-                .enumerate()
-                .filter_map(|(i, f)| Some(((r.oid, i as i32 + 1), typmod(f.data_type())?)))
+            (1..)
+                .zip(fields.iter().cloned())
+                .map(|(n, f)| ((r.oid, n), f))
                 .collect::<Vec<_>>()
         })
         .collect();
-    let jsonb_columns: HashSet<(i32, i32)> = relations
+    let typmods: HashMap<(i32, i32), i32> = fields
         .iter()
-        .flat_map(|r| {
-            let fields = r.provider.schema().fields().clone();
-            fields
-                .iter()
-                .enumerate()
-                .filter(|(_, f)| crate::jsonb::is_jsonb(f))
-                .map(|(i, _)| (r.oid, i as i32 + 1))
-                .collect::<Vec<_>>()
-        })
+        .filter_map(|(c, f)| Some((*c, typmod(f.data_type())?)))
+        .collect();
+    let jsonb_columns: HashSet<(i32, i32)> = fields
+        .iter()
+        .filter(|(_, f)| crate::jsonb::is_jsonb(f))
+        .map(|(c, _)| *c)
         .collect();
     let rels = cast(batch.column(rel_at), &DataType::Int32)?;
     let nums = cast(batch.column(num_at), &DataType::Int32)?;
