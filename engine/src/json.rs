@@ -82,9 +82,9 @@ fn nests_deeper_than(json: &[u8], limit: usize) -> bool {
 /// Fields map by name; missing fields are NULL, unknown fields are ignored, a key given
 /// twice takes its last value (as in Postgres's jsonb), and a string holding a valid
 /// literal of the column's type is accepted. A jsonb column (`crate::jsonb`) takes its
-/// field's value, of any kind, in jsonb's text form; a JSON null is SQL NULL. Invalid UTF-8, values of another type (a
-/// number for a VARCHAR, an object for a BIGINT), integers out of range and nesting
-/// deeper than `MAX_JSON_DEPTH` make a message malformed.
+/// field's value, of any kind, in jsonb's text form; a JSON null is SQL NULL. Invalid
+/// UTF-8, values of another type (a number for a VARCHAR, an object for a BIGINT),
+/// integers out of range and nesting deeper than `MAX_JSON_DEPTH` make a message malformed.
 pub struct JsonDecoder {
     schema: SchemaRef,
     /// Names of the jsonb columns, whose values reach arrow-json as strings.

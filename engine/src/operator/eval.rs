@@ -52,6 +52,7 @@ impl ValueErrors {
             }
         };
         let data_type = expr.data_type(&data.schema())?;
+        let before = self.rows;
         let mut values = Vec::with_capacity(data.num_rows());
         let mut failed = Vec::with_capacity(data.num_rows());
         for i in 0..data.num_rows() {
@@ -68,7 +69,8 @@ impl ValueErrors {
                 Err(e) => return Err(EngineError::DataFusion(e)),
             }
         }
-        if self.rows.is_power_of_two() {
+        // Warned of at the rows that reach a power of two.
+        if self.rows.checked_ilog2() != before.checked_ilog2() {
             tracing::warn!(
                 "{} row(s) so far had a value that cannot be computed (NULL, or the row left \
                  out where the column cannot be NULL): {expr}: {error}",

@@ -212,24 +212,7 @@ impl ViewState {
         let rows = self.converter.convert_columns(changes.data().columns())?;
         for (i, &w) in weights.iter().enumerate() {
             self.rows += w;
-            let row = rows.row(i).data();
-            match counts.get_mut(row) {
-                Some(n) => {
-                    *n += w;
-                    if *n < 0 {
-                        return Err(negative(*n));
-                    }
-                    if *n == 0 {
-                        self.bytes -= entry_bytes(row);
-                        counts.remove(row);
-                    }
-                }
-                None if w < 0 => return Err(negative(w)),
-                None => {
-                    self.bytes += entry_bytes(row);
-                    counts.insert(row.into(), w);
-                }
-            }
+            add_row(counts, &mut self.bytes, rows.row(i).data(), w)?;
         }
         Ok(())
     }
@@ -244,13 +227,7 @@ impl ViewState {
         for batch in batches.drain(..) {
             let rows = self.converter.convert_columns(batch.columns())?;
             for row in rows.iter() {
-                match counts.get_mut(row.data()) {
-                    Some(n) => *n += 1,
-                    None => {
-                        bytes += entry_bytes(row.data());
-                        counts.insert(row.data().into(), 1);
-                    }
-                }
+                add_row(&mut counts, &mut bytes, row.data(), 1)?;
             }
         }
         self.bytes = bytes;
@@ -272,6 +249,34 @@ const ENTRY_OVERHEAD: usize = 48;
 /// A row's share of the keyed arrangement.
 fn entry_bytes(row: &[u8]) -> usize {
     row.len() + ENTRY_OVERHEAD
+}
+
+/// Adds `w` copies of `row` (its row encoding) to `counts`, keeping `bytes` up to date:
+/// a row whose count reaches 0 goes, and a count below 0 is an error.
+fn add_row(
+    counts: &mut HashMap<Box<[u8]>, i64>,
+    bytes: &mut usize,
+    row: &[u8],
+    w: i64,
+) -> Result<()> {
+    match counts.get_mut(row) {
+        Some(n) => {
+            *n += w;
+            if *n < 0 {
+                return Err(negative(*n));
+            }
+            if *n == 0 {
+                *bytes -= entry_bytes(row);
+                counts.remove(row);
+            }
+        }
+        None if w < 0 => return Err(negative(w)),
+        None => {
+            *bytes += entry_bytes(row);
+            counts.insert(row.into(), w);
+        }
+    }
+    Ok(())
 }
 
 /// `batch`'s rows at `indices` (a row repeated as often as its index is).

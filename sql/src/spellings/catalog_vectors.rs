@@ -21,15 +21,18 @@ use super::{call, function_name};
 
 /// How a column's text lists its elements.
 #[derive(Clone, Copy, PartialEq)]
-enum Layout {
+pub(super) enum Layout {
     /// `1 2`, subscripts from 0 (`int2vector`, `oidvector`).
     Vector,
     /// `[1, 2]`, subscripts from 1 (`int2[]`).
     Array,
 }
 
-/// The catalog's array columns, the type of their elements, and their layout.
-const ARRAY_COLUMNS: &[(&str, DataType, Layout)] = &[
+/// A catalog array column: its name, the type of its elements, and its layout.
+pub(super) type ArrayColumn = (&'static str, DataType, Layout);
+
+/// The catalog's array columns.
+const ARRAY_COLUMNS: &[ArrayColumn] = &[
     ("indkey", DataType::SmallInt(None), Layout::Vector),
     ("indoption", DataType::SmallInt(None), Layout::Vector),
     ("indclass", DataType::BigInt(None), Layout::Vector),
@@ -107,13 +110,13 @@ pub(super) fn rewrite_field_selection(expr: &mut Expr) {
 /// The aliases a statement's select lists give array columns (pgjdbc's `getIndexInfo`
 /// selects `i.indoption AS I_INDOPTION` and subscripts `tmp.I_INDOPTION[...]`), each with
 /// the column it names.
-pub(super) fn vector_aliases(statement: &Statement) -> Vec<(String, &'static str)> {
+pub(super) fn vector_aliases(statement: &Statement) -> Vec<(String, &'static ArrayColumn)> {
     let mut aliases = Vec::new();
     let _ = statement.visit(&mut AliasCollector(&mut aliases));
     aliases
 }
 
-struct AliasCollector<'a>(&'a mut Vec<(String, &'static str)>);
+struct AliasCollector<'a>(&'a mut Vec<(String, &'static ArrayColumn)>);
 
 impl Visitor for AliasCollector<'_> {
     type Break = ();
@@ -122,7 +125,7 @@ impl Visitor for AliasCollector<'_> {
         if let SetExpr::Select(select) = query.body.as_ref() {
             for item in &select.projection {
                 if let SelectItem::ExprWithAlias { expr, alias } = item
-                    && let Some((column, ..)) = array_column(expr)
+                    && let Some(column) = array_column(expr)
                 {
                     self.0.push((alias.value.to_ascii_lowercase(), column));
                 }
@@ -134,7 +137,7 @@ impl Visitor for AliasCollector<'_> {
 
 /// `c[i]` of an array column `c` (or of an alias of one in `aliases`): the element of its
 /// elements at `i` (from 0 for a vector).
-pub(super) fn rewrite_subscript(expr: &mut Expr, aliases: &[(String, &'static str)]) {
+pub(super) fn rewrite_subscript(expr: &mut Expr, aliases: &[(String, &'static ArrayColumn)]) {
     let Expr::CompoundFieldAccess { root, access_chain } = expr else {
         return;
     };
@@ -164,9 +167,10 @@ pub(super) fn rewrite_subscript(expr: &mut Expr, aliases: &[(String, &'static st
             .find(|(alias, _)| name.eq_ignore_ascii_case(alias))
             .map(|(_, c)| *c)
     });
-    let Some((elements, layout)) = elements_as(&column, aliased) else {
+    let Some(array) = aliased.or_else(|| array_column(&column)) else {
         return;
     };
+    let (elements, layout) = elements(&column, array);
     let index = match layout {
         Layout::Array => index.clone(),
         Layout::Vector => Expr::BinaryOp {
@@ -191,7 +195,7 @@ fn column_name(column: &Expr) -> Option<&str> {
 }
 
 /// The entry of `ARRAY_COLUMNS` that `column` names.
-fn array_column(column: &Expr) -> Option<&'static (&'static str, DataType, Layout)> {
+fn array_column(column: &Expr) -> Option<&'static ArrayColumn> {
     let name = column_name(column)?;
     ARRAY_COLUMNS
         .iter()
@@ -201,17 +205,12 @@ fn array_column(column: &Expr) -> Option<&'static (&'static str, DataType, Layou
 /// `CAST(string_to_array(text, sep) AS type[])` if `column` names an array column, and
 /// the column's layout.
 fn elements_of(column: &Expr) -> Option<(Expr, Layout)> {
-    elements_as(column, None)
+    Some(elements(column, array_column(column)?))
 }
 
-/// `elements_of`, for `column` read as array column `named` when given (an alias of it).
-fn elements_as(column: &Expr, named: Option<&str>) -> Option<(Expr, Layout)> {
-    let (_, element, layout) = match named {
-        Some(name) => ARRAY_COLUMNS
-            .iter()
-            .find(|(c, ..)| name.eq_ignore_ascii_case(c))?,
-        None => array_column(column)?,
-    };
+/// `column`'s text read as the elements of `array` (the column it is, or an alias of it).
+fn elements(column: &Expr, array: &ArrayColumn) -> (Expr, Layout) {
+    let (_, element, layout) = array;
     let text = |s: &str| Expr::Value(Value::SingleQuotedString(s.into()).into());
     let split = match layout {
         Layout::Vector => call(
@@ -234,7 +233,7 @@ fn elements_as(column: &Expr, named: Option<&str>) -> Option<(Expr, Layout)> {
         array: false,
         format: None,
     };
-    Some((elements, *layout))
+    (elements, *layout)
 }
 
 #[cfg(test)]
