@@ -193,7 +193,7 @@ pub(crate) const NEXMARK_JOINS: &[(&str, &str, bool)] = &[
         "SELECT Q.category, AVG(Q.final) AS avg FROM (SELECT MAX(B.price) AS final, A.category \
          FROM auction A, bid B WHERE A.id = B.auction AND B.date_time BETWEEN A.date_time AND A.expires \
          GROUP BY A.id, A.category) Q GROUP BY Q.category",
-        true,
+        false,
     ),
     // An interval join: each bid with its auction if placed within 2 s of its creation.
     (

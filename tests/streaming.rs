@@ -326,6 +326,9 @@ async fn kafka_tumble_with_shuffled_and_late_events_equals_the_batch_result() {
              CREATE MATERIALIZED VIEW follow_ups AS SELECT a.user_id, count(*) AS pairs, sum(b.n) AS s \
                FROM clicks a JOIN clicks b ON a.user_id = b.user_id \
                AND b.ts BETWEEN a.ts AND a.ts + INTERVAL '1' SECOND GROUP BY a.user_id;
+             CREATE MATERIALIZED VIEW until_pairs AS SELECT a.user_id, count(*) AS pairs, sum(b.n) AS s \
+               FROM (SELECT user_id, ts, ts + INTERVAL '1500' MILLISECOND AS until FROM clicks) a \
+               JOIN clicks b ON a.user_id = b.user_id AND b.ts BETWEEN a.ts AND a.until GROUP BY a.user_id;
              CREATE MATERIALIZED VIEW share AS SELECT u.user_id, u.window_start, u.c, w.c AS all_clicks                FROM (SELECT user_id, window_start, count(*) AS c FROM TUMBLE(clicks, ts, INTERVAL '5' SECOND)                      GROUP BY user_id, window_start) u                JOIN (SELECT window_start, count(*) AS c FROM TUMBLE(clicks, ts, INTERVAL '5' SECOND)                      GROUP BY window_start) w ON u.window_start = w.window_start;",
             broker.bootstrap()
         ))
@@ -359,6 +362,25 @@ async fn kafka_tumble_with_shuffled_and_late_events_equals_the_batch_result() {
         Duration::from_secs(60),
     )
     .await;
+    // The same with the interval's end in another column (as Nexmark q4's `A.expires`):
+    // a's rows are freed once the watermark passes `until`.
+    await_view_equals(
+        &client,
+        "until_pairs",
+        "SELECT a.user_id, count(*), sum(b.n) FROM clicks a JOIN clicks b ON a.user_id = b.user_id \
+         AND b.ts BETWEEN a.ts AND a.ts + INTERVAL '1500' MILLISECOND WHERE a.user_id <> 'late' GROUP BY a.user_id",
+        Duration::from_secs(60),
+    )
+    .await;
+    let plan = sorted_rows(
+        &client,
+        "EXPLAIN CREATE MATERIALIZED VIEW x AS SELECT * FROM \
+         (SELECT user_id, ts, ts + INTERVAL '1500' MILLISECOND AS until FROM clicks) a \
+         JOIN clicks b ON a.user_id = b.user_id AND b.ts BETWEEN a.ts AND a.until",
+    )
+    .await
+    .join("\n");
+    assert!(plan.contains("expiry [Some(Expiry { column: 2, offset_ns: 0 }), Some(Expiry { column: 1, offset_ns: 0 })]"), "{plan}");
     // A window join of two aggregates over the same windows, whose changes go out at
     // barriers (and at a window's close, before the watermark that closes it).
     await_view_equals(
@@ -375,7 +397,13 @@ async fn kafka_tumble_with_shuffled_and_late_events_equals_the_batch_result() {
             "SELECT name, late_rows FROM weir_catalog.dataflows"
         )
         .await,
-        vec!["follow_ups|60", "per_user|30", "share|60", "visits|30"]
+        vec![
+            "follow_ups|60",
+            "per_user|30",
+            "share|60",
+            "until_pairs|60",
+            "visits|30"
+        ]
     );
     assert_eq!(
         sorted_rows(

@@ -13,16 +13,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use arrow::array::{Array, ArrayRef, RecordBatch, UInt32Array, new_null_array};
 use arrow::compute::{cast, take};
 use arrow::datatypes::{DataType, SchemaRef};
-use arrow::row::{OwnedRow, RowConverter, SortField};
+use arrow::row::{RowConverter, SortField};
 use datafusion_physical_expr::PhysicalExpr;
 
+mod arena;
 mod snapshot;
+
+use arena::{ByteArena, Output};
 
 use crate::message::{Barrier, Watermark};
 use crate::operator::time_window::EventClock;
 use crate::operator::{Emitter, Operator, timestamps_ns};
 use crate::state::{StateRouter, StateSnapshot};
-use crate::{ChangeBatch, EngineError, HashMap, Result, row_converter};
+use crate::{ChangeBatch, EngineError, Result, row_converter};
 
 /// What a join emits. Sides are 0 (left) and 1 (right).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,20 +71,32 @@ impl JoinKind {
     }
 }
 
+/// Maps keyed by the bytes of arrow `Row`s (a side's rows, or join keys), looked up by
+/// `&[u8]` without allocating.
+/// (`Vec` rather than `Box`: hashbrown's `entry_ref` makes a key with `ToOwned`.)
+type ByteMap<V> = hashbrown::HashMap<Vec<u8>, V, foldhash::fast::RandomState>;
+
+/// What `state_bytes` counts for a stored row beyond its row and key bytes: its map entry
+/// and its count.
+const ROW_OVERHEAD_BYTES: usize = 48;
+
+/// A stored row's count and, with a condition, the weight of the other side's rows it
+/// matches.
+#[derive(Debug, Default, Clone, Copy)]
+struct Stored {
+    count: i64,
+    hits: i64,
+}
+
 /// One side's rows with one key value.
 #[derive(Default)]
 struct Rows {
-    rows: HashMap<OwnedRow, i64>,
+    rows: ByteMap<Stored>,
     total: i64,
-    /// With a condition: per row, the weight of the other side's rows it matches.
-    hits: HashMap<OwnedRow, i64>,
 }
 
 /// The other side's rows (with their weights) that one input row matches.
-type Matches = Vec<(OwnedRow, i64)>;
-
-/// An output row: left row, right row (None: NULLs), weight.
-type Pair = (Option<OwnedRow>, Option<OwnedRow>, i64);
+type Matches = Vec<(Box<[u8]>, i64)>;
 
 /// Incremental equi-join.
 pub struct HashJoin {
@@ -93,7 +108,7 @@ pub struct HashJoin {
     widths: [usize; 2],
     /// Output data columns: left's then right's.
     schema: SchemaRef,
-    state: [HashMap<OwnedRow, Rows>; 2],
+    state: [ByteMap<Rows>; 2],
     nulls_equal: bool,
     /// A condition over (left columns, right columns) a matching pair must also meet.
     condition: Option<(Arc<dyn PhysicalExpr>, SchemaRef)>,
@@ -103,10 +118,11 @@ pub struct HashJoin {
     held: Option<Vec<ChangeBatch>>,
     /// Window and interval joins: when each side's rows can no longer match.
     expiry: [Option<Expiry>; 2],
-    /// Stored rows by the event time after which they are freed.
-    expiring: [BTreeMap<i64, Vec<(OwnedRow, OwnedRow)>>; 2],
-    /// Interval joins drop rows whose own time is behind the watermark.
-    drop_late: bool,
+    /// Stored rows (key, then row) by the event time after which they are freed.
+    expiring: [BTreeMap<i64, ByteArena>; 2],
+    /// Interval joins: per side, the time column by which its rows behind its own
+    /// watermark are dropped.
+    late: [Option<usize>; 2],
     /// The watermark over both inputs (what frees rows) and each input's own (what
     /// makes one of its rows late).
     clock: EventClock,
@@ -159,14 +175,14 @@ impl HashJoin {
             ],
             widths: [inputs[0].fields().len(), inputs[1].fields().len()],
             schema,
-            state: [HashMap::default(), HashMap::default()],
+            state: [ByteMap::default(), ByteMap::default()],
             nulls_equal,
             condition: None,
             lookup: false,
             held: None,
             expiry: [None, None],
             expiring: [BTreeMap::new(), BTreeMap::new()],
-            drop_late: false,
+            late: [None, None],
             clock: EventClock::default(),
             side_clocks: [EventClock::default(); 2],
             late_rows: Arc::new(AtomicU64::new(0)),
@@ -174,17 +190,15 @@ impl HashJoin {
         })
     }
 
-    /// A temporal join (`FOR SYSTEM_TIME AS OF PROCTIME()`): each left (stream) row joins
-    /// the right (table) rows of the moment it arrives and is not kept; later table changes
-    /// emit nothing, so they do not rewrite past results.
     /// Frees each side's rows once the watermark passes their expiry (window joins: the
-    /// window's close; interval joins: the end of the other side's interval). With
-    /// `drop_late`, rows whose time column is behind their own input's watermark are
-    /// dropped and counted (the other side's rows they could match are still kept, as
-    /// rows are freed by the watermark over both inputs, which is never ahead of either).
-    pub fn with_expiry(mut self, expiry: [Option<Expiry>; 2], drop_late: bool) -> Self {
+    /// window's close; interval joins: the end of the other side's interval). Where
+    /// `late[side]` names a time column, that side's rows whose value there is behind
+    /// their own input's watermark are dropped and counted: the other side's rows they
+    /// could match may be freed already (rows are freed by the watermark over both inputs,
+    /// which is never ahead of either).
+    pub fn with_expiry(mut self, expiry: [Option<Expiry>; 2], late: [Option<usize>; 2]) -> Self {
         self.expiry = expiry;
-        self.drop_late = drop_late;
+        self.late = late;
         self
     }
 
@@ -211,10 +225,10 @@ impl HashJoin {
             return Ok(None);
         };
         let other = 1 - side;
-        let mut candidates: Vec<(usize, &OwnedRow, i64)> = Vec::new();
+        let mut candidates: Vec<(usize, &[u8], i64)> = Vec::new();
         for i in (0..rows.num_rows()).filter(|&i| !skip(i)) {
-            if let Some(m) = self.state[other].get(&keys.row(i).owned()) {
-                candidates.extend(m.rows.iter().map(|(r, &w)| (i, r, w)));
+            if let Some(m) = self.state[other].get(keys.row(i).as_ref()) {
+                candidates.extend(m.rows.iter().map(|(r, s)| (i, &r[..], s.count)));
             }
         }
         let mut out: Vec<Matches> = vec![Vec::new(); rows.num_rows()];
@@ -222,7 +236,8 @@ impl HashJoin {
             return Ok(Some(out));
         }
         let mine = self.rows[side].convert_rows(candidates.iter().map(|c| rows.row(c.0)))?;
-        let theirs = self.rows[other].convert_rows(candidates.iter().map(|c| c.1.row()))?;
+        let parser = self.rows[other].parser();
+        let theirs = self.rows[other].convert_rows(candidates.iter().map(|c| parser.parse(c.1)))?;
         let columns = if side == 0 {
             [mine, theirs].concat()
         } else {
@@ -236,7 +251,7 @@ impl HashJoin {
             .ok_or_else(|| EngineError::Internal("a join condition must be boolean".into()))?;
         for (n, (i, r, w)) in candidates.into_iter().enumerate() {
             if verdict.is_valid(n) && verdict.value(n) {
-                out[i].push((r.clone(), w));
+                out[i].push((r.into(), w));
             }
         }
         Ok(Some(out))
@@ -247,6 +262,9 @@ impl HashJoin {
         Arc::clone(&self.late_rows)
     }
 
+    /// A temporal join (`FOR SYSTEM_TIME AS OF PROCTIME()`): each left (stream) row joins
+    /// the right (table) rows of the moment it arrives and is not kept; later table changes
+    /// emit nothing, so they do not rewrite past results.
     /// Stream rows that arrive before the first barrier wait for it, so they find the
     /// table as it was when the view was created, not half loaded.
     pub fn with_lookup(mut self) -> Self {
@@ -271,22 +289,22 @@ impl HashJoin {
             .collect()
     }
 
-    /// What a change of `row` on `side` produces against the other side's rows of `key`
-    /// (with a condition: against `met`, those of them it matches).
+    /// What a change of the batch's row `i` on `side` produces against the other side's
+    /// rows of `key` (with a condition: against `met`, those of them it matches).
     fn probe(
         &self,
         side: usize,
-        row: &OwnedRow,
-        key: &OwnedRow,
+        i: usize,
+        key: &[u8],
         w: i64,
         met: Option<&Matches>,
-        pairs: &mut Vec<Pair>,
+        out: &mut Output,
     ) {
         let matched = match met {
             Some(met) => {
                 if self.kind.pairs() {
                     for (r, ow) in met {
-                        pairs.push(Self::pair(side, row.clone(), Some(r.clone()), w * ow));
+                        out.push(Some(i), Some(r), w * ow);
                     }
                 }
                 met.iter().map(|m| m.1).sum::<i64>() > 0
@@ -294,15 +312,15 @@ impl HashJoin {
             None => {
                 let matches = self.state[1 - side].get(key);
                 if self.kind.pairs() {
-                    for (r, &ow) in matches.iter().flat_map(|m| &m.rows) {
-                        pairs.push(Self::pair(side, row.clone(), Some(r.clone()), w * ow));
+                    for (r, stored) in matches.iter().flat_map(|m| &m.rows) {
+                        out.push(Some(i), Some(r), w * stored.count);
                     }
                 }
                 matches.is_some_and(|m| m.total > 0)
             }
         };
         if (!matched && self.kind.unmatched(side)) || (matched && self.kind.matched_alone(side)) {
-            pairs.push(Self::pair(side, row.clone(), None, w));
+            out.push(Some(i), None, w);
         }
     }
 
@@ -313,37 +331,32 @@ impl HashJoin {
     fn store(
         &mut self,
         side: usize,
-        row: OwnedRow,
-        key: OwnedRow,
+        row: &[u8],
+        key: &[u8],
         w: i64,
         met: Option<&Matches>,
-        pairs: &mut Vec<Pair>,
+        out: &mut Output,
     ) {
         let other = 1 - side;
-        let size = row.as_ref().len() + key.as_ref().len() + 48;
-        let mine = self.state[side].entry(key.clone()).or_default();
+        let size = row.len() + key.len() + ROW_OVERHEAD_BYTES;
+        let mine = self.state[side].entry_ref(key).or_default();
         let had = mine.total > 0;
         mine.total += w;
         let has = mine.total > 0;
-        let count = {
-            let c = mine.rows.entry(row.clone()).or_insert(0);
-            *c += w;
-            *c
-        };
+        let stored = mine.rows.entry_ref(row).or_default();
+        stored.count += w;
+        let count = stored.count;
+        if let Some(met) = met {
+            stored.hits = met.iter().map(|m| m.1).sum();
+        }
         if count == 0 {
-            mine.rows.remove(&row);
-            mine.hits.remove(&row);
+            mine.rows.remove(row);
             self.bytes = self.bytes.saturating_sub(size);
         } else if count == w {
             self.bytes += size;
         }
-        if let Some(met) = met
-            && count != 0
-        {
-            mine.hits.insert(row.clone(), met.iter().map(|m| m.1).sum());
-        }
         if mine.rows.is_empty() {
-            self.state[side].remove(&key);
+            self.state[side].remove(key);
         }
         let kind = self.kind;
         let alone = |has: bool| {
@@ -356,17 +369,19 @@ impl HashJoin {
             }
         };
         if let Some(met) = met {
-            let Some(theirs) = self.state[other].get_mut(&key) else {
+            let Some(theirs) = self.state[other].get_mut(key) else {
                 return;
             };
             for (r, ow) in met {
-                let hits = theirs.hits.entry(r.clone()).or_insert(0);
-                let (had, has) = (*hits > 0, *hits + w > 0);
-                *hits += w;
+                let Some(stored) = theirs.rows.get_mut(&r[..]) else {
+                    continue;
+                };
+                let (had, has) = (stored.hits > 0, stored.hits + w > 0);
+                stored.hits += w;
                 if had != has
                     && let Some(sign) = alone(has)
                 {
-                    pairs.push(Self::pair(other, r.clone(), None, sign * ow));
+                    out.push(None, Some(r), sign * ow);
                 }
             }
             return;
@@ -375,59 +390,58 @@ impl HashJoin {
             && !self.lookup
             && let Some(sign) = alone(has)
         {
-            for (r, &ow) in self.state[other].get(&key).iter().flat_map(|m| &m.rows) {
-                pairs.push(Self::pair(other, r.clone(), None, sign * ow));
+            for (r, stored) in self.state[other].get(key).iter().flat_map(|m| &m.rows) {
+                out.push(None, Some(r), sign * stored.count);
             }
         }
     }
 
-    fn pair(side: usize, mine: OwnedRow, other: Option<OwnedRow>, w: i64) -> Pair {
-        if side == 0 {
-            (Some(mine), other, w)
-        } else {
-            (other, Some(mine), w)
+    /// The output batch of what a batch of `side` (its data columns `data`) produced: that
+    /// side's columns taken from `data`, the other side's converted from the stored rows.
+    fn output(&self, side: usize, data: &RecordBatch, out: Output) -> Result<ChangeBatch> {
+        let other = 1 - side;
+        let mut halves: [Vec<ArrayRef>; 2] = [Vec::new(), Vec::new()];
+        if self.kind.columns(side) {
+            let mine = UInt32Array::from(out.mine);
+            halves[side] = data
+                .columns()
+                .iter()
+                .map(|c| take(c, &mine, None))
+                .collect::<std::result::Result<_, _>>()?;
         }
+        if self.kind.columns(other) {
+            halves[other] = self.stored_columns(other, &out.stored, out.theirs)?;
+        }
+        let [left, right] = halves;
+        let columns = left.into_iter().chain(right).collect();
+        ChangeBatch::from_columns(&self.schema, columns, out.weights)
     }
 
-    /// Output columns of one side: its rows where present, NULLs elsewhere.
-    fn side_columns(&self, side: usize, rows: Vec<Option<&OwnedRow>>) -> Result<Vec<ArrayRef>> {
-        let present: Vec<_> = rows.iter().flatten().map(|r| r.row()).collect();
-        if present.is_empty() {
+    /// Output columns of `side` from its rows copied into `stored`: row `theirs[n]` in
+    /// output row n, NULLs where None.
+    fn stored_columns(
+        &self,
+        side: usize,
+        stored: &ByteArena,
+        theirs: Vec<Option<u32>>,
+    ) -> Result<Vec<ArrayRef>> {
+        if stored.is_empty() {
             let offset = if side == 1 && self.kind.columns(0) {
                 self.widths[0]
             } else {
                 0
             };
             return Ok((0..self.widths[side])
-                .map(|c| new_null_array(self.schema.field(offset + c).data_type(), rows.len()))
+                .map(|c| new_null_array(self.schema.field(offset + c).data_type(), theirs.len()))
                 .collect());
         }
-        let columns = self.rows[side].convert_rows(present)?;
-        let mut next = 0u32;
-        let indices: UInt32Array = rows
-            .iter()
-            .map(|r| {
-                r.map(|_| {
-                    next += 1;
-                    next - 1
-                })
-            })
-            .collect();
+        let parser = self.rows[side].parser();
+        let columns = self.rows[side].convert_rows(stored.iter().map(|r| parser.parse(r)))?;
+        let indices = UInt32Array::from(theirs);
         Ok(columns
             .iter()
             .map(|c| take(c, &indices, None))
             .collect::<std::result::Result<_, _>>()?)
-    }
-
-    fn output(&self, pairs: &[Pair]) -> Result<ChangeBatch> {
-        let mut columns = Vec::with_capacity(self.schema.fields().len() + 1);
-        if self.kind.columns(0) {
-            columns.extend(self.side_columns(0, pairs.iter().map(|p| p.0.as_ref()).collect())?);
-        }
-        if self.kind.columns(1) {
-            columns.extend(self.side_columns(1, pairs.iter().map(|p| p.1.as_ref()).collect())?);
-        }
-        ChangeBatch::from_columns(&self.schema, columns, pairs.iter().map(|p| p.2))
     }
 }
 
@@ -449,7 +463,7 @@ impl Operator for HashJoin {
         )
     }
 
-    fn on_batch(&mut self, input: usize, batch: ChangeBatch, out: &mut Emitter) -> Result<()> {
+    fn on_batch(&mut self, input: usize, batch: ChangeBatch, emitter: &mut Emitter) -> Result<()> {
         let side = input.min(1);
         if side == 0
             && let Some(held) = &mut self.held
@@ -470,29 +484,34 @@ impl Operator for HashJoin {
             Some(e) => Some(timestamps_ns(data.column(e.column))?),
             None => None,
         };
-        let mut pairs: Vec<Pair> = Vec::new();
+        let late_times = match self.late[side] {
+            Some(column) => Some(timestamps_ns(data.column(column))?),
+            None => None,
+        };
+        let mut out = Output::default();
         let mut late = 0;
         for i in 0..data.num_rows() {
-            let (w, row) = (weights.value(i), rows.row(i).owned());
+            let (w, row) = (weights.value(i), rows.row(i));
             let time = times.as_ref().map(|t| t.is_valid(i).then(|| t.value(i)));
-            if self.drop_late
-                && let Some(Some(t)) = time
-                && self.side_clocks[side].is_late(t)
+            if let Some(t) = &late_times
+                && t.is_valid(i)
+                && self.side_clocks[side].is_late(t.value(i))
             {
                 late += 1;
                 continue;
             }
             if !self.nulls_equal && null_key(i) {
                 if self.kind.unmatched(side) && !(self.lookup && side == 1) {
-                    pairs.push(Self::pair(side, row, None, w));
+                    out.push(Some(i), None, w);
                 }
                 continue;
             }
-            let key = key_rows.row(i).owned();
+            let key = key_rows.row(i);
+            let (row, key) = (row.as_ref(), key.as_ref());
             let met = met.as_ref().map(|m| &m[i]);
             // A lookup join's table side (1) only updates what the stream side (0) finds.
             if !(self.lookup && side == 1) {
-                self.probe(side, &row, &key, w, met, &mut pairs);
+                self.probe(side, i, key, w, met, &mut out);
             }
             match (expiry, time) {
                 // A row without a time never satisfies the time bound: nothing to keep.
@@ -500,20 +519,20 @@ impl Operator for HashJoin {
                 (Some(e), Some(Some(t))) => {
                     if w > 0 {
                         let at = t.saturating_add(e.offset_ns);
-                        self.expiring[side]
-                            .entry(at)
-                            .or_default()
-                            .push((key.clone(), row.clone()));
+                        let expiring = self.expiring[side].entry(at).or_default();
+                        expiring.push(key);
+                        expiring.push(row);
                     }
-                    self.store(side, row, key, w, met, &mut pairs);
+                    self.store(side, row, key, w, met, &mut out);
                 }
-                _ if !(self.lookup && side == 0) => self.store(side, row, key, w, met, &mut pairs),
+                _ if !(self.lookup && side == 0) => self.store(side, row, key, w, met, &mut out),
                 _ => {}
             }
         }
         self.late_rows.fetch_add(late, Ordering::Relaxed);
-        if !pairs.is_empty() {
-            out.emit(self.output(&pairs)?);
+        if !out.is_empty() {
+            let batch = self.output(side, &data, out)?;
+            emitter.emit(batch);
         }
         Ok(())
     }
@@ -529,18 +548,17 @@ impl Operator for HashJoin {
         for side in 0..2 {
             let keep = self.expiring[side].split_off(&wm);
             let expired = std::mem::replace(&mut self.expiring[side], keep);
-            for (key, row) in expired.into_values().flatten() {
-                let Some(rows) = self.state[side].get_mut(&key) else {
+            for (key, row) in expired.values().flat_map(ByteArena::pairs) {
+                let Some(rows) = self.state[side].get_mut(key) else {
                     continue;
                 };
-                if let Some(count) = rows.rows.remove(&row) {
-                    rows.hits.remove(&row);
-                    rows.total -= count;
-                    let size = row.as_ref().len() + key.as_ref().len() + 48;
+                if let Some(stored) = rows.rows.remove(row) {
+                    rows.total -= stored.count;
+                    let size = row.len() + key.len() + ROW_OVERHEAD_BYTES;
                     self.bytes = self.bytes.saturating_sub(size);
                 }
                 if rows.rows.is_empty() {
-                    self.state[side].remove(&key);
+                    self.state[side].remove(key);
                 }
             }
         }
@@ -813,7 +831,7 @@ mod tests {
         fn interval_join_frees_only_rows_that_cannot_match(steps in proptest::collection::vec(interval_step(), 1..40), restores in restores()) {
             let (lo, hi) = (-3, 2);
             let expiry = |offset_ns| Some(Expiry { column: 1, offset_ns });
-            let make = || join(JoinKind::Inner).with_expiry([expiry(hi), expiry(-lo)], true);
+            let make = || join(JoinKind::Inner).with_expiry([expiry(hi), expiry(-lo)], [Some(1), Some(1)]);
             let mut op = make();
             let mut sides: [HashMap<Row, i64>; 2] = [HashMap::new(), HashMap::new()];
             let (mut wm, mut late) = (i64::MIN, 0);

@@ -1,7 +1,7 @@
 //! The time bounds that let a join forget rows: a window join (both sides' keys include the
 //! same window bound) frees a window's rows when it closes; an interval join (conditions
-//! like `b.ts BETWEEN a.ts AND a.ts + INTERVAL '1' HOUR`) frees a row once no row still to
-//! come on the other side can fall into its interval.
+//! like `b.ts BETWEEN a.ts AND a.ts + INTERVAL '1' HOUR`, or `AND a.expires`) frees a row
+//! once no row still to come on the other side can fall into its interval.
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{DFSchema, ScalarValue};
@@ -9,11 +9,12 @@ use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Join, Operator};
 use weir_engine::operator::Expiry;
 
-/// How each side's rows expire, and whether rows behind the watermark are dropped.
+/// How each side's rows expire, and by which column each side's late rows are dropped.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(super) struct JoinBounds {
     pub(super) expiry: [Option<Expiry>; 2],
-    pub(super) drop_late: bool,
+    /// Per side, the time column by which its rows behind its watermark are dropped.
+    pub(super) late: [Option<usize>; 2],
 }
 
 impl JoinBounds {
@@ -42,33 +43,25 @@ pub(super) fn join_bounds(j: &Join, windows: [&[Option<i64>]; 2]) -> JoinBounds 
             };
             return JoinBounds {
                 expiry: [at(li), at(ri)],
-                drop_late: false,
+                late: [None, None],
             };
         }
     }
     let Some(filter) = &j.filter else {
         return JoinBounds::default();
     };
-    // r.time - l.time within [lo, hi].
-    let (mut lo, mut hi, mut columns) = (None::<i64>, None::<i64>, None);
+    // Each bound as (left column, right column, op, value): right - left `op` value.
+    let mut bounds: Vec<(usize, usize, Operator, i64)> = Vec::new();
     let mut bound = |a: &Expr, op: Operator, b: &Expr| {
         let (Some(a), Some(b)) = (term(a, schemas), term(b, schemas)) else {
             return;
         };
-        // Written as right - left `op` value.
-        let (op, value, cols) = match (a.0, b.0) {
-            (1, 0) => (op, b.2 - a.2, (b.1, a.1)),
-            (0, 1) => (op.swap().unwrap_or(op), a.2 - b.2, (a.1, b.1)),
+        let normal = match (a.0, b.0) {
+            (1, 0) => (b.1, a.1, op, b.2 - a.2),
+            (0, 1) => (a.1, b.1, op.swap().unwrap_or(op), a.2 - b.2),
             _ => return,
         };
-        if *columns.get_or_insert(cols) != cols {
-            return;
-        }
-        match op {
-            Operator::GtEq | Operator::Gt => lo = Some(lo.map_or(value, |l| l.max(value))),
-            Operator::LtEq | Operator::Lt => hi = Some(hi.map_or(value, |h| h.min(value))),
-            _ => {}
-        }
+        bounds.push(normal);
     };
     for conjunct in split_conjunction(filter) {
         match conjunct {
@@ -85,23 +78,37 @@ pub(super) fn join_bounds(j: &Join, windows: [&[Option<i64>]; 2]) -> JoinBounds 
             _ => {}
         }
     }
-    let Some((left_time, right_time)) = columns else {
-        return JoinBounds::default();
+    // The tightest bound of one direction, on the columns of the first one found.
+    let tightest = |upper: bool| {
+        let ops: &[Operator] = if upper {
+            &[Operator::LtEq, Operator::Lt]
+        } else {
+            &[Operator::GtEq, Operator::Gt]
+        };
+        let mut found = bounds.iter().filter(|b| ops.contains(&b.2));
+        let first = *found.next()?;
+        let same = found.filter(|b| (b.0, b.1) == (first.0, first.1));
+        Some(same.fold((first.0, first.1, first.3), |(l, r, v), b| {
+            (l, r, if upper { v.min(b.3) } else { v.max(b.3) })
+        }))
     };
-    // A left row meets right rows up to left + hi; a right row meets left rows down to
-    // right - lo. Rows still to come are at or after the watermark.
+    // A left row meets right rows whose time is at most its column + hi; a right row meets
+    // left rows whose time is at least its column - lo. Rows still to come are at or after
+    // their input's watermark, or late and dropped: each side's expiry relies on the
+    // other side dropping rows behind its watermark by the column the bound compares.
+    let (hi, lo) = (tightest(true), tightest(false));
     JoinBounds {
         expiry: [
-            hi.map(|hi| Expiry {
-                column: left_time,
+            hi.map(|(left, _, hi)| Expiry {
+                column: left,
                 offset_ns: hi,
             }),
-            lo.map(|lo| Expiry {
-                column: right_time,
+            lo.map(|(_, right, lo)| Expiry {
+                column: right,
                 offset_ns: -lo,
             }),
         ],
-        drop_late: lo.is_some() || hi.is_some(),
+        late: [lo.map(|(left, _, _)| left), hi.map(|(_, right, _)| right)],
     }
 }
 

@@ -6,7 +6,7 @@ use arrow::array::{Array, RecordBatch};
 use arrow::datatypes::Schema;
 use std::sync::Arc;
 
-use super::HashJoin;
+use super::{HashJoin, ROW_OVERHEAD_BYTES, Stored};
 use crate::operator::time_window::CLOCK;
 use crate::operator::timestamps_ns;
 use crate::state::rescale::{deal_input_rows, lowest_values};
@@ -26,12 +26,11 @@ impl HashJoin {
         let mut snapshot = StateSnapshot::default();
         for (side, name) in SIDES.iter().enumerate() {
             let (mut rows, mut counts, mut hits) = (Vec::new(), Vec::new(), Vec::new());
-            for stored in self.state[side].values() {
-                for (row, &n) in &stored.rows {
-                    rows.push(row.row());
-                    counts.push(n);
-                    hits.push(stored.hits.get(row).copied().unwrap_or(0));
-                }
+            let parser = self.rows[side].parser();
+            for (row, stored) in self.state[side].values().flat_map(|k| &k.rows) {
+                rows.push(parser.parse(row));
+                counts.push(stored.count);
+                hits.push(stored.hits);
             }
             if !rows.is_empty() {
                 let counters = [("__count", counts), ("__hits", hits)];
@@ -84,22 +83,32 @@ impl HashJoin {
                 None => None,
             };
             for i in 0..table.num_rows() {
-                let (row, key) = (rows.row(i).owned(), keys.row(i).owned());
-                self.bytes += row.as_ref().len() + key.as_ref().len() + 48;
+                let (row, key) = (rows.row(i), keys.row(i));
+                let (row, key) = (row.as_ref(), key.as_ref());
+                self.bytes += row.len() + key.len() + ROW_OVERHEAD_BYTES;
                 if let Some((offset, times)) = &times
                     && times.is_valid(i)
                 {
-                    self.expiring[side]
+                    let expiring = self.expiring[side]
                         .entry(times.value(i).saturating_add(*offset))
-                        .or_default()
-                        .push((key.clone(), row.clone()));
+                        .or_default();
+                    expiring.push(key);
+                    expiring.push(row);
                 }
-                let stored = self.state[side].entry(key).or_default();
+                let stored = self.state[side].entry_ref(key).or_default();
                 stored.total += counts.value(i);
-                if self.condition.is_some() {
-                    stored.hits.insert(row.clone(), hits.value(i));
-                }
-                stored.rows.insert(row, counts.value(i));
+                let hits = if self.condition.is_some() {
+                    hits.value(i)
+                } else {
+                    0
+                };
+                stored.rows.insert(
+                    row.into(),
+                    Stored {
+                        count: counts.value(i),
+                        hits,
+                    },
+                );
             }
         }
         Ok(())

@@ -110,8 +110,8 @@ impl Lowering<'_> {
             op
         } else {
             self.graph.align_watermarks();
-            let op = op.with_expiry(bounds.expiry, bounds.drop_late);
-            if bounds.drop_late {
+            let op = op.with_expiry(bounds.expiry, bounds.late);
+            if bounds.late.iter().any(Option::is_some) {
                 self.late_rows.push(op.late_rows());
             }
             op
