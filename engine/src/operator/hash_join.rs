@@ -129,6 +129,8 @@ pub struct HashJoin {
     side_clocks: [EventClock; 2],
     late_rows: Arc<AtomicU64>,
     bytes: usize,
+    /// What the batch being processed emits (kept between batches for its buffers).
+    output: Output,
 }
 
 /// When one side's stored rows can no longer match: once the watermark is past the row's
@@ -187,6 +189,7 @@ impl HashJoin {
             side_clocks: [EventClock::default(); 2],
             late_rows: Arc::new(AtomicU64::new(0)),
             bytes: 0,
+            output: Output::default(),
         })
     }
 
@@ -398,11 +401,11 @@ impl HashJoin {
 
     /// The output batch of what a batch of `side` (its data columns `data`) produced: that
     /// side's columns taken from `data`, the other side's converted from the stored rows.
-    fn output(&self, side: usize, data: &RecordBatch, out: Output) -> Result<ChangeBatch> {
+    fn output(&self, side: usize, data: &RecordBatch, out: &Output) -> Result<ChangeBatch> {
         let other = 1 - side;
         let mut halves: [Vec<ArrayRef>; 2] = [Vec::new(), Vec::new()];
         if self.kind.columns(side) {
-            let mine = UInt32Array::from(out.mine);
+            let mine = UInt32Array::from_iter(out.mine.iter().copied());
             halves[side] = data
                 .columns()
                 .iter()
@@ -410,11 +413,11 @@ impl HashJoin {
                 .collect::<std::result::Result<_, _>>()?;
         }
         if self.kind.columns(other) {
-            halves[other] = self.stored_columns(other, &out.stored, out.theirs)?;
+            halves[other] = self.stored_columns(other, &out.stored, &out.theirs)?;
         }
         let [left, right] = halves;
         let columns = left.into_iter().chain(right).collect();
-        ChangeBatch::from_columns(&self.schema, columns, out.weights)
+        ChangeBatch::from_columns(&self.schema, columns, out.weights.iter().copied())
     }
 
     /// Output columns of `side` from its rows copied into `stored`: row `theirs[n]` in
@@ -423,7 +426,7 @@ impl HashJoin {
         &self,
         side: usize,
         stored: &ByteArena,
-        theirs: Vec<Option<u32>>,
+        theirs: &[Option<u32>],
     ) -> Result<Vec<ArrayRef>> {
         if stored.is_empty() {
             let offset = if side == 1 && self.kind.columns(0) {
@@ -437,7 +440,7 @@ impl HashJoin {
         }
         let parser = self.rows[side].parser();
         let columns = self.rows[side].convert_rows(stored.iter().map(|r| parser.parse(r)))?;
-        let indices = UInt32Array::from(theirs);
+        let indices = UInt32Array::from_iter(theirs.iter().copied());
         Ok(columns
             .iter()
             .map(|c| take(c, &indices, None))
@@ -488,7 +491,7 @@ impl Operator for HashJoin {
             Some(column) => Some(timestamps_ns(data.column(column))?),
             None => None,
         };
-        let mut out = Output::default();
+        let mut out = std::mem::take(&mut self.output);
         let mut late = 0;
         for i in 0..data.num_rows() {
             let (w, row) = (weights.value(i), rows.row(i));
@@ -530,9 +533,11 @@ impl Operator for HashJoin {
             }
         }
         self.late_rows.fetch_add(late, Ordering::Relaxed);
-        if !out.is_empty() {
-            let batch = self.output(side, &data, out)?;
-            emitter.emit(batch);
+        let batch = (!out.is_empty()).then(|| self.output(side, &data, &out));
+        out.clear();
+        self.output = out;
+        if let Some(batch) = batch {
+            emitter.emit(batch?);
         }
         Ok(())
     }
