@@ -3,17 +3,15 @@
 
 use std::sync::Arc;
 
-use arrow::array::{
-    ArrayRef, Int64Builder, RecordBatch, StringBuilder, TimestampNanosecondBuilder,
-};
+use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use nexmark::EventGenerator;
-use nexmark::config::NexmarkConfig;
-use nexmark::event::{Event, EventType};
 
 use crate::{EngineError, Result};
 
+mod auctions;
 mod bids;
+mod people;
+mod reference;
 
 /// Which Nexmark relation a source produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,14 +30,6 @@ impl NexmarkTable {
             other => Err(EngineError::InvalidParameter(format!(
                 "unknown nexmark.table.type '{other}' (expected Person, Auction or Bid)"
             ))),
-        }
-    }
-
-    fn event_type(self) -> EventType {
-        match self {
-            Self::Person => EventType::Person,
-            Self::Auction => EventType::Auction,
-            Self::Bid => EventType::Bid,
         }
     }
 
@@ -116,9 +106,9 @@ impl NexmarkOptions {
 /// Generates one split of a Nexmark relation: rows `split, split + splits, ...`.
 pub struct NexmarkReader {
     table: NexmarkTable,
-    generator: EventGenerator,
-    /// Bids come from `bids` (the same values, faster): the next bid's index and the step.
-    next_bid: u64,
+    /// The index of this split's next row among the relation's rows, and the step to the
+    /// one after (the number of splits).
+    next: u64,
     step: u64,
     base_time_ms: u64,
     schema: SchemaRef,
@@ -132,24 +122,15 @@ impl NexmarkReader {
 
     /// Split `split` of `splits` after its first `done` rows (a checkpoint's position).
     pub fn resume(options: &NexmarkOptions, split: u64, splits: u64, done: u64) -> Self {
-        let config = NexmarkConfig {
-            base_time: options.base_time_ms,
-            ..NexmarkConfig::default()
-        };
         let step = splits.max(1);
         let first = split + done * step;
-        let generator = EventGenerator::new(config)
-            .with_type_filter(options.table.event_type())
-            .with_offset(first)
-            .with_step(step);
         let remaining = options
             .row_count()
             .map(|n| n.saturating_sub(split).div_ceil(step).saturating_sub(done));
         Self {
             table: options.table,
-            generator,
-            next_bid: first,
-            step: splits.max(1),
+            next: first,
+            step,
             base_time_ms: options.base_time_ms,
             schema: options.table.schema(),
             remaining,
@@ -170,100 +151,125 @@ impl NexmarkReader {
         if let Some(r) = self.remaining.as_mut() {
             *r -= n as u64;
         }
+        let (base_time, step) = (self.base_time_ms, self.step);
+        let indices = (0..n).map(|i| self.next + i as u64 * step);
         let columns = match self.table {
             NexmarkTable::Bid => {
                 let mut builders = bids::BidBuilders::with_capacity(n);
-                for _ in 0..n {
-                    builders.append(bids::bid_event_number(self.next_bid), self.base_time_ms);
-                    self.next_bid += self.step;
-                }
+                indices.for_each(|i| builders.append(bids::bid_event_number(i), base_time));
                 builders.finish()
             }
-            NexmarkTable::Auction => auction_columns((&mut self.generator).take(n), n),
-            NexmarkTable::Person => person_columns((&mut self.generator).take(n), n),
+            NexmarkTable::Auction => {
+                let mut builders = auctions::AuctionBuilders::with_capacity(n);
+                indices.for_each(|i| builders.append(auctions::auction_event_number(i), base_time));
+                builders.finish()
+            }
+            NexmarkTable::Person => {
+                let mut builders = people::PersonBuilders::with_capacity(n);
+                indices.for_each(|i| builders.append(people::person_event_number(i), base_time));
+                builders.finish()
+            }
         };
+        self.next += n as u64 * step;
         RecordBatch::try_new(self.schema(), columns).ok()
     }
 }
 
-fn ms_to_ns(ms: u64) -> i64 {
-    ms as i64 * 1_000_000
-}
-
-fn auction_columns(events: impl Iterator<Item = Event>, n: usize) -> Vec<ArrayRef> {
-    let mut id = Int64Builder::with_capacity(n);
-    let (mut item, mut desc, mut extra) = (
-        StringBuilder::new(),
-        StringBuilder::new(),
-        StringBuilder::new(),
-    );
-    let (mut initial, mut reserve, mut seller, mut category) = (
-        Int64Builder::with_capacity(n),
-        Int64Builder::with_capacity(n),
-        Int64Builder::with_capacity(n),
-        Int64Builder::with_capacity(n),
-    );
-    let (mut ts, mut expires) = (
-        TimestampNanosecondBuilder::with_capacity(n),
-        TimestampNanosecondBuilder::with_capacity(n),
-    );
-    for e in events {
-        if let Event::Auction(a) = e {
-            id.append_value(a.id as i64);
-            item.append_value(&a.item_name);
-            desc.append_value(&a.description);
-            initial.append_value(a.initial_bid as i64);
-            reserve.append_value(a.reserve as i64);
-            ts.append_value(ms_to_ns(a.date_time));
-            expires.append_value(ms_to_ns(a.expires));
-            seller.append_value(a.seller as i64);
-            category.append_value(a.category as i64);
-            extra.append_value(&a.extra);
-        }
-    }
-    vec![
-        Arc::new(id.finish()),
-        Arc::new(item.finish()),
-        Arc::new(desc.finish()),
-        Arc::new(initial.finish()),
-        Arc::new(reserve.finish()),
-        Arc::new(ts.finish()),
-        Arc::new(expires.finish()),
-        Arc::new(seller.finish()),
-        Arc::new(category.finish()),
-        Arc::new(extra.finish()),
-    ]
-}
-
-fn person_columns(events: impl Iterator<Item = Event>, n: usize) -> Vec<ArrayRef> {
-    let mut id = Int64Builder::with_capacity(n);
-    let mut s: Vec<StringBuilder> = (0..6).map(|_| StringBuilder::new()).collect();
-    let mut ts = TimestampNanosecondBuilder::with_capacity(n);
-    for e in events {
-        if let Event::Person(p) = e {
-            id.append_value(p.id as i64);
-            for (b, v) in
-                s.iter_mut()
-                    .zip([&p.name, &p.email_address, &p.credit_card, &p.city, &p.state])
-            {
-                b.append_value(v);
-            }
-            ts.append_value(ms_to_ns(p.date_time));
-            s[5].append_value(&p.extra);
-        }
-    }
-    let mut cols: Vec<ArrayRef> = vec![Arc::new(id.finish())];
-    for b in s.iter_mut().take(5) {
-        cols.push(Arc::new(b.finish()));
-    }
-    cols.push(Arc::new(ts.finish()));
-    cols.push(Arc::new(s[5].finish()));
-    cols
-}
-
 #[cfg(test)]
 mod tests {
+    use arrow::array::{ArrayRef, Int64Builder, StringBuilder, TimestampNanosecondBuilder};
+    use nexmark::EventGenerator;
+    use nexmark::config::NexmarkConfig;
+    use nexmark::event::{Event, EventType};
+
     use super::*;
+
+    impl NexmarkTable {
+        fn event_type(self) -> EventType {
+            match self {
+                Self::Person => EventType::Person,
+                Self::Auction => EventType::Auction,
+                Self::Bid => EventType::Bid,
+            }
+        }
+    }
+
+    fn ms_to_ns(ms: u64) -> i64 {
+        ms as i64 * 1_000_000
+    }
+
+    /// Auctions as the reference crate makes them (an `Event` per row), to compare with ours.
+    fn auction_columns(events: impl Iterator<Item = Event>, n: usize) -> Vec<ArrayRef> {
+        let mut id = Int64Builder::with_capacity(n);
+        let (mut item, mut desc, mut extra) = (
+            StringBuilder::new(),
+            StringBuilder::new(),
+            StringBuilder::new(),
+        );
+        let (mut initial, mut reserve, mut seller, mut category) = (
+            Int64Builder::with_capacity(n),
+            Int64Builder::with_capacity(n),
+            Int64Builder::with_capacity(n),
+            Int64Builder::with_capacity(n),
+        );
+        let (mut ts, mut expires) = (
+            TimestampNanosecondBuilder::with_capacity(n),
+            TimestampNanosecondBuilder::with_capacity(n),
+        );
+        for e in events {
+            if let Event::Auction(a) = e {
+                id.append_value(a.id as i64);
+                item.append_value(&a.item_name);
+                desc.append_value(&a.description);
+                initial.append_value(a.initial_bid as i64);
+                reserve.append_value(a.reserve as i64);
+                ts.append_value(ms_to_ns(a.date_time));
+                expires.append_value(ms_to_ns(a.expires));
+                seller.append_value(a.seller as i64);
+                category.append_value(a.category as i64);
+                extra.append_value(&a.extra);
+            }
+        }
+        vec![
+            Arc::new(id.finish()),
+            Arc::new(item.finish()),
+            Arc::new(desc.finish()),
+            Arc::new(initial.finish()),
+            Arc::new(reserve.finish()),
+            Arc::new(ts.finish()),
+            Arc::new(expires.finish()),
+            Arc::new(seller.finish()),
+            Arc::new(category.finish()),
+            Arc::new(extra.finish()),
+        ]
+    }
+
+    /// People as the reference crate makes them, to compare with ours.
+    fn person_columns(events: impl Iterator<Item = Event>, n: usize) -> Vec<ArrayRef> {
+        let mut id = Int64Builder::with_capacity(n);
+        let mut s: Vec<StringBuilder> = (0..6).map(|_| StringBuilder::new()).collect();
+        let mut ts = TimestampNanosecondBuilder::with_capacity(n);
+        for e in events {
+            if let Event::Person(p) = e {
+                id.append_value(p.id as i64);
+                for (b, v) in
+                    s.iter_mut()
+                        .zip([&p.name, &p.email_address, &p.credit_card, &p.city, &p.state])
+                {
+                    b.append_value(v);
+                }
+                ts.append_value(ms_to_ns(p.date_time));
+                s[5].append_value(&p.extra);
+            }
+        }
+        let mut cols: Vec<ArrayRef> = vec![Arc::new(id.finish())];
+        for b in s.iter_mut().take(5) {
+            cols.push(Arc::new(b.finish()));
+        }
+        cols.push(Arc::new(ts.finish()));
+        cols.push(Arc::new(s[5].finish()));
+        cols
+    }
 
     /// Bids as the reference crate makes them (an `Event` per row), to compare with ours.
     fn bid_columns(events: impl Iterator<Item = Event>, n: usize) -> Vec<ArrayRef> {
@@ -301,23 +307,32 @@ mod tests {
     }
 
     #[test]
-    fn bids_equal_the_reference_generator() {
-        // From the start, split, and far out (where f32 event times round).
-        for (split, splits) in [(0, 1), (1, 3), (90_000_000, 7)] {
-            let options = opts(NexmarkTable::Bid, None);
-            let mut ours = NexmarkReader::new(&options, split, splits);
-            let config = NexmarkConfig {
-                base_time: options.base_time_ms,
-                ..NexmarkConfig::default()
-            };
-            let mut reference = EventGenerator::new(config)
-                .with_type_filter(EventType::Bid)
-                .with_offset(split)
-                .with_step(splits);
-            for _ in 0..4 {
-                let got = ours.next_batch(5000).unwrap();
-                let want = bid_columns((&mut reference).take(5000), 5000);
-                assert_eq!(got.columns(), &want[..]);
+    fn every_table_equals_the_reference_generator() {
+        type Columns = fn(std::vec::IntoIter<Event>, usize) -> Vec<ArrayRef>;
+        let tables: [(NexmarkTable, Columns); 3] = [
+            (NexmarkTable::Bid, bid_columns),
+            (NexmarkTable::Auction, auction_columns),
+            (NexmarkTable::Person, person_columns),
+        ];
+        for (table, columns) in tables {
+            // From the start, split, and far out (where f32 event times round).
+            for (split, splits) in [(0, 1), (1, 3), (90_000_000, 7)] {
+                let options = opts(table, None);
+                let mut ours = NexmarkReader::new(&options, split, splits);
+                let config = NexmarkConfig {
+                    base_time: options.base_time_ms,
+                    ..NexmarkConfig::default()
+                };
+                let mut reference = EventGenerator::new(config)
+                    .with_type_filter(table.event_type())
+                    .with_offset(split)
+                    .with_step(splits);
+                for _ in 0..4 {
+                    let got = ours.next_batch(3000).unwrap();
+                    let events: Vec<Event> = (&mut reference).take(3000).collect();
+                    let want = columns(events.into_iter(), 3000);
+                    assert_eq!(got.columns(), &want[..], "{table:?} split {split}/{splits}");
+                }
             }
         }
     }

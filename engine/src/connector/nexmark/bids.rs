@@ -10,20 +10,16 @@ use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-// The reference generator's defaults (`NexmarkConfig::default()`), which every weir source uses.
-const PROPORTION_DENOMINATOR: usize = 50;
-const PERSON_PROPORTION: usize = 1;
-const AUCTION_PROPORTION: usize = 3;
-const BID_PROPORTION: usize = 46;
+use super::reference::{
+    AUCTION_PROPORTION, BID_PROPORTION, FIRST_ID, HOT_BATCH, IN_FLIGHT_AUCTIONS, PERSON_PROPORTION,
+    event_number, event_time_ms, extra_len, last_auction_id, last_person_id, letters,
+    next_person_id, price,
+};
+
 const HOT_AUCTION_RATIO: usize = 2;
 const HOT_BIDDER_RATIO: usize = 4;
 const HOT_CHANNEL_RATIO: usize = 2;
-const HOT_BATCH: usize = 100;
-const IN_FLIGHT_AUCTIONS: usize = 100;
 const AUCTION_ID_LEAD: usize = 10;
-const ACTIVE_PEOPLE: usize = 1000;
-const PERSON_ID_LEAD: usize = 10;
-const FIRST_ID: usize = 1000;
 const HOT_CHANNELS: [&str; 4] = ["Google", "Facebook", "Baidu", "Apple"];
 /// Bytes a bid's fixed fields count for, and the average size `extra` pads a bid to.
 const BID_FIXED_BYTES: usize = 32;
@@ -79,37 +75,11 @@ fn channels() -> &'static Channels {
 
 /// The event number of the `index`-th bid (bids are events 4..50 of every 50).
 pub(super) fn bid_event_number(index: u64) -> usize {
-    let i = index as usize;
-    i / BID_PROPORTION * PROPORTION_DENOMINATOR
-        + PERSON_PROPORTION
-        + AUCTION_PROPORTION
-        + i % BID_PROPORTION
-}
-
-/// Event time (ms) of event `n`: one event every 100 µs from `base_time`, computed in f32
-/// as the reference does (its rounding included).
-pub(super) fn event_time_ms(base_time: u64, n: usize) -> u64 {
-    let delay = 1_000_000_f32 / 10_000_f32;
-    base_time + ((n as f32 * delay) / 1000.0).round() as u64
-}
-
-fn last_auction_id(n: usize) -> usize {
-    let mut epoch = n / PROPORTION_DENOMINATOR;
-    let mut offset = n % PROPORTION_DENOMINATOR;
-    if offset < PERSON_PROPORTION {
-        epoch -= 1;
-        offset = AUCTION_PROPORTION - 1;
-    } else if PERSON_PROPORTION + AUCTION_PROPORTION <= offset {
-        offset = AUCTION_PROPORTION - 1;
-    } else {
-        offset -= PERSON_PROPORTION;
-    }
-    epoch * AUCTION_PROPORTION + offset
-}
-
-/// One person per 50 events, the first: the last person id is the epoch.
-fn last_person_id(n: usize) -> usize {
-    n / PROPORTION_DENOMINATOR * PERSON_PROPORTION
+    event_number(
+        index,
+        PERSON_PROPORTION + AUCTION_PROPORTION,
+        BID_PROPORTION,
+    )
 }
 
 /// The bid columns under construction.
@@ -151,11 +121,9 @@ impl BidBuilders {
         let bidder = if 0 < rng.gen_range(0..HOT_BIDDER_RATIO) {
             (last_person_id(n) / HOT_BATCH) * HOT_BATCH + 1
         } else {
-            let people = last_person_id(n) + 1;
-            let active = people.min(ACTIVE_PEOPLE);
-            people - active + rng.gen_range(0..active + PERSON_ID_LEAD)
+            next_person_id(n, rng)
         };
-        let price = (10.0_f32.powf(rng.r#gen::<f32>() * 6.0) * 100.0).round() as usize;
+        let price = price(rng);
         let c = channels();
         if rng.gen_range(0..HOT_CHANNEL_RATIO) > 0 {
             let index = rng.gen_range(0..HOT_CHANNELS.len());
@@ -166,12 +134,9 @@ impl BidBuilders {
             self.channel.append_value(channel);
             self.url.append_value(url);
         }
-        let wanted = AVG_BID_BYTES - BID_FIXED_BYTES;
-        let delta = (wanted + 2) / 5;
-        let size = wanted - delta + rng.gen_range(0..2 * delta);
+        let size = extra_len(rng, BID_FIXED_BYTES, AVG_BID_BYTES);
         self.scratch.clear();
-        self.scratch
-            .extend((0..size).map(|_| rng.gen_range(b'a'..=b'z')));
+        letters(rng, size, &mut self.scratch);
         self.extra
             .append_value(std::str::from_utf8(&self.scratch).unwrap_or_default());
         self.auction.append_value((auction + FIRST_ID) as i64);
