@@ -118,21 +118,26 @@ impl WatermarkSpec {
 
 /// Where a batch must be cut so that rows behave as if they arrived one by one: before a
 /// row whose event time is behind the watermark of the rows ahead of it, that watermark
-/// goes first. Returns (end of piece, watermark to send after it) and the late-row count.
+/// goes first, unless it went already (`current`, the split's watermark before the batch,
+/// or the last cut's): a run of late rows is one piece, not a piece per row (a file read
+/// after another of the same times was cut into one-row batches, at 1/10 of the rate).
+/// Returns (end of piece, watermark to send after it) and the late-row count.
 fn cut_points(
     wm: &TimestampNanosecondArray,
     time: &TimestampNanosecondArray,
     mut current: Option<i64>,
 ) -> (Vec<(usize, Option<i64>)>, u64) {
     let (mut cuts, mut late) = (Vec::new(), 0);
+    let mut sent = current;
     for i in 0..wm.len() {
         if let Some(w) = current
             && time.is_valid(i)
             && time.value(i) < w
         {
             late += 1;
-            if cuts.last().is_none_or(|(end, _)| *end != i) {
+            if sent != current {
                 cuts.push((i, current));
+                sent = current;
             }
         }
         if wm.is_valid(i) {
@@ -452,6 +457,15 @@ mod tests {
         // In order: one piece, no late rows.
         let (cuts, late) = cut_points(&wm.slice(0, 2), &time.slice(0, 2), Some(s));
         assert_eq!((cuts, late), (vec![(2, Some(9 * s))], 0));
+        // Rows all behind the watermark already sent: one piece, each row late.
+        let (cuts, late) = cut_points(&wm, &time, Some(20 * s));
+        assert_eq!((cuts, late), (vec![(4, Some(20 * s))], 4));
+        // Behind a watermark the batch raised: cut once, where the first late row comes.
+        let time = TimestampNanosecondArray::from(vec![30 * s, 5 * s, 6 * s, 31 * s, 7 * s]);
+        let wm = TimestampNanosecondArray::from(vec![27 * s, 2 * s, 3 * s, 28 * s, 4 * s]);
+        let (cuts, late) = cut_points(&wm, &time, Some(20 * s));
+        let want = vec![(1, Some(27 * s)), (4, Some(28 * s)), (5, Some(28 * s))];
+        assert_eq!((cuts, late), (want, 3));
     }
 
     #[test]
