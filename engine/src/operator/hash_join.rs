@@ -80,6 +80,11 @@ type ByteMap<V> = hashbrown::HashMap<Vec<u8>, V, foldhash::fast::RandomState>;
 /// and its count.
 const ROW_OVERHEAD_BYTES: usize = 48;
 
+/// What `state_bytes` counts for one stored row of `key`.
+fn stored_bytes(row: &[u8], key: &[u8]) -> usize {
+    row.len() + key.len() + ROW_OVERHEAD_BYTES
+}
+
 /// A stored row's count and, with a condition, the weight of the other side's rows it
 /// matches.
 #[derive(Debug, Default, Clone, Copy)]
@@ -341,7 +346,7 @@ impl HashJoin {
         out: &mut Output,
     ) {
         let other = 1 - side;
-        let size = row.len() + key.len() + ROW_OVERHEAD_BYTES;
+        let size = stored_bytes(row, key);
         let mine = self.state[side].entry_ref(key).or_default();
         let had = mine.total > 0;
         mine.total += w;
@@ -559,8 +564,7 @@ impl Operator for HashJoin {
                 };
                 if let Some(stored) = rows.rows.remove(row) {
                     rows.total -= stored.count;
-                    let size = row.len() + key.len() + ROW_OVERHEAD_BYTES;
-                    self.bytes = self.bytes.saturating_sub(size);
+                    self.bytes = self.bytes.saturating_sub(stored_bytes(row, key));
                 }
                 if rows.rows.is_empty() {
                     self.state[side].remove(key);

@@ -9,7 +9,7 @@ use rand::{Rng, SeedableRng};
 
 use super::reference::{
     AUCTION_PROPORTION, FIRST_ID, HOT_BATCH, IN_FLIGHT_AUCTIONS, PERSON_PROPORTION,
-    PROPORTION_DENOMINATOR, event_number, event_time_ms, extra_len, last_auction_id,
+    PROPORTION_DENOMINATOR, append_text, event_number, event_time_ms, extra_len, last_auction_id,
     last_person_id, letters, next_person_id, price,
 };
 
@@ -60,23 +60,14 @@ impl AuctionBuilders {
         }
     }
 
-    /// Appends `len` random letters to `builder`.
-    fn letters(&mut self, rng: &mut SmallRng, len: usize, builder: Field) {
-        self.scratch.clear();
-        letters(rng, len, &mut self.scratch);
-        let text = std::str::from_utf8(&self.scratch).unwrap_or_default();
-        match builder {
-            Field::ItemName => self.item_name.append_value(text),
-            Field::Description => self.description.append_value(text),
-            Field::Extra => self.extra.append_value(text),
-        }
-    }
-
     /// Appends the auction of event number `n`.
     pub(super) fn append(&mut self, n: usize, base_time: u64) {
         let rng = &mut SmallRng::seed_from_u64(n as u64);
-        self.letters(rng, ITEM_NAME_LEN, Field::ItemName);
-        self.letters(rng, DESCRIPTION_LEN, Field::Description);
+        let s = &mut self.scratch;
+        letters(rng, ITEM_NAME_LEN, s);
+        append_text(s, &mut self.item_name);
+        letters(rng, DESCRIPTION_LEN, s);
+        append_text(s, &mut self.description);
         let initial_bid = price(rng);
         let reserve = initial_bid + price(rng);
         let time = event_time_ms(base_time, n);
@@ -91,7 +82,8 @@ impl AuctionBuilders {
         };
         let category = FIRST_CATEGORY_ID + rng.gen_range(0..CATEGORIES);
         let extra = extra_len(rng, AUCTION_FIXED_BYTES, AVG_AUCTION_BYTES);
-        self.letters(rng, extra, Field::Extra);
+        letters(rng, extra, s);
+        append_text(s, &mut self.extra);
         self.id.append_value((last_auction_id(n) + FIRST_ID) as i64);
         self.initial_bid.append_value(initial_bid as i64);
         self.reserve.append_value(reserve as i64);
@@ -116,12 +108,4 @@ impl AuctionBuilders {
             Arc::new(self.extra.finish()),
         ]
     }
-}
-
-/// The auction's string columns.
-#[derive(Clone, Copy)]
-enum Field {
-    ItemName,
-    Description,
-    Extra,
 }

@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 
 use super::reference::{
     AUCTION_PROPORTION, BID_PROPORTION, FIRST_ID, HOT_BATCH, IN_FLIGHT_AUCTIONS, PERSON_PROPORTION,
-    event_number, event_time_ms, extra_len, last_auction_id, last_person_id, letters,
+    append_text, event_number, event_time_ms, extra_len, last_auction_id, last_person_id, letters,
     next_person_id, price,
 };
 
@@ -135,10 +135,8 @@ impl BidBuilders {
             self.url.append_value(url);
         }
         let size = extra_len(rng, BID_FIXED_BYTES, AVG_BID_BYTES);
-        self.scratch.clear();
         letters(rng, size, &mut self.scratch);
-        self.extra
-            .append_value(std::str::from_utf8(&self.scratch).unwrap_or_default());
+        append_text(&mut self.scratch, &mut self.extra);
         self.auction.append_value((auction + FIRST_ID) as i64);
         self.bidder.append_value((bidder + FIRST_ID) as i64);
         self.price.append_value(price as i64);

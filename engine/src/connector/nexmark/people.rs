@@ -10,7 +10,8 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 use super::reference::{
-    FIRST_ID, PERSON_PROPORTION, event_number, event_time_ms, extra_len, last_person_id, letters,
+    FIRST_ID, PERSON_PROPORTION, append_text, event_number, event_time_ms, extra_len,
+    last_person_id, letters,
 };
 
 const FIRST_NAMES: [&str; 11] = [
@@ -68,28 +69,19 @@ impl PersonBuilders {
         }
     }
 
-    /// The text in `scratch`, then `scratch` emptied.
-    fn take(scratch: &mut Vec<u8>, into: &mut StringBuilder) -> usize {
-        into.append_value(std::str::from_utf8(scratch).unwrap_or_default());
-        let len = scratch.len();
-        scratch.clear();
-        len
-    }
-
     /// Appends the person of event number `n`.
     pub(super) fn append(&mut self, n: usize, base_time: u64) {
         let rng = &mut SmallRng::seed_from_u64(n as u64);
         let s = &mut self.scratch;
-        s.clear();
         let first = FIRST_NAMES.choose(rng).expect("names");
         let last = LAST_NAMES.choose(rng).expect("names");
         let _ = write!(s, "{first} {last}");
-        let mut size = 8 + Self::take(s, &mut self.name);
+        let mut size = 8 + append_text(s, &mut self.name);
         letters(rng, 7, s);
         s.push(b'@');
         letters(rng, 5, s);
         s.extend_from_slice(b".com");
-        size += Self::take(s, &mut self.email_address);
+        size += append_text(s, &mut self.email_address);
         // The reference draws these as i32 (an unsuffixed literal in `format!`).
         let card: [i32; 4] = std::array::from_fn(|_| rng.gen_range(0..10000));
         let _ = write!(
@@ -97,7 +89,7 @@ impl PersonBuilders {
             "{:04} {:04} {:04} {:04}",
             card[0], card[1], card[2], card[3]
         );
-        size += Self::take(s, &mut self.credit_card);
+        size += append_text(s, &mut self.credit_card);
         let city = CITIES.choose(rng).expect("cities");
         let state = STATES.choose(rng).expect("states");
         self.city.append_value(city);
@@ -105,7 +97,7 @@ impl PersonBuilders {
         size += city.len() + state.len();
         let extra = extra_len(rng, size, AVG_PERSON_BYTES);
         letters(rng, extra, s);
-        Self::take(s, &mut self.extra);
+        append_text(s, &mut self.extra);
         self.id.append_value((last_person_id(n) + FIRST_ID) as i64);
         self.date_time
             .append_value(event_time_ms(base_time, n) as i64 * 1_000_000);

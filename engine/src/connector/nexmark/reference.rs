@@ -2,6 +2,7 @@
 //! shared by the builders of bids, auctions and people: each reproduces that crate's values
 //! exactly (same seed per event, same random draws in the same order).
 
+use arrow::array::StringBuilder;
 use rand::rngs::SmallRng;
 use rand::{Rng, RngCore};
 
@@ -62,6 +63,15 @@ pub(super) fn next_person_id(n: usize, rng: &mut SmallRng) -> usize {
 /// `len` random lowercase letters appended to `out` (the reference's `gen_exact_string`).
 pub(super) fn letters(rng: &mut SmallRng, len: usize, out: &mut Vec<u8>) {
     out.extend((0..len).map(|_| letter(rng)));
+}
+
+/// Appends the text in `scratch` to `into`, empties `scratch` and returns the text's length
+/// (the builders assemble each string value in one reused buffer).
+pub(super) fn append_text(scratch: &mut Vec<u8>, into: &mut StringBuilder) -> usize {
+    into.append_value(std::str::from_utf8(scratch).unwrap_or_default());
+    let len = scratch.len();
+    scratch.clear();
+    len
 }
 
 /// A random lowercase letter, drawn exactly as `rng.gen_range(b'a'..=b'z')` draws it (rand

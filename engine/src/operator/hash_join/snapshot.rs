@@ -6,7 +6,7 @@ use arrow::array::{Array, RecordBatch};
 use arrow::datatypes::Schema;
 use std::sync::Arc;
 
-use super::{HashJoin, ROW_OVERHEAD_BYTES, Stored};
+use super::{HashJoin, Stored, stored_bytes};
 use crate::operator::time_window::CLOCK;
 use crate::operator::timestamps_ns;
 use crate::state::rescale::{deal_input_rows, lowest_values};
@@ -85,7 +85,7 @@ impl HashJoin {
             for i in 0..table.num_rows() {
                 let (row, key) = (rows.row(i), keys.row(i));
                 let (row, key) = (row.as_ref(), key.as_ref());
-                self.bytes += row.len() + key.len() + ROW_OVERHEAD_BYTES;
+                self.bytes += stored_bytes(row, key);
                 if let Some((offset, times)) = &times
                     && times.is_valid(i)
                 {
